@@ -1,0 +1,200 @@
+//! Runs a parsed command line: builds each command's config and wires endpoint, transport and
+//! service together.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, ConnectArgs, EchoArgs, TalkArgs, seconds};
+use crate::codec::Framing;
+use crate::connect::{self, ConnectConfig};
+use crate::endpoint::{Endpoint, Family, Proto};
+use crate::error::{Error, Result};
+use crate::server;
+use crate::service::echo::{self, EchoConfig, Transform};
+use crate::talk::{self, TalkConfig};
+use crate::transport::{StreamListener, tcp, udp, unix};
+
+/// Runs the command `cli` names until it finishes or, for servers, until SIGINT/SIGTERM.
+///
+/// # Errors
+/// Startup errors (bad options, bind or connect failures) and client I/O errors.
+pub async fn run(cli: Cli) -> Result<()> {
+    let family = cli.family();
+    match cli.command {
+        Command::Echo(args) => run_echo(args, family, shutdown_on_signals()).await,
+        Command::Connect(args) => run_connect(args, family).await,
+        Command::Talk(args) => run_talk(args, family, !cli.quiet).await,
+    }
+}
+
+/// A token cancelled by the first SIGINT (Ctrl-C) or SIGTERM. A second signal exits at once,
+/// for when draining takes longer than the user wants to wait.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        for round in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if round > 0 {
+                std::process::exit(130);
+            }
+            tracing::info!("shutting down");
+            trigger.cancel();
+        }
+    });
+    token
+}
+
+async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -> Result<()> {
+    let endpoint = args.target.endpoint()?;
+    let proto = endpoint.proto(args.target.udp)?;
+    let config = Arc::new(EchoConfig {
+        transform: if args.upper {
+            Transform::Upper
+        } else {
+            Transform::Echo
+        },
+        framing: args.frame.framing,
+        max_frame: args.frame.max_frame,
+        encoding: args.text.encoding,
+        greet: args.greet,
+        idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+    });
+    if proto == Proto::Udp {
+        if config.framing != Framing::Raw {
+            return Err(Error::Usage(
+                "--frame applies to streams; each UDP datagram is already one message".into(),
+            ));
+        }
+        if config.greet.is_some() {
+            return Err(Error::Usage(
+                "--greet needs a connection to greet; UDP has none".into(),
+            ));
+        }
+        let socket = udp::listen(&endpoint, family).await?;
+        server::announce(&crate::endpoint::display_addr(
+            Proto::Udp,
+            socket.local_addr()?,
+        ));
+        echo::serve_udp(socket, config, shutdown).await;
+        return Ok(());
+    }
+    match &endpoint {
+        Endpoint::Unix(path) => {
+            serve_echo(unix::listen(path)?, args.max_conns, config, shutdown).await
+        }
+        Endpoint::Inet { .. } => {
+            let listener = tcp::listen(&endpoint, family).await?;
+            serve_echo(listener, args.max_conns, config, shutdown).await
+        }
+    }
+}
+
+async fn serve_echo<L: StreamListener>(
+    listener: L,
+    max_conns: usize,
+    config: Arc<EchoConfig>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    server::announce(&listener.local_display());
+    server::run(
+        listener,
+        max_conns,
+        shutdown,
+        move |stream, peer, shutdown| echo::serve_stream(stream, peer, config.clone(), shutdown),
+    )
+    .await;
+    Ok(())
+}
+
+async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
+    let endpoint = args.target.endpoint()?;
+    let config = ConnectConfig {
+        framing: args.frame.framing,
+        max_frame: args.frame.max_frame,
+        encoding: args.text.encoding,
+        linger: seconds("--linger", args.linger)?,
+    };
+    match (endpoint.proto(args.target.udp)?, &endpoint) {
+        (_, Endpoint::Unix(path)) => connect::stream(unix::connect(path).await?, &config).await,
+        (Proto::Tcp, _) => connect::stream(tcp::connect(&endpoint, family).await?, &config).await,
+        (Proto::Udp, _) => {
+            if config.framing == Framing::Len {
+                return Err(Error::Usage(
+                    "--frame len applies to streams; each UDP datagram is already one message"
+                        .into(),
+                ));
+            }
+            connect::udp(udp::resolve_peer(&endpoint, family).await?, &config).await
+        }
+    }
+}
+
+async fn run_talk(args: TalkArgs, family: Family, is_chatty: bool) -> Result<()> {
+    let config = TalkConfig {
+        encoding: args.text.encoding,
+        keep_listening: args.keep_listening,
+        is_chatty,
+    };
+    let is_udp = args.udp
+        || [&args.listen, &args.peer]
+            .into_iter()
+            .flatten()
+            .any(|e| matches!(e.proto(false), Ok(Proto::Udp)));
+    if is_udp {
+        return talk_udp(&args, family, &config).await;
+    }
+    match (&args.listen, &args.peer) {
+        (Some(_), Some(peer)) => Err(Error::Usage(format!(
+            "talk --listen waits for a peer; it takes no PEER ({peer}) over TCP or Unix sockets"
+        ))),
+        (Some(Endpoint::Unix(path)), None) => {
+            talk::listen(unix::listen(path)?, &mut talk::stdin_lines(), &config).await
+        }
+        (Some(addr), None) => {
+            let listener = tcp::listen(addr, family).await?;
+            talk::listen(listener, &mut talk::stdin_lines(), &config).await
+        }
+        (None, Some(Endpoint::Unix(path))) => {
+            let stream = unix::connect(path).await?;
+            talk::dial(stream, &format!("unix:{}", path.display()), &config).await
+        }
+        (None, Some(peer)) => {
+            let stream = tcp::connect(peer, family).await?;
+            let name = stream.peer_addr()?.to_string();
+            talk::dial(stream, &name, &config).await
+        }
+        (None, None) => Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
+    }
+}
+
+async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Result<()> {
+    for endpoint in [&args.listen, &args.peer].into_iter().flatten() {
+        endpoint.proto(true)?;
+    }
+    let peer = match &args.peer {
+        Some(peer) => Some(udp::resolve_peer(peer, family).await?),
+        None => None,
+    };
+    let socket = match (&args.listen, peer) {
+        (Some(local), _) => udp::listen(local, family).await?,
+        (None, Some(peer)) => udp::bind_addr(udp::any_local_for(peer))?,
+        (None, None) => return Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
+    };
+    if args.listen.is_some() {
+        server::announce(&crate::endpoint::display_addr(
+            Proto::Udp,
+            socket.local_addr()?,
+        ));
+    }
+    talk::udp(socket, peer, config).await
+}

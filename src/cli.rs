@@ -1,0 +1,263 @@
+//! The command line: clap definitions and their validation into each command's config.
+//!
+//! Conventions follow nc/ncat: `-u` UDP, `-U PATH` Unix socket, `-4`/`-6` address family, `-k`
+//! keep listening, `-v` more logging, `-q` quiet. Usage errors exit with code 2.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::codec::{Framing, WireEncoding};
+use crate::endpoint::{Endpoint, Family};
+use crate::error::{Error, Result};
+use crate::limits;
+
+/// socktalk: talk over sockets. Echo and upper-case servers, a netcat-class client and
+/// one-to-one chat, over TCP, UDP and Unix sockets, IPv4 and IPv6, in utf-8, gbk and more.
+#[derive(Debug, Parser)]
+#[command(name = "socktalk", version, propagate_version = true)]
+pub struct Cli {
+    /// More logging on stderr: -v connections and errors, -vv every message.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Resolve host names to IPv4 addresses only.
+    #[arg(short = '4', global = true, conflicts_with = "ipv6")]
+    pub ipv4: bool,
+
+    /// Resolve host names to IPv6 addresses only.
+    #[arg(short = '6', global = true)]
+    pub ipv6: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The address family allowed by `-4`/`-6`.
+    pub fn family(&self) -> Family {
+        match (self.ipv4, self.ipv6) {
+            (true, _) => Family::V4,
+            (_, true) => Family::V6,
+            _ => Family::Any,
+        }
+    }
+}
+
+/// socktalk's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Echo server: send every message back (--upper: upper-cased).
+    #[command(after_help = "Examples:\n  \
+        socktalk echo 127.0.0.1:7000\n  \
+        socktalk echo --upper -u '[::1]:7000'\n  \
+        socktalk echo -U /tmp/echo.sock --frame line --greet 'welcome'")]
+    Echo(EchoArgs),
+
+    /// Netcat-style client: stdin to the socket, the socket to stdout.
+    #[command(after_help = "Examples:\n  \
+        printf 'hi\\n' | socktalk connect 127.0.0.1:7000\n  \
+        socktalk connect -u 127.0.0.1:7000\n  \
+        socktalk connect --frame len --encoding gbk localhost:7000")]
+    Connect(ConnectArgs),
+
+    /// One-to-one chat, full duplex; a line 'bye' ends it.
+    #[command(after_help = "Examples:\n  \
+        socktalk talk --listen 127.0.0.1:7000      # wait for a peer\n  \
+        socktalk talk 127.0.0.1:7000               # call it\n  \
+        socktalk talk -u --listen 127.0.0.1:9001 127.0.0.1:9002   # UDP, both bind a port")]
+    Talk(TalkArgs),
+}
+
+/// Where a server listens or a client connects.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Address: HOST:PORT, [IPv6]:PORT, PORT, tcp://…, udp://… or unix:PATH.
+    #[arg(value_name = "ADDR", required_unless_present = "unix")]
+    pub addr: Option<Endpoint>,
+
+    /// Use the Unix stream socket at PATH.
+    #[arg(
+        short = 'U',
+        long = "unix",
+        value_name = "PATH",
+        conflicts_with = "addr"
+    )]
+    pub unix: Option<PathBuf>,
+
+    /// Use UDP instead of TCP.
+    #[arg(short = 'u', long = "udp")]
+    pub udp: bool,
+}
+
+impl TargetArgs {
+    /// The endpoint typed, `-U PATH` included.
+    pub fn endpoint(&self) -> Result<Endpoint> {
+        match (&self.addr, &self.unix) {
+            (_, Some(path)) => Ok(Endpoint::Unix(path.clone())),
+            (Some(addr), None) => Ok(addr.clone()),
+            (None, None) => Err(Error::Usage("an address or -U PATH is required".into())),
+        }
+    }
+}
+
+/// Message framing options.
+#[derive(Debug, Args)]
+pub struct FrameArgs {
+    /// Message framing on streams: raw bytes, \n-terminated lines, or 4-byte big-endian length
+    /// prefixes.
+    #[arg(long = "frame", value_enum, default_value_t = Framing::Raw)]
+    pub framing: Framing,
+
+    /// Largest line or length-prefixed frame accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_FRAME)]
+    pub max_frame: usize,
+}
+
+/// Text encoding option.
+#[derive(Debug, Args)]
+pub struct EncodingArgs {
+    /// Text encoding on the wire (utf-8, gbk, gb18030, big5, shift_jis, latin1, …); the
+    /// terminal stays utf-8.
+    #[arg(long, value_name = "LABEL", default_value = "utf-8")]
+    pub encoding: WireEncoding,
+}
+
+/// `socktalk echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Reply upper-cased (as text in --encoding) instead of unchanged.
+    #[arg(long)]
+    pub upper: bool,
+
+    #[command(flatten)]
+    pub frame: FrameArgs,
+
+    #[command(flatten)]
+    pub text: EncodingArgs,
+
+    /// Text sent to each TCP/Unix client when it connects.
+    #[arg(long, value_name = "TEXT")]
+    pub greet: Option<String>,
+
+    /// Most connections served at once; more are accepted and closed.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
+    pub max_conns: usize,
+
+    /// Close a connection after this many seconds without input (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
+}
+
+/// `socktalk connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub frame: FrameArgs,
+
+    #[command(flatten)]
+    pub text: EncodingArgs,
+
+    /// UDP: seconds to wait for outstanding replies after stdin ends.
+    #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
+    pub linger: f64,
+}
+
+/// `socktalk talk`.
+#[derive(Debug, Args)]
+pub struct TalkArgs {
+    /// The peer to call (TCP/Unix), or to send to (UDP).
+    #[arg(value_name = "PEER", required_unless_present = "listen")]
+    pub peer: Option<Endpoint>,
+
+    /// Wait for a peer on ADDR (UDP: bind ADDR; with PEER too, talk to PEER from ADDR).
+    #[arg(short, long, value_name = "ADDR")]
+    pub listen: Option<Endpoint>,
+
+    /// After a conversation ends, wait for the next peer.
+    #[arg(short = 'k', long = "keep-listening", requires = "listen")]
+    pub keep_listening: bool,
+
+    /// Use UDP: each line is one datagram; either side may speak first.
+    #[arg(short = 'u', long = "udp")]
+    pub udp: bool,
+
+    #[command(flatten)]
+    pub text: EncodingArgs,
+}
+
+/// Seconds typed on the command line as a [`Duration`].
+///
+/// # Errors
+/// [`Error::Usage`] for negative or non-finite values.
+pub fn seconds(flag: &str, secs: f64) -> Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| Error::Usage(format!("{flag} {secs} is not a number of seconds ≥ 0")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_a_typical_echo_line() {
+        let cli = Cli::try_parse_from([
+            "socktalk",
+            "-v",
+            "echo",
+            "--upper",
+            "-u",
+            "[::1]:0",
+            "--encoding",
+            "gbk",
+        ])
+        .unwrap();
+        let Command::Echo(args) = cli.command else {
+            panic!("not echo")
+        };
+        assert!(args.upper && args.target.udp);
+        assert_eq!(args.text.encoding.name(), "GBK");
+    }
+
+    #[test]
+    fn bad_values_are_usage_errors() {
+        for argv in [
+            &["socktalk", "echo", "127.0.0.1:70000"][..],
+            &["socktalk", "echo", "127.0.0.1:1", "--frame", "xml"],
+            &["socktalk", "connect", "127.0.0.1:1", "--encoding", "nope"],
+            &["socktalk", "echo", "127.0.0.1:1", "-U", "/tmp/x"],
+            &["socktalk", "talk"],
+            &["socktalk", "talk", "-k", "127.0.0.1:1"],
+        ] {
+            let err = Cli::try_parse_from(argv).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{argv:?}");
+        }
+    }
+
+    #[test]
+    fn seconds_rejects_negatives() {
+        assert!(seconds("--linger", -1.0).is_err());
+        assert_eq!(
+            seconds("--linger", 0.5).unwrap(),
+            Duration::from_millis(500)
+        );
+    }
+}

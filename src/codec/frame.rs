@@ -1,0 +1,321 @@
+//! Message framing on a byte stream: the cure for "sticky packets".
+//!
+//! TCP delivers bytes, not messages: two `send`s may arrive as one `recv`, one `send` as two.
+//! A framing says where messages end:
+//!
+//! - `raw`: no framing; each read is a message, as with `recv(1024)` in the classic lessons.
+//! - `line`: a message ends at `\n`; a `\r` before it is dropped, so telnet's `\r\n` works.
+//!   Encoding appends `\n`.
+//! - `len`: each message is preceded by its length as a 4-byte big-endian unsigned integer
+//!   (Python: `struct.pack('>I', len(data)) + data`).
+//!
+//! `line` and `len` refuse messages above `max_frame` bytes with a [`FrameError`], after which
+//! the stream is corrupt and the connection should be closed.
+
+use std::io;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// Size of the `len` framing's length prefix.
+const LEN_PREFIX: usize = 4;
+
+/// How messages are delimited on a stream (`--frame`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Framing {
+    /// Bytes as they arrive; each read is one message.
+    #[default]
+    Raw,
+    /// `\n`-terminated lines (`\r\n` accepted).
+    Line,
+    /// A 4-byte big-endian length, then that many bytes.
+    Len,
+}
+
+/// Why a stream's framing broke. After any of these the connection should be closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// A line ran past the limit without a newline.
+    #[error("line longer than the {max}-byte limit (--max-frame)")]
+    LineTooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// A length prefix announced more than the limit.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit (--max-frame)")]
+    FrameTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer closed the connection in the middle of a length-prefixed frame.
+    #[error("connection closed mid-frame ({have} of {want} bytes received)")]
+    Truncated {
+        /// Bytes of the frame (prefix included) that arrived.
+        have: usize,
+        /// Bytes the frame needed (prefix included).
+        want: usize,
+    },
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// One codec value that frames both directions of a connection.
+#[derive(Debug, Clone)]
+pub struct FrameCodec {
+    framing: Framing,
+    max_frame: usize,
+    /// `line` only: how far the buffer has been searched for `\n`, so no byte is scanned twice.
+    next_index: usize,
+}
+
+impl FrameCodec {
+    /// A codec for `framing` refusing frames above `max_frame` bytes.
+    pub fn new(framing: Framing, max_frame: usize) -> Self {
+        Self {
+            framing,
+            max_frame,
+            next_index: 0,
+        }
+    }
+
+    /// The framing this codec speaks.
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    fn decode_line(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let start = self.next_index.min(src.len());
+        match memchr::memchr(b'\n', &src[start..]) {
+            Some(offset) => {
+                let end = start + offset;
+                self.next_index = 0;
+                let mut line = src.split_to(end + 1);
+                line.truncate(if line[..end].ends_with(b"\r") {
+                    end - 1
+                } else {
+                    end
+                });
+                if line.len() > self.max_frame {
+                    return Err(FrameError::LineTooLong {
+                        max: self.max_frame,
+                    });
+                }
+                Ok(Some(line))
+            }
+            None if src.len() > self.max_frame => Err(FrameError::LineTooLong {
+                max: self.max_frame,
+            }),
+            None => {
+                self.next_index = src.len();
+                Ok(None)
+            }
+        }
+    }
+
+    fn decode_len(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        let Some(prefix) = src.get(..LEN_PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        if len > self.max_frame {
+            return Err(FrameError::FrameTooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        let want = LEN_PREFIX + len;
+        if src.len() < want {
+            src.reserve(want - src.len());
+            return Ok(None);
+        }
+        src.advance(LEN_PREFIX);
+        Ok(Some(src.split_to(len)))
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = BytesMut;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        match self.framing {
+            Framing::Raw if src.is_empty() => Ok(None),
+            Framing::Raw => Ok(Some(src.split())),
+            Framing::Line => self.decode_line(src),
+            Framing::Len => self.decode_len(src),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<BytesMut>, FrameError> {
+        if let Some(frame) = self.decode(src)? {
+            return Ok(Some(frame));
+        }
+        match self.framing {
+            // A last line without its newline is still a line, as `nc` users expect.
+            Framing::Line if !src.is_empty() => {
+                self.next_index = 0;
+                Ok(Some(src.split()))
+            }
+            Framing::Len if !src.is_empty() => {
+                let want = match src.get(..LEN_PREFIX) {
+                    Some(p) => LEN_PREFIX + u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize,
+                    None => LEN_PREFIX,
+                };
+                Err(FrameError::Truncated {
+                    have: src.len(),
+                    want,
+                })
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Encoder<&[u8]> for FrameCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+        match self.framing {
+            Framing::Raw => dst.extend_from_slice(item),
+            Framing::Line => {
+                dst.reserve(item.len() + 1);
+                dst.extend_from_slice(item);
+                dst.put_u8(b'\n');
+            }
+            Framing::Len => {
+                let len = u32::try_from(item.len()).map_err(|_| FrameError::FrameTooLarge {
+                    len: item.len(),
+                    max: u32::MAX as usize,
+                })?;
+                dst.reserve(LEN_PREFIX + item.len());
+                dst.put_u32(len);
+                dst.extend_from_slice(item);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(codec: &mut FrameCodec, bytes: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+        let mut buf = BytesMut::from(bytes);
+        let mut out = Vec::new();
+        while let Some(frame) = codec.decode(&mut buf)? {
+            out.push(frame.to_vec());
+        }
+        while let Some(frame) = codec.decode_eof(&mut buf)? {
+            out.push(frame.to_vec());
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn lines_split_and_strip_cr() {
+        let mut codec = FrameCodec::new(Framing::Line, 100);
+        let frames = decode_all(&mut codec, b"one\ntwo\r\n\nlast").unwrap();
+        assert_eq!(
+            frames,
+            vec![b"one".to_vec(), b"two".to_vec(), vec![], b"last".to_vec()]
+        );
+    }
+
+    #[test]
+    fn lines_fed_one_byte_at_a_time() {
+        let mut codec = FrameCodec::new(Framing::Line, 100);
+        let mut buf = BytesMut::new();
+        let mut got = Vec::new();
+        for &byte in b"ab\r\ncd\n" {
+            buf.put_u8(byte);
+            while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                got.push(frame.to_vec());
+            }
+        }
+        assert_eq!(got, vec![b"ab".to_vec(), b"cd".to_vec()]);
+    }
+
+    #[test]
+    fn long_lines_are_refused_with_and_without_newline() {
+        let mut codec = FrameCodec::new(Framing::Line, 4);
+        assert!(matches!(
+            decode_all(&mut codec, b"12345"),
+            Err(FrameError::LineTooLong { max: 4 })
+        ));
+        let mut codec = FrameCodec::new(Framing::Line, 4);
+        assert!(matches!(
+            decode_all(&mut codec, b"12345\n"),
+            Err(FrameError::LineTooLong { .. })
+        ));
+        let mut codec = FrameCodec::new(Framing::Line, 4);
+        assert_eq!(
+            decode_all(&mut codec, b"1234\r\n").unwrap(),
+            vec![b"1234".to_vec()]
+        );
+    }
+
+    #[test]
+    fn length_prefixed_frames_back_to_back() {
+        let mut codec = FrameCodec::new(Framing::Len, 100);
+        let mut wire = BytesMut::new();
+        for msg in [&b"hello"[..], b"", b"world"] {
+            codec.encode(msg, &mut wire).unwrap();
+        }
+        let frames = decode_all(&mut codec, &wire).unwrap();
+        assert_eq!(frames, vec![b"hello".to_vec(), vec![], b"world".to_vec()]);
+    }
+
+    #[test]
+    fn length_prefix_above_max_is_refused_before_buffering() {
+        let mut codec = FrameCodec::new(Framing::Len, 10);
+        let err = decode_all(&mut codec, &[0, 0, 0, 11]).unwrap_err();
+        assert!(matches!(
+            err,
+            FrameError::FrameTooLarge { len: 11, max: 10 }
+        ));
+        let mut codec = FrameCodec::new(Framing::Len, 10);
+        let err = decode_all(&mut codec, &[0xff, 0xff, 0xff, 0xff]).unwrap_err();
+        assert!(err.to_string().contains("4294967295"), "{err}");
+    }
+
+    #[test]
+    fn half_a_frame_then_eof_is_truncated() {
+        let mut codec = FrameCodec::new(Framing::Len, 100);
+        let err = decode_all(&mut codec, &[0, 0, 0, 5, b'a', b'b']).unwrap_err();
+        assert!(matches!(err, FrameError::Truncated { have: 6, want: 9 }));
+        let mut codec = FrameCodec::new(Framing::Len, 100);
+        assert!(matches!(
+            decode_all(&mut codec, &[0, 0]).unwrap_err(),
+            FrameError::Truncated { have: 2, want: 4 }
+        ));
+    }
+
+    #[test]
+    fn raw_yields_what_is_buffered() {
+        let mut codec = FrameCodec::new(Framing::Raw, 1);
+        assert_eq!(
+            decode_all(&mut codec, b"anything at all").unwrap(),
+            vec![b"anything at all".to_vec()]
+        );
+        assert!(decode_all(&mut codec, b"").unwrap().is_empty());
+    }
+
+    #[test]
+    fn encoders_frame_each_message() {
+        let mut wire = BytesMut::new();
+        FrameCodec::new(Framing::Line, 9)
+            .encode(b"hi", &mut wire)
+            .unwrap();
+        FrameCodec::new(Framing::Len, 9)
+            .encode(b"hi", &mut wire)
+            .unwrap();
+        FrameCodec::new(Framing::Raw, 9)
+            .encode(b"hi", &mut wire)
+            .unwrap();
+        assert_eq!(&wire[..], b"hi\n\0\0\0\x02hihi");
+    }
+}

@@ -1,0 +1,254 @@
+//! Text encodings on the wire.
+//!
+//! The terminal side of socktalk is always UTF-8; the wire side speaks a [`WireEncoding`] chosen
+//! with `--encoding` (any label encoding_rs knows: `utf-8`, `gbk`, `gb18030`, `big5`,
+//! `shift_jis`, `latin1`, …). Decoding and encoding are incremental: a two-byte gbk character
+//! split across two reads is decoded once both halves are in.
+//!
+//! Nothing here fails on bad input: undecodable bytes become U+FFFD, and characters the wire
+//! encoding cannot represent are sent as `?` (the classic `errors='replace'`).
+
+use encoding_rs::{CoderResult, EncoderResult, Encoding, UTF_8};
+
+use crate::error::{Error, Result};
+
+/// A text encoding that socktalk can both decode and encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireEncoding(&'static Encoding);
+
+impl Default for WireEncoding {
+    fn default() -> Self {
+        Self(UTF_8)
+    }
+}
+
+impl WireEncoding {
+    /// Looks up an encoding by any WHATWG label (`gbk`, `GB2312`, `utf8`, `latin1`, …).
+    ///
+    /// # Errors
+    /// [`Error::BadEncoding`] for unknown labels and for encodings that can only be decoded
+    /// (UTF-16, `replacement`), since socktalk must also write what the user types.
+    pub fn for_label(label: &str) -> Result<Self> {
+        match Encoding::for_label(label.trim().as_bytes()) {
+            Some(encoding) if encoding.output_encoding() == encoding => Ok(Self(encoding)),
+            _ => Err(Error::BadEncoding(label.to_string())),
+        }
+    }
+
+    /// Whether this is UTF-8, in which case text passes through untouched.
+    pub fn is_utf8(self) -> bool {
+        self.0 == UTF_8
+    }
+
+    /// The encoding's canonical name (`GBK`, `UTF-8`).
+    pub fn name(self) -> &'static str {
+        self.0.name()
+    }
+
+    /// A fresh incremental decoder.
+    pub fn decoder(self) -> TextDecoder {
+        TextDecoder(self.0.new_decoder_without_bom_handling())
+    }
+
+    /// A fresh incremental encoder.
+    pub fn encoder(self) -> TextEncoder {
+        TextEncoder(self.0.new_encoder())
+    }
+
+    /// Decodes one complete message (a line, a frame, a datagram), replacing invalid bytes.
+    pub fn decode_message(self, bytes: &[u8]) -> String {
+        let mut out = String::new();
+        self.decoder().decode(bytes, true, &mut out);
+        out
+    }
+
+    /// One complete message typed on the utf-8 side, in the wire encoding; utf-8 passes through
+    /// byte for byte (binary data included).
+    pub fn to_wire(self, typed: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        if self.is_utf8() {
+            typed.into()
+        } else {
+            self.encode_message(&String::from_utf8_lossy(typed)).into()
+        }
+    }
+
+    /// One complete message received from the wire, as utf-8 for the terminal; utf-8 passes
+    /// through byte for byte.
+    pub fn from_wire(self, wire: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+        if self.is_utf8() {
+            wire.into()
+        } else {
+            self.decode_message(wire).into_bytes().into()
+        }
+    }
+
+    /// Encodes one complete message, writing `?` for characters the encoding lacks.
+    pub fn encode_message(self, text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encoder().encode(text, true, &mut out);
+        out
+    }
+}
+
+impl std::str::FromStr for WireEncoding {
+    type Err = Error;
+
+    fn from_str(label: &str) -> Result<Self> {
+        Self::for_label(label)
+    }
+}
+
+/// Decodes a byte stream in the wire encoding to UTF-8, keeping a split character's first bytes
+/// until the rest arrive.
+pub struct TextDecoder(encoding_rs::Decoder);
+
+impl TextDecoder {
+    /// Appends the text of `bytes` to `out`; `last` flushes an incomplete trailing character as
+    /// U+FFFD. Returns whether anything was replaced.
+    pub fn decode(&mut self, bytes: &[u8], last: bool, out: &mut String) -> bool {
+        let mut replaced_any = false;
+        let mut src = bytes;
+        loop {
+            let need = self
+                .0
+                .max_utf8_buffer_length(src.len())
+                .unwrap_or(src.len() * 3 + 16);
+            out.reserve(need);
+            let (result, read, replaced) = self.0.decode_to_string(src, out, last);
+            replaced_any |= replaced;
+            src = &src[read..];
+            if result == CoderResult::InputEmpty {
+                return replaced_any;
+            }
+        }
+    }
+}
+
+/// Encodes UTF-8 text to the wire encoding.
+pub struct TextEncoder(encoding_rs::Encoder);
+
+impl TextEncoder {
+    /// Appends the encoding of `text` to `out`, with `?` for characters the encoding lacks.
+    pub fn encode(&mut self, text: &str, last: bool, out: &mut Vec<u8>) {
+        let mut src = text;
+        loop {
+            let need = self
+                .0
+                .max_buffer_length_from_utf8_without_replacement(src.len())
+                .unwrap_or(src.len() * 4 + 16);
+            out.reserve(need);
+            let (result, read) = self
+                .0
+                .encode_from_utf8_to_vec_without_replacement(src, out, last);
+            src = &src[read..];
+            match result {
+                EncoderResult::InputEmpty => return,
+                EncoderResult::Unmappable(_) => out.push(b'?'),
+                EncoderResult::OutputFull => {}
+            }
+        }
+    }
+}
+
+/// Converts a byte stream from one encoding to another (terminal utf-8 to the wire and back),
+/// incrementally. Between two utf-8 ends it passes bytes through untouched, so binary data
+/// survives a utf-8 connection byte for byte.
+pub struct Transcoder {
+    /// `None` when both ends are utf-8.
+    coders: Option<(TextDecoder, TextEncoder)>,
+    text: String,
+    bytes: Vec<u8>,
+}
+
+impl Transcoder {
+    /// A transcoder from `from` to `to`.
+    pub fn new(from: WireEncoding, to: WireEncoding) -> Self {
+        let coders = (!(from.is_utf8() && to.is_utf8())).then(|| (from.decoder(), to.encoder()));
+        Self {
+            coders,
+            text: String::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// Converts the next piece of the stream; `last` flushes a trailing partial character.
+    pub fn feed<'a>(&'a mut self, input: &'a [u8], last: bool) -> &'a [u8] {
+        let Some((decoder, encoder)) = &mut self.coders else {
+            return input;
+        };
+        self.text.clear();
+        self.bytes.clear();
+        decoder.decode(input, last, &mut self.text);
+        encoder.encode(&self.text, last, &mut self.bytes);
+        &self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NIHAO_GBK: &[u8] = &[0xc4, 0xe3, 0xba, 0xc3];
+
+    #[test]
+    fn gbk_round_trip() {
+        let gbk = WireEncoding::for_label("gbk").unwrap();
+        assert_eq!(gbk.encode_message("你好"), NIHAO_GBK);
+        assert_eq!(gbk.decode_message(NIHAO_GBK), "你好");
+        assert_eq!(gbk.name(), "GBK");
+        assert!(!gbk.is_utf8());
+        assert!(WireEncoding::default().is_utf8());
+    }
+
+    #[test]
+    fn split_characters_survive_chunk_boundaries() {
+        let gbk = WireEncoding::for_label("GBK").unwrap();
+        let mut decoder = gbk.decoder();
+        let mut out = String::new();
+        for byte in NIHAO_GBK {
+            decoder.decode(std::slice::from_ref(byte), false, &mut out);
+        }
+        decoder.decode(b"", true, &mut out);
+        assert_eq!(out, "你好");
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_not_fatal() {
+        let utf8 = WireEncoding::default();
+        assert_eq!(utf8.decode_message(b"ok\xff\xfe!"), "ok\u{fffd}\u{fffd}!");
+        let gbk = WireEncoding::for_label("gbk").unwrap();
+        let text = gbk.decode_message(&[0x81]);
+        assert_eq!(text, "\u{fffd}");
+    }
+
+    #[test]
+    fn unmappable_characters_become_question_marks() {
+        let gbk = WireEncoding::for_label("gbk").unwrap();
+        assert_eq!(gbk.encode_message("a😀b"), b"a?b");
+        let latin1 = WireEncoding::for_label("latin1").unwrap();
+        assert_eq!(latin1.encode_message("é你"), b"\xe9?");
+    }
+
+    #[test]
+    fn transcoder_streams_both_ways() {
+        let gbk = WireEncoding::for_label("gbk").unwrap();
+        let utf8 = WireEncoding::default();
+        let mut to_wire = Transcoder::new(utf8, gbk);
+        let typed = "你好".as_bytes();
+        let mut wire = to_wire.feed(&typed[..2], false).to_vec();
+        wire.extend_from_slice(to_wire.feed(&typed[2..], true));
+        assert_eq!(wire, NIHAO_GBK);
+        let mut from_wire = Transcoder::new(gbk, utf8);
+        assert_eq!(from_wire.feed(NIHAO_GBK, true), typed);
+        let mut passthrough = Transcoder::new(utf8, utf8);
+        assert_eq!(passthrough.feed(b"\xff\x00", false), b"\xff\x00");
+    }
+
+    #[test]
+    fn decode_only_and_unknown_labels_are_refused() {
+        for label in ["utf-16le", "utf-16", "replacement", "klingon", ""] {
+            let err = WireEncoding::for_label(label).unwrap_err();
+            assert!(err.is_usage(), "{label}");
+        }
+    }
+}

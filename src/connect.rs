@@ -1,0 +1,203 @@
+//! `socktalk connect`: a netcat-class client. Standard input goes to the socket and the socket
+//! to standard output, both at once.
+//!
+//! Streams (TCP, Unix): on stdin EOF the write side is shut down (a half-close, so the peer
+//! sees EOF and can still answer); the client exits when the peer closes. With `--frame line`
+//! or `--frame len`, each stdin line is sent as one frame and each received frame is printed as
+//! one line.
+//!
+//! UDP: each stdin read (`raw`) or line (`line`) is one datagram; each reply datagram is
+//! printed. After stdin ends the client waits until every datagram it sent has had a reply, or
+//! for `--linger` without any, then exits.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Stdout};
+use tokio::net::UdpSocket;
+use tokio_util::codec::{Encoder, FramedRead};
+
+use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
+use crate::endpoint::{Proto, display_addr};
+use crate::error::{Error, Result};
+use crate::limits::MAX_DATAGRAM;
+
+/// Settings of the `connect` client.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// How messages are delimited on the wire.
+    pub framing: Framing,
+    /// Largest frame accepted from the peer (and from one stdin line).
+    pub max_frame: usize,
+    /// The wire's text encoding; the terminal side is utf-8.
+    pub encoding: WireEncoding,
+    /// UDP: how long to wait for outstanding replies after stdin ends.
+    pub linger: Duration,
+}
+
+impl ConnectConfig {
+    /// Stdin is cut into chunks (`raw`) or lines (`line`, `len`).
+    fn stdin_codec(&self) -> FrameCodec {
+        let framing = match self.framing {
+            Framing::Raw => Framing::Raw,
+            Framing::Line | Framing::Len => Framing::Line,
+        };
+        FrameCodec::new(framing, self.max_frame)
+    }
+}
+
+/// Pumps stdin to `stream` and `stream` to stdout until the peer closes.
+///
+/// # Errors
+/// A broken framing from the peer, or an I/O error on the socket or stdout.
+pub async fn stream<S>(stream: S, config: &ConnectConfig) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    let upload = upload(writer, config);
+    let download = download(reader, config);
+    tokio::pin!(upload, download);
+    let mut is_uploading = true;
+    // Both directions run at once: waiting on one while the other is blocked could deadlock
+    // against an echo server whose replies fill our receive buffer.
+    loop {
+        tokio::select! {
+            result = &mut upload, if is_uploading => {
+                is_uploading = false;
+                if let Err(err) = result {
+                    // The peer may have closed its read side; keep printing what it sends.
+                    tracing::info!("sending stopped: {err}");
+                }
+            }
+            result = &mut download => return result,
+        }
+    }
+}
+
+async fn upload<W: AsyncWrite>(writer: W, config: &ConnectConfig) -> Result<()> {
+    tokio::pin!(writer);
+    let mut chunks = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
+    let mut wire_codec = FrameCodec::new(config.framing, usize::MAX);
+    // Raw text is a stream: a character may be split between two reads.
+    let mut to_wire = Transcoder::new(WireEncoding::default(), config.encoding);
+    let mut out = BytesMut::new();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(stdin_error)?;
+        if config.framing == Framing::Raw {
+            out.extend_from_slice(to_wire.feed(&chunk, false));
+        } else {
+            let message = config.encoding.to_wire(&chunk);
+            wire_codec.encode(&message, &mut out).map_err(frame_error)?;
+        }
+        writer.write_all(&out).await?;
+        out.clear();
+    }
+    writer.write_all(to_wire.feed(b"", true)).await?;
+    writer.flush().await?;
+    writer.shutdown().await?;
+    Ok(())
+}
+
+async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Result<()> {
+    let mut frames = FramedRead::new(reader, FrameCodec::new(config.framing, config.max_frame));
+    let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
+    let mut stdout = tokio::io::stdout();
+    while let Some(frame) = frames.next().await {
+        let frame = frame.map_err(frame_error)?;
+        if config.framing == Framing::Raw {
+            stdout.write_all(from_wire.feed(&frame, false)).await?;
+            stdout.flush().await?;
+        } else {
+            print_message(&mut stdout, &config.encoding.from_wire(&frame), true).await?;
+        }
+    }
+    stdout.write_all(from_wire.feed(b"", true)).await?;
+    stdout.flush().await?;
+    Ok(())
+}
+
+/// Writes one received message to stdout, with a newline after it when `is_line`.
+async fn print_message(stdout: &mut Stdout, message: &[u8], is_line: bool) -> Result<()> {
+    stdout.write_all(message).await?;
+    if is_line {
+        stdout.write_all(b"\n").await?;
+    }
+    stdout.flush().await?;
+    Ok(())
+}
+
+/// Sends stdin to `peer` as datagrams and prints each reply.
+///
+/// # Errors
+/// [`Error::Connect`] when the peer's port is closed (ICMP port unreachable), or an I/O error.
+pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
+    let socket = crate::transport::udp::connect(peer).await?;
+    let mut lines = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut is_stdin_open = true;
+    let (mut sent, mut received) = (0u64, 0u64);
+    let linger = tokio::time::sleep(config.linger);
+    tokio::pin!(linger);
+    loop {
+        tokio::select! {
+            chunk = lines.next(), if is_stdin_open => match chunk {
+                Some(chunk) => {
+                    let chunk = chunk.map_err(stdin_error)?;
+                    send_datagram(&socket, &config.encoding.to_wire(&chunk), peer).await?;
+                    sent += 1;
+                }
+                None => {
+                    is_stdin_open = false;
+                    linger.as_mut().reset(tokio::time::Instant::now() + config.linger);
+                }
+            },
+            got = socket.recv(&mut buf) => {
+                let len = got.map_err(|source| Error::Connect {
+                    endpoint: display_addr(Proto::Udp, peer),
+                    source,
+                })?;
+                received += 1;
+                let message = config.encoding.from_wire(&buf[..len]);
+                print_message(&mut stdout, &message, config.framing != Framing::Raw).await?;
+                linger.as_mut().reset(tokio::time::Instant::now() + config.linger);
+            }
+            () = &mut linger, if !is_stdin_open => break,
+        }
+        if !is_stdin_open && received >= sent {
+            break;
+        }
+    }
+    Ok(())
+}
+
+async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {
+    socket
+        .send(datagram)
+        .await
+        .map(drop)
+        .map_err(|source| Error::Connect {
+            endpoint: display_addr(Proto::Udp, peer),
+            source,
+        })
+}
+
+fn stdin_error(err: FrameError) -> Error {
+    match err {
+        FrameError::Io(err) => Error::Io(err),
+        other => Error::Usage(format!("standard input: {other}")),
+    }
+}
+
+fn frame_error(err: FrameError) -> Error {
+    match err {
+        FrameError::Io(err) => Error::Io(err),
+        other => Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("peer broke the framing: {other}"),
+        )),
+    }
+}

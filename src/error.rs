@@ -1,0 +1,161 @@
+//! The library's error type.
+//!
+//! Every message is written for the person at the terminal: lowercase, no final period, naming the
+//! value that was wrong and, where there is one, what to do about it. The binary prints the message
+//! on one line and maps [`Error::is_usage`] to exit code 2, everything else to exit code 1.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Errors from socktalk's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An address the user typed could not be parsed.
+    #[error("bad address '{input}': {reason}")]
+    BadAddress {
+        /// What the user typed.
+        input: String,
+        /// Why it is not an address.
+        reason: String,
+    },
+
+    /// An option or a combination of options makes no sense.
+    #[error("{0}")]
+    Usage(String),
+
+    /// An encoding label that encoding_rs does not know, or one it cannot encode to.
+    #[error(
+        "unknown or unusable encoding '{0}' (try utf-8, gbk, gb18030, big5, shift_jis, latin1)"
+    )]
+    BadEncoding(String),
+
+    /// A host name did not resolve.
+    #[error("cannot resolve host '{host}': {reason}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// What the resolver said.
+        reason: String,
+    },
+
+    /// Binding a listening socket failed.
+    #[error("cannot listen on {endpoint}: {}", explain_bind(.source, .endpoint))]
+    Bind {
+        /// Where we tried to listen.
+        endpoint: String,
+        /// The system's error.
+        source: io::Error,
+    },
+
+    /// Connecting to a peer failed.
+    #[error("cannot connect to {endpoint}: {}", explain_connect(.source))]
+    Connect {
+        /// Where we tried to connect.
+        endpoint: String,
+        /// The system's error.
+        source: io::Error,
+    },
+
+    /// A Unix socket path is held by a server that still answers.
+    #[error("cannot listen on unix:{}: a live server is already listening there", .0.display())]
+    UnixInUse(PathBuf),
+
+    /// A Unix socket path exists and is not a socket, so it is not ours to remove.
+    #[error("cannot listen on unix:{}: the path exists and is not a socket (remove it or pick another)", .0.display())]
+    NotASocket(PathBuf),
+
+    /// Any other I/O failure.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl Error {
+    /// Whether this error comes from what the user typed (exit code 2) rather than from the
+    /// world (exit code 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::BadAddress { .. } | Error::Usage(_) | Error::BadEncoding(_)
+        )
+    }
+}
+
+/// Shorthand for results carrying [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn explain_bind(err: &io::Error, endpoint: &str) -> String {
+    match err.kind() {
+        io::ErrorKind::AddrInUse => {
+            "address already in use (another server is listening there; stop it or pick another port)"
+                .to_string()
+        }
+        io::ErrorKind::PermissionDenied if endpoint.starts_with("unix:") => {
+            "permission denied (no write access to the socket's directory)".to_string()
+        }
+        io::ErrorKind::PermissionDenied => {
+            "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)".to_string()
+        }
+        io::ErrorKind::AddrNotAvailable => {
+            "address not available (no local interface has that address)".to_string()
+        }
+        _ => lowercase_io(err),
+    }
+}
+
+fn explain_connect(err: &io::Error) -> String {
+    match err.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            "connection refused (is a server listening there?)".to_string()
+        }
+        io::ErrorKind::NotFound => "no such socket file (is the server running?)".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        io::ErrorKind::TimedOut => "timed out".to_string(),
+        _ => lowercase_io(err),
+    }
+}
+
+/// The system's message without its "(os error N)" suffix, starting lowercase.
+fn lowercase_io(err: &io::Error) -> String {
+    let text = err.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => &text[..at],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_errors_say_what_to_do() {
+        let err = Error::Bind {
+            endpoint: "tcp://127.0.0.1:80".into(),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert!(err.to_string().contains("ports below 1024"), "{err}");
+        let err = Error::Bind {
+            endpoint: "tcp://127.0.0.1:7000".into(),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        assert!(err.to_string().contains("already in use"), "{err}");
+        assert!(!err.is_usage());
+    }
+
+    #[test]
+    fn io_messages_lose_the_os_error_suffix() {
+        let err = io::Error::from_raw_os_error(libc_enetunreach());
+        let text = lowercase_io(&err);
+        assert!(!text.contains("os error"), "{text}");
+        assert!(text.starts_with(|c: char| c.is_lowercase()), "{text}");
+    }
+
+    fn libc_enetunreach() -> i32 {
+        101
+    }
+}

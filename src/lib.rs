@@ -1,0 +1,34 @@
+//! socktalk: talk over sockets.
+//!
+//! Data flows one way through four layers, each in its own module:
+//!
+//! ```text
+//! endpoint  ->  transport  ->  codec  ->  service
+//! (where)       (bytes)        (messages)  (what we do with them)
+//! ```
+//!
+//! - [`endpoint`]: parses every address a user types (`127.0.0.1:7000`, `[::1]:7000`,
+//!   `localhost:7000`, `udp://…`, `unix:/path`) with errors that name the problem.
+//! - [`transport`]: binds and connects TCP, UDP and Unix sockets with the options users expect
+//!   (`SO_REUSEADDR`, dual-stack `[::]`, stale Unix socket files replaced safely).
+//! - [`codec`]: framing (`raw`, `line`, `len`) and text encodings (utf-8, gbk, …).
+//! - [`service`]: the echo and upper-case services; [`server`] is the accept loop they share.
+//!
+//! The clients are [`connect`] (netcat-style) and [`talk`] (one-to-one chat). [`cli`] holds the
+//! command line, [`app`] wires it to the layers, [`limits`] documents every limit, and
+//! [`error`] every failure a user can see.
+
+pub mod app;
+pub mod cli;
+pub mod codec;
+pub mod connect;
+pub mod endpoint;
+pub mod error;
+pub mod limits;
+pub mod server;
+pub mod service;
+pub mod talk;
+pub mod transport;
+
+pub use endpoint::{Endpoint, Family, Proto};
+pub use error::{Error, Result};

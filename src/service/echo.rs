@@ -1,0 +1,308 @@
+//! The echo and upper-case services, over streams (TCP, Unix) and UDP.
+//!
+//! A stream connection is read, split into frames by its [`FrameCodec`], and each frame's reply
+//! is framed the same way. Replies to everything one read produced are written together, so a
+//! client that pipelines many small messages costs one `write` per batch, not per message.
+//! With `raw` framing and plain echo the bytes go straight back without any per-message work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
+use crate::limits::{MAX_DATAGRAM, READ_CHUNK};
+
+/// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
+const FIRST_READ: usize = 4 * 1024;
+
+/// What the service does to each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// Send it back unchanged.
+    Echo,
+    /// Send it back upper-cased as text in the wire encoding (the classic upper-case server).
+    Upper,
+}
+
+/// Settings of one echo server.
+#[derive(Debug, Clone)]
+pub struct EchoConfig {
+    /// Echo or upper-case.
+    pub transform: Transform,
+    /// How messages are delimited on streams.
+    pub framing: Framing,
+    /// Largest `line`/`len` frame accepted.
+    pub max_frame: usize,
+    /// The wire's text encoding (used by `--upper` and `--greet`).
+    pub encoding: WireEncoding,
+    /// Sent to each stream client when it connects.
+    pub greet: Option<String>,
+    /// Close a stream connection after this long without input (zero: never).
+    pub idle_timeout: Duration,
+}
+
+/// Turns each received message into its reply, keeping the per-connection text state that
+/// `raw` framing needs (a character may be split across reads).
+pub struct Responder {
+    transform: Transform,
+    encoding: WireEncoding,
+    /// Messages are complete (framed streams, datagrams), so each is decoded on its own.
+    is_framed: bool,
+    decoder: TextDecoder,
+    encoder: TextEncoder,
+    /// For `raw` utf-8: whether the previous chunk ended on a character boundary, which makes
+    /// the ASCII fast path safe.
+    at_boundary: bool,
+    text: String,
+    bytes: Vec<u8>,
+}
+
+impl Responder {
+    /// A responder for one connection (or one UDP socket, with `is_framed` set).
+    pub fn new(transform: Transform, encoding: WireEncoding, is_framed: bool) -> Self {
+        Self {
+            transform,
+            encoding,
+            is_framed,
+            decoder: encoding.decoder(),
+            encoder: encoding.encoder(),
+            at_boundary: true,
+            text: String::new(),
+            bytes: Vec::new(),
+        }
+    }
+
+    /// The reply to `msg`. Upper-casing ASCII is done in place; anything else is decoded,
+    /// upper-cased by Unicode's rules (as Python's `str.upper`) and encoded back.
+    pub fn reply<'a>(&'a mut self, msg: &'a mut [u8]) -> &'a [u8] {
+        if self.transform == Transform::Echo {
+            return msg;
+        }
+        let is_ascii_safe = self.encoding.is_utf8() && (self.is_framed || self.at_boundary);
+        if is_ascii_safe && msg.is_ascii() {
+            msg.make_ascii_uppercase();
+            return msg;
+        }
+        self.text.clear();
+        self.bytes.clear();
+        if self.is_framed {
+            self.encoding.decoder().decode(msg, true, &mut self.text);
+            let upper = self.text.to_uppercase();
+            self.encoding
+                .encoder()
+                .encode(&upper, true, &mut self.bytes);
+        } else {
+            self.decoder.decode(msg, false, &mut self.text);
+            let upper = self.text.to_uppercase();
+            self.encoder.encode(&upper, false, &mut self.bytes);
+            // An ASCII byte never belongs to a multi-byte UTF-8 sequence.
+            self.at_boundary = msg.last().is_none_or(|b| b.is_ascii());
+        }
+        &self.bytes
+    }
+}
+
+/// Serves one stream connection until the peer closes, the framing breaks, the idle timeout
+/// passes or `shutdown` is cancelled. Errors are logged with the peer; none escapes.
+pub async fn serve_stream<S>(
+    mut stream: S,
+    peer: String,
+    config: Arc<EchoConfig>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut codec = FrameCodec::new(config.framing, config.max_frame);
+    let mut responder = Responder::new(
+        config.transform,
+        config.encoding,
+        config.framing != Framing::Raw,
+    );
+    let is_passthrough = config.framing == Framing::Raw && config.transform == Transform::Echo;
+    let mut input = BytesMut::new();
+    let mut output = BytesMut::new();
+    let mut chunk = FIRST_READ;
+
+    if let Some(greet) = &config.greet {
+        let mut text = greet.clone();
+        if config.framing == Framing::Raw && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let bytes = config.encoding.encode_message(&text);
+        if codec.encode(&bytes, &mut output).is_ok()
+            && write(&mut stream, &mut output, &peer).await.is_err()
+        {
+            return;
+        }
+    }
+
+    loop {
+        if input.capacity() - input.len() < chunk / 2 {
+            input.reserve(chunk);
+        }
+        let spare = input.capacity() - input.len();
+        let read = tokio::select! {
+            read = stream.read_buf(&mut input) => read,
+            () = shutdown.cancelled() => return,
+            () = idle(config.idle_timeout) => {
+                tracing::info!(%peer, "closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
+                return;
+            }
+        };
+        let is_eof = match read {
+            Ok(0) => true,
+            Ok(n) => {
+                if n == spare && chunk < READ_CHUNK {
+                    chunk *= 2;
+                }
+                false
+            }
+            Err(err) => {
+                tracing::info!(%peer, "connection lost: {err}");
+                return;
+            }
+        };
+        if is_passthrough {
+            if is_eof {
+                break;
+            }
+            if write(&mut stream, &mut input, &peer).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let verdict = frame_replies(&mut codec, &mut responder, &mut input, &mut output, is_eof);
+        if write(&mut stream, &mut output, &peer).await.is_err() {
+            return;
+        }
+        if let Err(err) = verdict {
+            tracing::warn!(%peer, "closing: {err}");
+            return;
+        }
+        if is_eof {
+            break;
+        }
+    }
+    // The peer half-closed: everything owed has been written, so finish our side too.
+    let _ = stream.shutdown().await;
+}
+
+/// Decodes every complete frame in `input` and appends each reply, framed, to `output`.
+fn frame_replies(
+    codec: &mut FrameCodec,
+    responder: &mut Responder,
+    input: &mut BytesMut,
+    output: &mut BytesMut,
+    is_eof: bool,
+) -> Result<(), crate::codec::FrameError> {
+    loop {
+        let frame = if is_eof {
+            codec.decode_eof(input)?
+        } else {
+            codec.decode(input)?
+        };
+        let Some(mut frame) = frame else {
+            return Ok(());
+        };
+        let reply = responder.reply(&mut frame);
+        codec.encode(reply, output)?;
+    }
+}
+
+/// Writes and empties `buf`, logging a failure with the peer.
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    peer: &str,
+) -> Result<(), ()> {
+    if buf.is_empty() {
+        return Ok(());
+    }
+    let result = stream.write_all(buf).await;
+    buf.clear();
+    result.map_err(|err| tracing::info!(%peer, "connection lost while writing: {err}"))
+}
+
+/// Completes after `timeout`, or never when it is zero.
+async fn idle(timeout: Duration) {
+    if timeout.is_zero() {
+        std::future::pending::<()>().await;
+    } else {
+        tokio::time::sleep(timeout).await;
+    }
+}
+
+/// Answers each datagram on `socket` to its sender until `shutdown` is cancelled. An empty
+/// datagram is a message too and gets an empty reply.
+pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
+    let mut responder = Responder::new(config.transform, config.encoding, true);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            () = shutdown.cancelled() => return,
+        };
+        let (len, peer) = match received {
+            Ok(pair) => pair,
+            Err(err) => {
+                // On Linux an ICMP error from an earlier reply can surface here; it concerns
+                // one peer, not the server.
+                tracing::debug!("udp receive error: {err}");
+                continue;
+            }
+        };
+        tracing::debug!(%peer, len, "datagram");
+        let reply = responder.reply(&mut buf[..len]);
+        if let Err(err) = socket.send_to(reply, peer).await {
+            tracing::info!(%peer, "reply not sent: {err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upper_handles_ascii_unicode_and_gbk() {
+        let utf8 = WireEncoding::default();
+        let mut r = Responder::new(Transform::Upper, utf8, true);
+        assert_eq!(r.reply(&mut b"hello".to_vec()), b"HELLO");
+        assert_eq!(
+            r.reply(&mut "straße é".as_bytes().to_vec()),
+            "STRASSE É".as_bytes()
+        );
+        let gbk = WireEncoding::for_label("gbk").unwrap();
+        let mut r = Responder::new(Transform::Upper, gbk, true);
+        let mut msg = gbk.encode_message("abc你好");
+        assert_eq!(r.reply(&mut msg), &gbk.encode_message("ABC你好")[..]);
+        // 0x81 0x61 is one gbk character whose trail byte is ASCII 'a': a byte-wise upper-caser
+        // would turn it into 0x81 0x41, a different character.
+        let mut msg = vec![0x81, 0x61, b'z'];
+        assert_eq!(r.reply(&mut msg), &[0x81, 0x61, b'Z']);
+    }
+
+    #[test]
+    fn raw_upper_keeps_characters_split_across_reads() {
+        let mut r = Responder::new(Transform::Upper, WireEncoding::default(), false);
+        let bytes = "é".as_bytes();
+        let mut out = Vec::new();
+        out.extend_from_slice(r.reply(&mut bytes[..1].to_vec()));
+        out.extend_from_slice(r.reply(&mut bytes[1..].to_vec()));
+        out.extend_from_slice(r.reply(&mut b"x".to_vec()));
+        assert_eq!(out, "ÉX".as_bytes());
+    }
+
+    #[test]
+    fn echo_is_identity_even_for_invalid_text() {
+        let mut r = Responder::new(Transform::Echo, WireEncoding::default(), false);
+        assert_eq!(r.reply(&mut [0xff, 0, 1]), &[0xff, 0, 1]);
+        let mut r = Responder::new(Transform::Upper, WireEncoding::default(), true);
+        assert_eq!(r.reply(&mut [b'a', 0xff]), "A\u{fffd}".as_bytes());
+    }
+}

@@ -1,0 +1,297 @@
+//! `socktalk talk`: one-to-one chat, full duplex.
+//!
+//! Both sides type whenever they like. Each line typed is sent as text in the wire encoding
+//! followed by `\n` (over UDP: one datagram, no newline, as the classic `sendto(msg.encode())`).
+//! Each message received is printed as `<peer> text`. A line that is just `bye` ends the
+//! conversation on both sides; so does the peer closing the connection.
+//!
+//! Messages are what the peer sent: a line, or, for peers that send text without a newline (a
+//! Python exercise's `conn.send(input().encode())`), whatever one read delivered.
+//!
+//! Status lines (`* connected to …`, `* … said bye`) go to stderr, the conversation to stdout.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding};
+use crate::error::Result;
+use crate::limits::{MAX_DATAGRAM, READ_CHUNK};
+use crate::transport::StreamListener;
+
+/// The word that ends a conversation when it is a whole line.
+pub const BYE: &str = "bye";
+
+/// Settings of a `talk` session.
+#[derive(Debug, Clone)]
+pub struct TalkConfig {
+    /// The wire's text encoding.
+    pub encoding: WireEncoding,
+    /// After a conversation ends, wait for the next peer instead of exiting (`-k`).
+    pub keep_listening: bool,
+    /// Print status lines (`-q` turns them off).
+    pub is_chatty: bool,
+}
+
+impl TalkConfig {
+    fn status(&self, text: &str) {
+        if self.is_chatty {
+            eprintln!("* {text}");
+        }
+    }
+}
+
+/// Whether a line or message is the conversation-ending word.
+pub fn is_bye(text: &str) -> bool {
+    text.trim().eq_ignore_ascii_case(BYE)
+}
+
+/// Lines typed on stdin, read by one task for the whole session so `-k` can hand them to each
+/// conversation in turn. The channel closes at stdin EOF.
+pub fn stdin_lines() -> mpsc::Receiver<String> {
+    let (lines_tx, lines_rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut lines = FramedRead::new(
+            tokio::io::stdin(),
+            FrameCodec::new(Framing::Line, usize::MAX),
+        );
+        while let Some(Ok(line)) = lines.next().await {
+            let line = String::from_utf8_lossy(&line).into_owned();
+            if lines_tx.send(line).await.is_err() {
+                break;
+            }
+        }
+    });
+    lines_rx
+}
+
+/// How a conversation ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Ending {
+    /// We said bye.
+    WeSaidBye,
+    /// The peer said bye or closed the connection.
+    PeerLeft,
+}
+
+/// Waits for peers on `listener` and talks with each in turn (one at a time; others are told
+/// the line is busy).
+///
+/// # Errors
+/// Only accept errors that persist; a conversation's errors end that conversation.
+pub async fn listen<L: StreamListener>(
+    listener: L,
+    lines: &mut mpsc::Receiver<String>,
+    config: &TalkConfig,
+) -> Result<()> {
+    crate::server::announce(&listener.local_display());
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        config.status(&format!("connected with {peer}"));
+        let ending = converse(stream, &peer, Some(&listener), lines, config).await;
+        if !config.keep_listening || ending == Ending::WeSaidBye && lines.is_closed() {
+            return Ok(());
+        }
+        config.status("waiting for the next peer");
+    }
+}
+
+/// Talks with the server at the other end of `stream`.
+///
+/// # Errors
+/// None today: a conversation's I/O errors end it and are reported as status lines.
+pub async fn dial<S>(stream: S, peer: &str, config: &TalkConfig) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    config.status(&format!("connected to {peer}"));
+    let mut lines = stdin_lines();
+    converse::<S, NoListener>(stream, peer, None, &mut lines, config).await;
+    Ok(())
+}
+
+/// One conversation over a stream, until either side says bye or the peer leaves.
+async fn converse<S, L>(
+    stream: S,
+    peer: &str,
+    listener: Option<&L>,
+    lines: &mut mpsc::Receiver<String>,
+    config: &TalkConfig,
+) -> Ending
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    L: StreamListener,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut decoder = config.encoding.decoder();
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut pending = String::new();
+    let mut is_stdin_open = !lines.is_closed();
+    loop {
+        tokio::select! {
+            line = lines.recv(), if is_stdin_open => {
+                let Some(line) = line else {
+                    // Stdin ended: we have nothing more to say, but keep listening.
+                    is_stdin_open = false;
+                    let _ = writer.shutdown().await;
+                    continue;
+                };
+                let mut wire = config.encoding.encode_message(&line);
+                wire.push(b'\n');
+                if let Err(err) = writer.write_all(&wire).await {
+                    config.status(&format!("{peer} is gone: {err}"));
+                    return Ending::PeerLeft;
+                }
+                if is_bye(&line) {
+                    let _ = writer.shutdown().await;
+                    config.status("you said bye; conversation over");
+                    return Ending::WeSaidBye;
+                }
+            }
+            read = reader.read_buf(&mut input) => {
+                let is_eof = !matches!(read, Ok(n) if n > 0);
+                decoder.decode(&input, is_eof, &mut pending);
+                input.clear();
+                if let Some(ending) = show_messages(&mut pending, peer, config) {
+                    return ending;
+                }
+                if is_eof {
+                    match read {
+                        Err(err) => config.status(&format!("{peer} is gone: {err}")),
+                        Ok(_) => config.status(&format!("{peer} left")),
+                    }
+                    return Ending::PeerLeft;
+                }
+            }
+            accepted = accept_extra(listener) => {
+                if let Ok((mut extra, who)) = accepted {
+                    tracing::info!(peer = %who, "turned away: already talking");
+                    let busy = config.encoding.encode_message(&format!("* busy: talking with {peer}\n"));
+                    let _ = extra.write_all(&busy).await;
+                }
+            }
+        }
+    }
+}
+
+/// Prints every message in `pending` (a whole line, or a final piece without a newline, as
+/// the peer sent it) and reports a bye.
+fn show_messages(pending: &mut String, peer: &str, config: &TalkConfig) -> Option<Ending> {
+    let text = std::mem::take(pending);
+    for message in text.split_inclusive('\n') {
+        let message = message.trim_end_matches(['\n', '\r']);
+        show(peer, message);
+        if is_bye(message) {
+            config.status(&format!("{peer} said bye; conversation over"));
+            return Some(Ending::PeerLeft);
+        }
+    }
+    None
+}
+
+/// Prints one received message. A closed stdout is not worth a panic: the conversation goes on
+/// and ends the usual way.
+fn show(peer: &str, message: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "<{peer}> {message}");
+    let _ = out.flush();
+}
+
+/// Accepts on the listener if there is one; never completes otherwise.
+async fn accept_extra<L: StreamListener>(
+    listener: Option<&L>,
+) -> std::io::Result<(L::Stream, String)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Stands in for "no listener" when dialling out.
+struct NoListener;
+
+impl StreamListener for NoListener {
+    type Stream = tokio::net::TcpStream;
+
+    async fn accept(&self) -> std::io::Result<(Self::Stream, String)> {
+        std::future::pending().await
+    }
+
+    fn local_display(&self) -> String {
+        String::new()
+    }
+}
+
+/// Talks over UDP. With `peer` set, datagrams go there at once (either side may speak first)
+/// and datagrams from anyone else are ignored. Without it, the first sender becomes the peer.
+///
+/// # Errors
+/// An I/O error on the socket.
+pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfig) -> Result<()> {
+    let fixed_peer = peer;
+    let mut peer = peer;
+    let mut lines = stdin_lines();
+    let mut is_stdin_open = true;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut decoded = String::new();
+    loop {
+        tokio::select! {
+            line = lines.recv(), if is_stdin_open => {
+                let Some(line) = line else {
+                    is_stdin_open = false;
+                    continue;
+                };
+                let Some(to) = peer else {
+                    config.status("nobody to talk to yet: waiting for a peer to speak first");
+                    continue;
+                };
+                socket.send_to(&config.encoding.encode_message(&line), to).await?;
+                if is_bye(&line) {
+                    config.status("you said bye; conversation over");
+                    if !config.keep_listening {
+                        return Ok(());
+                    }
+                    peer = fixed_peer;
+                }
+            }
+            received = socket.recv_from(&mut buf) => {
+                let (len, from) = match received {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        tracing::debug!("udp receive error: {err}");
+                        continue;
+                    }
+                };
+                match peer {
+                    Some(expected) if expected != from => {
+                        tracing::info!(%from, "ignored a datagram from a stranger");
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => {
+                        config.status(&format!("talking with {from}"));
+                        peer = Some(from);
+                    }
+                }
+                decoded.clear();
+                let mut decoder: TextDecoder = config.encoding.decoder();
+                decoder.decode(&buf[..len], true, &mut decoded);
+                let message = decoded.trim_end_matches(['\n', '\r']);
+                show(&from.to_string(), message);
+                if is_bye(message) {
+                    config.status(&format!("{from} said bye; conversation over"));
+                    if !config.keep_listening {
+                        return Ok(());
+                    }
+                    peer = fixed_peer;
+                }
+            }
+        }
+    }
+}

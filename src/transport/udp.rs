@@ -1,0 +1,73 @@
+//! UDP sockets.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use crate::endpoint::{Endpoint, Family, Proto, display_addr};
+use crate::error::{Error, Result};
+
+/// Binds a UDP socket on `addr`, dual-stack for IPv6.
+///
+/// `SO_REUSEADDR` is deliberately not set: for UDP on Linux it would let a second server bind the
+/// same port and silently share its datagrams, and UDP has no TIME_WAIT to work around.
+///
+/// # Errors
+/// [`Error::Bind`] naming the address.
+pub fn bind_addr(addr: SocketAddr) -> Result<UdpSocket> {
+    let bind = || -> std::io::Result<UdpSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        UdpSocket::from_std(socket.into())
+    };
+    bind().map_err(|source| Error::Bind {
+        endpoint: display_addr(Proto::Udp, addr),
+        source,
+    })
+}
+
+/// Resolves `endpoint` and binds a UDP socket there.
+///
+/// # Errors
+/// [`Error::Resolve`] or [`Error::Bind`].
+pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<UdpSocket> {
+    bind_addr(endpoint.resolve_for_bind(family).await?)
+}
+
+/// Resolves a peer endpoint to the first address of the allowed family.
+///
+/// # Errors
+/// [`Error::Resolve`].
+pub async fn resolve_peer(endpoint: &Endpoint, family: Family) -> Result<SocketAddr> {
+    Ok(endpoint.resolve(family).await?[0])
+}
+
+/// The wildcard address of `peer`'s family with port 0: what a client binds before sending.
+pub fn any_local_for(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(_) => SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)),
+    }
+}
+
+/// Binds an ephemeral local port and connects it to `peer`, so the kernel filters out datagrams
+/// from anyone else and reports ICMP "port unreachable" as `ConnectionRefused` on the next read.
+///
+/// # Errors
+/// [`Error::Bind`] or [`Error::Connect`].
+pub async fn connect(peer: SocketAddr) -> Result<UdpSocket> {
+    let socket = bind_addr(any_local_for(peer))?;
+    socket
+        .connect(peer)
+        .await
+        .map_err(|source| Error::Connect {
+            endpoint: display_addr(Proto::Udp, peer),
+            source,
+        })?;
+    Ok(socket)
+}
