@@ -62,11 +62,16 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         return ExitCode::from(2);
     }
     let text = err.render().to_string();
+    // clap's first paragraph names the problem (some kinds list arguments on the next lines);
+    // the usage and tip after it are what --help is for.
     let first = text
-        .lines()
-        .find(|line| !line.trim().is_empty())
+        .split("\n\n")
+        .next()
         .unwrap_or("invalid command line")
-        .trim_start_matches("error: ");
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let first = first.trim_start_matches("error: ");
     eprintln!("socktalk: error: {first} (see socktalk --help)");
     ExitCode::from(2)
 }
