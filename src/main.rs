@@ -57,7 +57,9 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         );
     }
     // A value our own parser refused already names itself and says why.
-    if let Some(source) = std::error::Error::source(err) {
+    if let Some(source) =
+        std::error::Error::source(err).and_then(|source| source.downcast_ref::<socktalk::Error>())
+    {
         eprintln!("socktalk: error: {source}");
         return ExitCode::from(2);
     }

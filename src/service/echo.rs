@@ -135,7 +135,9 @@ pub async fn serve_stream<S>(
         }
         let bytes = config.encoding.encode_message(&text);
         if codec.encode(&bytes, &mut output).is_ok()
-            && write(&mut stream, &mut output, &peer).await.is_err()
+            && write(&mut stream, &mut output, &peer, &shutdown)
+                .await
+                .is_err()
         {
             return;
         }
@@ -171,13 +173,19 @@ pub async fn serve_stream<S>(
             if is_eof {
                 break;
             }
-            if write(&mut stream, &mut input, &peer).await.is_err() {
+            if write(&mut stream, &mut input, &peer, &shutdown)
+                .await
+                .is_err()
+            {
                 return;
             }
             continue;
         }
         let verdict = frame_replies(&mut codec, &mut responder, &mut input, &mut output, is_eof);
-        if write(&mut stream, &mut output, &peer).await.is_err() {
+        if write(&mut stream, &mut output, &peer, &shutdown)
+            .await
+            .is_err()
+        {
             return;
         }
         if let Err(err) = verdict {
@@ -214,16 +222,24 @@ fn frame_replies(
     }
 }
 
-/// Writes and empties `buf`, logging a failure with the peer.
+/// Writes and empties `buf`, logging a failure with the peer. Gives up when `shutdown` is
+/// cancelled, so a client that stops reading cannot hold the server's shutdown hostage.
 async fn write<S: AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     peer: &str,
+    shutdown: &CancellationToken,
 ) -> Result<(), ()> {
     if buf.is_empty() {
         return Ok(());
     }
-    let result = stream.write_all(buf).await;
+    let result = tokio::select! {
+        result = stream.write_all(buf) => result,
+        () = shutdown.cancelled() => {
+            buf.clear();
+            return Err(());
+        }
+    };
     buf.clear();
     result.map_err(|err| tracing::info!(%peer, "connection lost while writing: {err}"))
 }

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 /// How long any single socket operation in a test may block before the test fails.
@@ -40,13 +41,19 @@ pub struct Proc {
 impl Proc {
     /// Starts `socktalk ARGS` with piped stdio, without waiting for anything.
     pub fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(bin())
-            .args(args)
+        let mut command = Command::new(bin());
+        command.args(args);
+        Proc::spawn(command)
+    }
+
+    /// Starts any program (a Python peer, say) with piped stdio, killed when dropped.
+    pub fn spawn(mut command: Command) -> Proc {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn socktalk");
+            .expect("spawn");
         Proc {
             stdin: child.stdin.take(),
             stdout: BufReader::new(child.stdout.take().unwrap()),
@@ -87,6 +94,53 @@ impl Proc {
         let mut line = String::new();
         self.stdout.read_line(&mut line).expect("read stdout");
         line.trim_end_matches(['\n', '\r']).to_string()
+    }
+
+    /// Runs `read` (a blocking read of the process's output), failing the test (the process is
+    /// killed, which ends the read) if it takes longer than `timeout`, so a silent peer cannot
+    /// hang a test.
+    pub fn within<T: std::fmt::Debug>(
+        &mut self,
+        timeout: Duration,
+        read: impl FnOnce(&mut Proc) -> T,
+    ) -> T {
+        let pid = self.child.id().to_string();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        // The child cannot be reaped while this thread blocks reading it, so the pid the
+        // watchdog may kill is still ours.
+        let watchdog = std::thread::spawn(move || {
+            let fired = wait.recv_timeout(timeout) == Err(RecvTimeoutError::Timeout);
+            if fired {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+            fired
+        });
+        let got = read(self);
+        drop(done);
+        assert!(
+            !watchdog.join().unwrap(),
+            "nothing read within {timeout:?} (got {got:?})"
+        );
+        got
+    }
+
+    /// The next stdout line within [`IO_TIMEOUT`].
+    pub fn next_line(&mut self) -> String {
+        self.within(IO_TIMEOUT, Proc::read_line)
+    }
+
+    /// The next stderr line within [`IO_TIMEOUT`], read byte by byte so nothing after it is
+    /// consumed ("" at EOF).
+    pub fn next_stderr_line(&mut self) -> String {
+        self.within(IO_TIMEOUT, |proc| {
+            let stderr = proc.stderr.as_mut().expect("stderr open");
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while matches!(stderr.read(&mut byte), Ok(1)) && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            String::from_utf8_lossy(&line).into_owned()
+        })
     }
 
     /// Writes to the process's stdin.
@@ -237,4 +291,71 @@ pub fn python(program: &str, args: &[&str]) -> String {
         program
     );
     String::from_utf8(out.stdout).expect("python printed utf-8")
+}
+
+/// Reads one frame of the `len` framing and returns its payload.
+pub fn read_len_frame(stream: &mut impl Read) -> Vec<u8> {
+    let prefix = read_exact(stream, 4);
+    let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    read_exact(stream, len)
+}
+
+/// Runs `socktalk ARGS`, which must exit with `code` and print exactly one line on stderr, a
+/// socktalk error; returns that line.
+pub fn fails_with(args: &[&str], code: i32) -> String {
+    let out = socktalk().args(args).output().expect("run socktalk");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "socktalk {args:?}: {}; stderr: {stderr}",
+        out.status
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "socktalk {args:?}: stderr: {stderr:?}");
+    assert!(
+        lines[0].starts_with("socktalk: error: "),
+        "socktalk {args:?}: stderr: {stderr:?}"
+    );
+    lines[0].to_string()
+}
+
+/// Starts a Python 3 program that prints the port it bound as its first line (`print(port,
+/// flush=True)`), and returns it with that port.
+pub fn python_server(program: &str) -> (Proc, u16) {
+    let mut command = Command::new("python3");
+    command.arg("-c").arg(program);
+    let mut proc = Proc::spawn(command);
+    let line = proc.next_line();
+    let port = line.trim().parse().unwrap_or_else(|_| {
+        let err = proc.stderr_text();
+        panic!("expected a port from python, got {line:?}; stderr: {err}")
+    });
+    (proc, port)
+}
+
+/// A loopback TCP address nobody listens on: bound, read back and released.
+pub fn closed_tcp_addr(ip: &str) -> SocketAddr {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A loopback UDP address nobody listens on: bound, read back and released.
+pub fn closed_udp_addr(ip: &str) -> SocketAddr {
+    let socket = UdpSocket::bind((ip, 0)).unwrap();
+    socket.local_addr().unwrap()
+}
+
+/// Checks that `stderr` is exactly one `socktalk: error: ...` line with no panic or backtrace,
+/// and returns that line.
+pub fn one_line_error(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr).into_owned();
+    assert!(text.ends_with('\n'), "no final newline: {text:?}");
+    let line = text.trim_end_matches('\n');
+    assert!(!line.contains('\n'), "more than one line: {text:?}");
+    assert!(line.starts_with("socktalk: error: "), "{text:?}");
+    for word in ["panicked", "backtrace", "RUST_BACKTRACE"] {
+        assert!(!text.contains(word), "{text:?}");
+    }
+    line.to_string()
 }

@@ -1,0 +1,237 @@
+//! The echo and upper-case servers over UDP: one reply datagram per datagram, to its sender.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use common::{Proc, fails_with, udp_for};
+
+/// Sends `msg` to `server` and returns the reply, which must come from the server's address.
+fn ask(socket: &UdpSocket, server: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    socket.send_to(msg, server).expect("send datagram");
+    let mut buf = vec![0u8; 65_536];
+    let (len, from) = socket.recv_from(&mut buf).expect("reply datagram");
+    assert_eq!(from, server, "reply from an unexpected address");
+    buf.truncate(len);
+    buf
+}
+
+#[test]
+fn answers_each_datagram_to_its_sender() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    assert!(
+        server.addr.starts_with("udp://127.0.0.1:"),
+        "{}",
+        server.addr
+    );
+    let addr = server.socket_addr();
+    assert_ne!(addr.port(), 0);
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b"hello"), b"hello");
+    // Datagrams keep their boundaries: two sends, two replies, never merged.
+    client.send_to(b"one", addr).unwrap();
+    client.send_to(b"two", addr).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"one");
+    let (n, _) = client.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"two");
+    // Binary data, invalid as text, comes back byte for byte.
+    let binary: Vec<u8> = (0..=255).collect();
+    assert_eq!(ask(&client, addr, &binary), binary);
+}
+
+#[test]
+fn an_empty_datagram_gets_an_empty_reply() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b""), b"");
+    // The empty message did not confuse anything: the next one is answered normally.
+    assert_eq!(ask(&client, addr, b"after"), b"after");
+}
+
+#[test]
+fn several_senders_at_once_each_get_their_own_replies() {
+    let server = Proc::server(&["echo", "--upper", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let senders = 8;
+    let start = Arc::new(Barrier::new(senders));
+    let handles: Vec<_> = (0..senders)
+        .map(|i| {
+            let start = start.clone();
+            let socket = udp_for(addr);
+            thread::spawn(move || {
+                start.wait();
+                for round in 0..50 {
+                    let msg = format!("sender {i} round {round}");
+                    let reply = ask(&socket, addr, msg.as_bytes());
+                    assert_eq!(reply, msg.to_uppercase().as_bytes());
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
+
+#[test]
+fn upper_over_udp_in_utf8() {
+    let server = Proc::server(&["echo", "--upper", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b"hello"), b"HELLO");
+    // As Python's str.upper: ß becomes SS, é becomes É, Chinese is unchanged.
+    assert_eq!(
+        ask(&client, addr, "straße é 你好abc".as_bytes()),
+        "STRASSE É 你好ABC".as_bytes()
+    );
+}
+
+#[test]
+fn upper_over_udp_in_gbk() {
+    let server = Proc::server(&["echo", "--upper", "-u", "127.0.0.1:0", "--encoding", "gbk"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    // '你好abc'.encode('gbk') and '你好ABC'.encode('gbk').
+    let hello = b"\xc4\xe3\xba\xc3abc";
+    assert_eq!(ask(&client, addr, hello), b"\xc4\xe3\xba\xc3ABC");
+    // 0x81 0x61 is one gbk character whose trail byte is ASCII 'a'; it must stay as it is.
+    assert_eq!(ask(&client, addr, b"\x81\x61z"), b"\x81\x61Z");
+    // An undecodable byte becomes U+FFFD, which gbk lacks, so it comes back as '?'
+    // (Python: b'\xff'.decode('gbk', 'replace').upper().encode('gbk', 'replace')).
+    assert_eq!(ask(&client, addr, b"x\xff"), b"X?");
+}
+
+#[test]
+fn upper_gbk_matches_python() {
+    let server = Proc::server(&["echo", "--upper", "-u", "127.0.0.1:0", "--encoding", "gbk"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    let program = "print(bytes.hex('你好abc'.encode('gbk')), \
+                   bytes.hex('你好abc'.upper().encode('gbk')))";
+    let out = common::python(program, &[]);
+    let (sent, want) = out.trim().split_once(' ').unwrap();
+    let reply = ask(&client, addr, &unhex(sent));
+    assert_eq!(reply, unhex(want));
+}
+
+fn unhex(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn ipv6_loopback() {
+    let server = Proc::server(&["echo", "-u", "[::1]:0"]);
+    assert!(server.addr.starts_with("udp://[::1]:"), "{}", server.addr);
+    let addr = server.socket_addr();
+    assert!(addr.is_ipv6());
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b"six"), b"six");
+}
+
+#[test]
+fn udp_scheme_without_the_flag() {
+    let server = Proc::server(&["echo", "udp://127.0.0.1:0"]);
+    assert!(
+        server.addr.starts_with("udp://127.0.0.1:"),
+        "{}",
+        server.addr
+    );
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b"scheme"), b"scheme");
+}
+
+#[test]
+fn invalid_utf8_is_replaced_and_the_server_keeps_serving() {
+    let server = Proc::server(&["echo", "--upper", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    assert_eq!(
+        ask(&client, addr, b"\xff\xfe"),
+        "\u{fffd}\u{fffd}".as_bytes()
+    );
+    assert_eq!(ask(&client, addr, b"ok\xc3"), "OK\u{fffd}".as_bytes());
+    assert_eq!(ask(&client, addr, b"still here"), b"STILL HERE");
+    let other = udp_for(addr);
+    assert_eq!(ask(&other, addr, b"me too"), b"ME TOO");
+}
+
+#[test]
+fn a_sender_that_vanishes_before_its_reply_does_not_disturb_the_server() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    // Each reply goes to a closed port, so the kernel answers it with ICMP port unreachable.
+    for _ in 0..20 {
+        let gone = udp_for(addr);
+        gone.send_to(b"nobody will read this", addr).unwrap();
+        drop(gone);
+    }
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b"alive"), b"alive");
+}
+
+#[test]
+fn large_datagrams_are_echoed_whole() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    for size in [60_000, 65_507] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let reply = ask(&client, addr, &payload);
+        assert_eq!(reply.len(), size);
+        assert!(reply == payload, "a {size}-byte datagram came back changed");
+    }
+}
+
+#[test]
+fn stream_only_options_with_udp_are_usage_errors() {
+    let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--frame", "line"], 2);
+    assert!(err.contains("--frame"), "{err}");
+    let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--frame", "len"], 2);
+    assert!(err.contains("--frame"), "{err}");
+    let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--greet", "hi"], 2);
+    assert!(err.contains("--greet"), "{err}");
+    let err = fails_with(&["echo", "udp://127.0.0.1:0", "--greet", "hi"], 2);
+    assert!(err.contains("--greet"), "{err}");
+}
+
+#[test]
+fn contradictory_or_bad_addresses_are_usage_errors() {
+    let err = fails_with(&["echo", "-u", "tcp://127.0.0.1:0"], 2);
+    assert!(err.contains("tcp://"), "{err}");
+    let err = fails_with(&["echo", "-u", "127.0.0.1:70000"], 2);
+    assert!(err.contains("70000"), "{err}");
+    let err = fails_with(&["echo", "ftp://127.0.0.1:1"], 2);
+    assert!(err.contains("ftp"), "{err}");
+}
+
+#[test]
+fn a_udp_port_already_bound_is_refused() {
+    let first = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let addr = first.socket_addr().to_string();
+    let err = fails_with(&["echo", "-u", &addr], 1);
+    assert!(err.contains("already in use"), "{err}");
+    // The first server is untouched and still the only one answering.
+    let client = udp_for(first.socket_addr());
+    assert_eq!(ask(&client, first.socket_addr(), b"mine"), b"mine");
+}
+
+#[test]
+fn sigterm_stops_the_udp_server_with_exit_code_0() {
+    let mut server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    assert_eq!(ask(&client, addr, b"bye"), b"bye");
+    server.signal("TERM");
+    let status = server.wait_exit(Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0), "{status}");
+}
