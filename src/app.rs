@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, ConnectArgs, EchoArgs, TalkArgs, seconds};
+use crate::chat::client::ClientConfig;
+use crate::chat::hub::HubConfig;
+use crate::chat::session::SessionConfig;
+use crate::chat::{self, ChatConfig};
+use crate::cli::{ChatArgs, Cli, Command, ConnectArgs, EchoArgs, ServeArgs, TalkArgs, seconds};
 use crate::codec::Framing;
 use crate::connect::{self, ConnectConfig};
 use crate::endpoint::{Endpoint, Family, Proto};
@@ -22,6 +26,8 @@ use crate::transport::{StreamListener, tcp, udp, unix};
 pub async fn run(cli: Cli) -> Result<()> {
     let family = cli.family();
     match cli.command {
+        Command::Serve(args) => run_serve(args, family, shutdown_on_signals()).await,
+        Command::Chat(args) => run_chat(args, family).await,
         Command::Echo(args) => run_echo(args, family, shutdown_on_signals()).await,
         Command::Connect(args) => run_connect(args, family).await,
         Command::Talk(args) => run_talk(args, family, !cli.quiet).await,
@@ -31,17 +37,21 @@ pub async fn run(cli: Cli) -> Result<()> {
 /// A token cancelled by the first SIGINT (Ctrl-C) or SIGTERM. A second signal exits at once,
 /// for when draining takes longer than the user wants to wait.
 pub fn shutdown_on_signals() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let token = CancellationToken::new();
     let trigger = token.clone();
+    // Installed now, before the server binds and prints "listening on": a handler installed
+    // later, inside the task, would leave a window in which a signal kills the process.
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return token;
+    };
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
         for round in 0.. {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
+                _ = int.recv() => {}
                 _ = term.recv() => {}
             }
             if round > 0 {
@@ -197,4 +207,48 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
         ));
     }
     talk::udp(socket, peer, config).await
+}
+
+async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken) -> Result<()> {
+    let mut tcp = args.tcp;
+    if tcp.is_empty() && args.unix.is_none() {
+        tcp.push(crate::limits::CHAT_ADDR.parse()?);
+    }
+    if !(args.max_rate >= 0.0 && args.burst >= 0.0) {
+        return Err(Error::Usage("--max-rate and --burst must be ≥ 0".into()));
+    }
+    let config = ChatConfig {
+        tcp,
+        unix: args.unix,
+        db: args.db,
+        db_sync: args.db_sync,
+        max_conns: args.max_conns,
+        session: SessionConfig {
+            encoding: args.encoding,
+            max_line: args.max_line,
+            max_rate: args.max_rate,
+            burst: args.burst,
+            idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+            outbox: args.outbox,
+        },
+        hub: HubConfig {
+            history_replay: args.history,
+            max_rooms: args.max_rooms.max(1),
+            outbox: args.outbox.max(2),
+        },
+    };
+    chat::run(config, family, shutdown).await
+}
+
+async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
+    let config = ClientConfig {
+        nick: args.nick,
+        is_colored: args.color.is_on(),
+    };
+    match (&args.unix, &args.addr) {
+        (Some(path), _) | (None, Endpoint::Unix(path)) => {
+            chat::client::run(unix::connect(path).await?, &config).await
+        }
+        (None, addr) => chat::client::run(tcp::connect(addr, family).await?, &config).await,
+    }
 }

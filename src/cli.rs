@@ -53,6 +53,20 @@ impl Cli {
 /// socktalk's subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Chat server: rooms, nicks, private messages, history (the main job).
+    #[command(after_help = "Examples:\n  \
+        socktalk serve                                   # 127.0.0.1:7878, history in ./socktalk.db\n  \
+        socktalk serve --tcp '[::]:7878' --unix /tmp/chat.sock --db :memory:\n  \
+        nc 127.0.0.1 7878                                # then type /help")]
+    Serve(ServeArgs),
+
+    /// Terminal chat client for `socktalk serve`.
+    #[command(after_help = "Examples:\n  \
+        socktalk chat --nick ann                 # 127.0.0.1:7878\n  \
+        socktalk chat '[::1]:7878' --nick bob\n  \
+        socktalk chat -U /tmp/chat.sock")]
+    Chat(ChatArgs),
+
     /// Echo server: send every message back (--upper: upper-cased).
     #[command(after_help = "Examples:\n  \
         socktalk echo 127.0.0.1:7000\n  \
@@ -198,6 +212,111 @@ pub struct TalkArgs {
     pub text: EncodingArgs,
 }
 
+/// `socktalk serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen for TCP clients on ADDR (repeatable; default 127.0.0.1:7878 unless --unix is given).
+    #[arg(long = "tcp", value_name = "ADDR")]
+    pub tcp: Vec<Endpoint>,
+
+    /// Listen for clients on a Unix socket at PATH.
+    #[arg(long = "unix", short = 'U', value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+
+    /// History database file (SQLite); ':memory:' keeps no history across restarts.
+    #[arg(long, value_name = "FILE", default_value = "socktalk.db")]
+    pub db: String,
+
+    /// normal: a commit survives the process crashing; full: also power loss (slower).
+    #[arg(long, value_enum, default_value_t = crate::chat::history::Sync::Normal)]
+    pub db_sync: crate::chat::history::Sync,
+
+    /// Text encoding a connection starts in (each client can change it with /encoding).
+    #[arg(long, value_name = "LABEL", default_value = "utf-8")]
+    pub encoding: WireEncoding,
+
+    /// Longest line a client may send, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_LINE)]
+    pub max_line: usize,
+
+    /// Messages per second per connection; above it the client is read more slowly (0: off).
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_RATE)]
+    pub max_rate: f64,
+
+    /// Messages a client may send in a burst before --max-rate applies.
+    #[arg(long, value_name = "N", default_value_t = limits::BURST)]
+    pub burst: f64,
+
+    /// Most connections served at once (per listener); more are accepted and closed.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
+    pub max_conns: usize,
+
+    /// Disconnect a client silent for this many seconds (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
+
+    /// Rooms one member may be in at once.
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_ROOMS)]
+    pub max_rooms: usize,
+
+    /// Messages replayed to a member joining a room (and /history's default).
+    #[arg(long, value_name = "N", default_value_t = limits::HISTORY_REPLAY)]
+    pub history: usize,
+
+    /// Lines queued for a member before it is disconnected as not reading.
+    #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]
+    pub outbox: usize,
+}
+
+/// `socktalk chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// The chat server.
+    #[arg(
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7878",
+        conflicts_with = "unix"
+    )]
+    pub addr: Endpoint,
+
+    /// Connect to the chat server's Unix socket at PATH.
+    #[arg(short = 'U', long = "unix", value_name = "PATH")]
+    pub unix: Option<PathBuf>,
+
+    /// The nick to use.
+    #[arg(short, long, value_name = "NAME")]
+    pub nick: Option<String>,
+
+    /// Colour the output.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+/// When to colour output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Color {
+    /// When stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl Color {
+    /// Whether to colour, given where stdout goes.
+    pub fn is_on(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        }
+    }
+}
+
 /// Seconds typed on the command line as a [`Duration`].
 ///
 /// # Errors
@@ -250,6 +369,17 @@ mod tests {
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{argv:?}");
         }
+    }
+
+    #[test]
+    fn serve_defaults_match_the_docs() {
+        let cli = Cli::try_parse_from(["socktalk", "serve"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.tcp.is_empty() && args.unix.is_none());
+        assert_eq!(args.db, "socktalk.db");
+        assert_eq!(args.max_line, limits::MAX_LINE);
     }
 
     #[test]

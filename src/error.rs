@@ -64,6 +64,10 @@ pub enum Error {
     #[error("cannot listen on unix:{}: the path exists and is not a socket (remove it or pick another)", .0.display())]
     NotASocket(PathBuf),
 
+    /// The chat history database failed.
+    #[error("{0}")]
+    Database(String),
+
     /// Any other I/O failure.
     #[error(transparent)]
     Io(#[from] io::Error),

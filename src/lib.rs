@@ -14,11 +14,14 @@
 //! - [`codec`]: framing (`raw`, `line`, `len`) and text encodings (utf-8, gbk, …).
 //! - [`service`]: the echo and upper-case services; [`server`] is the accept loop they share.
 //!
+//! [`chat`] is the multi-user chat server (`serve`) and its terminal client (`chat`).
+//!
 //! The clients are [`connect`] (netcat-style) and [`talk`] (one-to-one chat). [`cli`] holds the
 //! command line, [`app`] wires it to the layers, [`limits`] documents every limit, and
 //! [`error`] every failure a user can see.
 
 pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod codec;
 pub mod connect;

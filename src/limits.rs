@@ -39,3 +39,30 @@ pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
 
 /// The longest accept back-off.
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// `serve --max-line`: the longest line a chat client may send, in bytes. A longer line is
+/// refused with an error and skipped; the session goes on.
+pub const MAX_LINE: usize = 8 * 1024;
+
+/// `serve --max-rate`: chat messages per second per connection before the server reads that
+/// client more slowly (TCP pushes back; nothing is dropped). `0` turns it off.
+pub const MAX_RATE: f64 = 20.0;
+
+/// `serve --burst`: chat messages a client may send at once before `--max-rate` applies.
+pub const BURST: f64 = 40.0;
+
+/// `serve --idle-timeout`: a chat client silent this long is disconnected.
+pub const CHAT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// `serve --max-rooms`: rooms one chat member may be in at once.
+pub const MAX_ROOMS: usize = 20;
+
+/// `serve --history`: messages replayed to a member joining a room.
+pub const HISTORY_REPLAY: usize = 20;
+
+/// `serve --outbox`: lines queued for a chat member before it is disconnected as not reading.
+/// A member is warned when its queue passes half of this.
+pub const OUTBOX: usize = 1024;
+
+/// The chat server's default TCP address.
+pub const CHAT_ADDR: &str = "127.0.0.1:7878";

@@ -1,0 +1,515 @@
+//! What a chat member asks for, parsed from a typed line or a JSON object.
+//!
+//! Parsing is pure (no I/O, no hub state) and unit-tested: the hub only ever sees a valid
+//! [`Command`]. A malformed line is a [`CommandError`] whose text goes back to that member as
+//! `! error: …`; the session carries on.
+//!
+//! # Line syntax (for `nc` users)
+//!
+//! A plain line is a message to your current room; `//text` sends `/text` literally.
+//! Commands: `/nick NAME`, `/join #room`, `/part [#room]`, `/msg NICK text`, `/who [#room]`,
+//! `/rooms`, `/history [N]`, `/me action`, `/encoding LABEL`, `/json`, `/quit [reason]`,
+//! `/help`.
+
+use serde::Deserialize;
+
+/// Longest nick, in characters.
+pub const MAX_NICK_CHARS: usize = 24;
+
+/// Longest room name, in characters, `#` included.
+pub const MAX_ROOM_CHARS: usize = 32;
+
+/// A member's request, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A message to `room` (or the current room).
+    Say {
+        /// Target room; `None` is the current room.
+        room: Option<String>,
+        /// The message.
+        text: String,
+    },
+    /// An action (`/me waves`) in `room` (or the current room).
+    Me {
+        /// Target room; `None` is the current room.
+        room: Option<String>,
+        /// The action.
+        text: String,
+    },
+    /// Change nick.
+    Nick(String),
+    /// Join (or switch to) a room.
+    Join(String),
+    /// Leave a room (`None`: the current one).
+    Part(Option<String>),
+    /// A private message.
+    Msg {
+        /// The recipient's nick.
+        to: String,
+        /// The message.
+        text: String,
+    },
+    /// List a room's members (`None`: the current room).
+    Who(Option<String>),
+    /// List the rooms.
+    Rooms,
+    /// Show a room's earlier messages.
+    History {
+        /// The room; `None` is the current room.
+        room: Option<String>,
+        /// How many; `None` is the server's default.
+        limit: Option<usize>,
+        /// Only messages older than this id (for "load older").
+        before: Option<i64>,
+    },
+    /// Switch this connection's text encoding.
+    Encoding(String),
+    /// Switch this connection to JSON lines.
+    Json,
+    /// Leave the chat.
+    Quit(Option<String>),
+    /// List the commands.
+    Help,
+}
+
+/// Why a line is not a valid command. The text is shown to the member after `! error: `.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+fn err<T>(text: impl Into<String>) -> Result<T, CommandError> {
+    Err(CommandError(text.into()))
+}
+
+/// Parses one typed line. `Ok(None)` for a blank line, which is ignored.
+///
+/// # Errors
+/// [`CommandError`] for unknown commands, missing or extra arguments, and invalid names.
+pub fn parse_line(line: &str) -> Result<Option<Command>, CommandError> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let Some(rest) = line.strip_prefix('/') else {
+        return Ok(Some(Command::Say {
+            room: None,
+            text: line.to_string(),
+        }));
+    };
+    if rest.starts_with('/') {
+        return Ok(Some(Command::Say {
+            room: None,
+            text: rest.to_string(),
+        }));
+    }
+    let (name, args) = match rest.split_once(char::is_whitespace) {
+        Some((name, args)) => (name, args.trim()),
+        None => (rest, ""),
+    };
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let command = match name.to_ascii_lowercase().as_str() {
+        "nick" => match words[..] {
+            [nick] => Command::Nick(valid_nick(nick)?),
+            _ => return err("usage: /nick NAME"),
+        },
+        "join" | "j" => match words[..] {
+            [room] => Command::Join(valid_room(room)?),
+            _ => return err("usage: /join #room"),
+        },
+        "part" | "leave" => match words[..] {
+            [] => Command::Part(None),
+            [room] => Command::Part(Some(valid_room(room)?)),
+            _ => return err("usage: /part [#room]"),
+        },
+        "msg" | "m" | "query" => {
+            let Some((to, text)) = args.split_once(char::is_whitespace) else {
+                return err("usage: /msg NICK text");
+            };
+            let text = text.trim();
+            if text.is_empty() {
+                return err("usage: /msg NICK text");
+            }
+            Command::Msg {
+                to: valid_nick(to)?,
+                text: text.to_string(),
+            }
+        }
+        "who" | "names" => match words[..] {
+            [] => Command::Who(None),
+            [room] => Command::Who(Some(valid_room(room)?)),
+            _ => return err("usage: /who [#room]"),
+        },
+        "rooms" | "list" => no_args(&words, "/rooms", Command::Rooms)?,
+        "history" => match words[..] {
+            [] => Command::History {
+                room: None,
+                limit: None,
+                before: None,
+            },
+            [n] => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Command::History {
+                    room: None,
+                    limit: Some(n),
+                    before: None,
+                },
+                _ => {
+                    return err(format!(
+                        "'{n}' is not a positive number; usage: /history [N]"
+                    ));
+                }
+            },
+            _ => return err("usage: /history [N]"),
+        },
+        "me" if args.is_empty() => return err("usage: /me action"),
+        "me" => Command::Me {
+            room: None,
+            text: args.to_string(),
+        },
+        "encoding" => match words[..] {
+            [label] => Command::Encoding(label.to_string()),
+            _ => return err("usage: /encoding LABEL (utf-8, gbk, big5, …)"),
+        },
+        "json" => no_args(&words, "/json", Command::Json)?,
+        "quit" | "exit" => Command::Quit((!args.is_empty()).then(|| args.to_string())),
+        "help" | "?" => Command::Help,
+        "" => return err("empty command; type /help, or //text to send a line starting with /"),
+        other => return err(format!("unknown command /{other} (type /help)")),
+    };
+    Ok(Some(command))
+}
+
+fn no_args(words: &[&str], name: &str, command: Command) -> Result<Command, CommandError> {
+    if words.is_empty() {
+        Ok(command)
+    } else {
+        err(format!("{name} takes no arguments"))
+    }
+}
+
+/// Checks a nick: 1–24 letters (any script), digits, `_` or `-`, starting with a letter or `_`.
+///
+/// # Errors
+/// [`CommandError`] saying what is wrong.
+pub fn valid_nick(nick: &str) -> Result<String, CommandError> {
+    let count = nick.chars().count();
+    if count == 0 || count > MAX_NICK_CHARS {
+        return err(format!(
+            "nick '{nick}' must be 1 to {MAX_NICK_CHARS} characters"
+        ));
+    }
+    let first_ok = nick
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_alphabetic() || c == '_');
+    let rest_ok = nick
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    if !first_ok || !rest_ok {
+        return err(format!(
+            "nick '{nick}' may use letters, digits, _ and -, and must start with a letter or _"
+        ));
+    }
+    Ok(nick.to_string())
+}
+
+/// Checks and normalizes a room name: `dev` and `#Dev` both become `#dev`.
+///
+/// # Errors
+/// [`CommandError`] saying what is wrong.
+pub fn valid_room(room: &str) -> Result<String, CommandError> {
+    let name = room.strip_prefix('#').unwrap_or(room);
+    let count = name.chars().count() + 1;
+    if name.is_empty() || count > MAX_ROOM_CHARS {
+        return err(format!(
+            "room '{room}' must be # and 1 to {} characters",
+            MAX_ROOM_CHARS - 1
+        ));
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+    {
+        return err(format!(
+            "room '{room}' may use letters, digits, _ and - after the #"
+        ));
+    }
+    Ok(format!("#{}", name.to_lowercase()))
+}
+
+/// A request in JSON mode: one object per line, `type` naming it.
+///
+/// `{"type":"line","text":"/join #dev"}` carries a typed line (command or message) as is, so a
+/// client can pass `/commands` through; the other types are the structured forms.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+enum JsonRequest {
+    Line {
+        text: String,
+    },
+    Say {
+        text: String,
+        #[serde(default)]
+        room: Option<String>,
+    },
+    Me {
+        text: String,
+        #[serde(default)]
+        room: Option<String>,
+    },
+    Nick {
+        nick: String,
+    },
+    Join {
+        room: String,
+    },
+    Part {
+        #[serde(default)]
+        room: Option<String>,
+    },
+    #[serde(alias = "msg")]
+    Private {
+        to: String,
+        text: String,
+    },
+    Who {
+        #[serde(default)]
+        room: Option<String>,
+    },
+    Rooms {},
+    History {
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        limit: Option<usize>,
+        #[serde(default)]
+        before: Option<i64>,
+    },
+    Quit {
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    Help {},
+}
+
+/// Parses one JSON-mode line. `Ok(None)` for a blank line or an empty message.
+///
+/// # Errors
+/// [`CommandError`] for invalid JSON, unknown types, missing fields or invalid names.
+pub fn parse_json(line: &str) -> Result<Option<Command>, CommandError> {
+    if line.trim().is_empty() {
+        return Ok(None);
+    }
+    let request: JsonRequest =
+        serde_json::from_str(line).map_err(|e| CommandError(format!("bad JSON request: {e}")))?;
+    let room = |room: Option<String>| room.as_deref().map(valid_room).transpose();
+    let not_blank = |text: String| (!text.trim().is_empty()).then_some(text);
+    Ok(match request {
+        JsonRequest::Line { text } => return parse_line(&text),
+        JsonRequest::Say { text, room: r } => not_blank(text)
+            .map(|text| Command::Say { room: None, text })
+            .map(|c| with_room(c, room(r)))
+            .transpose()?,
+        JsonRequest::Me { text, room: r } => not_blank(text)
+            .map(|text| Command::Me { room: None, text })
+            .map(|c| with_room(c, room(r)))
+            .transpose()?,
+        JsonRequest::Nick { nick } => Some(Command::Nick(valid_nick(&nick)?)),
+        JsonRequest::Join { room: r } => Some(Command::Join(valid_room(&r)?)),
+        JsonRequest::Part { room: r } => Some(Command::Part(room(r)?)),
+        JsonRequest::Private { to, text } => not_blank(text)
+            .map(|text| -> Result<_, CommandError> {
+                Ok(Command::Msg {
+                    to: valid_nick(&to)?,
+                    text,
+                })
+            })
+            .transpose()?,
+        JsonRequest::Who { room: r } => Some(Command::Who(room(r)?)),
+        JsonRequest::Rooms {} => Some(Command::Rooms),
+        JsonRequest::History {
+            room: r,
+            limit,
+            before,
+        } => Some(Command::History {
+            room: room(r)?,
+            limit,
+            before,
+        }),
+        JsonRequest::Quit { reason } => Some(Command::Quit(reason)),
+        JsonRequest::Help {} => Some(Command::Help),
+    })
+}
+
+/// Sets the target room of a `Say`/`Me` parsed from JSON.
+fn with_room(
+    command: Command,
+    room: Result<Option<String>, CommandError>,
+) -> Result<Command, CommandError> {
+    let room = room?;
+    Ok(match command {
+        Command::Say { text, .. } => Command::Say { room, text },
+        Command::Me { text, .. } => Command::Me { room, text },
+        other => other,
+    })
+}
+
+/// The `/help` text, one command per line.
+pub const HELP: &str = "\
+commands:
+  text            send text to your current room (//text sends a line starting with /)
+  /nick NAME      change your nick
+  /join #room     join a room (created on first join) and make it current
+  /part [#room]   leave the current room, or the one named
+  /msg NICK text  private message: only NICK sees it
+  /me action      an action: * nick waves
+  /who [#room]    who is in the room
+  /rooms          list the rooms
+  /history [N]    the room's last N messages
+  /encoding LABEL your text encoding (utf-8, gbk, big5, …)
+  /json           switch this connection to JSON lines
+  /quit [reason]  leave";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Command {
+        parse_line(line).unwrap().unwrap()
+    }
+
+    fn bad(line: &str) -> String {
+        parse_line(line).unwrap_err().0
+    }
+
+    #[test]
+    fn plain_lines_are_messages() {
+        assert_eq!(
+            ok("hello world"),
+            Command::Say {
+                room: None,
+                text: "hello world".into()
+            }
+        );
+        assert_eq!(
+            ok("//not a command"),
+            Command::Say {
+                room: None,
+                text: "/not a command".into()
+            }
+        );
+        assert_eq!(parse_line("").unwrap(), None);
+        assert_eq!(parse_line("   \r\n").unwrap(), None);
+    }
+
+    #[test]
+    fn every_command_parses() {
+        assert_eq!(ok("/nick ann"), Command::Nick("ann".into()));
+        assert_eq!(ok("/NICK 小明"), Command::Nick("小明".into()));
+        assert_eq!(ok("/join #Dev"), Command::Join("#dev".into()));
+        assert_eq!(ok("/join dev"), Command::Join("#dev".into()));
+        assert_eq!(ok("/part"), Command::Part(None));
+        assert_eq!(ok("/part #dev"), Command::Part(Some("#dev".into())));
+        assert_eq!(
+            ok("/msg bob  psst, over here "),
+            Command::Msg {
+                to: "bob".into(),
+                text: "psst, over here".into()
+            }
+        );
+        assert_eq!(ok("/who"), Command::Who(None));
+        assert_eq!(ok("/who #x"), Command::Who(Some("#x".into())));
+        assert_eq!(ok("/rooms"), Command::Rooms);
+        assert_eq!(
+            ok("/history 50"),
+            Command::History {
+                room: None,
+                limit: Some(50),
+                before: None
+            }
+        );
+        assert_eq!(
+            ok("/me waves"),
+            Command::Me {
+                room: None,
+                text: "waves".into()
+            }
+        );
+        assert_eq!(ok("/encoding gbk"), Command::Encoding("gbk".into()));
+        assert_eq!(ok("/json"), Command::Json);
+        assert_eq!(ok("/quit"), Command::Quit(None));
+        assert_eq!(
+            ok("/quit gone fishing"),
+            Command::Quit(Some("gone fishing".into()))
+        );
+        assert_eq!(ok("/help"), Command::Help);
+    }
+
+    #[test]
+    fn bad_commands_say_why() {
+        assert!(bad("/frobnicate").contains("unknown command /frobnicate"));
+        assert!(bad("/nick").contains("usage: /nick"));
+        assert!(bad("/nick a b").contains("usage: /nick"));
+        assert!(bad("/nick 9lives").contains("must start with a letter"));
+        assert!(bad("/nick a!b").contains("may use letters"));
+        assert!(bad(&format!("/nick {}", "x".repeat(25))).contains("1 to 24"));
+        assert!(bad("/join").contains("usage: /join"));
+        assert!(bad("/join #").contains("must be #"));
+        assert!(bad("/join #a b").contains("usage: /join"));
+        assert!(bad("/join #a!").contains("may use letters"));
+        assert!(bad("/msg bob").contains("usage: /msg"));
+        assert!(bad("/msg bob   ").contains("usage: /msg"));
+        assert!(bad("/history zero").contains("not a positive number"));
+        assert!(bad("/history 0").contains("not a positive number"));
+        assert!(bad("/me").contains("usage: /me"));
+        assert!(bad("/rooms now").contains("takes no arguments"));
+        assert!(bad("/").contains("empty command"));
+    }
+
+    #[test]
+    fn json_requests_map_to_commands() {
+        let one = |json: &str| parse_json(json).unwrap().unwrap();
+        assert_eq!(
+            one(r##"{"type":"say","text":"hi","room":"#Dev"}"##),
+            Command::Say {
+                room: Some("#dev".into()),
+                text: "hi".into()
+            }
+        );
+        assert_eq!(
+            one(r#"{"type":"line","text":"/join x"}"#),
+            Command::Join("#x".into())
+        );
+        assert_eq!(
+            one(r#"{"type":"private","to":"bob","text":"psst"}"#),
+            Command::Msg {
+                to: "bob".into(),
+                text: "psst".into()
+            }
+        );
+        assert_eq!(
+            one(r#"{"type":"history","limit":5,"before":100}"#),
+            Command::History {
+                room: None,
+                limit: Some(5),
+                before: Some(100)
+            }
+        );
+        assert_eq!(one(r#"{"type":"rooms"}"#), Command::Rooms);
+        assert_eq!(parse_json(r#"{"type":"say","text":"  "}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_json_says_why() {
+        for (json, expected) in [
+            ("{not json", "bad JSON"),
+            (r#"{"type":"teleport"}"#, "unknown variant"),
+            (r#"{"type":"say"}"#, "missing field `text`"),
+            (r#"{"type":"nick","nick":"1x"}"#, "must start with a letter"),
+            (r#"{"type":"say","text":"x","extra":1}"#, "unknown field"),
+            (r#"[1,2]"#, "bad JSON"),
+        ] {
+            let text = parse_json(json).unwrap_err().0;
+            assert!(text.contains(expected), "{json}: {text}");
+        }
+    }
+}

@@ -1,0 +1,364 @@
+//! Chat history in SQLite (rusqlite, bundled, WAL), written by one thread in batches.
+//!
+//! # Durability: nothing anyone saw is lost
+//!
+//! The hub never fans a message out itself. It hands the message to the [`Writer`] thread,
+//! which takes everything queued (up to [`MAX_BATCH`]), inserts it in one transaction and
+//! commits (group commit), then hands the committed batch back to the hub, which only then
+//! delivers it. So every message any client has received is already in the database; a
+//! `kill -9` loses at most messages nobody has seen. In WAL mode with `synchronous=NORMAL` a
+//! commit survives the process dying; `--db-sync full` also makes it survive power loss, at
+//! the cost of an fsync per batch.
+//!
+//! If a commit fails (disk full, file removed), the batch comes back marked failed: the hub
+//! tells each sender their message was not saved and delivers nothing.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags, params};
+use tokio::sync::mpsc;
+
+use super::event::{Kind, Record};
+
+/// Most messages committed in one transaction.
+pub const MAX_BATCH: usize = 4096;
+
+/// Errors opening or using the history database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or set up.
+    #[error("cannot open history database {path}: {source}")]
+    Open {
+        /// The file.
+        path: String,
+        /// SQLite's reason.
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("history database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// How hard a commit tries to reach the disk (`--db-sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Sync {
+    /// Survives the process crashing (WAL `synchronous=NORMAL`).
+    #[default]
+    Normal,
+    /// Also survives power loss (`synchronous=FULL`: an fsync per batch).
+    Full,
+}
+
+/// The history database. Cheap to clone; every clone shares one connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// A message waiting to be stored, with whoever should hear if storing fails.
+#[derive(Debug, Clone)]
+pub struct Pending<A> {
+    /// Who sent it (the hub's member id).
+    pub author: A,
+    /// The message; its `id` is set by the commit.
+    pub record: Record,
+}
+
+/// A batch back from the writer: committed (ids set) or failed with a reason.
+#[derive(Debug)]
+pub struct Batch<A> {
+    /// The messages, in submission order.
+    pub items: Vec<Pending<A>>,
+    /// Why the commit failed, if it did; then nothing in `items` was stored.
+    pub error: Option<String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`; `:memory:` keeps history in memory
+    /// only, for this run.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] naming the file and SQLite's reason.
+    pub fn open(path: &str, sync: Sync) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_string(),
+            source,
+        };
+        let conn = if path == ":memory:" {
+            Connection::open_in_memory()
+        } else {
+            Connection::open_with_flags(
+                Path::new(path),
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+            )
+        }
+        .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        if path != ":memory:" {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(open_err)?;
+        }
+        let level = match sync {
+            Sync::Normal => "NORMAL",
+            Sync::Full => "FULL",
+        };
+        conn.pragma_update(None, "synchronous", level)
+            .map_err(open_err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS messages (
+                 id    INTEGER PRIMARY KEY,
+                 ts    INTEGER NOT NULL,
+                 kind  TEXT NOT NULL,
+                 room  TEXT,
+                 nick  TEXT NOT NULL,
+                 recipient TEXT,
+                 text  TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);",
+        )
+        .map_err(open_err)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_string(),
+        })
+    }
+
+    /// The last `limit` messages of `room` with `id < before` (if given) and `id <= up_to`,
+    /// oldest first.
+    ///
+    /// `up_to` is the newest id the hub has delivered: anything newer is committed but still on
+    /// its way, and will reach a member who just joined live, so replaying it would show it twice.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn recent(
+        &self,
+        room: &str,
+        limit: usize,
+        before: Option<i64>,
+        up_to: i64,
+    ) -> Result<Vec<Record>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached(
+            "SELECT id, ts, kind, room, nick, recipient, text FROM messages
+             WHERE room = ?1 AND id < ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4",
+        )?;
+        let rows = statement.query_map(
+            params![room, before.unwrap_or(i64::MAX), up_to, limit as i64],
+            |row| {
+                Ok(Record {
+                    id: row.get(0)?,
+                    ts: row.get(1)?,
+                    kind: Kind::from_db(&row.get::<_, String>(2)?),
+                    room: row.get(3)?,
+                    nick: row.get(4)?,
+                    to: row.get(5)?,
+                    text: row.get(6)?,
+                })
+            },
+        )?;
+        let mut records = rows.collect::<Result<Vec<_>, _>>()?;
+        records.reverse();
+        Ok(records)
+    }
+
+    /// Every stored message, oldest first (for tests and exports).
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn all(&self) -> Result<Vec<Record>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT id, ts, kind, room, nick, recipient, text FROM messages ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(Record {
+                id: row.get(0)?,
+                ts: row.get(1)?,
+                kind: Kind::from_db(&row.get::<_, String>(2)?),
+                room: row.get(3)?,
+                nick: row.get(4)?,
+                to: row.get(5)?,
+                text: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The newest id stored (0 for an empty database).
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn last_id(&self) -> Result<i64, StoreError> {
+        let conn = self.lock();
+        Ok(
+            conn.query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |row| {
+                row.get(0)
+            })?,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Inserts `items` in one transaction, setting their ids.
+    fn commit<A>(&self, items: &mut [Pending<A>]) -> Result<(), rusqlite::Error> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO messages (ts, kind, room, nick, recipient, text)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for item in items.iter_mut() {
+                let r = &item.record;
+                insert.execute(params![r.ts, r.kind.as_str(), r.room, r.nick, r.to, r.text])?;
+                item.record.id = tx.last_insert_rowid();
+            }
+        }
+        tx.commit()
+    }
+
+    /// Starts the writer thread. Messages sent to the returned [`Writer`] come back on
+    /// `committed_tx` in batches, in the order they were sent.
+    ///
+    /// # Errors
+    /// The thread could not be spawned.
+    pub fn spawn_writer<A: Send + 'static>(
+        &self,
+        committed_tx: mpsc::UnboundedSender<Batch<A>>,
+    ) -> std::io::Result<Writer<A>> {
+        let (pending_tx, mut pending_rx) = mpsc::unbounded_channel::<Pending<A>>();
+        let store = self.clone();
+        let thread = std::thread::Builder::new()
+            .name("socktalk-history".into())
+            .spawn(move || {
+                while let Some(first) = pending_rx.blocking_recv() {
+                    let mut items = vec![first];
+                    while items.len() < MAX_BATCH {
+                        match pending_rx.try_recv() {
+                            Ok(item) => items.push(item),
+                            Err(_) => break,
+                        }
+                    }
+                    let error = store.commit(&mut items).err().map(|err| {
+                        tracing::error!(
+                            "history: {} message(s) NOT saved, so not delivered: {err}",
+                            items.len()
+                        );
+                        err.to_string()
+                    });
+                    if committed_tx.send(Batch { items, error }).is_err() {
+                        break;
+                    }
+                }
+            })?;
+        Ok(Writer {
+            pending_tx: Some(pending_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The sending end of the writer thread.
+pub struct Writer<A> {
+    pending_tx: Option<mpsc::UnboundedSender<Pending<A>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<A> Writer<A> {
+    /// Queues a message for the next batch. Returns it if the writer has stopped.
+    pub fn submit(&self, item: Pending<A>) -> Result<(), Pending<A>> {
+        match &self.pending_tx {
+            Some(tx) => tx.send(item).map_err(|e| e.0),
+            None => Err(item),
+        }
+    }
+
+    /// Stops taking messages; the thread commits what is queued, then ends.
+    pub fn close(&mut self) {
+        self.pending_tx.take();
+    }
+
+    /// Closes and waits for the thread to finish its last batch.
+    pub fn finish(&mut self) {
+        self.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn say(room: &str, text: &str) -> Record {
+        Record {
+            id: 0,
+            ts: 1,
+            kind: Kind::Say,
+            room: Some(room.into()),
+            nick: "ann".into(),
+            to: None,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn writer_commits_in_order_and_history_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.db");
+        let store = Store::open(path.to_str().unwrap(), Sync::Normal).unwrap();
+        let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
+        let mut writer = store.spawn_writer::<u32>(committed_tx).unwrap();
+        for i in 0..100 {
+            writer
+                .submit(Pending {
+                    author: i,
+                    record: say(if i % 2 == 0 { "#a" } else { "#b" }, &format!("m{i}")),
+                })
+                .unwrap();
+        }
+        writer.finish();
+        let mut ids = Vec::new();
+        while let Ok(batch) = committed_rx.try_recv() {
+            assert!(batch.error.is_none());
+            ids.extend(batch.items.iter().map(|item| (item.author, item.record.id)));
+        }
+        assert_eq!(ids.len(), 100);
+        assert!(ids.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1));
+        let last = store.last_id().unwrap();
+        let recent = store.recent("#a", 3, None, last).unwrap();
+        let texts: Vec<_> = recent.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["m94", "m96", "m98"]);
+        let older = store.recent("#a", 2, Some(recent[0].id), last).unwrap();
+        let texts: Vec<_> = older.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["m90", "m92"]);
+        // Reopening finds everything.
+        drop(store);
+        let again = Store::open(path.to_str().unwrap(), Sync::Full).unwrap();
+        assert_eq!(again.all().unwrap().len(), 100);
+    }
+
+    #[test]
+    fn unopenable_database_is_a_clear_error() {
+        let err = Store::open("/nonexistent-dir/x/h.db", Sync::Normal).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent-dir/x/h.db"), "{err}");
+    }
+}

@@ -1,0 +1,722 @@
+//! The hub: one task that owns every room, member and nick.
+//!
+//! Sessions talk to the hub through a channel of [`Request`]s and hear back through their own
+//! bounded outbox of ready-to-write bytes, so there are no shared locks on the hot path and the
+//! order of events is the order the hub decided them.
+//!
+//! # A message's way
+//! 1. A session sends `Command::Say`; the hub checks it and gives it to the history
+//!    [`Writer`](super::history::Writer).
+//! 2. The writer commits a batch and hands it back ([`Batch`]).
+//! 3. Only then does the hub fan it out: each distinct (format, encoding) rendering is made once
+//!    and shared (`Bytes`) by every member who needs it.
+//!
+//! # Slow members
+//! Outboxes are bounded and filled with `try_send`, so the hub never waits for anyone. A member
+//! whose outbox passes half full is warned once; one whose outbox is full is disconnected with
+//! a reason, and the room carries on.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::command::{Command, HELP};
+use super::event::{Event, Kind, Record, RoomInfo, now_ms};
+use super::history::{Batch, Pending, Store, Writer};
+use crate::codec::WireEncoding;
+
+/// Identifies a connection for its whole life (nicks change; ids don't).
+pub type MemberId = u64;
+
+/// The room everyone starts in.
+pub const LOBBY: &str = "#lobby";
+
+/// The most messages one `/history` returns.
+pub const MAX_HISTORY: usize = 1000;
+
+/// How a member reads: readable lines or JSON lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `[#dev] <ann> hello`, for people.
+    Text,
+    /// One JSON object per line, for programs.
+    Json,
+}
+
+/// What sessions ask of the hub.
+#[derive(Debug)]
+pub enum Request {
+    /// A new connection.
+    Connect {
+        /// Its id.
+        id: MemberId,
+        /// Where the hub writes to it.
+        outbox: mpsc::Sender<Bytes>,
+        /// A last word if the hub disconnects it (its outbox may be too full to carry it).
+        kick: oneshot::Sender<Bytes>,
+        /// Its text encoding.
+        encoding: WireEncoding,
+    },
+    /// A parsed command.
+    Command(MemberId, Command),
+    /// The session switched its text encoding (after checking the label).
+    SetEncoding(MemberId, WireEncoding),
+    /// Something to tell the member in order with everything else (a parse error, a warning).
+    Notice(MemberId, Event),
+    /// The connection ended.
+    Leave(MemberId, Option<String>),
+}
+
+/// The hub's settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Messages replayed to a member joining a room.
+    pub history_replay: usize,
+    /// Rooms one member may be in at once.
+    pub max_rooms: usize,
+    /// Capacity of each member's outbox, in lines.
+    pub outbox: usize,
+}
+
+/// Who a stored message goes to once committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// The sender.
+    pub from: MemberId,
+    /// The recipient of a private message.
+    pub to: Option<MemberId>,
+}
+
+struct Member {
+    nick: String,
+    outbox: mpsc::Sender<Bytes>,
+    kick: Option<oneshot::Sender<Bytes>>,
+    format: Format,
+    encoding: WireEncoding,
+    /// Rooms joined, oldest first.
+    rooms: Vec<String>,
+    /// Where plain lines go.
+    current: Option<String>,
+    /// Warned about a filling outbox, and not yet caught up.
+    is_warned: bool,
+}
+
+impl Member {
+    fn render(&self, event: &Event) -> Bytes {
+        match self.format {
+            Format::Json => json_line(event),
+            Format::Text => {
+                let text = event.to_text(&self.nick);
+                if self.encoding.is_utf8() {
+                    Bytes::from(text)
+                } else {
+                    Bytes::from(self.encoding.encode_message(&text))
+                }
+            }
+        }
+    }
+}
+
+fn json_line(event: &Event) -> Bytes {
+    let mut line = event.to_json();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+/// Renders one room event at most once per (format, encoding), whatever the room's size.
+struct Fanout<'e> {
+    event: &'e Event,
+    json: Option<Bytes>,
+    text: Option<String>,
+    encoded: Vec<(WireEncoding, Bytes)>,
+}
+
+impl<'e> Fanout<'e> {
+    fn new(event: &'e Event) -> Self {
+        Self {
+            event,
+            json: None,
+            text: None,
+            encoded: Vec::new(),
+        }
+    }
+
+    fn bytes_for(&mut self, member: &Member) -> Bytes {
+        match member.format {
+            Format::Json => self
+                .json
+                .get_or_insert_with(|| json_line(self.event))
+                .clone(),
+            Format::Text => {
+                if let Some((_, bytes)) = self.encoded.iter().find(|(e, _)| *e == member.encoding) {
+                    return bytes.clone();
+                }
+                // Room events read the same for every viewer.
+                let text = self.text.get_or_insert_with(|| self.event.to_text(""));
+                let bytes = if member.encoding.is_utf8() {
+                    Bytes::from(text.clone())
+                } else {
+                    Bytes::from(member.encoding.encode_message(text))
+                };
+                self.encoded.push((member.encoding, bytes.clone()));
+                bytes
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Room {
+    members: Vec<MemberId>,
+}
+
+/// The hub's state. Build with [`Hub::new`], then drive with [`Hub::run`].
+pub struct Hub {
+    config: HubConfig,
+    members: HashMap<MemberId, Member>,
+    /// Lower-cased nick to member.
+    nicks: HashMap<String, MemberId>,
+    rooms: BTreeMap<String, Room>,
+    store: Store,
+    writer: Writer<Route>,
+    /// Newest message id delivered: history replays stop here, so nothing shows twice.
+    delivered_up_to: i64,
+    guests: u64,
+    /// Members to disconnect once the current fan-out is done, with the reason.
+    doomed: Vec<(MemberId, String)>,
+    is_closing: bool,
+}
+
+impl Hub {
+    /// A hub over `store`, sending messages to `writer` for commit.
+    ///
+    /// # Errors
+    /// The store could not be read.
+    pub fn new(
+        config: HubConfig,
+        store: Store,
+        writer: Writer<Route>,
+    ) -> Result<Hub, super::history::StoreError> {
+        let delivered_up_to = store.last_id()?;
+        Ok(Hub {
+            config,
+            members: HashMap::new(),
+            nicks: HashMap::new(),
+            rooms: BTreeMap::new(),
+            store,
+            writer,
+            delivered_up_to,
+            guests: 0,
+            doomed: Vec::new(),
+            is_closing: false,
+        })
+    }
+
+    /// Runs until `shutdown`: then stops taking messages, delivers everything the writer still
+    /// commits, tells every member, and closes their outboxes.
+    pub async fn run(
+        mut self,
+        mut requests: mpsc::Receiver<Request>,
+        mut committed: mpsc::UnboundedReceiver<Batch<Route>>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                batch = committed.recv() => match batch {
+                    Some(batch) => self.deliver(batch),
+                    // The writer has committed its last batch (after close).
+                    None => break,
+                },
+                request = requests.recv() => match request {
+                    Some(request) => self.handle(request),
+                    None => self.close_writer(),
+                },
+                () = shutdown.cancelled(), if !self.is_closing => self.close_writer(),
+            }
+            self.settle();
+        }
+        self.writer.finish();
+        let notice = Event::Info {
+            text: "server shutting down; bye".into(),
+        };
+        for member in self.members.values() {
+            let _ = member.outbox.try_send(member.render(&notice));
+        }
+        // Dropping the members closes their outboxes: each session flushes and ends.
+        self.members.clear();
+    }
+
+    fn close_writer(&mut self) {
+        self.is_closing = true;
+        self.writer.close();
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Connect {
+                id,
+                outbox,
+                kick,
+                encoding,
+            } => self.connect(id, outbox, kick, encoding),
+            Request::Command(id, command) => self.command(id, command),
+            Request::SetEncoding(id, encoding) => {
+                if let Some(member) = self.members.get_mut(&id) {
+                    member.encoding = encoding;
+                    let text = format!("your encoding is now {}", encoding.name());
+                    self.tell(id, &Event::Info { text });
+                }
+            }
+            Request::Notice(id, event) => self.tell(id, &event),
+            Request::Leave(id, reason) => self.remove(id, reason, None),
+        }
+    }
+
+    fn connect(
+        &mut self,
+        id: MemberId,
+        outbox: mpsc::Sender<Bytes>,
+        kick: oneshot::Sender<Bytes>,
+        encoding: WireEncoding,
+    ) {
+        let nick = loop {
+            self.guests += 1;
+            let nick = format!("guest{}", self.guests);
+            if !self.nicks.contains_key(&nick) {
+                break nick;
+            }
+        };
+        self.nicks.insert(nick.clone(), id);
+        self.members.insert(
+            id,
+            Member {
+                nick: nick.clone(),
+                outbox,
+                kick: Some(kick),
+                format: Format::Text,
+                encoding,
+                rooms: Vec::new(),
+                current: None,
+                is_warned: false,
+            },
+        );
+        self.tell(
+            id,
+            &Event::Welcome {
+                nick,
+                room: LOBBY.into(),
+                version: env!("CARGO_PKG_VERSION"),
+            },
+        );
+        self.join(id, LOBBY.to_string());
+    }
+
+    fn command(&mut self, id: MemberId, command: Command) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if self.is_closing
+            && matches!(
+                command,
+                Command::Say { .. } | Command::Me { .. } | Command::Msg { .. }
+            )
+        {
+            self.error(id, "the server is shutting down; message not sent");
+            return;
+        }
+        match command {
+            Command::Say { room, text } => self.say(id, room, Kind::Say, text),
+            Command::Me { room, text } => self.say(id, room, Kind::Me, text),
+            Command::Nick(nick) => self.nick(id, nick),
+            Command::Join(room) => self.join(id, room),
+            Command::Part(room) => self.part(id, room),
+            Command::Msg { to, text } => self.private(id, &to, text),
+            Command::Who(room) => {
+                let Some(room) = room.or_else(|| member.current.clone()) else {
+                    return self.error(id, "you are in no room; /who #room");
+                };
+                let Some(found) = self.rooms.get(&room) else {
+                    return self.error(id, &format!("there is no room {room}"));
+                };
+                let mut nicks: Vec<String> = found
+                    .members
+                    .iter()
+                    .filter_map(|m| self.members.get(m).map(|m| m.nick.clone()))
+                    .collect();
+                nicks.sort_by_key(|n| n.to_lowercase());
+                self.tell(id, &Event::Who { room, nicks });
+            }
+            Command::Rooms => {
+                let rooms = self
+                    .rooms
+                    .iter()
+                    .map(|(name, room)| RoomInfo {
+                        room: name.clone(),
+                        members: room.members.len(),
+                    })
+                    .collect();
+                self.tell(id, &Event::Rooms { rooms });
+            }
+            Command::History {
+                room,
+                limit,
+                before,
+            } => {
+                let Some(room) = room.or_else(|| member.current.clone()) else {
+                    return self.error(id, "you are in no room; /join #room first");
+                };
+                if !member.rooms.contains(&room) {
+                    return self.error(id, &format!("you are not in {room}; /join {room} first"));
+                }
+                let limit = limit
+                    .unwrap_or(self.config.history_replay.max(1))
+                    .min(MAX_HISTORY);
+                self.history(id, room, limit, before, true);
+            }
+            Command::Encoding(_) => {
+                // Sessions switch encodings themselves and send SetEncoding.
+            }
+            Command::Json => {
+                if let Some(member) = self.members.get_mut(&id) {
+                    member.format = Format::Json;
+                }
+                self.tell_state(id);
+            }
+            Command::Quit(reason) => {
+                self.tell(id, &Event::Info { text: "bye".into() });
+                self.remove(id, reason, None);
+            }
+            Command::Help => self.tell(id, &Event::Info { text: HELP.into() }),
+        }
+    }
+
+    fn say(&mut self, id: MemberId, room: Option<String>, kind: Kind, text: String) {
+        let member = &self.members[&id];
+        let Some(room) = room.or_else(|| member.current.clone()) else {
+            return self.error(id, "you are in no room; /join #room first");
+        };
+        if !member.rooms.contains(&room) {
+            return self.error(id, &format!("you are not in {room}; /join {room} first"));
+        }
+        let record = Record {
+            id: 0,
+            ts: now_ms(),
+            kind,
+            room: Some(room),
+            nick: member.nick.clone(),
+            to: None,
+            text,
+        };
+        self.submit(Route { from: id, to: None }, record);
+    }
+
+    fn private(&mut self, id: MemberId, to: &str, text: String) {
+        let Some(&target) = self.nicks.get(&to.to_lowercase()) else {
+            return self.error(id, &format!("no one called '{to}' is here (see /who)"));
+        };
+        let record = Record {
+            id: 0,
+            ts: now_ms(),
+            kind: Kind::Private,
+            room: None,
+            nick: self.members[&id].nick.clone(),
+            to: Some(self.members[&target].nick.clone()),
+            text,
+        };
+        self.submit(
+            Route {
+                from: id,
+                to: Some(target),
+            },
+            record,
+        );
+    }
+
+    fn submit(&mut self, route: Route, record: Record) {
+        if self
+            .writer
+            .submit(Pending {
+                author: route,
+                record,
+            })
+            .is_err()
+        {
+            self.error(route.from, "history is not being saved; message not sent");
+        }
+    }
+
+    /// Delivers a committed batch (or tells the senders it failed).
+    fn deliver(&mut self, batch: Batch<Route>) {
+        if let Some(reason) = batch.error {
+            for item in batch.items {
+                let text = format!("your message was not saved ({reason}), so it was not sent");
+                self.error(item.author.from, &text);
+            }
+            return;
+        }
+        for Pending { author, record } in batch.items {
+            self.delivered_up_to = record.id;
+            match record.room.clone() {
+                Some(room) => self.broadcast(&room, &Event::Message(record)),
+                None => {
+                    let event = Event::Private(record);
+                    self.tell(author.from, &event);
+                    if let Some(to) = author.to.filter(|to| *to != author.from) {
+                        self.tell(to, &event);
+                    }
+                }
+            }
+        }
+    }
+
+    fn nick(&mut self, id: MemberId, nick: String) {
+        let key = nick.to_lowercase();
+        match self.nicks.get(&key) {
+            Some(&owner) if owner != id => {
+                return self.error(id, &format!("nick '{nick}' is taken"));
+            }
+            _ => {}
+        }
+        let member = self.members.get_mut(&id).expect("checked by caller");
+        let old = std::mem::replace(&mut member.nick, nick.clone());
+        if old == nick {
+            return self.tell(
+                id,
+                &Event::Info {
+                    text: format!("you are already {nick}"),
+                },
+            );
+        }
+        self.nicks.remove(&old.to_lowercase());
+        self.nicks.insert(key, id);
+        let event = Event::Nick { old, new: nick };
+        for peer in self.audience(id) {
+            self.tell(peer, &event);
+        }
+        self.tell_state(id);
+    }
+
+    fn join(&mut self, id: MemberId, room: String) {
+        let member = &self.members[&id];
+        if member.rooms.contains(&room) {
+            self.members.get_mut(&id).expect("present").current = Some(room.clone());
+            self.tell(
+                id,
+                &Event::Info {
+                    text: format!("now talking in {room}"),
+                },
+            );
+            return self.tell_state(id);
+        }
+        if member.rooms.len() >= self.config.max_rooms {
+            let text = format!(
+                "you are in {} rooms, the most allowed (--max-rooms); /part one first",
+                member.rooms.len()
+            );
+            return self.error(id, &text);
+        }
+        if self.config.history_replay > 0 {
+            self.history(id, room.clone(), self.config.history_replay, None, false);
+        }
+        self.rooms.entry(room.clone()).or_default().members.push(id);
+        let member = self.members.get_mut(&id).expect("present");
+        member.rooms.push(room.clone());
+        member.current = Some(room.clone());
+        let nick = member.nick.clone();
+        self.broadcast(&room.clone(), &Event::Join { room, nick });
+        self.tell_state(id);
+    }
+
+    fn part(&mut self, id: MemberId, room: Option<String>) {
+        let member = &self.members[&id];
+        let Some(room) = room.or_else(|| member.current.clone()) else {
+            return self.error(id, "you are in no room");
+        };
+        if !member.rooms.contains(&room) {
+            return self.error(id, &format!("you are not in {room}"));
+        }
+        let nick = member.nick.clone();
+        self.broadcast(
+            &room,
+            &Event::Part {
+                room: room.clone(),
+                nick,
+            },
+        );
+        self.leave_room(id, &room);
+        let member = self.members.get_mut(&id).expect("present");
+        if member.current.as_deref() == Some(room.as_str()) {
+            member.current = member.rooms.last().cloned();
+        }
+        let text = match &member.current {
+            Some(current) => format!("you are now talking in {current}"),
+            None => "you are in no room now; /join #room to talk".to_string(),
+        };
+        self.tell(id, &Event::Info { text });
+        self.tell_state(id);
+    }
+
+    /// Takes `id` out of `room`, deleting the room when it empties (its history stays).
+    fn leave_room(&mut self, id: MemberId, room: &str) {
+        if let Some(found) = self.rooms.get_mut(room) {
+            found.members.retain(|m| *m != id);
+            if found.members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        if let Some(member) = self.members.get_mut(&id) {
+            member.rooms.retain(|r| r != room);
+        }
+    }
+
+    fn history(
+        &mut self,
+        id: MemberId,
+        room: String,
+        limit: usize,
+        before: Option<i64>,
+        always: bool,
+    ) {
+        match self
+            .store
+            .recent(&room, limit, before, self.delivered_up_to)
+        {
+            Ok(messages) if messages.is_empty() && !always => {}
+            Ok(messages) => self.tell(id, &Event::History { room, messages }),
+            Err(err) => {
+                tracing::error!("history read failed: {err}");
+                self.error(id, "history is unavailable right now");
+            }
+        }
+    }
+
+    /// Everyone who shares a room with `id`, and `id`, once each.
+    fn audience(&self, id: MemberId) -> Vec<MemberId> {
+        let mut seen = HashSet::from([id]);
+        let mut out = vec![id];
+        if let Some(member) = self.members.get(&id) {
+            for room in &member.rooms {
+                for &peer in self.rooms.get(room).map_or(&[][..], |r| &r.members) {
+                    if seen.insert(peer) {
+                        out.push(peer);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Disconnects `id`: tells its rooms, frees its nick, and closes its outbox, sending
+    /// `last_word` past the queue first if given.
+    fn remove(&mut self, id: MemberId, reason: Option<String>, last_word: Option<String>) {
+        if !self.members.contains_key(&id) {
+            return;
+        }
+        let audience = self.audience(id);
+        let mut member = self.members.remove(&id).expect("checked");
+        if let (Some(kick), Some(text)) = (member.kick.take(), &last_word) {
+            let _ = kick.send(member.render(&Event::Error { text: text.clone() }));
+        }
+        self.nicks.remove(&member.nick.to_lowercase());
+        for room in member.rooms.clone() {
+            self.leave_room(id, &room);
+        }
+        let event = Event::Quit {
+            nick: member.nick,
+            reason: reason.or(last_word),
+        };
+        for peer in audience.into_iter().filter(|p| *p != id) {
+            self.tell(peer, &event);
+        }
+    }
+
+    fn broadcast(&mut self, room: &str, event: &Event) {
+        let Some(found) = self.rooms.get(room) else {
+            return;
+        };
+        let mut fanout = Fanout::new(event);
+        for &id in &found.members {
+            if let Some(member) = self.members.get_mut(&id) {
+                let bytes = fanout.bytes_for(member);
+                push(member, id, bytes, self.config.outbox, &mut self.doomed);
+            }
+        }
+    }
+
+    fn tell(&mut self, id: MemberId, event: &Event) {
+        if let Some(member) = self.members.get_mut(&id) {
+            let bytes = member.render(event);
+            push(member, id, bytes, self.config.outbox, &mut self.doomed);
+        }
+    }
+
+    fn tell_state(&mut self, id: MemberId) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        if member.format == Format::Json {
+            let state = Event::State {
+                nick: member.nick.clone(),
+                room: member.current.clone(),
+                rooms: member.rooms.clone(),
+            };
+            self.tell(id, &state);
+        }
+    }
+
+    fn error(&mut self, id: MemberId, text: &str) {
+        self.tell(id, &Event::Error { text: text.into() });
+    }
+
+    /// Disconnects the members found too slow or gone while fanning out; their departure is
+    /// itself fanned out, which may doom others, so this repeats until nothing is left.
+    fn settle(&mut self) {
+        while let Some((id, reason)) = self.doomed.pop() {
+            tracing::info!(member = id, "disconnecting: {reason}");
+            self.remove(id, None, Some(reason));
+        }
+    }
+}
+
+/// Queues `bytes` for `member` without waiting; warns it at half full and dooms it when full.
+fn push(
+    member: &mut Member,
+    id: MemberId,
+    bytes: Bytes,
+    capacity: usize,
+    doomed: &mut Vec<(MemberId, String)>,
+) {
+    match member.outbox.try_send(bytes) {
+        Ok(()) => {
+            let free = member.outbox.capacity();
+            if !member.is_warned && free < capacity / 2 {
+                member.is_warned = true;
+                let warning = Event::Warning {
+                    text: format!(
+                        "you are falling behind ({} lines waiting); read faster or be disconnected",
+                        capacity - free
+                    ),
+                };
+                let _ = member.outbox.try_send(member.render(&warning));
+            } else if member.is_warned && free > capacity * 3 / 4 {
+                member.is_warned = false;
+            }
+        }
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            if !doomed.iter().any(|(d, _)| *d == id) {
+                doomed.push((
+                    id,
+                    format!("disconnected: you stopped reading ({capacity} lines waiting)"),
+                ));
+            }
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            if !doomed.iter().any(|(d, _)| *d == id) {
+                doomed.push((id, "connection closed".into()));
+            }
+        }
+    }
+}

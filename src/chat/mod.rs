@@ -1,0 +1,20 @@
+//! The multi-user chat server (`socktalk serve`) and its terminal client (`socktalk chat`).
+//!
+//! - [`command`]: parsing what members type (`/join #dev`) or send as JSON.
+//! - [`event`]: what the server says, rendered as readable lines or JSON lines.
+//! - [`hub`]: the one task that owns rooms, members and nicks, and fans out messages.
+//! - [`history`]: SQLite history with a group-commit writer thread; nothing is delivered
+//!   before it is committed.
+//! - [`session`]: one connection's loop, with its limits (line length, rate, idle time).
+//! - [`server`]: binds the listeners, opens the database and wires the rest together.
+//! - [`client`]: the terminal client, speaking JSON mode.
+
+pub mod client;
+pub mod command;
+pub mod event;
+pub mod history;
+pub mod hub;
+pub mod server;
+pub mod session;
+
+pub use server::{ChatConfig, run};

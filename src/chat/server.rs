@@ -1,0 +1,124 @@
+//! `socktalk serve`: binds every listener, opens the history database, starts the writer thread
+//! and the hub, and serves sessions until SIGINT/SIGTERM.
+//!
+//! Startup errors (a port in use, a database that cannot be opened) end the process with a
+//! clear message before anyone connects. On shutdown the hub stops taking messages, delivers
+//! everything already committed, tells every member, and the database is closed cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::history::{Store, Sync};
+use super::hub::{Hub, HubConfig, Request};
+use super::session::{self, SessionConfig};
+use crate::endpoint::{Endpoint, Family};
+use crate::error::{Error, Result};
+use crate::server;
+use crate::transport::{StreamListener, tcp, unix};
+
+/// Requests queued from sessions to the hub before senders wait.
+const HUB_QUEUE: usize = 4096;
+
+/// Everything `socktalk serve` needs.
+#[derive(Debug, Clone)]
+pub struct ChatConfig {
+    /// TCP addresses to listen on.
+    pub tcp: Vec<Endpoint>,
+    /// A Unix socket path to listen on.
+    pub unix: Option<PathBuf>,
+    /// The history database file, or `:memory:`.
+    pub db: String,
+    /// How hard commits try to reach the disk.
+    pub db_sync: Sync,
+    /// Most connections served at once, per listener.
+    pub max_conns: usize,
+    /// Per-connection settings.
+    pub session: SessionConfig,
+    /// Hub settings.
+    pub hub: HubConfig,
+}
+
+/// Runs the chat server until `shutdown` is cancelled.
+///
+/// # Errors
+/// Binding a listener or opening the database failed.
+pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken) -> Result<()> {
+    let mut tcp_listeners = Vec::new();
+    for endpoint in &config.tcp {
+        if let Endpoint::Unix(path) = endpoint {
+            return Err(Error::Usage(format!(
+                "--tcp takes an internet address; use --unix {}",
+                path.display()
+            )));
+        }
+        tcp_listeners.push(tcp::listen(endpoint, family).await?);
+    }
+    let unix_listener = config.unix.as_deref().map(unix::listen).transpose()?;
+
+    let store =
+        Store::open(&config.db, config.db_sync).map_err(|err| Error::Database(err.to_string()))?;
+    let (committed_tx, committed_rx) = mpsc::unbounded_channel();
+    let writer = store.spawn_writer(committed_tx)?;
+    let hub = Hub::new(config.hub.clone(), store, writer)
+        .map_err(|err| Error::Database(err.to_string()))?;
+    let (hub_tx, hub_rx) = mpsc::channel(HUB_QUEUE);
+    let hub_task = tokio::spawn(hub.run(hub_rx, committed_rx, shutdown.clone()));
+    tracing::info!(db = %config.db, "history database open");
+
+    let session_config = Arc::new(config.session.clone());
+    let mut servers = tokio::task::JoinSet::new();
+    for listener in tcp_listeners {
+        serve(
+            &mut servers,
+            listener,
+            &config,
+            &hub_tx,
+            &session_config,
+            &shutdown,
+        );
+    }
+    if let Some(listener) = unix_listener {
+        serve(
+            &mut servers,
+            listener,
+            &config,
+            &hub_tx,
+            &session_config,
+            &shutdown,
+        );
+    }
+    drop(hub_tx);
+    while servers.join_next().await.is_some() {}
+    let _ = hub_task.await;
+    Ok(())
+}
+
+fn serve<L: StreamListener>(
+    servers: &mut tokio::task::JoinSet<()>,
+    listener: L,
+    config: &ChatConfig,
+    hub_tx: &mpsc::Sender<Request>,
+    session_config: &Arc<SessionConfig>,
+    shutdown: &CancellationToken,
+) {
+    server::announce(&listener.local_display());
+    let hub_tx = hub_tx.clone();
+    let session_config = session_config.clone();
+    servers.spawn(server::run(
+        listener,
+        config.max_conns,
+        shutdown.clone(),
+        move |stream, peer, shutdown| {
+            session::serve(
+                stream,
+                peer,
+                hub_tx.clone(),
+                session_config.clone(),
+                shutdown,
+            )
+        },
+    ));
+}

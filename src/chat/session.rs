@@ -1,0 +1,398 @@
+//! One chat connection (TCP or Unix): lines in, events out.
+//!
+//! The session reads lines, decodes them from the connection's encoding, parses them (as text
+//! commands, or JSON after `/json`) and hands each [`Command`](super::command::Command) to the
+//! hub. At the same time it writes whatever the hub puts in its outbox, several lines per
+//! write.
+//!
+//! Limits enforced here:
+//! - `--max-line`: a longer line is refused with an error and skipped up to its newline; the
+//!   session goes on.
+//! - `--max-rate` / `--burst`: a token bucket. A client above the rate is told once, and its
+//!   further lines are read only as fast as the rate allows: TCP pushes back on the sender and
+//!   nothing it sent is dropped. Its outbox keeps draining meanwhile.
+//! - `--idle-timeout`: a client silent for that long is told and disconnected.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use super::command::{Command, parse_json, parse_line};
+use super::event::Event;
+use super::hub::{MemberId, Request};
+use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
+
+/// Most outbox lines written in one go.
+const WRITE_BATCH: usize = 256;
+
+/// The first read buffer; it grows only for long lines.
+const FIRST_READ: usize = 1024;
+
+/// Settings of every chat session.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The encoding a connection starts in.
+    pub encoding: WireEncoding,
+    /// Longest line accepted, in bytes.
+    pub max_line: usize,
+    /// Messages per second per connection (0: unlimited).
+    pub max_rate: f64,
+    /// Messages a connection may send at once before the rate applies.
+    pub burst: f64,
+    /// Disconnect after this long without input (zero: never).
+    pub idle_timeout: Duration,
+    /// Lines the hub may queue for a member before it is disconnected as too slow.
+    pub outbox: usize,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: f64) -> Self {
+        let burst = burst.max(1.0);
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.last = now;
+    }
+
+    /// `None` if a message may be read now, else when the next one may.
+    fn ready_at(&mut self, now: Instant) -> Option<Instant> {
+        if self.rate <= 0.0 {
+            return None;
+        }
+        self.refill(now);
+        (self.tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+    }
+
+    fn take(&mut self) {
+        if self.rate > 0.0 {
+            self.tokens -= 1.0;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.rate <= 0.0 || self.tokens >= self.burst
+    }
+}
+
+/// Per-connection input state.
+struct Input {
+    encoding: WireEncoding,
+    is_json: bool,
+    codec: FrameCodec,
+    max_line: usize,
+    buf: BytesMut,
+    /// Skipping the rest of an over-long line.
+    is_discarding: bool,
+}
+
+impl Input {
+    /// The next complete line, an error for an over-long one, or `None` for "need more bytes".
+    fn next_line(&mut self) -> Option<Result<BytesMut, String>> {
+        if self.is_discarding {
+            match memchr::memchr(b'\n', &self.buf) {
+                Some(at) => {
+                    let _ = self.buf.split_to(at + 1);
+                    self.is_discarding = false;
+                }
+                None => {
+                    self.buf.clear();
+                    return None;
+                }
+            }
+        }
+        match self.codec.decode(&mut self.buf) {
+            Ok(line) => line.map(Ok),
+            Err(FrameError::LineTooLong { max }) => {
+                // The codec remembers how far it scanned; a fresh one starts over.
+                self.codec = FrameCodec::new(Framing::Line, self.max_line);
+                self.is_discarding = true;
+                Some(Err(format!(
+                    "line longer than {max} bytes (--max-line); it was discarded"
+                )))
+            }
+            Err(err) => Some(Err(err.to_string())),
+        }
+    }
+
+    fn parse(&self, line: &[u8]) -> Result<Option<Command>, String> {
+        let text = self.encoding.decode_message(line);
+        let parsed = if self.is_json {
+            parse_json(&text)
+        } else {
+            parse_line(&text)
+        };
+        parsed.map_err(|e| e.0)
+    }
+}
+
+/// Serves one connection until the client quits or leaves, the hub disconnects it, or the
+/// server shuts down.
+pub async fn serve<S>(
+    mut stream: S,
+    peer: String,
+    hub: mpsc::Sender<Request>,
+    config: Arc<SessionConfig>,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let id: MemberId = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let (outbox_tx, mut outbox_rx) = mpsc::channel::<Bytes>(config.outbox.max(2));
+    let (kick_tx, mut kick_rx) = oneshot::channel::<Bytes>();
+    let connect = Request::Connect {
+        id,
+        outbox: outbox_tx,
+        kick: kick_tx,
+        encoding: config.encoding,
+    };
+    if hub.send(connect).await.is_err() {
+        return;
+    }
+    tracing::debug!(%peer, member = id, "joined the chat");
+
+    let mut input = Input {
+        encoding: config.encoding,
+        is_json: false,
+        codec: FrameCodec::new(Framing::Line, config.max_line),
+        max_line: config.max_line,
+        buf: BytesMut::new(),
+        is_discarding: false,
+    };
+    let mut limit = RateLimit::new(config.max_rate, config.burst);
+    let mut throttle: Option<Instant> = None;
+    let mut is_told_to_slow_down = false;
+    let mut is_reading = true;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
+    let mut out: Vec<u8> = Vec::new();
+    let idle = tokio::time::sleep_until(far_future(config.idle_timeout));
+    tokio::pin!(idle);
+
+    loop {
+        // Handle every complete line the rate allows.
+        while is_reading && throttle.is_none() {
+            if let Some(at) = limit.ready_at(Instant::now()) {
+                throttle = Some(at);
+                if !is_told_to_slow_down {
+                    is_told_to_slow_down = true;
+                    let text = format!(
+                        "slow down: at most {} messages per second; reading you more slowly (nothing is lost)",
+                        config.max_rate
+                    );
+                    let _ = hub.send(Request::Notice(id, Event::Warning { text })).await;
+                }
+                break;
+            }
+            let Some(line) = input.next_line() else {
+                break;
+            };
+            let line = match line {
+                Ok(line) => line,
+                Err(text) => {
+                    let _ = hub.send(Request::Notice(id, Event::Error { text })).await;
+                    continue;
+                }
+            };
+            limit.take();
+            if limit.is_full() {
+                is_told_to_slow_down = false;
+            }
+            let request = match input.parse(&line) {
+                Ok(None) => continue,
+                Err(text) => Request::Notice(id, Event::Error { text }),
+                Ok(Some(Command::Encoding(label))) => match WireEncoding::for_label(&label) {
+                    Ok(encoding) => {
+                        input.encoding = encoding;
+                        Request::SetEncoding(id, encoding)
+                    }
+                    Err(err) => Request::Notice(
+                        id,
+                        Event::Error {
+                            text: err.to_string(),
+                        },
+                    ),
+                },
+                Ok(Some(command)) => {
+                    match command {
+                        Command::Json => input.is_json = true,
+                        Command::Quit(_) => is_reading = false,
+                        _ => {}
+                    }
+                    Request::Command(id, command)
+                }
+            };
+            if hub.send(request).await.is_err() {
+                return;
+            }
+        }
+
+        tokio::select! {
+            biased;
+            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH) => {
+                if n == 0 {
+                    // The hub let us go: quit, kicked, or shutting down.
+                    if let Ok(last_word) = kick_rx.try_recv() {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&last_word)).await;
+                    }
+                    break;
+                }
+                out.clear();
+                for bytes in batch.drain(..) {
+                    out.extend_from_slice(&bytes);
+                }
+                if let Err(err) = stream.write_all(&out).await {
+                    tracing::debug!(%peer, "write failed: {err}");
+                    is_reading = false;
+                    let _ = hub.send(Request::Leave(id, Some("connection lost".into()))).await;
+                    // Keep draining until the hub closes the outbox.
+                    continue;
+                }
+            }
+            () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
+                throttle = None;
+            }
+            read = read_some(&mut stream, &mut input.buf), if is_reading && throttle.is_none() => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        // EOF: a last line without its newline still counts.
+                        if !input.buf.is_empty() && !input.is_discarding {
+                            input.buf.extend_from_slice(b"\n");
+                            continue_with_last_line(&mut input, id, &hub).await;
+                        }
+                        is_reading = false;
+                        let reason = match read {
+                            Err(err) => Some(format!("connection lost: {err}")),
+                            Ok(_) => None,
+                        };
+                        let _ = hub.send(Request::Leave(id, reason)).await;
+                    }
+                    Ok(_) => {
+                        if !config.idle_timeout.is_zero() {
+                            idle.as_mut().reset(Instant::now() + config.idle_timeout);
+                        }
+                    }
+                }
+            }
+            () = &mut idle, if is_reading => {
+                is_reading = false;
+                let text = format!("closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
+                let _ = hub.send(Request::Notice(id, Event::Error { text })).await;
+                let _ = hub.send(Request::Leave(id, Some("idle".into()))).await;
+            }
+            () = shutdown.cancelled(), if is_reading => {
+                // Stop reading; the hub says goodbye and closes the outbox.
+                is_reading = false;
+            }
+        }
+    }
+    let _ = hub.send(Request::Leave(id, None)).await;
+    let _ = stream.shutdown().await;
+    tracing::debug!(%peer, member = id, "left the chat");
+}
+
+/// Handles the final unterminated line at EOF (ignoring the rate: the client is gone).
+async fn continue_with_last_line(input: &mut Input, id: MemberId, hub: &mpsc::Sender<Request>) {
+    while let Some(Ok(line)) = input.next_line() {
+        if let Ok(Some(command)) = input.parse(&line) {
+            if matches!(command, Command::Encoding(_) | Command::Json) {
+                continue;
+            }
+            let _ = hub.send(Request::Command(id, command)).await;
+        }
+    }
+}
+
+/// Reads into `buf`, growing it only when it is full, so an idle connection holds no buffer.
+async fn read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() == buf.len() {
+        buf.reserve(FIRST_READ.max(buf.len()));
+    }
+    stream.read_buf(buf).await
+}
+
+/// The first idle deadline: `timeout` from now, or a century for "never".
+fn far_future(timeout: Duration) -> Instant {
+    let wait = if timeout.is_zero() {
+        Duration::from_secs(100 * 365 * 86_400)
+    } else {
+        timeout
+    };
+    Instant::now() + wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_the_rate() {
+        let mut limit = RateLimit::new(10.0, 3.0);
+        let now = Instant::now();
+        for _ in 0..3 {
+            assert!(limit.ready_at(now).is_none());
+            limit.take();
+        }
+        let at = limit.ready_at(now).expect("burst spent");
+        let wait = at - now;
+        assert!(
+            wait > Duration::from_millis(90) && wait <= Duration::from_millis(101),
+            "{wait:?}"
+        );
+        assert!(limit.ready_at(now + Duration::from_millis(100)).is_none());
+    }
+
+    #[test]
+    fn zero_rate_is_unlimited() {
+        let mut limit = RateLimit::new(0.0, 0.0);
+        for _ in 0..10_000 {
+            assert!(limit.ready_at(Instant::now()).is_none());
+            limit.take();
+        }
+        assert!(limit.is_full());
+    }
+
+    #[test]
+    fn over_long_lines_are_skipped_to_their_newline() {
+        let mut input = Input {
+            encoding: WireEncoding::default(),
+            is_json: false,
+            codec: FrameCodec::new(Framing::Line, 8),
+            max_line: 8,
+            buf: BytesMut::from(&b"0123456789abc"[..]),
+            is_discarding: false,
+        };
+        assert!(input.next_line().unwrap().is_err());
+        assert!(input.next_line().is_none());
+        input.buf.extend_from_slice(b"def\nok\n");
+        assert_eq!(&input.next_line().unwrap().unwrap()[..], b"ok");
+        assert!(input.next_line().is_none());
+    }
+}
