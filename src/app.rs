@@ -235,6 +235,7 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
             history_replay: args.history,
             max_rooms: args.max_rooms.max(1),
             outbox: args.outbox.max(2),
+            announce_limit: args.announce_limit,
         },
     };
     chat::run(config, family, shutdown).await

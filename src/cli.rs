@@ -247,7 +247,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = limits::BURST)]
     pub burst: f64,
 
-    /// Most connections served at once (per listener); more are accepted and closed.
+    /// Most connections served at once (all listeners together); more are accepted and closed.
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
     pub max_conns: usize,
 
@@ -262,6 +262,10 @@ pub struct ServeArgs {
     /// Messages replayed to a member joining a room (and /history's default).
     #[arg(long, value_name = "N", default_value_t = limits::HISTORY_REPLAY)]
     pub history: usize,
+
+    /// Rooms with more members than this don't announce joins, parts, quits and nick changes.
+    #[arg(long, value_name = "N", default_value_t = limits::ANNOUNCE_LIMIT)]
+    pub announce_limit: usize,
 
     /// Lines queued for a member before it is disconnected as not reading.
     #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]

@@ -64,5 +64,9 @@ pub const HISTORY_REPLAY: usize = 20;
 /// A member is warned when its queue passes half of this.
 pub const OUTBOX: usize = 1024;
 
+/// `serve --announce-limit`: rooms with more members than this don't announce joins, parts,
+/// quits and nick changes to everyone, only to the member concerned.
+pub const ANNOUNCE_LIMIT: usize = 100;
+
 /// The chat server's default TCP address.
 pub const CHAT_ADDR: &str = "127.0.0.1:7878";

@@ -28,7 +28,27 @@ where
     H: Fn(L::Stream, String, CancellationToken) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(max_conns));
+    run_limited(
+        listener,
+        Arc::new(Semaphore::new(max_conns)),
+        shutdown,
+        handle,
+    )
+    .await;
+}
+
+/// [`run`] with a connection limit shared with other listeners: a server listening on several
+/// addresses serves at most `limit`'s permits in all.
+pub async fn run_limited<L, H, F>(
+    listener: L,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    handle: H,
+) where
+    L: StreamListener,
+    H: Fn(L::Stream, String, CancellationToken) -> F + Send + Sync + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -52,7 +72,7 @@ where
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "refused: {max_conns} connections already open (--max-conns)");
+            tracing::warn!(%peer, "refused: connection limit reached (--max-conns)");
             drop(stream);
             continue;
         };

@@ -78,6 +78,10 @@ pub struct HubConfig {
     pub max_rooms: usize,
     /// Capacity of each member's outbox, in lines.
     pub outbox: usize,
+    /// Rooms with more members than this don't announce joins, parts, quits and nick changes
+    /// to everyone (only to the member concerned): in a big room they are noise, and they
+    /// would cost O(members²) lines as a crowd arrives.
+    pub announce_limit: usize,
 }
 
 /// Who a stored message goes to once committed.
@@ -526,7 +530,7 @@ impl Hub {
         member.rooms.push(room.clone());
         member.current = Some(room.clone());
         let nick = member.nick.clone();
-        self.broadcast(&room.clone(), &Event::Join { room, nick });
+        self.announce(id, &room.clone(), &Event::Join { room, nick });
         self.tell_state(id);
     }
 
@@ -539,7 +543,8 @@ impl Hub {
             return self.error(id, &format!("you are not in {room}"));
         }
         let nick = member.nick.clone();
-        self.broadcast(
+        self.announce(
+            id,
             &room,
             &Event::Part {
                 room: room.clone(),
@@ -593,13 +598,20 @@ impl Hub {
         }
     }
 
-    /// Everyone who shares a room with `id`, and `id`, once each.
+    /// Who hears of `id`'s comings and goings: `id`, and everyone sharing a room with it that
+    /// is small enough to announce in (`announce_limit`), once each.
     fn audience(&self, id: MemberId) -> Vec<MemberId> {
         let mut seen = HashSet::from([id]);
         let mut out = vec![id];
         if let Some(member) = self.members.get(&id) {
             for room in &member.rooms {
-                for &peer in self.rooms.get(room).map_or(&[][..], |r| &r.members) {
+                let Some(room) = self.rooms.get(room) else {
+                    continue;
+                };
+                if room.members.len() > self.config.announce_limit {
+                    continue;
+                }
+                for &peer in &room.members {
                     if seen.insert(peer) {
                         out.push(peer);
                     }
@@ -630,6 +642,19 @@ impl Hub {
         };
         for peer in audience.into_iter().filter(|p| *p != id) {
             self.tell(peer, &event);
+        }
+    }
+
+    /// Broadcasts a join or part to `room` if it is small enough, else tells only `id`.
+    fn announce(&mut self, id: MemberId, room: &str, event: &Event) {
+        let is_small = self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.len() <= self.config.announce_limit);
+        if is_small {
+            self.broadcast(room, event);
+        } else {
+            self.tell(id, event);
         }
     }
 

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::history::{Store, Sync};
@@ -33,7 +33,7 @@ pub struct ChatConfig {
     pub db: String,
     /// How hard commits try to reach the disk.
     pub db_sync: Sync,
-    /// Most connections served at once, per listener.
+    /// Most connections served at once, across all listeners.
     pub max_conns: usize,
     /// Per-connection settings.
     pub session: SessionConfig,
@@ -68,57 +68,52 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
     let hub_task = tokio::spawn(hub.run(hub_rx, committed_rx, shutdown.clone()));
     tracing::info!(db = %config.db, "history database open");
 
-    let session_config = Arc::new(config.session.clone());
+    let context = Context {
+        hub_tx,
+        session: Arc::new(config.session.clone()),
+        limit: Arc::new(Semaphore::new(config.max_conns)),
+        shutdown,
+    };
     let mut servers = tokio::task::JoinSet::new();
     for listener in tcp_listeners {
-        serve(
-            &mut servers,
-            listener,
-            &config,
-            &hub_tx,
-            &session_config,
-            &shutdown,
-        );
+        serve(&mut servers, listener, &context);
     }
     if let Some(listener) = unix_listener {
-        serve(
-            &mut servers,
-            listener,
-            &config,
-            &hub_tx,
-            &session_config,
-            &shutdown,
-        );
+        serve(&mut servers, listener, &context);
     }
-    drop(hub_tx);
+    // The listeners' tasks hold their own copies; the hub ends on shutdown, not on this.
+    drop(context);
     while servers.join_next().await.is_some() {}
     let _ = hub_task.await;
     Ok(())
 }
 
+/// What every listener's sessions share.
+#[derive(Clone)]
+struct Context {
+    hub_tx: mpsc::Sender<Request>,
+    session: Arc<SessionConfig>,
+    /// `--max-conns`, across all listeners.
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+}
+
 fn serve<L: StreamListener>(
     servers: &mut tokio::task::JoinSet<()>,
     listener: L,
-    config: &ChatConfig,
-    hub_tx: &mpsc::Sender<Request>,
-    session_config: &Arc<SessionConfig>,
-    shutdown: &CancellationToken,
+    context: &Context,
 ) {
     server::announce(&listener.local_display());
-    let hub_tx = hub_tx.clone();
-    let session_config = session_config.clone();
-    servers.spawn(server::run(
+    let limit = context.limit.clone();
+    let shutdown = context.shutdown.clone();
+    let context = context.clone();
+    servers.spawn(server::run_limited(
         listener,
-        config.max_conns,
-        shutdown.clone(),
+        limit,
+        shutdown,
         move |stream, peer, shutdown| {
-            session::serve(
-                stream,
-                peer,
-                hub_tx.clone(),
-                session_config.clone(),
-                shutdown,
-            )
+            let hub_tx = context.hub_tx.clone();
+            session::serve(stream, peer, hub_tx, context.session.clone(), shutdown)
         },
     ));
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -28,12 +28,16 @@ use super::command::{Command, parse_json, parse_line};
 use super::event::Event;
 use super::hub::{MemberId, Request};
 use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
+use crate::transport::Readiness;
 
 /// Most outbox lines written in one go.
 const WRITE_BATCH: usize = 256;
 
 /// The first read buffer; it grows only for long lines.
 const FIRST_READ: usize = 1024;
+
+/// A write buffer grown past this by a burst is freed afterwards, not kept for idle time.
+const KEEP_OUT: usize = 64 * 1024;
 
 /// Settings of every chat session.
 #[derive(Debug, Clone)]
@@ -160,7 +164,7 @@ pub async fn serve<S>(
     config: Arc<SessionConfig>,
     shutdown: CancellationToken,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
     let id: MemberId = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let (outbox_tx, mut outbox_rx) = mpsc::channel::<Bytes>(config.outbox.max(2));
@@ -188,7 +192,6 @@ pub async fn serve<S>(
     let mut throttle: Option<Instant> = None;
     let mut is_told_to_slow_down = false;
     let mut is_reading = true;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH);
     let mut out: Vec<u8> = Vec::new();
     let idle = tokio::time::sleep_until(far_future(config.idle_timeout));
     tokio::pin!(idle);
@@ -251,21 +254,35 @@ pub async fn serve<S>(
             }
         }
 
+        if input.buf.is_empty() && input.buf.capacity() > 0 {
+            // Nothing half-read: give the buffer back until bytes arrive again.
+            input.buf = BytesMut::new();
+        }
+
         tokio::select! {
             biased;
-            n = outbox_rx.recv_many(&mut batch, WRITE_BATCH) => {
-                if n == 0 {
+            first = outbox_rx.recv() => {
+                let Some(first) = first else {
                     // The hub let us go: quit, kicked, or shutting down.
                     if let Ok(last_word) = kick_rx.try_recv() {
                         let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&last_word)).await;
                     }
                     break;
-                }
+                };
+                // Everything queued goes out in one write.
                 out.clear();
-                for bytes in batch.drain(..) {
-                    out.extend_from_slice(&bytes);
+                out.extend_from_slice(&first);
+                for _ in 1..WRITE_BATCH {
+                    match outbox_rx.try_recv() {
+                        Ok(bytes) => out.extend_from_slice(&bytes),
+                        Err(_) => break,
+                    }
                 }
-                if let Err(err) = stream.write_all(&out).await {
+                let written = stream.write_all(&out).await;
+                if out.capacity() > KEEP_OUT {
+                    out = Vec::new();
+                }
+                if let Err(err) = written {
                     tracing::debug!(%peer, "write failed: {err}");
                     is_reading = false;
                     let _ = hub.send(Request::Leave(id, Some("connection lost".into()))).await;
@@ -276,8 +293,10 @@ pub async fn serve<S>(
             () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
                 throttle = None;
             }
-            read = read_some(&mut stream, &mut input.buf), if is_reading && throttle.is_none() => {
+            ready = stream.readable(), if is_reading && throttle.is_none() => {
+                let read = ready.and_then(|()| read_some(&stream, &mut input.buf));
                 match read {
+                    Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
                     Ok(0) | Err(_) => {
                         // EOF: a last line without its newline still counts.
                         if !input.buf.is_empty() && !input.is_discarding {
@@ -327,15 +346,13 @@ async fn continue_with_last_line(input: &mut Input, id: MemberId, hub: &mpsc::Se
     }
 }
 
-/// Reads into `buf`, growing it only when it is full, so an idle connection holds no buffer.
-async fn read_some<S: AsyncRead + Unpin>(
-    stream: &mut S,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
-    if buf.capacity() == buf.len() {
+/// Reads what is waiting into `buf`, which is allocated here, on the first byte, rather than
+/// held through idle time.
+fn read_some<S: Readiness>(stream: &S, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < FIRST_READ / 2 {
         buf.reserve(FIRST_READ.max(buf.len()));
     }
-    stream.read_buf(buf).await
+    stream.try_read_buf(buf)
 }
 
 /// The first idle deadline: `timeout` from now, or a century for "never".

@@ -16,16 +16,47 @@ pub mod unix;
 use std::future::Future;
 use std::io;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A listening stream socket: TCP or Unix.
 pub trait StreamListener: Send + Sync + 'static {
     /// The accepted connection type.
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static;
 
     /// Waits for the next connection and names its peer for logs.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
 
     /// The bound address, in the syntax a client accepts (`tcp://127.0.0.1:7000`).
     fn local_display(&self) -> String;
+}
+
+/// Waiting for input without a buffer: a server holding thousands of idle connections then
+/// holds no read buffer for any of them, and allocates one only when bytes arrive.
+pub trait Readiness {
+    /// Completes when the socket may have bytes to read (or EOF, or an error).
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Reads what is there into `buf` without waiting; `WouldBlock` if nothing was.
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+}
+
+impl Readiness for tokio::net::TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        tokio::net::TcpStream::readable(self)
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        tokio::net::TcpStream::try_read_buf(self, buf)
+    }
+}
+
+impl Readiness for tokio::net::UnixStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+        tokio::net::UnixStream::readable(self)
+    }
+
+    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+        tokio::net::UnixStream::try_read_buf(self, buf)
+    }
 }
