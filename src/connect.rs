@@ -67,9 +67,15 @@ where
         tokio::select! {
             result = &mut upload, if is_uploading => {
                 is_uploading = false;
-                if let Err(err) = result {
-                    // The peer may have closed its read side; keep printing what it sends.
-                    tracing::info!("sending stopped: {err}");
+                match result {
+                    Ok(()) => {}
+                    // A stdin line over --max-frame (or a failing stdin) ends the session: going
+                    // on would leave the write side open and wait forever for the peer to close.
+                    Err(Upload::Stdin(err)) => return Err(err),
+                    Err(Upload::Socket(err)) => {
+                        // The peer may have closed its read side; keep printing what it sends.
+                        tracing::info!("sending stopped: {err}");
+                    }
                 }
             }
             result = &mut download => return result,
@@ -77,7 +83,16 @@ where
     }
 }
 
-async fn upload<W: AsyncWrite>(writer: W, config: &ConnectConfig) -> Result<()> {
+/// Why [`upload`] stopped before stdin's end.
+enum Upload {
+    /// Standard input failed or broke its framing: fatal.
+    Stdin(Error),
+    /// The socket refused more bytes: the peer may still be sending.
+    Socket(Error),
+}
+
+async fn upload<W: AsyncWrite>(writer: W, config: &ConnectConfig) -> Result<(), Upload> {
+    let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
     let mut chunks = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
     let mut wire_codec = FrameCodec::new(config.framing, usize::MAX);
@@ -85,19 +100,24 @@ async fn upload<W: AsyncWrite>(writer: W, config: &ConnectConfig) -> Result<()> 
     let mut to_wire = Transcoder::new(WireEncoding::default(), config.encoding);
     let mut out = BytesMut::new();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(stdin_error)?;
+        let chunk = chunk.map_err(|err| Upload::Stdin(stdin_error(err)))?;
         if config.framing == Framing::Raw {
             out.extend_from_slice(to_wire.feed(&chunk, false));
         } else {
             let message = config.encoding.to_wire(&chunk);
-            wire_codec.encode(&message, &mut out).map_err(frame_error)?;
+            wire_codec
+                .encode(&message, &mut out)
+                .map_err(|err| Upload::Stdin(frame_error(err)))?;
         }
-        writer.write_all(&out).await?;
+        writer.write_all(&out).await.map_err(socket)?;
         out.clear();
     }
-    writer.write_all(to_wire.feed(b"", true)).await?;
-    writer.flush().await?;
-    writer.shutdown().await?;
+    writer
+        .write_all(to_wire.feed(b"", true))
+        .await
+        .map_err(socket)?;
+    writer.flush().await.map_err(socket)?;
+    writer.shutdown().await.map_err(socket)?;
     Ok(())
 }
 
@@ -175,6 +195,13 @@ pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
 }
 
 async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {
+    // The kernel would refuse it with a bare "message too long"; say what was too long.
+    if datagram.len() > MAX_DATAGRAM {
+        return Err(Error::Usage(format!(
+            "standard input: a {}-byte message does not fit in one UDP datagram (at most {MAX_DATAGRAM} bytes)",
+            datagram.len()
+        )));
+    }
     socket
         .send(datagram)
         .await

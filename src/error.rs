@@ -68,8 +68,8 @@ pub enum Error {
     #[error("{0}")]
     Database(String),
 
-    /// Any other I/O failure.
-    #[error(transparent)]
+    /// Any other I/O failure, e.g. the connection reset mid-transfer.
+    #[error("{}", lowercase_io(.0))]
     Io(#[from] io::Error),
 }
 

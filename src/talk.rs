@@ -131,7 +131,8 @@ where
     let mut decoder = config.encoding.decoder();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut pending = String::new();
-    let mut is_stdin_open = !lines.is_closed();
+    // Stdin may have ended before this peer came, leaving lines typed (or piped) for it.
+    let mut is_stdin_open = !lines.is_closed() || !lines.is_empty();
     loop {
         tokio::select! {
             line = lines.recv(), if is_stdin_open => {

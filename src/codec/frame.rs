@@ -105,10 +105,14 @@ impl FrameCodec {
                 }
                 Ok(Some(line))
             }
-            None if src.len() > self.max_frame => Err(FrameError::LineTooLong {
-                max: self.max_frame,
-            }),
             None => {
+                // A trailing '\r' may be the first half of a "\r\n" that does not count.
+                let is_cr = src.ends_with(b"\r");
+                if src.len() > self.max_frame.saturating_add(usize::from(is_cr)) {
+                    return Err(FrameError::LineTooLong {
+                        max: self.max_frame,
+                    });
+                }
                 self.next_index = src.len();
                 Ok(None)
             }
@@ -154,6 +158,11 @@ impl Decoder for FrameCodec {
             return Ok(Some(frame));
         }
         match self.framing {
+            // `decode` lets a line one byte over the limit wait when that byte is the '\r' of a
+            // "\r\n" still on its way; at EOF no '\n' is coming, so the line is too long.
+            Framing::Line if src.len() > self.max_frame => Err(FrameError::LineTooLong {
+                max: self.max_frame,
+            }),
             // A last line without its newline is still a line, as `nc` users expect.
             Framing::Line if !src.is_empty() => {
                 self.next_index = 0;
@@ -256,6 +265,32 @@ mod tests {
             decode_all(&mut codec, b"1234\r\n").unwrap(),
             vec![b"1234".to_vec()]
         );
+    }
+
+    #[test]
+    fn a_full_length_line_whose_crlf_arrives_split_is_accepted() {
+        let mut codec = FrameCodec::new(Framing::Line, 4);
+        let mut buf = BytesMut::from(&b"1234\r"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        buf.put_u8(b'\n');
+        assert_eq!(&codec.decode(&mut buf).unwrap().unwrap()[..], b"1234");
+        // One byte more is still too long, '\r' or not.
+        let mut codec = FrameCodec::new(Framing::Line, 4);
+        let mut buf = BytesMut::from(&b"12345\r"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(FrameError::LineTooLong { max: 4 })
+        ));
+        // No limit (talk's stdin) means no limit, '\r' or not.
+        let mut codec = FrameCodec::new(Framing::Line, usize::MAX);
+        let mut buf = BytesMut::from(&b"typed\r"[..]);
+        assert!(codec.decode(&mut buf).unwrap().is_none());
+        // Without the '\n' it never becomes a 4-byte line.
+        let mut codec = FrameCodec::new(Framing::Line, 4);
+        assert!(matches!(
+            decode_all(&mut codec, b"1234\r"),
+            Err(FrameError::LineTooLong { max: 4 })
+        ));
     }
 
     #[test]

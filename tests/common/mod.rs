@@ -359,3 +359,365 @@ pub fn one_line_error(stderr: &[u8]) -> String {
     }
     line.to_string()
 }
+
+// ----------------------------------------------------------------------------------------------
+// The chat server (`socktalk serve`): a line-oriented client that waits for expected lines.
+// ----------------------------------------------------------------------------------------------
+
+/// Starts `socktalk serve --tcp 127.0.0.1:0 --db DB EXTRA…` and waits for its address.
+pub fn chat_server(db: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["serve", "--tcp", "127.0.0.1:0", "--db", db];
+    args.extend_from_slice(extra);
+    Proc::server(&args)
+}
+
+/// Every row of a chat history database's `messages` table, oldest first, read with Python's
+/// standard `sqlite3` module (an independent reader), as JSON objects with the keys `id`,
+/// `kind`, `room`, `nick`, `recipient` and `text`.
+pub fn db_messages(db: &Path) -> Vec<serde_json::Value> {
+    let program = "import json, sqlite3, sys\n\
+        conn = sqlite3.connect(sys.argv[1])\n\
+        keys = ['id', 'kind', 'room', 'nick', 'recipient', 'text']\n\
+        rows = conn.execute('SELECT id, kind, room, nick, recipient, text FROM messages ORDER BY id')\n\
+        print(json.dumps([dict(zip(keys, row)) for row in rows]))\n";
+    let out = python(program, &[db.to_str().expect("utf-8 path")]);
+    match serde_json::from_str(&out).expect("python printed JSON") {
+        serde_json::Value::Array(rows) => rows,
+        other => panic!("not a list of rows: {other}"),
+    }
+}
+
+/// A chat connection over TCP or a Unix socket.
+pub enum ChatConn {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl ChatConn {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            ChatConn::Tcp(s) => s.set_read_timeout(timeout),
+            ChatConn::Unix(s) => s.set_read_timeout(timeout),
+        }
+    }
+
+    /// Another handle on the same connection (to write from one thread and read in another).
+    pub fn try_clone(&self) -> ChatConn {
+        match self {
+            ChatConn::Tcp(s) => ChatConn::Tcp(s.try_clone().expect("clone")),
+            ChatConn::Unix(s) => ChatConn::Unix(s.try_clone().expect("clone")),
+        }
+    }
+}
+
+impl Read for ChatConn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ChatConn::Tcp(s) => s.read(buf),
+            ChatConn::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ChatConn {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ChatConn::Tcp(s) => s.write(buf),
+            ChatConn::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ChatConn::Tcp(s) => s.flush(),
+            ChatConn::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// What one bounded read of a line found.
+#[derive(Debug)]
+pub enum Read1 {
+    /// A whole line, without its `\n`.
+    Line(Vec<u8>),
+    /// The server closed the connection (EOF or reset); the bytes of an unfinished last line.
+    Closed(Vec<u8>),
+}
+
+/// A chat member speaking the text protocol (or JSON lines after [`ChatClient::json`]).
+pub struct ChatClient {
+    pub stream: BufReader<ChatConn>,
+    /// The nick the server gave or confirmed (empty until known).
+    pub nick: String,
+    /// Bytes of a line not yet complete when a read timed out.
+    partial: Vec<u8>,
+}
+
+impl ChatClient {
+    /// Connects over TCP without reading anything.
+    pub fn connect(addr: SocketAddr) -> ChatClient {
+        ChatClient::over(ChatConn::Tcp(tcp(addr)))
+    }
+
+    /// Connects over a Unix socket without reading anything.
+    pub fn connect_unix(path: &Path) -> ChatClient {
+        ChatClient::over(ChatConn::Unix(unix(path)))
+    }
+
+    /// Wraps a connection (with its write timeout already set).
+    pub fn over(conn: ChatConn) -> ChatClient {
+        ChatClient {
+            stream: BufReader::new(conn),
+            nick: String::new(),
+            partial: Vec::new(),
+        }
+    }
+
+    /// Connects and waits for the welcome and for this guest's own arrival in #lobby.
+    pub fn guest(addr: SocketAddr) -> ChatClient {
+        ChatClient::connect(addr).welcomed()
+    }
+
+    /// Reads the welcome line and the member's own join announcement, learning its guest nick.
+    pub fn welcomed(mut self) -> ChatClient {
+        let welcome = self.expect_line(|l| l.starts_with("* welcome to socktalk, "));
+        let nick = welcome["* welcome to socktalk, ".len()..]
+            .split('!')
+            .next()
+            .unwrap()
+            .to_string();
+        self.expect(&format!("* {nick} joined #lobby"));
+        self.nick = nick;
+        self
+    }
+
+    /// Connects, takes `nick` and waits for the server to confirm it.
+    pub fn login(addr: SocketAddr, nick: &str) -> ChatClient {
+        let mut client = ChatClient::guest(addr);
+        client.set_nick(nick);
+        client
+    }
+
+    /// `/nick NICK`, waiting for the confirmation.
+    pub fn set_nick(&mut self, nick: &str) {
+        self.send(&format!("/nick {nick}"));
+        self.expect(&format!("* {} is now known as {nick}", self.nick));
+        self.nick = nick.to_string();
+    }
+
+    /// Sends one line (a newline is added).
+    pub fn send(&mut self, line: &str) {
+        let mut bytes = line.as_bytes().to_vec();
+        bytes.push(b'\n');
+        self.send_raw(&bytes);
+    }
+
+    /// Sends bytes as they are.
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        let conn = self.stream.get_mut();
+        conn.write_all(bytes).expect("write to the chat server");
+        conn.flush().unwrap();
+    }
+
+    /// Sends a message to the current room and waits until it comes back to its sender, which
+    /// means it is committed and has been fanned out to every member of the room.
+    pub fn say(&mut self, text: &str) -> String {
+        self.send(text);
+        let mine = format!("<{}> {text}", self.nick);
+        self.expect_line(|line| {
+            line.split_once(' ').is_some_and(|(place, rest)| {
+                place.starts_with("[#") && place.ends_with(']') && rest == mine
+            })
+        })
+    }
+
+    /// `/join ROOM`, waiting for this member's own join announcement.
+    pub fn join(&mut self, room: &str) {
+        self.send(&format!("/join {room}"));
+        self.expect(&format!("* {} joined {room}", self.nick));
+    }
+
+    /// One line within `timeout`, or how the connection ended; `None` if `timeout` passed
+    /// first (an unfinished line is kept for the next read).
+    pub fn poll_line(&mut self, timeout: Duration) -> Option<Read1> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.stream.get_ref().set_read_timeout(Some(left)).unwrap();
+            match self.stream.read_until(b'\n', &mut self.partial) {
+                Ok(_) if self.partial.ends_with(b"\n") => {
+                    let mut line = std::mem::take(&mut self.partial);
+                    line.pop();
+                    return Some(Read1::Line(line));
+                }
+                Ok(_) => return Some(Read1::Closed(std::mem::take(&mut self.partial))),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    return Some(Read1::Closed(std::mem::take(&mut self.partial)));
+                }
+                Err(err) => panic!("{}: read failed: {err}", self.nick),
+            }
+        }
+    }
+
+    /// One line within `timeout`, or how the connection ended; panics on a timeout.
+    pub fn read_within(&mut self, timeout: Duration) -> Read1 {
+        self.poll_line(timeout).unwrap_or_else(|| {
+            panic!(
+                "{}: no complete line within {timeout:?} (unfinished: {:?})",
+                self.nick,
+                String::from_utf8_lossy(&self.partial)
+            )
+        })
+    }
+
+    /// The next line as bytes (without `\n`), within [`IO_TIMEOUT`]; panics at EOF.
+    pub fn next_raw(&mut self) -> Vec<u8> {
+        match self.read_within(IO_TIMEOUT) {
+            Read1::Line(line) => line,
+            Read1::Closed(rest) => panic!(
+                "{}: connection closed while waiting for a line (unfinished: {:?})",
+                self.nick,
+                String::from_utf8_lossy(&rest)
+            ),
+        }
+    }
+
+    /// The next line (invalid UTF-8 shown as U+FFFD), within [`IO_TIMEOUT`]; panics at EOF.
+    pub fn next_line(&mut self) -> String {
+        String::from_utf8_lossy(&self.next_raw()).into_owned()
+    }
+
+    /// Asserts that the very next line is `line`.
+    pub fn expect_next(&mut self, line: &str) {
+        let got = self.next_line();
+        assert_eq!(got, line, "{}: unexpected next line", self.nick);
+    }
+
+    /// Reads lines until one satisfies `wanted` and returns it; fails (listing every line
+    /// read) if none does within [`IO_TIMEOUT`] or the connection closes first.
+    pub fn expect_line(&mut self, mut wanted: impl FnMut(&str) -> bool) -> String {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!(
+                    "{}: the expected line did not arrive within {IO_TIMEOUT:?}; got {seen:#?}",
+                    self.nick
+                );
+            }
+            match self.poll_line(left) {
+                Some(Read1::Line(line)) => {
+                    let line = String::from_utf8_lossy(&line).into_owned();
+                    if wanted(&line) {
+                        return line;
+                    }
+                    seen.push(line);
+                }
+                Some(Read1::Closed(rest)) => panic!(
+                    "{}: connection closed before the expected line; got {seen:#?} then {:?}",
+                    self.nick,
+                    String::from_utf8_lossy(&rest)
+                ),
+                None => panic!(
+                    "{}: the expected line did not arrive within {IO_TIMEOUT:?}; got {seen:#?}",
+                    self.nick
+                ),
+            }
+        }
+    }
+
+    /// Reads lines until exactly `line` arrives.
+    pub fn expect(&mut self, line: &str) -> String {
+        self.expect_line(|l| l == line)
+    }
+
+    /// Reads lines until the server closes the connection (EOF or reset), within `timeout`;
+    /// returns every whole line read. Fails if the connection stays open.
+    pub fn read_until_closed(&mut self, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{}: still open after {timeout:?}; read {} lines, the last: {:?}",
+                self.nick,
+                lines.len(),
+                lines.iter().rev().take(5).collect::<Vec<_>>()
+            );
+            match self.poll_line(left) {
+                Some(Read1::Line(line)) => lines.push(String::from_utf8_lossy(&line).into_owned()),
+                Some(Read1::Closed(_)) => return lines,
+                None => panic!(
+                    "{}: still open after {timeout:?}; read {} lines, the last: {:?}",
+                    self.nick,
+                    lines.len(),
+                    lines.iter().rev().take(5).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Another handle on the connection, for writing from another thread.
+    pub fn writer(&self) -> ChatConn {
+        self.stream.get_ref().try_clone()
+    }
+
+    /// Closes the connection with a TCP reset, as a crashed client would.
+    pub fn reset(self) {
+        match self.stream.into_inner() {
+            ChatConn::Tcp(stream) => reset(stream),
+            ChatConn::Unix(_) => panic!("only TCP connections can be reset"),
+        }
+    }
+
+    /// Switches to JSON lines (`/json`) and waits for the first `state` event.
+    pub fn json(&mut self) -> serde_json::Value {
+        self.send("/json");
+        // Text lines sent before the switch may still come first.
+        let line = self.expect_line(|line| {
+            serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v["type"] == "state")
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Sends one JSON request.
+    pub fn send_json(&mut self, request: &serde_json::Value) {
+        self.send(&request.to_string());
+    }
+
+    /// The next line, parsed as a JSON event.
+    pub fn next_json(&mut self) -> serde_json::Value {
+        let line = self.next_line();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+
+    /// Reads JSON events until one satisfies `wanted`; every line read must be JSON.
+    pub fn expect_json(
+        &mut self,
+        mut wanted: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let line = self.expect_line(|line| {
+            let value: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            wanted(&value)
+        });
+        serde_json::from_str(&line).unwrap()
+    }
+}

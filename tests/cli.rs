@@ -1,0 +1,228 @@
+//! The command line's contract: exit codes (0 ok, 1 runtime error, 2 usage error) and errors
+//! that are exactly one line on stderr, never a panic or a backtrace.
+
+mod common;
+
+use std::net::{TcpListener, UdpSocket};
+
+use common::{Proc, closed_tcp_addr, one_line_error, socktalk};
+
+/// Runs `socktalk ARGS` (with backtraces enabled, to prove none leaks), checks the exit code and
+/// the one-line error, and returns that line.
+fn fails(args: &[&str], code: i32) -> String {
+    let out = socktalk()
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+    assert!(out.stdout.is_empty(), "{args:?} wrote to stdout: {out:?}");
+    one_line_error(&out.stderr)
+}
+
+#[test]
+fn port_out_of_range_is_a_usage_error_naming_the_range() {
+    for args in [
+        &["echo", "127.0.0.1:70000"][..],
+        &["connect", "127.0.0.1:70000"],
+        &["connect", "-u", "[::1]:70000"],
+        &["talk", "--listen", "127.0.0.1:70000"],
+        &["talk", "udp://127.0.0.1:70000"],
+    ] {
+        let line = fails(args, 2);
+        assert!(
+            line.contains("port 70000 is out of range 0–65535"),
+            "{line}"
+        );
+        assert!(line.contains(":70000'"), "names the address typed: {line}");
+    }
+}
+
+#[test]
+fn malformed_addresses_are_usage_errors_that_say_why() {
+    for (addr, why) in [
+        ("127.0.0.1", "missing port"),
+        ("127.0.0.1:", "missing port"),
+        ("[::1]", "missing port"),
+        ("localhost", "missing port"),
+        (":7000", "missing host"),
+        ("127.0.0.1:http", "not a number"),
+        ("::1:7000", "IPv6 addresses need brackets"),
+        ("[::1:7000", "missing ']'"),
+        ("ftp://127.0.0.1:1", "unknown scheme 'ftp'"),
+        ("/tmp/x.sock", "write unix:/tmp/x.sock"),
+        ("unix:", "needs a path"),
+        ("bad host:1", "not a valid host name"),
+        ("", "empty"),
+    ] {
+        for command in ["echo", "connect"] {
+            let line = fails(&[command, addr], 2);
+            assert!(line.contains("bad address"), "{addr:?}: {line}");
+            assert!(line.contains(why), "{addr:?}: {line}");
+        }
+    }
+}
+
+#[test]
+fn unknown_subcommands_flags_and_values_are_usage_errors() {
+    let line = fails(&["frobnicate"], 2);
+    assert!(line.contains("frobnicate"), "{line}");
+    let line = fails(&["echo", "--bogus", "127.0.0.1:0"], 2);
+    assert!(line.contains("--bogus"), "{line}");
+    let line = fails(&["connect", "-Z", "127.0.0.1:1"], 2);
+    assert!(line.contains("-Z"), "{line}");
+    let line = fails(&["echo", "127.0.0.1:0", "--frame", "xml"], 2);
+    assert!(line.contains("xml"), "{line}");
+    let line = fails(&["echo", "127.0.0.1:0", "--idle-timeout=-1"], 2);
+    assert!(line.contains("--idle-timeout"), "{line}");
+    let line = fails(&["connect", "-u", "127.0.0.1:1", "--linger=-2"], 2);
+    assert!(line.contains("--linger"), "{line}");
+    // Missing and conflicting arguments.
+    fails(&["connect"], 2);
+    fails(&["echo"], 2);
+    fails(&["echo", "127.0.0.1:0", "-U", "/tmp/x.sock"], 2);
+    fails(&["-v", "-q", "echo", "127.0.0.1:0"], 2);
+    fails(&["-4", "-6", "connect", "127.0.0.1:1"], 2);
+    // Options that make no sense together.
+    let line = fails(&["echo", "-u", "127.0.0.1:0", "--frame", "line"], 2);
+    assert!(line.contains("--frame"), "{line}");
+    let line = fails(&["echo", "-u", "127.0.0.1:0", "--greet", "hi"], 2);
+    assert!(line.contains("--greet"), "{line}");
+    let line = fails(&["connect", "-u", "tcp://127.0.0.1:1"], 2);
+    assert!(line.contains("tcp://"), "{line}");
+    let line = fails(&["connect", "-6", "127.0.0.1:1"], 1);
+    assert!(line.contains("cannot resolve"), "{line}");
+}
+
+#[test]
+fn numeric_option_errors_name_the_option_and_the_value() {
+    // "invalid digit found in string" alone does not tell the user which of their options is
+    // wrong; the line must name it, as it does for --frame xml.
+    for (args, option, value) in [
+        (
+            &["echo", "127.0.0.1:0", "--max-conns", "many"][..],
+            "--max-conns",
+            "many",
+        ),
+        (
+            &["echo", "127.0.0.1:0", "--idle-timeout", "soon"],
+            "--idle-timeout",
+            "soon",
+        ),
+        (
+            &["connect", "-u", "127.0.0.1:1", "--linger", "x"],
+            "--linger",
+            "x",
+        ),
+        (
+            &[
+                "connect",
+                "127.0.0.1:1",
+                "--max-frame",
+                "99999999999999999999999",
+            ],
+            "--max-frame",
+            "99999999999999999999999",
+        ),
+    ] {
+        let line = fails(args, 2);
+        assert!(line.contains(option), "{args:?}: {line}");
+        assert!(line.contains(&format!("'{value}'")), "{args:?}: {line}");
+    }
+}
+
+#[test]
+fn connection_refused_is_a_runtime_error() {
+    let addr = closed_tcp_addr("127.0.0.1");
+    for command in ["connect", "talk"] {
+        let line = fails(&[command, &addr.to_string()], 1);
+        assert!(line.contains("connection refused"), "{line}");
+        assert!(line.contains(&format!("tcp://{addr}")), "{line}");
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_runtime_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let line = fails(&["echo", &addr], 1);
+    assert!(line.contains("already in use"), "{line}");
+    assert!(line.contains(&addr), "{line}");
+    let taken_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_addr = taken_udp.local_addr().unwrap().to_string();
+    let line = fails(&["echo", "-u", &udp_addr], 1);
+    assert!(line.contains("already in use"), "{line}");
+    // A second socktalk on a running socktalk's port.
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let line = fails(&["echo", &server.addr], 1);
+    assert!(line.contains("already in use"), "{line}");
+}
+
+#[test]
+fn unix_paths_in_use_or_not_sockets_are_runtime_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("live.sock");
+    let sock = sock.to_str().unwrap();
+    let _server = Proc::server(&["echo", "-U", sock]);
+    let line = fails(&["echo", "-U", sock], 1);
+    assert!(line.contains("live server"), "{line}");
+    let file = dir.path().join("plain.txt");
+    std::fs::write(&file, "not a socket").unwrap();
+    let line = fails(&["echo", "-U", file.to_str().unwrap()], 1);
+    assert!(line.contains("not a socket"), "{line}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    for args in [&["--help"][..], &["-h"], &["help"]] {
+        let out = socktalk().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let help = String::from_utf8(out.stdout).unwrap();
+        for command in ["echo", "connect", "talk"] {
+            assert!(help.contains(command), "{args:?} lacks {command}: {help}");
+        }
+        assert!(help.contains("Usage:"), "{help}");
+    }
+    for command in ["echo", "connect", "talk"] {
+        let out = socktalk().args([command, "--help"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let help = String::from_utf8(out.stdout).unwrap();
+        assert!(help.contains(&format!("socktalk {command}")), "{help}");
+        assert!(help.contains("Examples:"), "{help}");
+    }
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    let expected = format!("socktalk {}\n", env!("CARGO_PKG_VERSION"));
+    for args in [&["--version"][..], &["-V"]] {
+        socktalk()
+            .args(args)
+            .assert()
+            .success()
+            .stdout(expected.clone())
+            .stderr("");
+    }
+    // Subcommands know it too (clap names them socktalk-connect and so on).
+    for command in ["echo", "connect", "talk"] {
+        let out = socktalk().args([command, "--version"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with("socktalk"), "{text}");
+        assert!(
+            text.ends_with(&format!(" {}\n", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn no_arguments_shows_usage_with_code_2() {
+    let out = socktalk().env("RUST_BACKTRACE", "1").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Usage:"), "{text}");
+    assert!(!text.contains("panicked") && !text.contains("backtrace"));
+}

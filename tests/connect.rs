@@ -1,0 +1,521 @@
+//! `socktalk connect`: the netcat-class client over TCP, Unix sockets and UDP, against socktalk
+//! servers and against plain std socket peers that check the exact bytes on the wire.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::unix::net::UnixListener;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use common::{
+    IO_TIMEOUT, Proc, closed_tcp_addr, closed_udp_addr, is_closed, len_frame, one_line_error,
+    read_exact, read_to_end, reset, socktalk,
+};
+
+/// A one-connection TCP peer on `ip`: `serve` gets the accepted stream (with timeouts) and its
+/// result comes back through the handle.
+fn tcp_peer<T: Send + 'static>(
+    ip: &str,
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, JoinHandle<T>) {
+    let listener = TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        serve(stream)
+    });
+    (addr, handle)
+}
+
+/// Reads everything the client sends (EOF proves it half-closed), then answers `reply` and
+/// closes; returns what it received.
+fn read_all_then_reply(reply: &'static [u8]) -> impl FnOnce(TcpStream) -> Vec<u8> {
+    move |mut stream| {
+        let got = read_to_end(&mut stream);
+        stream.write_all(reply).unwrap();
+        got
+    }
+}
+
+#[test]
+fn pipes_stdin_to_an_echo_server_and_prints_the_reply() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    socktalk()
+        .args(["connect", &server.addr])
+        .write_stdin("hi\n")
+        .assert()
+        .success()
+        .stdout("hi\n")
+        .stderr("");
+    // The bare host:port form works as well as the tcp:// one the server printed.
+    socktalk()
+        .args(["connect", &server.socket_addr().to_string()])
+        .write_stdin("two\nlines\n")
+        .assert()
+        .success()
+        .stdout("two\nlines\n");
+    // Nothing typed: the client half-closes at once and exits when the server closes.
+    socktalk()
+        .args(["connect", &server.addr])
+        .write_stdin("")
+        .assert()
+        .success()
+        .stdout("");
+}
+
+#[test]
+fn stdin_eof_half_closes_and_the_peer_can_still_answer() {
+    let (addr, peer) = tcp_peer("127.0.0.1", read_all_then_reply(b"got it, bye\n"));
+    socktalk()
+        .args(["connect", &addr.to_string()])
+        .write_stdin("first line\nsecond line\n")
+        .assert()
+        .success()
+        .stdout("got it, bye\n");
+    assert_eq!(peer.join().unwrap(), b"first line\nsecond line\n");
+}
+
+#[test]
+fn binary_bytes_pass_through_unchanged_both_ways() {
+    let sent: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    let reply: Vec<u8> = (0..=255u8).rev().cycle().take(50_000).collect();
+    let (addr, peer) = {
+        let reply = reply.clone();
+        tcp_peer("127.0.0.1", move |mut stream| {
+            let got = read_to_end(&mut stream);
+            stream.write_all(&reply).unwrap();
+            got
+        })
+    };
+    let out = socktalk()
+        .args(["connect", &addr.to_string()])
+        .write_stdin(sent.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let got = peer.join().unwrap();
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent, "the peer received altered bytes");
+    assert_eq!(out.stdout.len(), reply.len());
+    assert!(out.stdout == reply, "the client printed altered bytes");
+}
+
+#[test]
+fn frame_line_sends_lines_and_prints_lines() {
+    let (addr, peer) = tcp_peer(
+        "127.0.0.1",
+        read_all_then_reply(b"a\r\nb\n\nlast without newline"),
+    );
+    socktalk()
+        .args(["connect", "--frame", "line", &addr.to_string()])
+        .write_stdin("one\ntwo\r\n\nthree without newline")
+        .assert()
+        .success()
+        .stdout("a\nb\n\nlast without newline\n");
+    // Each stdin line is one \n-terminated line on the wire (\r\n normalised, the last line
+    // terminated too).
+    assert_eq!(peer.join().unwrap(), b"one\ntwo\n\nthree without newline\n");
+}
+
+#[test]
+fn frame_len_sends_each_line_as_one_length_prefixed_frame() {
+    let mut reply = len_frame(b"x");
+    reply.extend(len_frame(b"multi word reply"));
+    reply.extend(len_frame(b""));
+    reply.extend(len_frame(b"end"));
+    let (addr, peer) = {
+        let reply = reply.clone();
+        tcp_peer("127.0.0.1", move |mut stream| {
+            let got = read_to_end(&mut stream);
+            // Split across writes: the client must reassemble frames, not trust reads.
+            for piece in reply.chunks(3) {
+                stream.write_all(piece).unwrap();
+            }
+            got
+        })
+    };
+    socktalk()
+        .args(["connect", "--frame", "len", &addr.to_string()])
+        .write_stdin("hello\n\nworld\n")
+        .assert()
+        .success()
+        .stdout("x\nmulti word reply\n\nend\n");
+    let mut expected = Vec::new();
+    expected.extend([0, 0, 0, 5]);
+    expected.extend(b"hello");
+    expected.extend([0, 0, 0, 0]);
+    expected.extend([0, 0, 0, 5]);
+    expected.extend(b"world");
+    assert_eq!(peer.join().unwrap(), expected);
+}
+
+#[test]
+fn frame_len_round_trips_through_a_len_echo_server() {
+    let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "len"]);
+    socktalk()
+        .args(["connect", "--frame", "len", &server.addr])
+        .write_stdin("alpha\nbeta gamma\n")
+        .assert()
+        .success()
+        .stdout("alpha\nbeta gamma\n");
+}
+
+#[test]
+fn a_len_frame_above_max_frame_exits_1_with_one_line() {
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        let mut bad = vec![0, 0, 0, 100];
+        bad.extend([b'z'; 20]);
+        stream.write_all(&bad).unwrap();
+        is_closed(&mut stream)
+    });
+    let out = socktalk()
+        .args(["connect", "--frame", "len", "--max-frame", "10"])
+        .arg(addr.to_string())
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("100 bytes"), "{line}");
+    assert!(line.contains("--max-frame"), "{line}");
+    assert!(out.stdout.is_empty());
+    assert!(peer.join().unwrap(), "the client did not close");
+}
+
+#[test]
+fn a_peer_closing_mid_len_frame_exits_1() {
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        let _ = read_to_end(&mut stream);
+        stream.write_all(&[0, 0, 0, 9, b'a', b'b']).unwrap();
+    });
+    let out = socktalk()
+        .args(["connect", "--frame", "len", &addr.to_string()])
+        .write_stdin("q\n")
+        .output()
+        .unwrap();
+    peer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("mid-frame"), "{line}");
+}
+
+#[test]
+fn a_line_above_max_frame_from_the_peer_exits_1() {
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        stream.write_all(b"ok\n").unwrap();
+        stream.write_all(&[b'y'; 64]).unwrap();
+        is_closed(&mut stream)
+    });
+    let out = socktalk()
+        .args(["connect", "--frame", "line", "--max-frame", "16"])
+        .arg(addr.to_string())
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("16-byte limit"), "{line}");
+    assert_eq!(out.stdout, b"ok\n");
+    assert!(peer.join().unwrap());
+}
+
+#[test]
+fn a_stdin_line_above_max_frame_is_refused_not_hung() {
+    let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "line"]);
+    let long = format!("{}\nshort\n", "x".repeat(100));
+    let out = socktalk()
+        .args([
+            "connect",
+            "--frame",
+            "line",
+            "--max-frame",
+            "10",
+            &server.addr,
+        ])
+        .write_stdin(long)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("standard input"), "{line}");
+    assert!(line.contains("10-byte limit"), "{line}");
+}
+
+#[test]
+fn unix_socket_by_flag_and_by_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let path_text = path.to_str().unwrap();
+    let server = Proc::server(&["echo", "-U", path_text]);
+    assert_eq!(server.addr, format!("unix:{path_text}"));
+    socktalk()
+        .args(["connect", "-U", path_text])
+        .write_stdin("via -U\n")
+        .assert()
+        .success()
+        .stdout("via -U\n");
+    socktalk()
+        .args(["connect", &format!("unix:{path_text}")])
+        .write_stdin("via unix:\n")
+        .assert()
+        .success()
+        .stdout("via unix:\n");
+}
+
+#[test]
+fn unix_peer_sees_half_close_and_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peer.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let peer = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let got = read_to_end(&mut stream);
+        stream.write_all(b"unix reply\n").unwrap();
+        got
+    });
+    socktalk()
+        .args(["connect", "-U", path.to_str().unwrap()])
+        .write_stdin("\x00\x01 unix bytes\n")
+        .assert()
+        .success()
+        .stdout("unix reply\n");
+    assert_eq!(peer.join().unwrap(), b"\x00\x01 unix bytes\n");
+}
+
+#[test]
+fn unix_socket_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nobody.sock");
+    let out = socktalk()
+        .args(["connect", "-U", missing.to_str().unwrap()])
+        .write_stdin("x\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("no such socket file"), "{line}");
+    // UDP over a Unix stream socket makes no sense: a usage error.
+    let out = socktalk()
+        .args(["connect", "-u", "-U", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    one_line_error(&out.stderr);
+}
+
+#[test]
+fn udp_each_line_is_one_datagram_against_socktalk_echo() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    assert!(
+        server.addr.starts_with("udp://127.0.0.1:"),
+        "{}",
+        server.addr
+    );
+    let started = Instant::now();
+    socktalk()
+        // A long linger: the client must leave as soon as every datagram has its reply.
+        .args(["connect", "-u", "--frame", "line", "--linger", "30"])
+        .arg(server.socket_addr().to_string())
+        .write_stdin("a\nbb\nccc\n")
+        .assert()
+        .success()
+        .stdout("a\nbb\nccc\n");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The udp:// address the server printed needs no -u.
+    socktalk()
+        .args(["connect", "--frame", "line", &server.addr])
+        .write_stdin("scheme\n")
+        .assert()
+        .success()
+        .stdout("scheme\n");
+}
+
+#[test]
+fn udp_peer_gets_one_datagram_per_line_and_replies_are_printed() {
+    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer_socket.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let addr = peer_socket.local_addr().unwrap();
+    let peer = thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 2048];
+        for _ in 0..3 {
+            let (len, from) = peer_socket.recv_from(&mut buf).unwrap();
+            got.push(buf[..len].to_vec());
+            let mut reply = b"re:".to_vec();
+            reply.extend_from_slice(&buf[..len]);
+            peer_socket.send_to(&reply, from).unwrap();
+        }
+        got
+    });
+    socktalk()
+        .args(["connect", "-u", "--frame", "line", "--linger", "30"])
+        .arg(addr.to_string())
+        .write_stdin("one\ntwo words\n\u{e9}t\u{e9}\n")
+        .assert()
+        .success()
+        .stdout("re:one\nre:two words\nre:\u{e9}t\u{e9}\n");
+    let got = peer.join().unwrap();
+    assert_eq!(
+        got,
+        vec![
+            b"one".to_vec(),
+            b"two words".to_vec(),
+            "\u{e9}t\u{e9}".as_bytes().to_vec()
+        ]
+    );
+}
+
+#[test]
+fn udp_silent_peer_ends_after_linger() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let started = Instant::now();
+    socktalk()
+        .args(["connect", "-u", "--frame", "line", "--linger", "0.3"])
+        .arg(silent.local_addr().unwrap().to_string())
+        .write_stdin("anyone?\n")
+        .assert()
+        .success()
+        .stdout("");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let mut buf = [0u8; 64];
+    let (len, _) = silent.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"anyone?");
+}
+
+#[test]
+fn udp_to_a_closed_port_is_an_error() {
+    let addr = closed_udp_addr("127.0.0.1");
+    let out = socktalk()
+        .args(["connect", "-u", "--frame", "line", &addr.to_string()])
+        .write_stdin("hello?\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains(&format!("udp://{addr}")), "{line}");
+    assert!(line.contains("connection refused"), "{line}");
+}
+
+#[test]
+fn udp_refuses_len_framing() {
+    let out = socktalk()
+        .args(["connect", "-u", "--frame", "len", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(one_line_error(&out.stderr).contains("--frame len"));
+}
+
+#[test]
+fn ipv6_loopback_tcp_and_udp() {
+    let server = Proc::server(&["echo", "[::1]:0"]);
+    let port = server.socket_addr().port();
+    socktalk()
+        .args(["connect", &format!("[::1]:{port}")])
+        .write_stdin("over six\n")
+        .assert()
+        .success()
+        .stdout("over six\n");
+    let (addr, peer) = tcp_peer("::1", read_all_then_reply(b"v6 peer\n"));
+    assert!(addr.is_ipv6());
+    socktalk()
+        .args(["connect", &addr.to_string()])
+        .write_stdin("to v6\n")
+        .assert()
+        .success()
+        .stdout("v6 peer\n");
+    assert_eq!(peer.join().unwrap(), b"to v6\n");
+    let udp = Proc::server(&["echo", "-u", "[::1]:0"]);
+    socktalk()
+        .args(["connect", "--frame", "line", &udp.addr])
+        .write_stdin("dgram six\n")
+        .assert()
+        .success()
+        .stdout("dgram six\n");
+}
+
+#[test]
+fn connection_refused_exits_1() {
+    for ip in ["127.0.0.1", "::1"] {
+        let addr = closed_tcp_addr(ip);
+        let out = socktalk()
+            .args(["connect", &addr.to_string()])
+            .write_stdin("x\n")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let line = one_line_error(&out.stderr);
+        assert!(line.contains("connection refused"), "{line}");
+        assert!(line.contains(&addr.to_string()), "{line}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn the_peer_closing_first_ends_the_client_even_with_stdin_open() {
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        stream.write_all(b"go away\n").unwrap();
+        stream.shutdown(Shutdown::Both).unwrap();
+    });
+    // Stdin stays open (a live Proc pipe): the client must still exit when the peer leaves.
+    let mut client = Proc::start(&["connect", &addr.to_string()]);
+    assert_eq!(client.next_line(), "go away");
+    assert!(client.wait_exit(IO_TIMEOUT).success());
+    peer.join().unwrap();
+    let mut rest = String::new();
+    client.stdout.read_to_string(&mut rest).unwrap();
+    assert_eq!(rest, "");
+}
+
+#[test]
+fn udp_lines_up_to_the_largest_datagram_pass_and_longer_ones_are_refused() {
+    const MAX_DATAGRAM: usize = 65_507;
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let largest = format!("{}\n", "x".repeat(MAX_DATAGRAM));
+    socktalk()
+        .args(["connect", "--frame", "line", &server.addr])
+        .write_stdin(largest.clone())
+        .assert()
+        .success()
+        .stdout(largest);
+    let out = socktalk()
+        .args(["connect", "--frame", "line", &server.addr])
+        .write_stdin(format!("{}\n", "x".repeat(MAX_DATAGRAM + 1)))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("65508-byte"), "{line}");
+    assert!(line.contains("UDP datagram"), "{line}");
+    // The server is unharmed.
+    socktalk()
+        .args(["connect", "--frame", "line", &server.addr])
+        .write_stdin("still here\n")
+        .assert()
+        .success()
+        .stdout("still here\n");
+}
+
+#[test]
+fn a_peer_reset_ends_the_client_with_code_1_after_what_arrived() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut client = Proc::start(&["connect", &addr.to_string()]);
+    let (mut peer, _) = listener.accept().unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    client.type_line("ping");
+    assert_eq!(read_exact(&mut peer, 5), b"ping\n");
+    peer.write_all(b"partial answer\n").unwrap();
+    assert_eq!(client.next_line(), "partial answer");
+    reset(peer);
+    let status = client.wait_exit(IO_TIMEOUT);
+    assert_eq!(status.code(), Some(1));
+    let line = one_line_error(client.stderr_text().as_bytes());
+    assert!(line.to_lowercase().contains("reset"), "{line}");
+}

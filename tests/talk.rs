@@ -1,0 +1,462 @@
+//! `socktalk talk`: one-to-one chat over TCP and UDP, between two socktalk processes and
+//! against raw std socket peers.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+
+use common::{
+    IO_TIMEOUT, Proc, closed_tcp_addr, is_closed, one_line_error, read_exact, read_to_end,
+    socktalk, tcp,
+};
+
+/// `<NAME> text` → `(NAME, text)`.
+fn split_message(line: &str) -> (&str, &str) {
+    let rest = line
+        .strip_prefix('<')
+        .unwrap_or_else(|| panic!("not a message line: {line:?}"));
+    rest.split_once("> ")
+        .unwrap_or_else(|| panic!("not a message line: {line:?}"))
+}
+
+/// A TCP listener and a dialer, after one line each way; returns them with the name the
+/// listener shows for the dialer.
+fn tcp_conversation(extra: &[&str]) -> (Proc, Proc, String) {
+    let mut args = vec!["talk", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let mut listener = Proc::server(&args);
+    assert!(
+        listener.addr.starts_with("tcp://127.0.0.1:"),
+        "{}",
+        listener.addr
+    );
+    let mut dialer = Proc::start(&["talk", &listener.addr]);
+    dialer.type_line("hello from the dialer");
+    let line = listener.next_line();
+    let (name, text) = split_message(&line);
+    assert!(name.starts_with("127.0.0.1:"), "{line}");
+    assert_eq!(text, "hello from the dialer");
+    let name = name.to_string();
+    listener.type_line("hello from the listener");
+    assert_eq!(
+        dialer.next_line(),
+        format!("<{}> hello from the listener", listener.socket_addr())
+    );
+    (listener, dialer, name)
+}
+
+#[test]
+fn lines_cross_both_ways_full_duplex() {
+    let (mut listener, mut dialer, name) = tcp_conversation(&[]);
+    let listener_name = listener.socket_addr().to_string();
+    // Both sides type at once, neither waiting for the other.
+    for i in 0..5 {
+        listener.type_line(&format!("from listener {i}"));
+        dialer.type_line(&format!("from dialer {i}"));
+    }
+    for i in 0..5 {
+        assert_eq!(listener.next_line(), format!("<{name}> from dialer {i}"));
+        assert_eq!(
+            dialer.next_line(),
+            format!("<{listener_name}> from listener {i}")
+        );
+    }
+    // Text that merely contains "bye" does not end anything; unicode passes intact.
+    dialer.type_line("goodbye is not bye, 你好 é");
+    assert_eq!(
+        listener.next_line(),
+        format!("<{name}> goodbye is not bye, 你好 é")
+    );
+    listener.type_line("");
+    assert_eq!(dialer.next_line(), format!("<{listener_name}> "));
+    assert!(listener.child.try_wait().unwrap().is_none());
+    assert!(dialer.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn bye_from_the_dialer_ends_both_sides() {
+    let (mut listener, mut dialer, name) = tcp_conversation(&[]);
+    dialer.type_line("bye");
+    assert_eq!(listener.next_line(), format!("<{name}> bye"));
+    assert!(dialer.wait_exit(IO_TIMEOUT).success());
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    // Status lines went to stderr; stdout holds only the conversation.
+    assert_eq!(listener.stdout_rest(), "");
+    assert_eq!(dialer.stdout_rest(), "");
+    let listener_err = listener.stderr_text();
+    assert!(
+        listener_err.contains("* connected with 127.0.0.1:"),
+        "{listener_err}"
+    );
+    assert!(listener_err.contains("said bye"), "{listener_err}");
+    let dialer_err = dialer.stderr_text();
+    assert!(
+        dialer_err.contains("* connected to 127.0.0.1:"),
+        "{dialer_err}"
+    );
+    assert!(dialer_err.contains("you said bye"), "{dialer_err}");
+}
+
+#[test]
+fn bye_from_the_listener_ends_both_sides_whatever_its_case() {
+    let (mut listener, mut dialer, _) = tcp_conversation(&[]);
+    listener.type_line("  Bye ");
+    assert_eq!(
+        dialer.next_line(),
+        format!("<{}>   Bye ", listener.socket_addr())
+    );
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    assert!(dialer.wait_exit(IO_TIMEOUT).success());
+}
+
+#[test]
+fn quiet_talk_prints_no_status_lines() {
+    let mut listener = Proc::server(&["-q", "talk", "--listen", "127.0.0.1:0"]);
+    let mut dialer = Proc::start(&["-q", "talk", &listener.addr]);
+    dialer.type_line("shh");
+    assert!(listener.next_line().ends_with("> shh"));
+    dialer.type_line("bye");
+    assert!(listener.next_line().ends_with("> bye"));
+    assert!(dialer.wait_exit(IO_TIMEOUT).success());
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    assert_eq!(listener.stderr_text(), "");
+    assert_eq!(dialer.stderr_text(), "");
+}
+
+#[test]
+fn keep_listening_takes_the_next_peer_after_bye() {
+    let (mut listener, mut first, name) = tcp_conversation(&["-k"]);
+    first.type_line("bye");
+    assert_eq!(listener.next_line(), format!("<{name}> bye"));
+    assert!(first.wait_exit(IO_TIMEOUT).success());
+    assert!(
+        listener.child.try_wait().unwrap().is_none(),
+        "-k listener left"
+    );
+    for round in 0..2 {
+        let mut next = Proc::start(&["talk", &listener.addr]);
+        next.type_line(&format!("peer {round} here"));
+        let line = listener.next_line();
+        assert!(line.ends_with(&format!("> peer {round} here")), "{line}");
+        listener.type_line(&format!("welcome {round}"));
+        assert_eq!(
+            next.next_line(),
+            format!("<{}> welcome {round}", listener.socket_addr())
+        );
+        next.type_line("bye");
+        assert!(listener.next_line().ends_with("> bye"));
+        assert!(next.wait_exit(IO_TIMEOUT).success());
+    }
+    assert!(listener.child.try_wait().unwrap().is_none());
+}
+
+#[test]
+fn a_third_peer_is_told_busy_and_the_conversation_goes_on() {
+    let (mut listener, mut dialer, name) = tcp_conversation(&[]);
+    let mut intruder = tcp(listener.socket_addr());
+    let busy = format!("* busy: talking with {name}\n");
+    assert_eq!(
+        String::from_utf8(read_exact(&mut intruder, busy.len())).unwrap(),
+        busy
+    );
+    assert!(is_closed(&mut intruder));
+    dialer.type_line("still here?");
+    assert_eq!(listener.next_line(), format!("<{name}> still here?"));
+    listener.type_line("yes");
+    assert_eq!(
+        dialer.next_line(),
+        format!("<{}> yes", listener.socket_addr())
+    );
+}
+
+#[test]
+fn a_raw_peer_sending_without_newline_is_displayed() {
+    // As a classic Python exercise's client: conn.send(input().encode()), no newline.
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut peer = tcp(listener.socket_addr());
+    let name = peer.local_addr().unwrap().to_string();
+    peer.write_all(b"hello from python").unwrap();
+    assert_eq!(listener.next_line(), format!("<{name}> hello from python"));
+    listener.type_line("hi python");
+    assert_eq!(read_exact(&mut peer, 10), b"hi python\n");
+    peer.write_all(b"second message").unwrap();
+    assert_eq!(listener.next_line(), format!("<{name}> second message"));
+    // Invalid utf-8 is shown replaced, never fatal; \r\n is trimmed.
+    peer.write_all(b"bad \xff bytes\r\n").unwrap();
+    assert_eq!(listener.next_line(), format!("<{name}> bad \u{fffd} bytes"));
+    // The peer hanging up without bye ends the conversation cleanly.
+    drop(peer);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    assert!(listener.stderr_text().contains(&format!("{name} left")));
+}
+
+#[test]
+fn dialling_a_raw_server_peer() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut talker = Proc::start(&["talk", &addr.to_string()]);
+    let (mut peer, _) = server.accept().unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    peer.write_all(b"no newline here").unwrap();
+    assert_eq!(talker.next_line(), format!("<{addr}> no newline here"));
+    talker.type_line("answer");
+    assert_eq!(read_exact(&mut peer, 7), b"answer\n");
+    peer.write_all(b"two\nlines\n").unwrap();
+    assert_eq!(talker.next_line(), format!("<{addr}> two"));
+    assert_eq!(talker.next_line(), format!("<{addr}> lines"));
+    talker.type_line("bye");
+    assert_eq!(read_exact(&mut peer, 4), b"bye\n");
+    // Saying bye closes our side of the connection.
+    assert!(is_closed(&mut peer));
+    assert!(talker.wait_exit(IO_TIMEOUT).success());
+}
+
+#[test]
+fn gbk_talk_carries_chinese_intact() {
+    let mut listener = Proc::server(&["talk", "--encoding", "gbk", "--listen", "127.0.0.1:0"]);
+    let mut dialer = Proc::start(&["talk", "--encoding", "gbk", &listener.addr]);
+    dialer.type_line("你好");
+    assert!(listener.next_line().ends_with("> 你好"));
+    listener.type_line("再见 world");
+    assert_eq!(
+        dialer.next_line(),
+        format!("<{}> 再见 world", listener.socket_addr())
+    );
+}
+
+#[test]
+fn gbk_talk_puts_gbk_bytes_on_the_wire() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut talker = Proc::start(&["talk", "--encoding", "gbk", &addr.to_string()]);
+    let (mut peer, _) = server.accept().unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    talker.type_line("你好");
+    assert_eq!(read_exact(&mut peer, 5), b"\xc4\xe3\xba\xc3\n");
+    peer.write_all(b"\xd4\xd9\xbc\xfb\n").unwrap();
+    assert_eq!(talker.next_line(), format!("<{addr}> 再见"));
+    // A character split across two writes is still one character.
+    peer.write_all(b"\xca").unwrap();
+    peer.flush().unwrap();
+    peer.write_all(b"\xc0\xbd\xe7\n").unwrap();
+    assert_eq!(talker.next_line(), format!("<{addr}> 世界"));
+    // Bytes that are not gbk are replaced, not fatal.
+    peer.write_all(b"ok\xff\n").unwrap();
+    assert_eq!(talker.next_line(), format!("<{addr}> ok\u{fffd}"));
+}
+
+/// A `talk -u` process bound to an ephemeral loopback port.
+fn udp_talker(extra: &[&str]) -> Proc {
+    let mut args = vec!["talk", "-u", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let talker = Proc::server(&args);
+    assert!(
+        talker.addr.starts_with("udp://127.0.0.1:"),
+        "{}",
+        talker.addr
+    );
+    talker
+}
+
+#[test]
+fn udp_talk_the_caller_speaks_first_then_both_ways_then_bye() {
+    // B either binds no port in particular or one of its own: both work.
+    for b_binds in [false, true] {
+        let mut a = udp_talker(&[]);
+        let a_addr = a.socket_addr().to_string();
+        let mut b = if b_binds {
+            let b = Proc::server(&["talk", "-u", "--listen", "127.0.0.1:0", &a_addr]);
+            assert!(b.addr.starts_with("udp://127.0.0.1:"), "{}", b.addr);
+            b
+        } else {
+            Proc::start(&["talk", "-u", &a_addr])
+        };
+        b.type_line("hello A");
+        let line = a.next_line();
+        let (b_name, text) = split_message(&line);
+        assert!(b_name.starts_with("127.0.0.1:"), "{line}");
+        assert_eq!(text, "hello A");
+        let b_name = b_name.to_string();
+        if b_binds {
+            // A bound B talks from the port it announced.
+            assert_eq!(b_name, b.socket_addr().to_string());
+        }
+        a.type_line("hello B, 你好");
+        assert_eq!(b.next_line(), format!("<{a_addr}> hello B, 你好"));
+        b.type_line("again");
+        assert_eq!(a.next_line(), format!("<{b_name}> again"));
+        b.type_line("bye");
+        assert_eq!(a.next_line(), format!("<{b_name}> bye"));
+        assert!(b.wait_exit(IO_TIMEOUT).success());
+        assert!(a.wait_exit(IO_TIMEOUT).success());
+        assert!(a.stderr_text().contains("said bye"));
+    }
+}
+
+#[test]
+fn udp_listener_with_no_peer_yet_drops_what_is_typed_and_says_so() {
+    let mut a = udp_talker(&[]);
+    a.type_line("too early");
+    assert!(
+        a.next_stderr_line().contains("nobody to talk to yet"),
+        "no status line"
+    );
+    let mut b = Proc::start(&["talk", "-u", &a.socket_addr().to_string()]);
+    b.type_line("now me");
+    assert!(a.next_line().ends_with("> now me"));
+    a.type_line("now you");
+    // The early line was never sent: the first thing B hears is the answer.
+    assert_eq!(b.next_line(), format!("<{}> now you", a.socket_addr()));
+    a.type_line("bye");
+    assert!(b.next_line().ends_with("> bye"));
+    assert!(a.wait_exit(IO_TIMEOUT).success());
+    assert!(b.wait_exit(IO_TIMEOUT).success());
+}
+
+#[test]
+fn udp_with_a_known_peer_socktalk_may_speak_first_and_ignores_strangers() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut talker = udp_talker(&[&peer_addr.to_string()]);
+    let talker_addr = talker.socket_addr();
+    talker.type_line("me first");
+    let mut buf = [0u8; 2048];
+    let (len, from) = peer.recv_from(&mut buf).unwrap();
+    // One datagram per line, without a newline, from the port it announced.
+    assert_eq!(&buf[..len], b"me first");
+    assert_eq!(from, talker_addr);
+    peer.send_to(b"got you", talker_addr).unwrap();
+    assert_eq!(talker.next_line(), format!("<{peer_addr}> got you"));
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger.send_to(b"intruder", talker_addr).unwrap();
+    peer.send_to(b"still me\n", talker_addr).unwrap();
+    assert_eq!(talker.next_line(), format!("<{peer_addr}> still me"));
+    peer.send_to(b"bye", talker_addr).unwrap();
+    assert_eq!(talker.next_line(), format!("<{peer_addr}> bye"));
+    assert!(talker.wait_exit(IO_TIMEOUT).success());
+    assert_eq!(talker.stdout_rest(), "");
+}
+
+#[test]
+fn udp_gbk_datagrams() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let peer_addr: SocketAddr = peer.local_addr().unwrap();
+    let mut talker = udp_talker(&["--encoding", "gbk", &peer_addr.to_string()]);
+    talker.type_line("你好");
+    let mut buf = [0u8; 2048];
+    let (len, from) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"\xc4\xe3\xba\xc3");
+    peer.send_to(b"\xd4\xd9\xbc\xfb", from).unwrap();
+    assert_eq!(talker.next_line(), format!("<{peer_addr}> 再见"));
+}
+
+#[test]
+fn talk_usage_and_connect_errors() {
+    for (args, code) in [
+        (&["talk"][..], 2),
+        (&["talk", "-k", "127.0.0.1:1"], 2),
+        (&["talk", "--listen", "127.0.0.1:0", "127.0.0.1:1"], 2),
+        (&["talk", "127.0.0.1:99999"], 2),
+        (&["talk", "--encoding", "klingon", "127.0.0.1:1"], 2),
+        (&["talk", "-u", "tcp://127.0.0.1:1"], 2),
+    ] {
+        let out = socktalk().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
+        one_line_error(&out.stderr);
+    }
+    let addr = closed_tcp_addr("127.0.0.1");
+    let out = socktalk()
+        .args(["talk", &addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(one_line_error(&out.stderr).contains("connection refused"));
+    // A listener whose port is taken.
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let out = socktalk()
+        .args(["talk", "--listen", &taken.local_addr().unwrap().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(one_line_error(&out.stderr).contains("already in use"));
+    // The taken port's owner is undisturbed.
+    assert!(TcpStream::connect(taken.local_addr().unwrap()).is_ok());
+}
+
+#[test]
+fn lines_piped_before_the_peer_arrives_are_delivered() {
+    // As `printf 'hello\n' | socktalk talk --listen …`: stdin has ended before anyone calls.
+    let mut listener = Proc::start(&["talk", "--listen", "127.0.0.1:0"]);
+    listener.type_line("hello early");
+    listener.type_line("and again");
+    listener.close_stdin();
+    let announce = listener.next_line();
+    let addr: SocketAddr = announce
+        .strip_prefix("listening on tcp://")
+        .unwrap_or_else(|| panic!("{announce:?}"))
+        .parse()
+        .unwrap();
+    let mut peer = tcp(addr);
+    // Everything typed, then EOF: the listener has nothing more to say.
+    assert_eq!(read_to_end(&mut peer), b"hello early\nand again\n");
+    drop(peer);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+
+    // The same for a caller whose stdin ends at once.
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut caller = Proc::start(&["talk", &server.local_addr().unwrap().to_string()]);
+    caller.type_line("one-shot");
+    caller.close_stdin();
+    let (mut peer, _) = server.accept().unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    assert_eq!(read_to_end(&mut peer), b"one-shot\n");
+    drop(peer);
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+}
+
+#[test]
+fn unix_socket_talk() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("talk.sock");
+    let addr = format!("unix:{}", path.display());
+    let mut listener = Proc::server(&["talk", "--listen", &addr]);
+    assert_eq!(listener.addr, addr);
+    let mut dialer = Proc::start(&["talk", &addr]);
+    dialer.type_line("over unix");
+    let line = listener.next_line();
+    let (name, text) = split_message(&line);
+    assert!(name.starts_with("unix:"), "{line}");
+    assert_eq!(text, "over unix");
+    listener.type_line("back over unix");
+    assert_eq!(dialer.next_line(), format!("<{addr}> back over unix"));
+    listener.type_line("bye");
+    assert_eq!(dialer.next_line(), format!("<{addr}> bye"));
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    assert!(dialer.wait_exit(IO_TIMEOUT).success());
+    // The listener cleaned up its socket file.
+    assert!(!path.exists());
+}
+
+#[test]
+fn udp_keep_listening_takes_the_next_peer_after_bye() {
+    let mut a = udp_talker(&["-k"]);
+    let a_addr = a.socket_addr();
+    for round in 0..2 {
+        let peer = common::udp_for(a_addr);
+        let peer_addr = peer.local_addr().unwrap();
+        peer.send_to(format!("peer {round}").as_bytes(), a_addr)
+            .unwrap();
+        assert_eq!(a.next_line(), format!("<{peer_addr}> peer {round}"));
+        a.type_line(&format!("hello {round}"));
+        let mut buf = [0u8; 256];
+        let (len, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(from, a_addr);
+        assert_eq!(&buf[..len], format!("hello {round}").as_bytes());
+        peer.send_to(b"bye", a_addr).unwrap();
+        assert_eq!(a.next_line(), format!("<{peer_addr}> bye"));
+    }
+    assert!(a.child.try_wait().unwrap().is_none(), "-k talker left");
+}
