@@ -5,11 +5,15 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::bench;
 use crate::chat::client::ClientConfig;
 use crate::chat::hub::HubConfig;
 use crate::chat::session::SessionConfig;
 use crate::chat::{self, ChatConfig};
-use crate::cli::{ChatArgs, Cli, Command, ConnectArgs, EchoArgs, ServeArgs, TalkArgs, seconds};
+use crate::cli::{
+    BenchArgs, BenchMode, ChatArgs, Cli, Command, ConnectArgs, EchoArgs, ServeArgs, TalkArgs,
+    seconds,
+};
 use crate::codec::Framing;
 use crate::connect::{self, ConnectConfig};
 use crate::endpoint::{Endpoint, Family, Proto};
@@ -28,6 +32,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => run_serve(args, family, shutdown_on_signals()).await,
         Command::Chat(args) => run_chat(args, family).await,
+        Command::Bench(args) => run_bench(args, family).await,
         Command::Echo(args) => run_echo(args, family, shutdown_on_signals()).await,
         Command::Connect(args) => run_connect(args, family).await,
         Command::Talk(args) => run_talk(args, family, !cli.quiet).await,
@@ -252,4 +257,102 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
         }
         (None, addr) => chat::client::run(tcp::connect(addr, family).await?, &config).await,
     }
+}
+
+async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
+    let timing = |t: &crate::cli::BenchTiming| -> Result<_> {
+        Ok((
+            seconds("--warmup", t.warmup)?,
+            seconds("--duration", t.duration)?,
+        ))
+    };
+    let (report, is_json) = match args.mode {
+        BenchMode::Pingpong {
+            common,
+            timing: t,
+            conns,
+            size,
+        } => {
+            let (warmup, duration) = timing(&t)?;
+            let report = bench::pingpong::run(
+                &common.addr,
+                family,
+                conns.max(1),
+                size.max(1),
+                warmup,
+                duration,
+            )
+            .await?;
+            (report, common.json)
+        }
+        BenchMode::Bulk {
+            common,
+            timing: t,
+            conns,
+            size,
+            both,
+        } => {
+            let (warmup, duration) = timing(&t)?;
+            let report = bench::bulk::run(
+                &common.addr,
+                family,
+                conns.max(1),
+                size.max(1),
+                warmup,
+                duration,
+                both,
+            )
+            .await?;
+            (report, common.json)
+        }
+        BenchMode::Udp {
+            common,
+            timing: t,
+            conns,
+            size,
+            timeout,
+        } => {
+            let (warmup, duration) = timing(&t)?;
+            let timeout = std::time::Duration::from_millis(timeout.max(1));
+            let report = bench::udp::run(
+                &common.addr,
+                family,
+                conns.max(1),
+                size,
+                warmup,
+                duration,
+                timeout,
+            )
+            .await?;
+            (report, common.json)
+        }
+        BenchMode::Hold {
+            common,
+            conns,
+            pid,
+            hold,
+        } => {
+            let hold = seconds("--hold", hold)?;
+            let report = bench::hold::run(&common.addr, family, conns, pid, hold).await?;
+            (report, common.json)
+        }
+        BenchMode::Fanout {
+            common,
+            conns,
+            lines,
+            timeout,
+        } => {
+            let timeout = seconds("--timeout", timeout)?;
+            let report =
+                bench::fanout::run(&common.addr, family, conns.max(1), lines.max(1), timeout)
+                    .await?;
+            (report, common.json)
+        }
+    };
+    if is_json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
+    }
+    Ok(())
 }

@@ -67,6 +67,15 @@ pub enum Command {
         socktalk chat -U /tmp/chat.sock")]
     Chat(ChatArgs),
 
+    /// Load generator: measure any server (pingpong, bulk, udp, hold, fanout).
+    #[command(after_help = "Examples:\n  \
+        socktalk bench pingpong 127.0.0.1:7000 --conns 50 --size 64\n  \
+        socktalk bench bulk 127.0.0.1:7000 --duration 10\n  \
+        socktalk bench udp 127.0.0.1:7000\n  \
+        socktalk bench hold 127.0.0.1:7878 --conns 19000 --pid $(pidof socktalk)\n  \
+        socktalk bench fanout 127.0.0.1:7878 --conns 100 --lines 1000 --json")]
+    Bench(BenchArgs),
+
     /// Echo server: send every message back (--upper: upper-cased).
     #[command(after_help = "Examples:\n  \
         socktalk echo 127.0.0.1:7000\n  \
@@ -294,6 +303,116 @@ pub struct ChatArgs {
     /// Colour the output.
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+}
+
+/// `socktalk bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The benchmark to run.
+    #[command(subcommand)]
+    pub mode: BenchMode,
+}
+
+/// Flags every benchmark takes.
+#[derive(Debug, Args)]
+pub struct BenchCommon {
+    /// The server to measure: HOST:PORT, [IPv6]:PORT, unix:PATH (not for udp/hold).
+    #[arg(value_name = "ADDR")]
+    pub addr: Endpoint,
+
+    /// Print the result as one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of the timed benchmarks.
+#[derive(Debug, Args)]
+pub struct BenchTiming {
+    /// Seconds to measure.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub duration: f64,
+
+    /// Seconds to run before measuring.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    pub warmup: f64,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchMode {
+    /// Round trips: each connection sends SIZE bytes and waits for them back.
+    Pingpong {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        timing: BenchTiming,
+        /// Connections, all at once.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        conns: usize,
+        /// Message size in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        size: usize,
+    },
+    /// A stream of chunks; whatever comes back is counted too (an echo server: both ways).
+    Bulk {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        timing: BenchTiming,
+        /// Connections, all at once.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        conns: usize,
+        /// Chunk size in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+        size: usize,
+        /// Expect the stream back (an echo server) and report it as the result.
+        #[arg(long)]
+        both: bool,
+    },
+    /// Datagram ping-pong: round trips, latency, losses.
+    Udp {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        timing: BenchTiming,
+        /// Sockets, all at once.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        conns: usize,
+        /// Datagram size in bytes (at least 16).
+        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        size: usize,
+        /// Milliseconds to wait for a reply before counting the datagram lost.
+        #[arg(long, value_name = "MS", default_value_t = 200)]
+        timeout: u64,
+    },
+    /// Hold idle connections; with --pid, the server's memory per connection.
+    Hold {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Connections to open.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        conns: usize,
+        /// The server's process id, to read its memory from /proc.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
+        /// Seconds to hold them all before measuring.
+        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        hold: f64,
+    },
+    /// A chat server: receivers in one room and one sender of LINES lines.
+    Fanout {
+        #[command(flatten)]
+        common: BenchCommon,
+        /// Receivers.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        conns: usize,
+        /// Lines the sender sends.
+        #[arg(long, value_name = "K", default_value_t = 1000)]
+        lines: u64,
+        /// Seconds to wait for every delivery before counting the rest lost.
+        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        timeout: f64,
+    },
 }
 
 /// When to colour output.

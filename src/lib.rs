@@ -14,6 +14,8 @@
 //! - [`codec`]: framing (`raw`, `line`, `len`) and text encodings (utf-8, gbk, …).
 //! - [`service`]: the echo and upper-case services; [`server`] is the accept loop they share.
 //!
+//! [`bench`] is the load generator (`socktalk bench`).
+//!
 //! [`chat`] is the multi-user chat server (`serve`) and its terminal client (`chat`).
 //!
 //! The clients are [`connect`] (netcat-style) and [`talk`] (one-to-one chat). [`cli`] holds the
@@ -21,6 +23,7 @@
 //! [`error`] every failure a user can see.
 
 pub mod app;
+pub mod bench;
 pub mod chat;
 pub mod cli;
 pub mod codec;

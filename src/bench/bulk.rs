@@ -1,0 +1,102 @@
+//! Bulk: a stream of `size`-byte chunks, as fast as the connection takes them, while whatever
+//! comes back is read and counted. Against a sink it measures one way; against an echo server
+//! (`--both`) both ways at once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::{Report, Window, connect, progress, tick_until};
+use crate::endpoint::{Endpoint, Family};
+use crate::error::Result;
+
+/// Read buffer of the receiving side.
+const READ_BUF: usize = 256 * 1024;
+
+/// Runs the bulk benchmark.
+///
+/// # Errors
+/// When not even one connection could be made.
+pub async fn run(
+    target: &Endpoint,
+    family: Family,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+    is_both: bool,
+) -> Result<Report> {
+    let mut streams = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        streams.push(connect(target, family).await?);
+    }
+    let window = Window::new(warmup, duration);
+    let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);
+    let sent = Arc::new(AtomicU64::new(0));
+    let received = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for stream in streams {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let sent = sent.clone();
+        tasks.push(tokio::spawn(async move {
+            let chunk = vec![b'x'; size.max(1)];
+            while Instant::now() < window.end {
+                if writer.write_all(&chunk).await.is_err() {
+                    return true;
+                }
+                if window.counts(Instant::now()) {
+                    sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                }
+            }
+            let _ = writer.shutdown().await;
+            false
+        }));
+        let received = received.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; READ_BUF];
+            loop {
+                let read = tokio::select! {
+                    read = reader.read(&mut buf) => read,
+                    () = tokio::time::sleep_until(window.end) => return false,
+                };
+                match read {
+                    Ok(0) => return false,
+                    Ok(n) => {
+                        if window.counts(Instant::now()) {
+                            received.fetch_add(n as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Err(_) => return true,
+                }
+            }
+        }));
+    }
+    let mut errors = 0;
+    for task in tasks {
+        if !matches!(task.await, Ok(false)) {
+            errors += 1;
+        }
+    }
+    let _ = ticker.await;
+    let secs = window.seconds();
+    let mb_s = |bytes: &AtomicU64| bytes.load(Ordering::Relaxed) as f64 / secs / 1e6;
+    let nothing_back = received.load(Ordering::Relaxed) == 0;
+    if is_both && nothing_back {
+        tracing::warn!("--both: nothing came back; is the target an echo server?");
+        errors += 1;
+    }
+    Ok(Report {
+        mode: "bulk",
+        target: target.to_string(),
+        conns: Some(conns),
+        size: Some(size),
+        duration_s: secs,
+        tx_mb_s: Some(mb_s(&sent)),
+        rx_mb_s: (is_both || !nothing_back).then(|| mb_s(&received)),
+        errors,
+        ..Report::default()
+    })
+}

@@ -1,0 +1,180 @@
+//! Hold: open N idle connections and keep them, to see how many a server can hold and, given
+//! its process id, what each costs it in memory.
+//!
+//! - The open-file limit is raised to its hard maximum first; when it is still what stops the
+//!   run, the report says so (`stopped_by`).
+//! - Against an IPv4 loopback server, source addresses are spread over 127.0.0.0/8
+//!   (`IP_BIND_ADDRESS_NO_PORT`), so the run is not limited to one address pair's ephemeral
+//!   ports.
+//! - Each connection's incoming bytes (a chat server's greeting) are read and dropped, so the
+//!   server never sees a member that stopped reading.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::{Report, progress};
+use crate::endpoint::{Endpoint, Family};
+use crate::error::{Error, Result};
+
+/// Raises this process's open-file soft limit to the hard limit; returns the new soft limit.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur as u64
+}
+
+/// A process's resident memory in bytes, from `/proc/PID/status`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The `i`-th source address for a connection to `server`: 127.0.0.1 is left alone, then
+/// 127.1.0.1, 127.1.0.2, … one per 16,000 connections.
+fn source_for(server: SocketAddr, i: usize) -> Option<SocketAddr> {
+    let SocketAddr::V4(v4) = server else {
+        return None;
+    };
+    if !v4.ip().is_loopback() {
+        return None;
+    }
+    let n = (i / 16_000) as u32 + 1;
+    let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n);
+    Some(SocketAddr::new(IpAddr::V4(ip), 0))
+}
+
+async fn open(server: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+    let socket = if server.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(source) = source {
+        // Defer choosing the port to connect(), so ports are unique per 4-tuple, not per source.
+        let one: libc::c_int = 1;
+        // SAFETY: a valid socket fd and a pointer to a c_int of the size given.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket.bind(source)?;
+    }
+    socket.connect(server).await
+}
+
+/// Why opening stopped, in words.
+fn explain(err: &std::io::Error, fd_limit: u64) -> String {
+    match err.raw_os_error() {
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            format!("the open-file limit (ulimit -n = {fd_limit})")
+        }
+        Some(libc::EADDRNOTAVAIL) => "no free ephemeral ports".into(),
+        _ => format!("{err}"),
+    }
+}
+
+/// Runs the hold benchmark: opens up to `conns` connections, holds them `hold` long, reads
+/// `pid`'s memory, then closes them all.
+///
+/// # Errors
+/// The target is not a TCP address or does not resolve.
+pub async fn run(
+    target: &Endpoint,
+    family: Family,
+    conns: usize,
+    pid: Option<u32>,
+    hold: Duration,
+) -> Result<Report> {
+    if target.unix_path().is_some() {
+        return Err(Error::Usage("bench hold takes a TCP address".into()));
+    }
+    let server = target.resolve(family).await?[0];
+    let fd_limit = raise_fd_limit();
+    let before = pid.and_then(rss_bytes);
+    let bar = progress(conns as u64, "hold");
+    let stop = CancellationToken::new();
+    let mut readers = Vec::with_capacity(conns);
+    let mut stopped_by = None;
+    let mut errors = 0;
+    let started = tokio::time::Instant::now();
+    for i in 0..conns {
+        match open(server, source_for(server, i)).await {
+            Ok(mut stream) => {
+                let stop = stop.clone();
+                readers.push(tokio::spawn(async move {
+                    let mut buf = [0u8; 512];
+                    loop {
+                        tokio::select! {
+                            read = stream.read(&mut buf) => if !matches!(read, Ok(n) if n > 0) { return true },
+                            () = stop.cancelled() => return false,
+                        }
+                    }
+                }));
+                bar.inc(1);
+            }
+            Err(err) => {
+                errors += 1;
+                stopped_by = Some(explain(&err, fd_limit));
+                break;
+            }
+        }
+    }
+    // Let the server settle (greetings sent, buffers trimmed) before reading its memory.
+    tokio::time::sleep(hold).await;
+    let dropped = readers.iter().filter(|r| r.is_finished()).count();
+    let held = readers.len() - dropped;
+    if dropped > 0 && stopped_by.is_none() {
+        stopped_by = Some(format!("the server closed {dropped} connections"));
+    }
+    let after = pid.and_then(rss_bytes);
+    bar.finish_and_clear();
+    stop.cancel();
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let bytes_per_conn = match (before, after) {
+        (Some(b), Some(a)) if held > 0 => Some(a.saturating_sub(b) as f64 / held as f64),
+        _ => None,
+    };
+    Ok(Report {
+        mode: "hold",
+        target: target.to_string(),
+        duration_s: started.elapsed().as_secs_f64(),
+        held: Some(held),
+        wanted: Some(conns),
+        stopped_by,
+        rss_bytes: after,
+        bytes_per_conn,
+        errors: errors + dropped as u64,
+        ..Report::default()
+    })
+}

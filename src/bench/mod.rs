@@ -1,0 +1,129 @@
+//! `socktalk bench`: a load generator for any server, socktalk's or not.
+//!
+//! | mode | what it measures |
+//! |---|---|
+//! | [`pingpong`] | round trips per second and latency, C connections each sending M bytes and waiting for M back |
+//! | [`bulk`] | a stream of chunks one way, MB/s sent and received (an echo server sends it back: both ways at once) |
+//! | [`udp`] | datagram ping-pong: round trips per second, latency, datagrams lost |
+//! | [`hold`] | how many idle connections a server holds, and with `--pid` its memory per connection |
+//! | [`fanout`] | a chat server: R receivers in one room, one sender of K lines: deliveries per second and latency |
+//!
+//! Every run is bounded in time (and `hold`/`fanout` in count) and stops by itself. A progress
+//! bar goes to stderr (only on a terminal); the result goes to stdout as a table, or as one JSON
+//! object with `--json` ([`report`]).
+
+pub mod bulk;
+pub mod fanout;
+pub mod hold;
+pub mod pingpong;
+pub mod report;
+pub mod udp;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::either::Either;
+
+use crate::endpoint::{Endpoint, Family};
+use crate::error::Result;
+use crate::transport::{tcp, unix};
+
+pub use report::{Latency, Report};
+
+/// A connection to the server under test: TCP or Unix.
+pub type Conn = Either<tokio::net::TcpStream, tokio::net::UnixStream>;
+
+/// Connects to `target` over TCP or a Unix socket.
+///
+/// # Errors
+/// As [`tcp::connect`] and [`unix::connect`].
+pub async fn connect(target: &Endpoint, family: Family) -> Result<Conn> {
+    Ok(match target {
+        Endpoint::Unix(path) => Either::Right(unix::connect(path).await?),
+        Endpoint::Inet { .. } => Either::Left(tcp::connect(target, family).await?),
+    })
+}
+
+/// A fresh latency histogram in nanoseconds, 1 ns to 100 s, 3 significant digits.
+pub fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3)
+        .expect("static bounds are valid")
+}
+
+/// Nanoseconds since the first call in this process: a clock both the sender and the
+/// receivers of `fanout` read, so a message can carry its send time.
+pub fn clock_ns() -> u64 {
+    static EPOCH: OnceLock<std::time::Instant> = OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
+}
+
+/// A progress bar on stderr, drawn only when stderr is a terminal.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(&format!(
+        "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    bar.set_style(style);
+    bar
+}
+
+/// Advances `bar` once a tenth of a second through a timed run (warm-up, then measurement),
+/// until `end`.
+pub fn tick_until(bar: ProgressBar, start: Instant, end: Instant) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let total = end.saturating_duration_since(start).as_millis().max(1) as u64;
+        bar.set_length(total / 100);
+        loop {
+            let now = Instant::now();
+            let done = now.saturating_duration_since(start).as_millis() as u64 / 100;
+            bar.set_position(done.min(total / 100));
+            if now >= end {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bar.finish_and_clear();
+    })
+}
+
+/// Stream types the timed modes drive.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// Timing shared by the timed modes: warm up, then measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// Measurement starts here (after the warm-up).
+    pub measure_from: Instant,
+    /// And ends here.
+    pub end: Instant,
+}
+
+impl Window {
+    /// A window that starts measuring after `warmup` and lasts `duration`.
+    pub fn new(warmup: Duration, duration: Duration) -> Self {
+        let measure_from = Instant::now() + warmup;
+        Self {
+            measure_from,
+            end: measure_from + duration,
+        }
+    }
+
+    /// Whether `at` falls inside the measurement.
+    pub fn counts(&self, at: Instant) -> bool {
+        at >= self.measure_from && at < self.end
+    }
+
+    /// Seconds measured.
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.measure_from).as_secs_f64()
+    }
+}

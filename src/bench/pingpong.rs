@@ -1,0 +1,96 @@
+//! Ping-pong: each connection sends `size` bytes and waits for `size` bytes back, again and
+//! again. One connection measures latency; many measure how well a server keeps up.
+//!
+//! Any server that answers a message with one of the same length works: echo, upper-case.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use super::{Latency, Report, Stream, Window, connect, histogram, progress, tick_until};
+use crate::endpoint::{Endpoint, Family};
+use crate::error::Result;
+
+/// Runs the ping-pong benchmark.
+///
+/// # Errors
+/// When not even one connection could be made.
+pub async fn run(
+    target: &Endpoint,
+    family: Family,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+) -> Result<Report> {
+    let mut streams = Vec::with_capacity(conns);
+    let mut errors = 0;
+    for _ in 0..conns {
+        match connect(target, family).await {
+            Ok(stream) => streams.push(stream),
+            Err(err) if streams.is_empty() => return Err(err),
+            Err(_) => errors += 1,
+        }
+    }
+    let window = Window::new(warmup, duration);
+    let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
+    let tasks: Vec<_> = streams
+        .into_iter()
+        .map(|stream| tokio::spawn(ping(stream, size, window)))
+        .collect();
+    let mut all = histogram();
+    let mut ops = 0;
+    for task in tasks {
+        match task.await {
+            Ok((histogram, count, failed)) => {
+                all.add(&histogram).ok();
+                ops += count;
+                errors += u64::from(failed);
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let _ = ticker.await;
+    Ok(Report {
+        mode: "pingpong",
+        target: target.to_string(),
+        conns: Some(conns),
+        size: Some(size),
+        duration_s: window.seconds(),
+        ops: Some(ops),
+        ops_per_s: Some(ops as f64 / window.seconds()),
+        latency_us: Some(Latency::from_nanos(&all)),
+        errors,
+        ..Report::default()
+    })
+}
+
+/// One connection's loop: returns its histogram, round trips counted, and whether it failed.
+async fn ping<S: Stream>(
+    mut stream: S,
+    size: usize,
+    window: Window,
+) -> (hdrhistogram::Histogram<u64>, u64, bool) {
+    let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let mut reply = vec![0u8; size];
+    let mut latencies = histogram();
+    let mut count = 0;
+    loop {
+        let sent_at = Instant::now();
+        if sent_at >= window.end {
+            return (latencies, count, false);
+        }
+        let round = async {
+            stream.write_all(&message).await?;
+            stream.read_exact(&mut reply).await
+        };
+        if round.await.is_err() {
+            return (latencies, count, true);
+        }
+        if window.counts(sent_at) {
+            let _ = latencies.record(sent_at.elapsed().as_nanos().max(1) as u64);
+            count += 1;
+        }
+    }
+}

@@ -1,0 +1,204 @@
+//! A benchmark's result: a readable table for people, one JSON object for machines.
+//!
+//! The JSON object (`socktalk bench … --json`) has these fields; those that do not apply to a
+//! mode are left out:
+//!
+//! | field | meaning |
+//! |---|---|
+//! | `mode` | `pingpong`, `bulk`, `udp`, `hold` or `fanout` |
+//! | `target` | the address benchmarked |
+//! | `conns`, `size`, `duration_s` | the settings used |
+//! | `ops`, `ops_per_s` | round trips (pingpong, udp) or deliveries (fanout) measured, and per second |
+//! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery) |
+//! | `errors` | connections or operations that failed |
+//! | `lost` | udp: datagrams without a reply in time; fanout: deliveries that never came |
+//! | `tx_mb_s`, `rx_mb_s` | bulk: megabytes (10⁶ bytes) per second sent and received |
+//! | `held`, `wanted`, `stopped_by` | hold: connections held of those asked for, and what stopped it |
+//! | `rss_bytes`, `bytes_per_conn` | hold with `--pid`: the server's resident memory, and its growth per connection |
+
+use serde::Serialize;
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Latency {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Worst.
+    pub max: f64,
+}
+
+impl Latency {
+    /// Percentiles of a histogram recorded in nanoseconds.
+    pub fn from_nanos(histogram: &hdrhistogram::Histogram<u64>) -> Self {
+        let us = |ns: u64| ns as f64 / 1000.0;
+        Self {
+            p50: us(histogram.value_at_quantile(0.50)),
+            p90: us(histogram.value_at_quantile(0.90)),
+            p99: us(histogram.value_at_quantile(0.99)),
+            max: us(histogram.max()),
+        }
+    }
+}
+
+/// Everything a benchmark run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// The mode.
+    pub mode: &'static str,
+    /// The address.
+    pub target: String,
+    /// Connections (or receivers, for fanout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conns: Option<usize>,
+    /// Message or chunk size in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+    /// Seconds measured.
+    pub duration_s: f64,
+    /// Round trips or deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops: Option<u64>,
+    /// `ops` per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_per_s: Option<f64>,
+    /// Latency percentiles.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<Latency>,
+    /// Failures.
+    pub errors: u64,
+    /// Lost datagrams or deliveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+    /// Megabytes per second sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tx_mb_s: Option<f64>,
+    /// Megabytes per second received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rx_mb_s: Option<f64>,
+    /// Connections held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held: Option<usize>,
+    /// Connections asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wanted: Option<usize>,
+    /// Why `hold` stopped short, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_by: Option<String>,
+    /// The server's resident memory while holding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rss_bytes: Option<u64>,
+    /// Growth of the server's resident memory per connection held.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_per_conn: Option<f64>,
+}
+
+impl Report {
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The report as an aligned two-column table.
+    pub fn to_table(&self) -> String {
+        let mut rows: Vec<(String, String)> = vec![
+            ("mode".into(), self.mode.into()),
+            ("target".into(), self.target.clone()),
+        ];
+        let mut row = |name: &str, value: String| rows.push((name.into(), value));
+        if let Some(conns) = self.conns {
+            row("connections", conns.to_string());
+        }
+        if let Some(size) = self.size {
+            row("size", format!("{size} B"));
+        }
+        row("measured", format!("{:.2} s", self.duration_s));
+        if let (Some(ops), Some(rate)) = (self.ops, self.ops_per_s) {
+            let what = if self.mode == "fanout" {
+                "deliveries"
+            } else {
+                "round trips"
+            };
+            row(what, format!("{} ({}/s)", group(ops as f64), group(rate)));
+        }
+        if let Some(l) = self.latency_us {
+            row(
+                "latency",
+                format!(
+                    "p50 {:.1} µs  p90 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
+                    l.p50, l.p90, l.p99, l.max
+                ),
+            );
+        }
+        if let Some(tx) = self.tx_mb_s {
+            row("sent", format!("{tx:.1} MB/s"));
+        }
+        if let Some(rx) = self.rx_mb_s {
+            row("received", format!("{rx:.1} MB/s"));
+        }
+        if let (Some(held), Some(wanted)) = (self.held, self.wanted) {
+            row("held", format!("{held} of {wanted} connections"));
+        }
+        if let Some(why) = &self.stopped_by {
+            row("stopped by", why.clone());
+        }
+        if let Some(rss) = self.rss_bytes {
+            row("server RSS", format!("{:.1} MiB", rss as f64 / 1_048_576.0));
+        }
+        if let Some(per) = self.bytes_per_conn {
+            row("per connection", format!("{per:.0} bytes"));
+        }
+        if let Some(lost) = self.lost {
+            row("lost", lost.to_string());
+        }
+        row("errors", self.errors.to_string());
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+}
+
+/// `1234567.8` as `1,234,568`.
+fn group(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_grouped() {
+        assert_eq!(group(1_234_567.8), "1,234,568");
+        assert_eq!(group(999.0), "999");
+        assert_eq!(group(0.0), "0");
+    }
+
+    #[test]
+    fn json_leaves_out_what_does_not_apply() {
+        let report = Report {
+            mode: "pingpong",
+            target: "tcp://127.0.0.1:1".into(),
+            ops: Some(10),
+            ops_per_s: Some(5.0),
+            ..Report::default()
+        };
+        let value: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(value["mode"], "pingpong");
+        assert_eq!(value["ops_per_s"], 5.0);
+        assert!(value.get("held").is_none());
+        assert!(report.to_table().contains("round trips  10 (5/s)"));
+    }
+}

@@ -1,0 +1,116 @@
+//! UDP ping-pong: each socket sends a datagram and waits for the reply, counting a datagram as
+//! lost when no reply comes within the timeout.
+//!
+//! The payload starts with a 16-digit upper-case hex sequence number, so replies are matched to
+//! their datagram even from an upper-casing server, and late replies are told apart.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Latency, Report, Window, histogram, progress, tick_until};
+use crate::endpoint::{Endpoint, Family};
+use crate::error::Result;
+use crate::limits::MAX_DATAGRAM;
+use crate::transport::udp;
+
+/// Digits of the sequence number that starts every datagram.
+const SEQ_DIGITS: usize = 16;
+
+/// Runs the UDP benchmark.
+///
+/// # Errors
+/// The target does not resolve or a socket cannot be bound.
+pub async fn run(
+    target: &Endpoint,
+    family: Family,
+    conns: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+    timeout: Duration,
+) -> Result<Report> {
+    let peer = udp::resolve_peer(target, family).await?;
+    let mut sockets = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        sockets.push(udp::connect(peer).await?);
+    }
+    let size = size.clamp(SEQ_DIGITS, MAX_DATAGRAM);
+    let window = Window::new(warmup, duration);
+    let ticker = tick_until(progress(0, "udp"), Instant::now(), window.end);
+    let tasks: Vec<_> = sockets
+        .into_iter()
+        .map(|socket| {
+            tokio::spawn(async move {
+                let mut payload = vec![b'.'; size];
+                let mut buf = vec![0u8; MAX_DATAGRAM];
+                let mut latencies = histogram();
+                let (mut ops, mut lost, mut errors) = (0u64, 0u64, 0u64);
+                let mut seq = 0u64;
+                loop {
+                    let sent_at = Instant::now();
+                    if sent_at >= window.end {
+                        break;
+                    }
+                    seq += 1;
+                    payload[..SEQ_DIGITS].copy_from_slice(format!("{seq:016X}").as_bytes());
+                    if socket.send(&payload).await.is_err() {
+                        errors += 1;
+                        continue;
+                    }
+                    let deadline = sent_at + timeout;
+                    let answered = loop {
+                        match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                            Err(_) => break false,
+                            Ok(Err(_)) => {
+                                errors += 1;
+                                break false;
+                            }
+                            Ok(Ok(len)) if buf[..len.min(SEQ_DIGITS)] == payload[..SEQ_DIGITS] => {
+                                break true;
+                            }
+                            // A late reply to an earlier datagram.
+                            Ok(Ok(_)) => continue,
+                        }
+                    };
+                    if window.counts(sent_at) {
+                        if answered {
+                            let _ = latencies.record(sent_at.elapsed().as_nanos().max(1) as u64);
+                            ops += 1;
+                        } else {
+                            lost += 1;
+                        }
+                    }
+                }
+                (latencies, ops, lost, errors)
+            })
+        })
+        .collect();
+    let mut all = histogram();
+    let (mut ops, mut lost, mut errors) = (0, 0, 0);
+    for task in tasks {
+        match task.await {
+            Ok((h, o, l, e)) => {
+                all.add(&h).ok();
+                ops += o;
+                lost += l;
+                errors += e;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let _ = ticker.await;
+    Ok(Report {
+        mode: "udp",
+        target: target.to_string(),
+        conns: Some(conns),
+        size: Some(size),
+        duration_s: window.seconds(),
+        ops: Some(ops),
+        ops_per_s: Some(ops as f64 / window.seconds()),
+        latency_us: Some(Latency::from_nanos(&all)),
+        lost: Some(lost),
+        errors,
+        ..Report::default()
+    })
+}
