@@ -77,7 +77,7 @@ pub async fn run(
                     got += 1;
                     delivered.fetch_add(1, Ordering::Relaxed);
                     last_delivery.fetch_max(now, Ordering::Relaxed);
-                    if got % 256 == 0 {
+                    if got.is_multiple_of(256) {
                         bar.inc(256);
                     }
                 } else if !is_ready && memchr::memmem::find(&line, READY).is_some() {

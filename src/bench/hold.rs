@@ -42,7 +42,7 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// A process's resident memory in bytes, from `/proc/PID/status`.

@@ -11,6 +11,11 @@
 //! 3. Only then does the hub fan it out: each distinct (format, encoding) rendering is made once
 //!    and shared (`Bytes`) by every member who needs it.
 //!
+//! At most a quarter of an outbox of messages is in flight (handed to the writer, not yet
+//! delivered) at a time; while that many are, the hub takes no new requests, so sessions stop
+//! reading and TCP pushes back on fast senders. A committed batch is therefore never more than a
+//! member who keeps reading can take, however long a commit took.
+//!
 //! # Slow members
 //! Outboxes are bounded and filled with `try_send`, so the hub never waits for anyone. A member
 //! whose outbox passes half full is warned once; one whose outbox is full is disconnected with
@@ -187,6 +192,8 @@ pub struct Hub {
     writer: Writer<Route>,
     /// Newest message id delivered: history replays stop here, so nothing shows twice.
     delivered_up_to: i64,
+    /// Messages handed to the writer and not yet delivered.
+    in_flight: usize,
     guests: u64,
     /// Members to disconnect once the current fan-out is done, with the reason.
     doomed: Vec<(MemberId, String)>,
@@ -212,6 +219,7 @@ impl Hub {
             store,
             writer,
             delivered_up_to,
+            in_flight: 0,
             guests: 0,
             doomed: Vec::new(),
             is_closing: false,
@@ -234,7 +242,7 @@ impl Hub {
                     // The writer has committed its last batch (after close).
                     None => break,
                 },
-                request = requests.recv() => match request {
+                request = requests.recv(), if self.in_flight < self.max_in_flight() => match request {
                     Some(request) => self.handle(request),
                     None => self.close_writer(),
                 },
@@ -251,6 +259,12 @@ impl Hub {
         }
         // Dropping the members closes their outboxes: each session flushes and ends.
         self.members.clear();
+    }
+
+    /// Most messages in flight: a quarter of an outbox, so that one committed batch cannot fill
+    /// the outbox of a member who keeps up.
+    fn max_in_flight(&self) -> usize {
+        (self.config.outbox / 4).max(1)
     }
 
     fn close_writer(&mut self) {
@@ -449,11 +463,14 @@ impl Hub {
             .is_err()
         {
             self.error(route.from, "history is not being saved; message not sent");
+        } else {
+            self.in_flight += 1;
         }
     }
 
     /// Delivers a committed batch (or tells the senders it failed).
     fn deliver(&mut self, batch: Batch<Route>) {
+        self.in_flight = self.in_flight.saturating_sub(batch.items.len());
         if let Some(reason) = batch.error {
             for item in batch.items {
                 let text = format!("your message was not saved ({reason}), so it was not sent");
