@@ -51,6 +51,7 @@ pub async fn run_limited<L, H, F>(
 {
     let tracker = TaskTracker::new();
     let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -72,8 +73,8 @@ pub async fn run_limited<L, H, F>(
             }
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "refused: connection limit reached (--max-conns)");
             drop(stream);
+            refusals.note(&peer);
             continue;
         };
         tracing::info!(%peer, "connected");
@@ -86,6 +87,36 @@ pub async fn run_limited<L, H, F>(
     }
     tracker.close();
     drain(&tracker, DRAIN_TIMEOUT).await;
+}
+
+/// Logs connections refused at the limit: the first at once, then at most one summary line a
+/// second, so a flood of connection attempts cannot flood the log too.
+#[derive(Default)]
+struct Refusals {
+    /// When the last line was logged.
+    logged_at: Option<std::time::Instant>,
+    /// Refusals since then.
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: &str) {
+        self.unlogged += 1;
+        let now = std::time::Instant::now();
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            last = %peer,
+            "refused {} connection(s): connection limit reached (--max-conns)",
+            self.unlogged
+        );
+        self.logged_at = Some(now);
+        self.unlogged = 0;
+    }
 }
 
 /// Waits up to `timeout` for the tracked tasks to finish.
