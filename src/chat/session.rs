@@ -192,13 +192,17 @@ pub async fn serve<S>(
     let mut throttle: Option<Instant> = None;
     let mut is_told_to_slow_down = false;
     let mut is_reading = true;
+    // The hub's queue is full: lines wait (and so does the socket) until it has room, while the
+    // outbox keeps draining. Waiting for the hub inside `send` instead would stop this
+    // member's own reading, and a fast sender would be cut off as "not reading".
+    let mut is_hub_full = false;
     let mut out: Vec<u8> = Vec::new();
     let idle = tokio::time::sleep_until(far_future(config.idle_timeout));
     tokio::pin!(idle);
 
     loop {
-        // Handle every complete line the rate allows.
-        while is_reading && throttle.is_none() {
+        // Handle every complete line the rate allows, while the hub has room for them.
+        while is_reading && throttle.is_none() && !is_hub_full {
             if let Some(at) = limit.ready_at(Instant::now()) {
                 throttle = Some(at);
                 if !is_told_to_slow_down {
@@ -211,13 +215,21 @@ pub async fn serve<S>(
                 }
                 break;
             }
+            let permit = match hub.try_reserve() {
+                Ok(permit) => permit,
+                Err(mpsc::error::TrySendError::Full(())) => {
+                    is_hub_full = true;
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return,
+            };
             let Some(line) = input.next_line() else {
                 break;
             };
             let line = match line {
                 Ok(line) => line,
                 Err(text) => {
-                    let _ = hub.send(Request::Notice(id, Event::Error { text })).await;
+                    permit.send(Request::Notice(id, Event::Error { text }));
                     continue;
                 }
             };
@@ -249,9 +261,7 @@ pub async fn serve<S>(
                     Request::Command(id, command)
                 }
             };
-            if hub.send(request).await.is_err() {
-                return;
-            }
+            permit.send(request);
         }
 
         if input.buf.is_empty() && input.buf.capacity() > 0 {
@@ -290,10 +300,17 @@ pub async fn serve<S>(
                     continue;
                 }
             }
+            room = hub.reserve(), if is_hub_full => {
+                // The permit goes back at once; the next line takes one anew.
+                if room.is_err() {
+                    return;
+                }
+                is_hub_full = false;
+            }
             () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
                 throttle = None;
             }
-            ready = stream.readable(), if is_reading && throttle.is_none() => {
+            ready = stream.readable(), if is_reading && throttle.is_none() && !is_hub_full => {
                 let read = ready.and_then(|()| read_some(&stream, &mut input.buf));
                 match read {
                     Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
