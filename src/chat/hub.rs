@@ -24,12 +24,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{Command, HELP};
 use super::event::{Event, Kind, Record, RoomInfo, now_ms};
 use super::history::{Batch, Pending, Store, Writer};
+use super::outbox::{Outbox, Push};
 use crate::codec::WireEncoding;
 
 /// Identifies a connection for its whole life (nicks change; ids don't).
@@ -58,9 +59,9 @@ pub enum Request {
         /// Its id.
         id: MemberId,
         /// Where the hub writes to it.
-        outbox: mpsc::Sender<Bytes>,
-        /// A last word if the hub disconnects it (its outbox may be too full to carry it).
-        kick: oneshot::Sender<Bytes>,
+        outbox: Outbox,
+        /// How it reads: lines for people, JSON for programs and browsers.
+        format: Format,
         /// Its text encoding.
         encoding: WireEncoding,
     },
@@ -100,8 +101,7 @@ pub struct Route {
 
 struct Member {
     nick: String,
-    outbox: mpsc::Sender<Bytes>,
-    kick: Option<oneshot::Sender<Bytes>>,
+    outbox: Outbox,
     format: Format,
     encoding: WireEncoding,
     /// Rooms joined, oldest first.
@@ -134,18 +134,19 @@ fn json_line(event: &Event) -> Bytes {
     Bytes::from(line)
 }
 
-/// Renders one room event at most once per (format, encoding), whatever the room's size.
+/// Renders room events at most once per (format, encoding), whatever the room's size: a run of
+/// events becomes one chunk of lines that every member with that rendering shares.
 struct Fanout<'e> {
-    event: &'e Event,
+    events: &'e [Event],
     json: Option<Bytes>,
     text: Option<String>,
     encoded: Vec<(WireEncoding, Bytes)>,
 }
 
 impl<'e> Fanout<'e> {
-    fn new(event: &'e Event) -> Self {
+    fn new(events: &'e [Event]) -> Self {
         Self {
-            event,
+            events,
             json: None,
             text: None,
             encoded: Vec::new(),
@@ -154,16 +155,28 @@ impl<'e> Fanout<'e> {
 
     fn bytes_for(&mut self, member: &Member) -> Bytes {
         match member.format {
-            Format::Json => self
-                .json
-                .get_or_insert_with(|| json_line(self.event))
-                .clone(),
+            Format::Json => {
+                let events = self.events;
+                self.json
+                    .get_or_insert_with(|| {
+                        let mut lines = String::new();
+                        for event in events {
+                            lines.push_str(&event.to_json());
+                            lines.push('\n');
+                        }
+                        Bytes::from(lines)
+                    })
+                    .clone()
+            }
             Format::Text => {
                 if let Some((_, bytes)) = self.encoded.iter().find(|(e, _)| *e == member.encoding) {
                     return bytes.clone();
                 }
                 // Room events read the same for every viewer.
-                let text = self.text.get_or_insert_with(|| self.event.to_text(""));
+                let events = self.events;
+                let text = self
+                    .text
+                    .get_or_insert_with(|| events.iter().map(|e| e.to_text("")).collect());
                 let bytes = if member.encoding.is_utf8() {
                     Bytes::from(text.clone())
                 } else {
@@ -255,7 +268,7 @@ impl Hub {
             text: "server shutting down; bye".into(),
         };
         for member in self.members.values() {
-            let _ = member.outbox.try_send(member.render(&notice));
+            member.outbox.close(Some(member.render(&notice)));
         }
         // Dropping the members closes their outboxes: each session flushes and ends.
         self.members.clear();
@@ -277,9 +290,9 @@ impl Hub {
             Request::Connect {
                 id,
                 outbox,
-                kick,
                 encoding,
-            } => self.connect(id, outbox, kick, encoding),
+                format,
+            } => self.connect(id, outbox, encoding, format),
             Request::Command(id, command) => self.command(id, command),
             Request::SetEncoding(id, encoding) => {
                 if let Some(member) = self.members.get_mut(&id) {
@@ -293,13 +306,7 @@ impl Hub {
         }
     }
 
-    fn connect(
-        &mut self,
-        id: MemberId,
-        outbox: mpsc::Sender<Bytes>,
-        kick: oneshot::Sender<Bytes>,
-        encoding: WireEncoding,
-    ) {
+    fn connect(&mut self, id: MemberId, outbox: Outbox, encoding: WireEncoding, format: Format) {
         let nick = loop {
             self.guests += 1;
             let nick = format!("guest{}", self.guests);
@@ -313,8 +320,7 @@ impl Hub {
             Member {
                 nick: nick.clone(),
                 outbox,
-                kick: Some(kick),
-                format: Format::Text,
+                format,
                 encoding,
                 rooms: Vec::new(),
                 current: None,
@@ -478,10 +484,20 @@ impl Hub {
             }
             return;
         }
+        // Consecutive messages to one room go out as one chunk per member: one queue push and
+        // one write per member for the whole run, however many messages it holds.
+        let mut run: Vec<Event> = Vec::new();
+        let mut run_room = String::new();
         for Pending { author, record } in batch.items {
             self.delivered_up_to = record.id;
+            if run.len() > 0 && record.room.as_deref() != Some(run_room.as_str()) {
+                self.broadcast_run(&run_room, &std::mem::take(&mut run));
+            }
             match record.room.clone() {
-                Some(room) => self.broadcast(&room, &Event::Message(record)),
+                Some(room) => {
+                    run_room = room;
+                    run.push(Event::Message(record));
+                }
                 None => {
                     let event = Event::Private(record);
                     self.tell(author.from, &event);
@@ -490,6 +506,9 @@ impl Hub {
                     }
                 }
             }
+        }
+        if !run.is_empty() {
+            self.broadcast_run(&run_room, &run);
         }
     }
 
@@ -645,10 +664,11 @@ impl Hub {
             return;
         }
         let audience = self.audience(id);
-        let mut member = self.members.remove(&id).expect("checked");
-        if let (Some(kick), Some(text)) = (member.kick.take(), &last_word) {
-            let _ = kick.send(member.render(&Event::Error { text: text.clone() }));
-        }
+        let member = self.members.remove(&id).expect("checked");
+        let word = last_word
+            .as_ref()
+            .map(|text| member.render(&Event::Error { text: text.clone() }));
+        member.outbox.close(word);
         self.nicks.remove(&member.nick.to_lowercase());
         for room in member.rooms.clone() {
             self.leave_room(id, &room);
@@ -676,14 +696,26 @@ impl Hub {
     }
 
     fn broadcast(&mut self, room: &str, event: &Event) {
+        self.broadcast_run(room, std::slice::from_ref(event));
+    }
+
+    /// Sends a run of events to every member of `room`.
+    fn broadcast_run(&mut self, room: &str, events: &[Event]) {
         let Some(found) = self.rooms.get(room) else {
             return;
         };
-        let mut fanout = Fanout::new(event);
+        let mut fanout = Fanout::new(events);
         for &id in &found.members {
             if let Some(member) = self.members.get_mut(&id) {
                 let bytes = fanout.bytes_for(member);
-                push(member, id, bytes, self.config.outbox, &mut self.doomed);
+                push(
+                    member,
+                    id,
+                    bytes,
+                    events.len(),
+                    self.config.outbox,
+                    &mut self.doomed,
+                );
             }
         }
     }
@@ -691,7 +723,7 @@ impl Hub {
     fn tell(&mut self, id: MemberId, event: &Event) {
         if let Some(member) = self.members.get_mut(&id) {
             let bytes = member.render(event);
-            push(member, id, bytes, self.config.outbox, &mut self.doomed);
+            push(member, id, bytes, 1, self.config.outbox, &mut self.doomed);
         }
     }
 
@@ -723,42 +755,40 @@ impl Hub {
     }
 }
 
-/// Queues `bytes` for `member` without waiting; warns it at half full and dooms it when full.
+/// Queues `bytes` (`lines` lines) for `member` without waiting; warns it at half full and
+/// dooms it when full.
 fn push(
     member: &mut Member,
     id: MemberId,
     bytes: Bytes,
+    lines: usize,
     capacity: usize,
     doomed: &mut Vec<(MemberId, String)>,
 ) {
-    match member.outbox.try_send(bytes) {
-        Ok(()) => {
-            let free = member.outbox.capacity();
-            if !member.is_warned && free < capacity / 2 {
+    if doomed.iter().any(|(d, _)| *d == id) {
+        // Already found too slow: queue nothing more, or it could see a later message
+        // without an earlier one (its outbox may drain meanwhile).
+        return;
+    }
+    match member.outbox.push(bytes, lines, capacity) {
+        Push::Queued(waiting) => {
+            if !member.is_warned && waiting > capacity / 2 {
                 member.is_warned = true;
                 let warning = Event::Warning {
                     text: format!(
-                        "you are falling behind ({} lines waiting); read faster or be disconnected",
-                        capacity - free
+                        "you are falling behind ({waiting} lines waiting); read faster or be disconnected"
                     ),
                 };
-                let _ = member.outbox.try_send(member.render(&warning));
-            } else if member.is_warned && free > capacity * 3 / 4 {
+                // The warning may go past the limit: it is one line, and it matters.
+                member.outbox.push(member.render(&warning), 1, usize::MAX);
+            } else if member.is_warned && waiting < capacity / 4 {
                 member.is_warned = false;
             }
         }
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            if !doomed.iter().any(|(d, _)| *d == id) {
-                doomed.push((
-                    id,
-                    format!("disconnected: you stopped reading ({capacity} lines waiting)"),
-                ));
-            }
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => {
-            if !doomed.iter().any(|(d, _)| *d == id) {
-                doomed.push((id, "connection closed".into()));
-            }
-        }
+        Push::Full => doomed.push((
+            id,
+            format!("disconnected: you stopped reading ({capacity} lines waiting)"),
+        )),
+        Push::Gone => doomed.push((id, "connection closed".into())),
     }
 }

@@ -5,6 +5,7 @@
 //! - [`hub`]: the one task that owns rooms, members and nicks, and fans out messages.
 //! - [`history`]: SQLite history with a group-commit writer thread; nothing is delivered
 //!   before it is committed.
+//! - [`outbox`]: a member's bounded queue of output, filled by the hub, drained by the session.
 //! - [`session`]: one connection's loop, with its limits (line length, rate, idle time).
 //! - [`server`]: binds the listeners, opens the database and wires the rest together.
 //! - [`client`]: the terminal client, speaking JSON mode.
@@ -14,6 +15,7 @@ pub mod command;
 pub mod event;
 pub mod history;
 pub mod hub;
+pub mod outbox;
 pub mod server;
 pub mod session;
 

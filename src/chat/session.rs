@@ -17,21 +17,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{Command, parse_json, parse_line};
 use super::event::Event;
-use super::hub::{MemberId, Request};
+use super::hub::{Format, MemberId, Request};
+use super::outbox::{Inbox, outbox};
 use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
 use crate::transport::Readiness;
-
-/// Most outbox lines written in one go.
-const WRITE_BATCH: usize = 256;
 
 /// The first read buffer; it grows only for long lines.
 const FIRST_READ: usize = 1024;
@@ -58,9 +56,14 @@ pub struct SessionConfig {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A new member id, unique in this process.
+pub fn next_member_id() -> MemberId {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug)]
-struct RateLimit {
+pub struct RateLimit {
     rate: f64,
     burst: f64,
     tokens: f64,
@@ -68,7 +71,7 @@ struct RateLimit {
 }
 
 impl RateLimit {
-    fn new(rate: f64, burst: f64) -> Self {
+    pub fn new(rate: f64, burst: f64) -> Self {
         let burst = burst.max(1.0);
         Self {
             rate,
@@ -85,7 +88,7 @@ impl RateLimit {
     }
 
     /// `None` if a message may be read now, else when the next one may.
-    fn ready_at(&mut self, now: Instant) -> Option<Instant> {
+    pub fn ready_at(&mut self, now: Instant) -> Option<Instant> {
         if self.rate <= 0.0 {
             return None;
         }
@@ -93,13 +96,13 @@ impl RateLimit {
         (self.tokens < 1.0).then(|| now + Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
     }
 
-    fn take(&mut self) {
+    pub fn take(&mut self) {
         if self.rate > 0.0 {
             self.tokens -= 1.0;
         }
     }
 
-    fn is_full(&self) -> bool {
+    pub fn is_full(&self) -> bool {
         self.rate <= 0.0 || self.tokens >= self.burst
     }
 }
@@ -130,12 +133,15 @@ impl Input {
                 }
             }
         }
+        let buffered = self.buf.len();
         match self.codec.decode(&mut self.buf) {
             Ok(line) => line.map(Ok),
             Err(FrameError::LineTooLong { max }) => {
                 // The codec remembers how far it scanned; a fresh one starts over.
                 self.codec = FrameCodec::new(Framing::Line, self.max_line);
-                self.is_discarding = true;
+                // A whole line, newline included, has been taken out of the buffer; only an
+                // unfinished one leaves the rest of itself to skip (not the next line).
+                self.is_discarding = self.buf.len() == buffered;
                 Some(Err(format!(
                     "line longer than {max} bytes (--max-line); it was discarded"
                 )))
@@ -166,14 +172,13 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Readiness + Unpin,
 {
-    let id: MemberId = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let (outbox_tx, mut outbox_rx) = mpsc::channel::<Bytes>(config.outbox.max(2));
-    let (kick_tx, mut kick_rx) = oneshot::channel::<Bytes>();
+    let id = next_member_id();
+    let (outbox, inbox) = outbox();
     let connect = Request::Connect {
         id,
-        outbox: outbox_tx,
-        kick: kick_tx,
+        outbox,
         encoding: config.encoding,
+        format: Format::Text,
     };
     if hub.send(connect).await.is_err() {
         return;
@@ -196,6 +201,9 @@ pub async fn serve<S>(
     // outbox keeps draining. Waiting for the hub inside `send` instead would stop this
     // member's own reading, and a fast sender would be cut off as "not reading".
     let mut is_hub_full = false;
+    // The place in the hub's queue that waiting won, kept for the next line: given back, it
+    // could go to a busier session every time.
+    let mut reserved: Option<mpsc::Permit<'_, Request>> = None;
     let mut out: Vec<u8> = Vec::new();
     let idle = tokio::time::sleep_until(far_future(config.idle_timeout));
     tokio::pin!(idle);
@@ -215,7 +223,7 @@ pub async fn serve<S>(
                 }
                 break;
             }
-            let permit = match hub.try_reserve() {
+            let permit = match reserved.take().map_or_else(|| hub.try_reserve(), Ok) {
                 Ok(permit) => permit,
                 Err(mpsc::error::TrySendError::Full(())) => {
                     is_hub_full = true;
@@ -271,26 +279,20 @@ pub async fn serve<S>(
 
         tokio::select! {
             biased;
-            first = outbox_rx.recv() => {
-                let Some(first) = first else {
+            more = inbox.take(&mut out) => {
+                if !more {
                     // The hub let us go: quit, kicked, or shutting down.
-                    if let Ok(last_word) = kick_rx.try_recv() {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&last_word)).await;
-                    }
                     break;
-                };
-                // Everything queued goes out in one write.
-                out.clear();
-                out.extend_from_slice(&first);
-                for _ in 1..WRITE_BATCH {
-                    match outbox_rx.try_recv() {
-                        Ok(bytes) => out.extend_from_slice(&bytes),
-                        Err(_) => break,
-                    }
                 }
-                let written = stream.write_all(&out).await;
+                // Everything queued went into `out`: one write for all of it.
+                let written = write_unless_kicked(&mut stream, &out, &inbox).await;
+                out.clear();
                 if out.capacity() > KEEP_OUT {
                     out = Vec::new();
+                }
+                if let Ok(false) = written {
+                    tracing::debug!(%peer, member = id, "cut off with a write waiting; closing");
+                    break;
                 }
                 if let Err(err) = written {
                     tracing::debug!(%peer, "write failed: {err}");
@@ -301,10 +303,10 @@ pub async fn serve<S>(
                 }
             }
             room = hub.reserve(), if is_hub_full => {
-                // The permit goes back at once; the next line takes one anew.
-                if room.is_err() {
+                let Ok(permit) = room else {
                     return;
-                }
+                };
+                reserved = Some(permit);
                 is_hub_full = false;
             }
             () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
@@ -351,6 +353,28 @@ pub async fn serve<S>(
     tracing::debug!(%peer, member = id, "left the chat");
 }
 
+/// Writes `bytes`, unless the hub cuts the member off first (`Ok(false)`): a member cut off for
+/// not reading is not reading this write either, and waiting for it would hold the connection
+/// (and its `--max-conns` slot) for as long as the client likes.
+async fn write_unless_kicked<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    inbox: &Inbox,
+) -> std::io::Result<bool> {
+    tokio::select! {
+        // A write that can finish does; only one left waiting is given up.
+        biased;
+        written = stream.write_all(bytes) => written.map(|()| true),
+        () = inbox.kicked() => {
+            // Its last word goes out only if the socket takes it at once.
+            if let Some(word) = inbox.last_word() {
+                let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&word)).await;
+            }
+            Ok(false)
+        }
+    }
+}
+
 /// Handles the final unterminated line at EOF (ignoring the rate: the client is gone).
 async fn continue_with_last_line(input: &mut Input, id: MemberId, hub: &mpsc::Sender<Request>) {
     while let Some(Ok(line)) = input.next_line() {
@@ -373,7 +397,7 @@ fn read_some<S: Readiness>(stream: &S, buf: &mut BytesMut) -> std::io::Result<us
 }
 
 /// The first idle deadline: `timeout` from now, or a century for "never".
-fn far_future(timeout: Duration) -> Instant {
+pub fn far_future(timeout: Duration) -> Instant {
     let wait = if timeout.is_zero() {
         Duration::from_secs(100 * 365 * 86_400)
     } else {
@@ -427,6 +451,12 @@ mod tests {
         assert!(input.next_line().is_none());
         input.buf.extend_from_slice(b"def\nok\n");
         assert_eq!(&input.next_line().unwrap().unwrap()[..], b"ok");
+        assert!(input.next_line().is_none());
+
+        // A whole over-long line in the buffer costs only itself, not the line after it.
+        input.buf.extend_from_slice(b"0123456789abc\nnext\n");
+        assert!(input.next_line().unwrap().is_err());
+        assert_eq!(&input.next_line().unwrap().unwrap()[..], b"next");
         assert!(input.next_line().is_none());
     }
 }

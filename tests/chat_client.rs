@@ -1,0 +1,153 @@
+//! The terminal client `socktalk chat`, driven through its stdin and stdout, talking with a
+//! member on a raw connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ChatClient, Proc, chat_server};
+
+/// Reads the client's output until a line satisfies `wanted` (at most 100 lines, each within
+/// the IO timeout); fails listing what it printed otherwise.
+fn expect_out(client: &mut Proc, wanted: impl Fn(&str) -> bool) -> String {
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let line = client.next_line();
+        if wanted(&line) {
+            return line;
+        }
+        let is_eof = line.is_empty() && client.child.try_wait().unwrap().is_some();
+        seen.push(line);
+        assert!(!is_eof, "the client exited; it printed {seen:#?}");
+    }
+    panic!("the expected line never came; the client printed {seen:#?}");
+}
+
+/// Starts `socktalk chat ADDR --nick NICK --color never` and waits until it has its nick.
+fn chat(addr: &str, nick: &str) -> Proc {
+    let mut client = Proc::start(&["chat", addr, "--nick", nick, "--color", "never"]);
+    let you = format!("* you are {nick}, talking in #lobby");
+    expect_out(&mut client, |l| l == you);
+    client
+}
+
+#[test]
+fn what_the_client_types_reaches_others_and_what_they_say_is_printed() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut ann = chat(&addr.to_string(), "ann");
+    bob.expect("* guest2 joined #lobby");
+    bob.expect_next("* guest2 is now known as ann");
+
+    ann.type_line("hello from the client");
+    bob.expect_next("[#lobby] <ann> hello from the client");
+    // Its own message comes back, with the time: `HH:MM [#lobby] <ann> …`.
+    let echoed = expect_out(&mut ann, |l| l.contains("<ann> hello from the client"));
+    assert!(
+        echoed.ends_with(" [#lobby] <ann> hello from the client"),
+        "{echoed}"
+    );
+    assert_eq!(echoed.find(' '), Some(5), "{echoed}");
+
+    bob.say("hi");
+    let heard = expect_out(&mut ann, |l| l.contains("[#lobby] <bob> hi"));
+    assert!(heard.ends_with("[#lobby] <bob> hi"), "{heard}");
+    bob.send("/me waves");
+    bob.expect_next("[#lobby] * bob waves");
+    expect_out(&mut ann, |l| l.ends_with("[#lobby] * bob waves"));
+
+    // A line starting with / is passed through as a command.
+    ann.type_line("/join #dev");
+    expect_out(&mut ann, |l| l == "* ann joined #dev");
+    expect_out(&mut ann, |l| l == "* you are ann, talking in #dev");
+    bob.send("/who #dev");
+    bob.expect_next("* #dev (1): ann");
+    ann.type_line("in dev now");
+    expect_out(&mut ann, |l| l.ends_with("[#dev] <ann> in dev now"));
+
+    // Private messages both ways.
+    ann.type_line("/msg bob psst");
+    bob.expect_next("[pm] <ann> psst");
+    expect_out(&mut ann, |l| l.ends_with("[pm to bob] <ann> psst"));
+    bob.send("/msg ann hush");
+    expect_out(&mut ann, |l| l.ends_with("[pm] <bob> hush"));
+
+    // Errors are shown, and the client carries on.
+    ann.type_line("/nick bob");
+    expect_out(&mut ann, |l| l == "! error: nick 'bob' is taken");
+
+    ann.type_line("/quit");
+    bob.expect("* ann quit");
+    let status = ann.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn the_client_shows_earlier_messages_on_arrival() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    bob.say("before you came");
+    bob.send("/me left a note");
+    bob.expect_next("[#lobby] * bob left a note");
+    let mut ann = Proc::start(&["chat", &addr.to_string(), "-n", "ann", "--color", "never"]);
+    expect_out(&mut ann, |l| l == "* earlier in #lobby:");
+    let first = ann.next_line();
+    // History lines carry the date: `YYYY-MM-DD HH:MM [#lobby] <bob> …`.
+    assert!(
+        first.ends_with(" [#lobby] <bob> before you came"),
+        "{first}"
+    );
+    assert_eq!(first.find(" [#lobby]"), Some(16), "{first}");
+    assert!(ann.next_line().ends_with(" [#lobby] * bob left a note"));
+    assert_eq!(ann.next_line(), "* — end of history in #lobby —");
+    ann.type_line("/quit");
+    assert_eq!(ann.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn the_client_exits_cleanly_at_end_of_input() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut ann = chat(&addr.to_string(), "ann");
+    bob.expect("* guest2 is now known as ann");
+    ann.type_line("last words");
+    bob.expect_next("[#lobby] <ann> last words");
+    ann.close_stdin();
+    bob.expect_next("* ann quit");
+    let status = ann.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+    let rest = ann.stdout_rest();
+    assert!(rest.ends_with("* disconnected\n"), "{rest}");
+}
+
+#[test]
+fn the_client_exits_cleanly_when_the_server_shuts_down() {
+    let mut server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut ann = chat(&addr.to_string(), "ann");
+    server.signal("TERM");
+    expect_out(&mut ann, |l| l == "* server shutting down; bye");
+    expect_out(&mut ann, |l| l == "* disconnected");
+    let status = ann.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+    assert_eq!(server.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn the_client_connects_over_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.sock");
+    let path_arg = path.to_str().unwrap();
+    let mut server = chat_server(":memory:", &["--unix", path_arg]);
+    assert!(server.next_line().starts_with("listening on unix:"));
+    let mut bob = ChatClient::login(server.socket_addr(), "bob");
+    let mut ann = Proc::start(&["chat", "-U", path_arg, "--nick", "ann", "--color", "never"]);
+    expect_out(&mut ann, |l| l == "* you are ann, talking in #lobby");
+    ann.type_line("over unix");
+    bob.expect("[#lobby] <ann> over unix");
+    ann.close_stdin();
+    assert_eq!(ann.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}

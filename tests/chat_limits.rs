@@ -1,0 +1,415 @@
+//! The chat server's limits: a member that stops reading is cut off while the room carries
+//! on, floods are slowed down without loss, and line length, idle time, connection count and
+//! rooms per member are bounded.
+
+mod common;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{ChatClient, ChatConn, Read1, chat_server, is_closed, tcp};
+
+/// The tests that push tens of thousands of messages through the server take turns: each
+/// checks that members who keep reading keep up, which two floods at once on a small machine
+/// would make a test of the machine instead.
+static FLOOD: Mutex<()> = Mutex::new(());
+
+/// A connection whose receive buffer is small, so a member that never reads fills up fast.
+fn small_buffer_connection(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )
+    .unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream = TcpStream::from(socket);
+    stream.set_write_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// Reads `member` until `count` lines `[#lobby] <from> msg N` (N = 0, 1, …) have arrived in
+/// order, within `timeout`; returns every other line.
+fn drain_messages(
+    mut member: ChatClient,
+    from: &str,
+    count: usize,
+    timeout: Duration,
+) -> (ChatClient, Vec<String>) {
+    let deadline = Instant::now() + timeout;
+    let prefix = format!("[#lobby] <{from}> msg ");
+    let mut next = 0;
+    let mut others = Vec::new();
+    while next < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match member.poll_line(left) {
+            Some(Read1::Line(line)) => {
+                let line = String::from_utf8(line).unwrap();
+                match line.strip_prefix(&prefix) {
+                    Some(rest) => {
+                        let n: usize = rest.split(' ').next().unwrap().parse().unwrap();
+                        assert_eq!(n, next, "{}: message out of order", member.nick);
+                        next += 1;
+                    }
+                    None => others.push(line),
+                }
+            }
+            Some(Read1::Closed(_)) => panic!(
+                "{}: disconnected after {next} of {count} messages; other lines: {others:?}",
+                member.nick
+            ),
+            None => panic!(
+                "{}: only {next} of {count} messages within {timeout:?}; other lines: {others:?}",
+                member.nick
+            ),
+        }
+    }
+    (member, others)
+}
+
+#[test]
+fn a_member_that_stops_reading_is_cut_off_and_the_room_carries_on() {
+    const COUNT: usize = 20_000;
+    let _turn = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
+    let server = chat_server(":memory:", &["--max-rate", "0"]);
+    let addr = server.socket_addr();
+    let mut sink = ChatClient::over(ChatConn::Tcp(small_buffer_connection(addr))).welcomed();
+    sink.set_nick("sink");
+    let mut reader = ChatClient::login(addr, "reader");
+    let sender = ChatClient::login(addr, "sender");
+    reader.expect("* guest3 is now known as sender");
+
+    // Everyone who reads is reading before the first line goes out.
+    let ready = Arc::new(Barrier::new(3));
+    let started = Instant::now();
+    let mut conn = sender.writer();
+    let writer_ready = ready.clone();
+    let writing = thread::spawn(move || {
+        writer_ready.wait();
+        let padding = "x".repeat(500);
+        for chunk in 0..COUNT / 100 {
+            let lines: String = (chunk * 100..chunk * 100 + 100)
+                .map(|n| format!("msg {n} {padding}\n"))
+                .collect();
+            conn.write_all(lines.as_bytes()).unwrap();
+        }
+    });
+    // The sender is a member too, and reads its own messages back.
+    let sender_ready = ready.clone();
+    let sender_reading = thread::spawn(move || {
+        sender_ready.wait();
+        drain_messages(sender, "sender", COUNT, Duration::from_secs(60))
+    });
+    ready.wait();
+    let (mut reader, others) = drain_messages(reader, "sender", COUNT, Duration::from_secs(60));
+    writing.join().unwrap();
+    let (mut sender, _) = sender_reading.join().unwrap();
+    eprintln!("all {COUNT} messages delivered in {:?}", started.elapsed());
+    let cut_off = "* sink quit (disconnected: you stopped reading (1024 lines waiting))";
+    if !others.iter().any(|l| l == cut_off) {
+        reader.expect(cut_off);
+    }
+
+    // The sink's connection ends once it reads what was already on its way: the first
+    // messages, gap-free, perhaps a warning and the reason, and no more.
+    let lines = sink.read_until_closed(Duration::from_secs(30));
+    let mut got = 0;
+    for line in &lines {
+        if let Some(rest) = line.strip_prefix("[#lobby] <sender> msg ") {
+            assert!(
+                rest.starts_with(&format!("{got} ")),
+                "{line:.40} after {got}"
+            );
+            got += 1;
+        } else {
+            assert!(
+                line.starts_with("* ")
+                    || line.starts_with("! warning: you are falling behind")
+                    || line == "! error: disconnected: you stopped reading (1024 lines waiting)",
+                "{line:.80}"
+            );
+        }
+    }
+    assert!(got < COUNT, "the sink got all {got} messages");
+
+    // The room carries on.
+    sender.send("/who");
+    sender.expect("* #lobby (2): reader, sender");
+    reader.say("still here");
+    sender.expect("[#lobby] <reader> still here");
+}
+
+/// Being cut off must end the connection on the server's side even if the member never reads
+/// again: it gives back its connection slot (`--max-conns`) rather than hold it forever.
+#[test]
+fn a_member_cut_off_for_not_reading_frees_its_connection() {
+    let _turn = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
+    let server = chat_server(
+        ":memory:",
+        &["--max-rate", "0", "--max-conns", "2", "--outbox", "64"],
+    );
+    let addr = server.socket_addr();
+    let mut sink = ChatClient::over(ChatConn::Tcp(small_buffer_connection(addr))).welcomed();
+    sink.set_nick("sink");
+    let mut talker = ChatClient::login(addr, "talker");
+    // Enough to fill the sink's socket buffers and its outbox, several times over.
+    let padding = "y".repeat(1000);
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    for sent in 0.. {
+        assert!(Instant::now() < deadline, "the sink was never cut off");
+        talker.send(&format!("{sent} {padding}"));
+        let mine = format!("[#lobby] <talker> {sent} ");
+        let line = talker.expect_line(|l| l.starts_with("* sink quit") || l.starts_with(&mine));
+        if line.starts_with("* sink quit") {
+            assert_eq!(
+                line,
+                "* sink quit (disconnected: you stopped reading (64 lines waiting))"
+            );
+            break;
+        }
+    }
+    // The sink still never reads; its slot must come free for a newcomer.
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    loop {
+        let mut next = tcp(addr);
+        let mut line = [0u8; 22];
+        use std::io::Read;
+        if next.read_exact(&mut line).is_ok() {
+            assert_eq!(&line, b"* welcome to socktalk,");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cut-off member still holds its connection"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    drop(sink);
+}
+
+/// Fast senders are members too: while the server waits for room to take their next lines, it
+/// must keep sending them the room's messages, or they would be cut off as "not reading".
+///
+/// A stress test, so not run by default (`cargo test -- --ignored` runs it): with `--max-rate 0`
+/// the server sends as fast as it commits, and a member that is not scheduled for ~10 ms has
+/// 1024 lines (`--outbox`) waiting and is cut off, so on a busy 2-CPU machine it fails now and
+/// then even though nothing is wrong. Before the session stopped blocking on the hub's queue,
+/// it failed every time.
+#[test]
+#[ignore = "stress test; sensitive to CPU starvation"]
+fn fast_senders_that_keep_reading_are_never_cut_off() {
+    const SENDERS: usize = 2;
+    const EACH: usize = 10_000;
+    let _turn = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
+    let server = chat_server(":memory:", &["--max-rate", "0"]);
+    let addr = server.socket_addr();
+    let mut members: Vec<ChatClient> = (0..SENDERS)
+        .map(|i| ChatClient::login(addr, &format!("s{i}")))
+        .collect();
+    let last = format!("* guest{SENDERS} is now known as s{}", SENDERS - 1);
+    for member in &mut members[..SENDERS - 1] {
+        member.expect(&last);
+    }
+    // Everyone reads before anyone writes.
+    let ready = Arc::new(Barrier::new(2 * SENDERS));
+    let mut threads = Vec::new();
+    for (i, mut member) in members.into_iter().enumerate() {
+        let mut conn = member.writer();
+        let writer_ready = ready.clone();
+        threads.push(thread::spawn(move || {
+            let lines: String = (0..EACH).map(|n| format!("{n}\n")).collect();
+            writer_ready.wait();
+            conn.write_all(lines.as_bytes()).unwrap();
+        }));
+        let reader_ready = ready.clone();
+        threads.push(thread::spawn(move || {
+            reader_ready.wait();
+            // Every sender's messages, each sender's in order.
+            let mut next = [0usize; SENDERS];
+            let mut others = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while next.iter().sum::<usize>() < SENDERS * EACH {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let line = match member.poll_line(left) {
+                    Some(Read1::Line(line)) => String::from_utf8(line).unwrap(),
+                    other => panic!("s{i}: {other:?} after {next:?}; other lines: {others:?}"),
+                };
+                let Some(rest) = line.strip_prefix("[#lobby] <s") else {
+                    others.push(line);
+                    continue;
+                };
+                let (from, n) = rest.split_once("> ").unwrap();
+                let from: usize = from.parse().unwrap();
+                assert_eq!(
+                    n.parse::<usize>().unwrap(),
+                    next[from],
+                    "s{i}: from s{from}"
+                );
+                next[from] += 1;
+            }
+            assert!(
+                others
+                    .iter()
+                    .all(|l| !l.starts_with("! error") && !l.contains(" quit")),
+                "s{i}: {others:?}"
+            );
+        }));
+    }
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
+
+#[test]
+fn a_flood_is_slowed_down_and_nothing_is_lost() {
+    let server = chat_server(":memory:", &["--max-rate", "50", "--burst", "5"]);
+    let addr = server.socket_addr();
+    let mut watcher = ChatClient::login(addr, "watcher");
+    let mut flooder = ChatClient::login(addr, "flooder");
+    watcher.expect("* guest2 is now known as flooder");
+
+    let flood: String = (0..200).map(|n| format!("flood {n}\n")).collect();
+    let started = Instant::now();
+    flooder.send_raw(flood.as_bytes());
+    let mut warned = Vec::new();
+    for n in 0..200 {
+        let line = flooder.expect_line(|l| {
+            if l.starts_with("! warning: ") {
+                warned.push(l.to_string());
+            }
+            l.starts_with("[#lobby] <flooder> ")
+        });
+        assert_eq!(line, format!("[#lobby] <flooder> flood {n}"));
+    }
+    let elapsed = started.elapsed();
+    for n in 0..200 {
+        watcher.expect_next(&format!("[#lobby] <flooder> flood {n}"));
+    }
+    assert_eq!(
+        warned,
+        [
+            "! warning: slow down: at most 50 messages per second; reading you more slowly (nothing is lost)"
+        ]
+    );
+    // 195 messages beyond the burst at 50 a second take about 3.9 s.
+    assert!(elapsed >= Duration::from_secs(3), "{elapsed:?}");
+
+    // Commands count too, but once the bucket refills the flooder is served at once again.
+    thread::sleep(Duration::from_millis(200));
+    flooder.send("/who");
+    flooder.expect_next("* #lobby (2): flooder, watcher");
+}
+
+#[test]
+fn an_over_long_line_is_refused_and_the_session_goes_on() {
+    let server = chat_server(":memory:", &["--max-line", "64"]);
+    let addr = server.socket_addr();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+
+    ann.send(&"x".repeat(100));
+    ann.expect_next("! error: line longer than 64 bytes (--max-line); it was discarded");
+    ann.send("a normal line");
+    ann.expect_next("[#lobby] <ann> a normal line");
+    bob.expect_next("[#lobby] <ann> a normal line");
+
+    // A long line arriving in pieces is skipped up to its newline, however it is cut.
+    ann.send_raw(&[b'y'; 50]);
+    ann.send_raw(&[b'y'; 50]);
+    ann.expect_next("! error: line longer than 64 bytes (--max-line); it was discarded");
+    ann.send_raw(&[b'z'; 5000]);
+    ann.send_raw(b"zz\nafter the long one\n");
+    ann.expect_next("[#lobby] <ann> after the long one");
+    bob.expect_next("[#lobby] <ann> after the long one");
+}
+
+#[test]
+fn an_idle_client_is_disconnected_with_a_reason() {
+    let server = chat_server(":memory:", &["--idle-timeout", "0.5"]);
+    let addr = server.socket_addr();
+    let mut silent = ChatClient::guest(addr);
+    let mut chatty = ChatClient::guest(addr);
+    silent.expect("* guest2 joined #lobby");
+
+    // chatty keeps talking; silent says nothing and is closed.
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    let mut n = 0;
+    let quit = loop {
+        assert!(Instant::now() < deadline, "silent was never disconnected");
+        chatty.send(&format!("ping {n}"));
+        n += 1;
+        match chatty.poll_line(Duration::from_millis(100)) {
+            Some(Read1::Line(line)) if line.starts_with(b"* guest1 quit") => {
+                break String::from_utf8(line).unwrap();
+            }
+            Some(Read1::Closed(_)) => panic!("chatty was disconnected"),
+            _ => {}
+        }
+    };
+    assert_eq!(quit, "* guest1 quit (idle)");
+    let lines = silent.read_until_closed(common::IO_TIMEOUT);
+    let error = lines.iter().find(|l| l.starts_with("! error: "));
+    assert_eq!(
+        error.map(String::as_str),
+        Some("! error: closing: idle for 500ms (--idle-timeout)"),
+        "{lines:?}"
+    );
+    assert!(chatty.say("still connected").ends_with("still connected"));
+}
+
+#[test]
+fn max_conns_closes_the_extra_connection_cleanly() {
+    let server = chat_server(":memory:", &["--max-conns", "2"]);
+    let addr = server.socket_addr();
+    let mut first = ChatClient::login(addr, "first");
+    let _second = ChatClient::login(addr, "second");
+    first.expect("* guest2 is now known as second");
+
+    let mut third = tcp(addr);
+    let mut got = Vec::new();
+    use std::io::Read;
+    let end = third.read_to_end(&mut got);
+    assert!(
+        end.is_ok() || end.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+        "not a clean close"
+    );
+    assert!(got.is_empty(), "the extra connection got {got:?}");
+
+    // The first two are unaffected; when one leaves, its slot serves a newcomer.
+    assert_eq!(first.say("still two"), "[#lobby] <first> still two");
+    first.send("/quit");
+    first.read_until_closed(common::IO_TIMEOUT);
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    loop {
+        let mut next = tcp(addr);
+        let mut line = [0u8; 22];
+        if next.read_exact(&mut line).is_ok() {
+            assert_eq!(&line, b"* welcome to socktalk,");
+            break;
+        }
+        assert!(is_closed(&mut next));
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn max_rooms_refuses_one_more_join() {
+    let server = chat_server(":memory:", &["--max-rooms", "2"]);
+    let addr = server.socket_addr();
+    let mut ann = ChatClient::login(addr, "ann");
+    ann.join("#a");
+    ann.send("/join #b");
+    ann.expect_next("! error: you are in 2 rooms, the most allowed (--max-rooms); /part one first");
+    ann.send("/rooms");
+    ann.expect_next("* rooms: #a (1), #lobby (1)");
+    ann.send("/part #a");
+    ann.expect("* you are now talking in #lobby");
+    ann.join("#b");
+    assert_eq!(ann.say("in b"), "[#b] <ann> in b");
+}

@@ -1,0 +1,442 @@
+//! The chat server's rooms: delivery, joining and leaving, listing, nicks, actions, quitting,
+//! errors that leave the session going, abrupt disconnects, a busy room, and the Unix listener.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::thread;
+use std::time::Duration;
+
+use common::{ChatClient, Proc, chat_server};
+
+fn server() -> (Proc, SocketAddr) {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    (server, addr)
+}
+
+#[test]
+fn a_room_message_reaches_every_member_and_no_other_room() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut cat = ChatClient::login(addr, "cat");
+    cat.join("#dev");
+    cat.send("/part #lobby");
+    cat.expect("* cat left #lobby");
+    cat.expect_next("* you are now talking in #dev");
+    for member in [&mut ann, &mut bob] {
+        member.expect("* cat left #lobby");
+    }
+
+    assert_eq!(ann.say("hello lobby"), "[#lobby] <ann> hello lobby");
+    bob.expect_next("[#lobby] <ann> hello lobby");
+
+    // cat is only in #dev: the lobby message, already fanned out, did not reach it.
+    cat.send("dev only");
+    cat.expect_next("[#dev] <cat> dev only");
+    // And the #dev message, already fanned out, reached no one in the lobby.
+    ann.send("second");
+    ann.expect_next("[#lobby] <ann> second");
+    bob.expect_next("[#lobby] <ann> second");
+}
+
+#[test]
+fn join_creates_a_room_and_replays_its_history() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    ann.join("#new");
+    ann.send("/rooms");
+    ann.expect_next("* rooms: #lobby (1), #new (1)");
+    for text in ["one", "two", "three"] {
+        assert_eq!(ann.say(text), format!("[#new] <ann> {text}"));
+    }
+
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+    bob.send("/join #NEW");
+    bob.expect_next("* 3 earlier messages in #new:");
+    for text in ["one", "two", "three"] {
+        let line = bob.next_line();
+        // `[#new YYYY-MM-DD HH:MM] <ann> one`
+        let (place, rest) = line.split_once("] ").unwrap();
+        assert_eq!(rest, format!("<ann> {text}"), "{line}");
+        let stamp = place
+            .strip_prefix("[#new ")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(stamp.len(), "2026-01-01 00:00".len(), "{line}");
+        assert!(
+            stamp.starts_with("20") && stamp.as_bytes()[13] == b':',
+            "{line}"
+        );
+    }
+    bob.expect_next("* bob joined #new");
+    ann.expect_next("* bob joined #new");
+
+    // Joining a room one is already in just makes it current.
+    bob.send("/join #lobby");
+    bob.expect_next("* now talking in #lobby");
+    assert_eq!(
+        bob.say("back in the lobby"),
+        "[#lobby] <bob> back in the lobby"
+    );
+    ann.expect_next("[#lobby] <bob> back in the lobby");
+}
+
+#[test]
+fn part_leaves_a_room_and_then_no_room_at_all() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.join("#dev");
+    bob.join("#dev");
+    ann.expect_next("* bob joined #dev");
+
+    bob.send("/part");
+    bob.expect_next("* bob left #dev");
+    bob.expect_next("* you are now talking in #lobby");
+    ann.expect_next("* bob left #dev");
+
+    ann.say("bob is gone");
+    bob.send("/part #dev");
+    bob.expect_next("! error: you are not in #dev");
+
+    bob.send("/part #lobby");
+    bob.expect_next("* bob left #lobby");
+    bob.expect_next("* you are in no room now; /join #room to talk");
+    ann.expect_next("* bob left #lobby");
+    bob.send("anyone?");
+    bob.expect_next("! error: you are in no room; /join #room first");
+    bob.send("/who");
+    bob.expect_next("! error: you are in no room; /who #room");
+
+    // Everyone gone: the room itself goes (its history stays).
+    ann.send("/part #dev");
+    ann.expect_next("* ann left #dev");
+    ann.expect_next("* you are now talking in #lobby");
+    ann.send("/rooms");
+    ann.expect_next("* rooms: #lobby (1)");
+}
+
+#[test]
+fn who_and_rooms_list_members_and_rooms() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "Bob");
+    ann.expect("* guest2 is now known as Bob");
+    let mut cat = ChatClient::login(addr, "cat");
+    ann.expect("* guest3 is now known as cat");
+
+    ann.send("/who");
+    ann.expect_next("* #lobby (3): ann, Bob, cat");
+    bob.join("#dev");
+    cat.join("#zoo");
+    cat.send("/rooms");
+    cat.expect_next("* rooms: #dev (1), #lobby (3), #zoo (1)");
+    ann.send("/who #dev");
+    ann.expect_next("* #dev (1): Bob");
+    ann.send("/who #nowhere");
+    ann.expect_next("! error: there is no room #nowhere");
+}
+
+#[test]
+fn nicks_are_unique_regardless_of_case_and_must_be_valid() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+
+    bob.send("/nick ANN");
+    bob.expect_next("! error: nick 'ANN' is taken");
+    bob.send("/nick 1abc");
+    bob.expect_next(
+        "! error: nick '1abc' may use letters, digits, _ and -, and must start with a letter or _",
+    );
+    bob.send("/nick bad!nick");
+    assert!(
+        bob.next_line()
+            .starts_with("! error: nick 'bad!nick' may use")
+    );
+    let long = "n".repeat(25);
+    bob.send(&format!("/nick {long}"));
+    bob.expect_next(&format!(
+        "! error: nick '{long}' must be 1 to 24 characters"
+    ));
+    bob.send("/nick");
+    bob.expect_next("! error: usage: /nick NAME");
+    bob.send("/nick two words");
+    bob.expect_next("! error: usage: /nick NAME");
+    bob.send("/nick bob");
+    bob.expect_next("* you are already bob");
+
+    // ann may change the case of her own nick; everyone hears of a change.
+    ann.send("/nick Ann");
+    ann.expect_next("* ann is now known as Ann");
+    bob.expect_next("* ann is now known as Ann");
+    ann.nick = "Ann".into();
+
+    // Any script will do.
+    bob.set_nick("小明");
+    ann.expect_next("* bob is now known as 小明");
+    assert_eq!(bob.say("你好"), "[#lobby] <小明> 你好");
+
+    // A nick is freed when its owner leaves.
+    ann.send("/quit");
+    ann.expect("* bye");
+    bob.expect("* Ann quit");
+    bob.set_nick("ann");
+    assert_eq!(bob.say("mine now"), "[#lobby] <ann> mine now");
+}
+
+#[test]
+fn me_is_an_action_seen_by_the_room() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+    ann.send("/me waves to everyone");
+    ann.expect_next("[#lobby] * ann waves to everyone");
+    bob.expect_next("[#lobby] * ann waves to everyone");
+    ann.send("/me");
+    ann.expect_next("! error: usage: /me action");
+    // `//` sends a line starting with `/`.
+    ann.send("//me is not a command");
+    ann.expect_next("[#lobby] <ann> /me is not a command");
+    bob.expect_next("[#lobby] <ann> /me is not a command");
+}
+
+#[test]
+fn quit_tells_the_room_and_closes_the_connection() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut cat = ChatClient::login(addr, "cat");
+    ann.expect("* guest3 is now known as cat");
+    bob.expect("* guest3 is now known as cat");
+
+    cat.send("/quit");
+    assert_eq!(cat.read_until_closed(common::IO_TIMEOUT), ["* bye"]);
+    ann.expect_next("* cat quit");
+    bob.expect_next("* cat quit");
+
+    bob.send("/quit gotta go");
+    assert_eq!(bob.read_until_closed(common::IO_TIMEOUT), ["* bye"]);
+    ann.expect_next("* bob quit (gotta go)");
+    ann.send("/who");
+    ann.expect_next("* #lobby (1): ann");
+
+    // Simply closing the connection is a quit too.
+    let dan = ChatClient::login(addr, "dan");
+    ann.expect("* guest4 is now known as dan");
+    drop(dan);
+    ann.expect_next("* dan quit");
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    ann.send("/help");
+    ann.expect_next("* commands:");
+    let mut help = Vec::new();
+    for _ in 0..12 {
+        help.push(ann.next_line());
+    }
+    for command in [
+        "/nick NAME",
+        "/join #room",
+        "/part [#room]",
+        "/msg NICK text",
+        "/me action",
+        "/who [#room]",
+        "/rooms",
+        "/history [N]",
+        "/encoding LABEL",
+        "/json",
+        "/quit [reason]",
+    ] {
+        assert!(
+            help.iter()
+                .any(|l| l.starts_with(&format!("*   {command} "))),
+            "{command} missing from {help:#?}"
+        );
+    }
+    // `/?` is the same, and the session goes on.
+    ann.send("/?");
+    ann.expect_next("* commands:");
+    ann.say("still here");
+}
+
+#[test]
+fn bad_commands_get_an_error_and_the_session_goes_on() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+    for (line, error) in [
+        (
+            "/frobnicate now",
+            "unknown command /frobnicate (type /help)",
+        ),
+        ("/join", "usage: /join #room"),
+        ("/join #a #b", "usage: /join #room"),
+        (
+            "/join #no!pe",
+            "room '#no!pe' may use letters, digits, _ and - after the #",
+        ),
+        ("/part #a #b", "usage: /part [#room]"),
+        ("/msg bob", "usage: /msg NICK text"),
+        (
+            "/history 0",
+            "'0' is not a positive number; usage: /history [N]",
+        ),
+        (
+            "/history lots",
+            "'lots' is not a positive number; usage: /history [N]",
+        ),
+        ("/rooms please", "/rooms takes no arguments"),
+        ("/json now", "/json takes no arguments"),
+        ("/encoding", "usage: /encoding LABEL (utf-8, gbk, big5, …)"),
+        (
+            "/",
+            "empty command; type /help, or //text to send a line starting with /",
+        ),
+    ] {
+        ann.send(line);
+        ann.expect_next(&format!("! error: {error}"));
+    }
+    // Blank lines are ignored, and the session is still fine.
+    ann.send("");
+    ann.send("   ");
+    assert_eq!(ann.say("still fine"), "[#lobby] <ann> still fine");
+    bob.expect_next("[#lobby] <ann> still fine");
+}
+
+#[test]
+fn abrupt_disconnects_are_announced_and_disturb_no_one() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+    for round in 0..10 {
+        let nick = format!("crash{round}");
+        let mut crasher = ChatClient::login(addr, &nick);
+        crasher.say("about to crash");
+        crasher.send_raw(b"half a line with no end");
+        crasher.reset();
+        // And a client that connects and leaves at once.
+        drop(ChatClient::connect(addr));
+        for member in [&mut ann, &mut bob] {
+            member.expect(&format!("[#lobby] <{nick}> about to crash"));
+            // Both departures are announced, in whichever order the server noticed them.
+            let (mut crash_quit, mut guest_quit) = (None, None);
+            while crash_quit.is_none() || guest_quit.is_none() {
+                let line =
+                    member.expect_line(|l| l.ends_with(" joined #lobby") || l.contains(" quit"));
+                if line.starts_with(&format!("* {nick} quit")) {
+                    crash_quit = Some(line);
+                } else if line.starts_with("* guest") && line.contains(" quit") {
+                    guest_quit = Some(line);
+                } else {
+                    assert!(line.starts_with("* guest"), "{line}");
+                }
+            }
+            let quit = crash_quit.unwrap();
+            assert!(
+                quit == format!("* {nick} quit")
+                    || quit.starts_with(&format!("* {nick} quit (connection lost")),
+                "{quit}"
+            );
+        }
+    }
+    assert_eq!(ann.say("still here"), "[#lobby] <ann> still here");
+    bob.expect("[#lobby] <ann> still here");
+    bob.send("/who");
+    bob.expect_next("* #lobby (2): ann, bob");
+}
+
+#[test]
+fn thirty_members_each_receive_every_message_once_in_order() {
+    let server = chat_server(":memory:", &["--max-rate", "0"]);
+    let addr = server.socket_addr();
+    let mut members: Vec<ChatClient> = (0..30)
+        .map(|i| ChatClient::login(addr, &format!("m{i}")))
+        .collect();
+    for member in &mut members[..29] {
+        // The last arrival's nick change is the last thing every member hears.
+        member.expect_line(|l| l.ends_with(" is now known as m29"));
+    }
+    // Three members send 50 messages each, all at once.
+    let mut senders: Vec<_> = (0..3)
+        .map(|i| {
+            let mut conn = members[i].writer();
+            thread::spawn(move || {
+                use std::io::Write;
+                let text: String = (0..50).map(|n| format!("from m{i} #{n}\n")).collect();
+                conn.write_all(text.as_bytes()).unwrap();
+            })
+        })
+        .collect();
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|mut member| {
+            thread::spawn(move || {
+                let lines: Vec<String> = (0..150).map(|_| member.next_line()).collect();
+                (member, lines)
+            })
+        })
+        .collect();
+    for sender in senders.drain(..) {
+        sender.join().unwrap();
+    }
+    let results: Vec<(ChatClient, Vec<String>)> =
+        readers.into_iter().map(|r| r.join().unwrap()).collect();
+    let first = &results[0].1;
+    for i in 0..3 {
+        let mine: Vec<&String> = first
+            .iter()
+            .filter(|l| l.starts_with(&format!("[#lobby] <m{i}> ")))
+            .collect();
+        let expected: Vec<String> = (0..50)
+            .map(|n| format!("[#lobby] <m{i}> from m{i} #{n}"))
+            .collect();
+        assert_eq!(
+            mine,
+            expected.iter().collect::<Vec<_>>(),
+            "sender m{i}'s order"
+        );
+    }
+    for (member, lines) in &results {
+        assert_eq!(lines, first, "{} saw another order", member.nick);
+    }
+    // Nothing more was queued for anyone: the next line is the next message.
+    let mut members: Vec<ChatClient> = results.into_iter().map(|(m, _)| m).collect();
+    members[29].say("last");
+    for member in &mut members[..29] {
+        member.expect_next("[#lobby] <m29> last");
+    }
+}
+
+#[test]
+fn a_unix_socket_listener_works_alongside_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.sock");
+    let mut server = chat_server(":memory:", &["--unix", path.to_str().unwrap()]);
+    let addr = server.socket_addr();
+    assert_eq!(
+        server.next_line(),
+        format!("listening on unix:{}", path.display())
+    );
+
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::connect_unix(&path).welcomed();
+    bob.set_nick("bob");
+    ann.expect("* guest2 is now known as bob");
+    assert_eq!(bob.say("over unix"), "[#lobby] <bob> over unix");
+    ann.expect_next("[#lobby] <bob> over unix");
+    assert_eq!(ann.say("over tcp"), "[#lobby] <ann> over tcp");
+    bob.expect_next("[#lobby] <ann> over tcp");
+    bob.send("/quit");
+    assert_eq!(bob.read_until_closed(Duration::from_secs(5)), ["* bye"]);
+    ann.expect_next("* bob quit");
+}
