@@ -490,7 +490,7 @@ impl Hub {
         let mut run_room = String::new();
         for Pending { author, record } in batch.items {
             self.delivered_up_to = record.id;
-            if run.len() > 0 && record.room.as_deref() != Some(run_room.as_str()) {
+            if !run.is_empty() && record.room.as_deref() != Some(run_room.as_str()) {
                 self.broadcast_run(&run_room, &std::mem::take(&mut run));
             }
             match record.room.clone() {
