@@ -2,8 +2,9 @@
 //! carrying its sequence number and send time, and every receiver records when each arrives.
 //!
 //! Works with any chat server that relays lines to the others (socktalk's `serve`,
-//! `ncat --chat`, …): receivers look for the marker `fanout:SEQ:NANOS` anywhere in a line.
-//! Before sending, the sender repeats a `fanout-ready` probe until every receiver has seen one,
+//! `ncat --chat`, …): receivers look for the marker `TAG:SEQ:NANOS` anywhere in a line (`TAG`
+//! is new each run). Before sending, the sender repeats a `TAG-ready` probe until every
+//! receiver has seen one,
 //! so nobody misses the start. Against `socktalk serve`, run the server with `--max-rate 0`, or
 //! its flood limit paces the sender.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use super::{Latency, Report, clock_ns, connect, histogram, progress};
@@ -21,20 +22,43 @@ use crate::codec::{FrameCodec, Framing};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 
-const MARK: &[u8] = b"fanout:";
-const READY: &[u8] = b"fanout-ready";
+/// Every run marks its lines with its own tag, so lines of an earlier run (a chat server
+/// replays recent history on join) are not counted.
+fn run_tag() -> String {
+    format!(
+        "fanout{:x}",
+        u64::from(std::process::id()) ^ clock_ns() ^ now_nanos()
+    )
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
 
 /// Longest line a receiver accepts from the server.
 const MAX_LINE: usize = 1024 * 1024;
 
-/// Parses `fanout:SEQ:NANOS` out of a line.
-fn parse_mark(line: &[u8]) -> Option<(u64, u64)> {
-    let at = memchr::memmem::find(line, MARK)? + MARK.len();
-    let rest = std::str::from_utf8(&line[at..]).ok()?;
-    let mut parts = rest.split(|c: char| !c.is_ascii_digit());
-    let seq = parts.next()?.parse().ok()?;
-    let sent = parts.next()?.parse().ok()?;
+/// Parses `TAG:SEQ:NANOS` out of a line (`mark` is `TAG:`).
+fn parse_mark(line: &[u8], mark: &[u8]) -> Option<(u64, u64)> {
+    let at = memchr::memmem::find(line, mark)? + mark.len();
+    let (seq, used) = digits(&line[at..])?;
+    let rest = line[at + used..].strip_prefix(b":")?;
+    let (sent, _) = digits(rest)?;
     Some((seq, sent))
+}
+
+/// A decimal number at the start of `bytes`, and how many bytes it took.
+fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
+    let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if len == 0 || len > 19 {
+        return None;
+    }
+    let value = bytes[..len]
+        .iter()
+        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    Some((value, len))
 }
 
 /// Runs the fan-out benchmark.
@@ -49,6 +73,9 @@ pub async fn run(
     timeout: Duration,
 ) -> Result<Report> {
     super::hold::raise_fd_limit();
+    let tag = run_tag();
+    let mark: Arc<[u8]> = format!("{tag}:").into_bytes().into();
+    let ready_mark: Arc<[u8]> = format!("{tag}-ready").into_bytes().into();
     let ready = Arc::new(AtomicUsize::new(0));
     let delivered = Arc::new(AtomicU64::new(0));
     let last_delivery = Arc::new(AtomicU64::new(0));
@@ -56,6 +83,7 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(receivers);
     for _ in 0..receivers {
         let stream = connect(target, family).await?;
+        let (mark, ready_mark) = (mark.clone(), ready_mark.clone());
         let (ready, delivered, last_delivery, bar) = (
             ready.clone(),
             delivered.clone(),
@@ -63,26 +91,43 @@ pub async fn run(
             bar.clone(),
         );
         tasks.push(tokio::spawn(async move {
-            let mut frames = FramedRead::new(stream, FrameCodec::new(Framing::Line, MAX_LINE));
+            // The receivers share the machine with the server: each read's lines are scanned
+            // in place, and the clock is read once per read (its lines all arrived together).
+            let mut stream = stream;
+            let mut buf = BytesMut::with_capacity(64 * 1024);
             let mut latencies = histogram();
             let mut is_ready = false;
             let mut got = 0u64;
             while got < lines {
-                let Some(Ok(line)) = frames.next().await else {
-                    break;
-                };
-                if let Some((_, sent)) = parse_mark(&line) {
-                    let now = clock_ns();
-                    let _ = latencies.record(now.saturating_sub(sent).max(1));
-                    got += 1;
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    last_delivery.fetch_max(now, Ordering::Relaxed);
-                    if got.is_multiple_of(256) {
-                        bar.inc(256);
+                if buf.capacity() - buf.len() < 16 * 1024 {
+                    buf.reserve(64 * 1024);
+                }
+                match stream.read_buf(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let now = clock_ns();
+                let before = got;
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &buf) {
+                    let line = &buf[start..end];
+                    start = end + 1;
+                    if let Some((_, sent)) = parse_mark(line, &mark) {
+                        let _ = latencies.record(now.saturating_sub(sent).max(1));
+                        got += 1;
+                    } else if !is_ready && memchr::memmem::find(line, &ready_mark).is_some() {
+                        is_ready = true;
+                        ready.fetch_add(1, Ordering::Relaxed);
                     }
-                } else if !is_ready && memchr::memmem::find(&line, READY).is_some() {
-                    is_ready = true;
-                    ready.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = buf.split_to(start);
+                if buf.len() > MAX_LINE {
+                    break;
+                }
+                if got > before {
+                    delivered.fetch_add(got - before, Ordering::Relaxed);
+                    last_delivery.fetch_max(now, Ordering::Relaxed);
+                    bar.inc(got - before);
                 }
             }
             latencies
@@ -92,7 +137,7 @@ pub async fn run(
     let mut sender = connect(target, family).await?;
     let slowed = Arc::new(AtomicU64::new(0));
     // The sender's own incoming lines (its echo, server notices) are read and dropped.
-    sender_probe_ready(&mut sender, &ready, receivers, timeout).await?;
+    sender_probe_ready(&mut sender, &tag, &ready, receivers, timeout).await?;
     let (sender_rx, mut sender_tx) = tokio::io::split(sender);
     let drain = {
         let slowed = slowed.clone();
@@ -110,7 +155,7 @@ pub async fn run(
     let mut out = BytesMut::with_capacity(64);
     for seq in 0..lines {
         out.clear();
-        out.extend_from_slice(format!("fanout:{seq}:{}\n", clock_ns()).as_bytes());
+        out.extend_from_slice(format!("{tag}:{seq}:{}\n", clock_ns()).as_bytes());
         sender_tx.write_all(&out).await?;
     }
     let deadline = tokio::time::Instant::now() + timeout;
@@ -146,7 +191,7 @@ pub async fn run(
         ops: Some(ops),
         ops_per_s: Some(if secs > 0.0 { ops as f64 / secs } else { 0.0 }),
         latency_us: Some(Latency::from_nanos(&all)),
-        lost: Some(receivers as u64 * lines - ops),
+        lost: Some((receivers as u64 * lines).saturating_sub(ops)),
         errors,
         ..Report::default()
     })
@@ -155,6 +200,7 @@ pub async fn run(
 /// Sends `fanout-ready` probes every 50 ms until every receiver has seen one.
 async fn sender_probe_ready(
     sender: &mut super::Conn,
+    tag: &str,
     ready: &AtomicUsize,
     receivers: usize,
     timeout: Duration,
@@ -172,7 +218,7 @@ async fn sender_probe_ready(
             )));
         }
         sender
-            .write_all(format!("fanout-ready {round}\n").as_bytes())
+            .write_all(format!("{tag}-ready {round}\n").as_bytes())
             .await?;
         round += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -186,12 +232,17 @@ mod tests {
 
     #[test]
     fn marks_are_found_in_any_server_format() {
+        let mark = b"fanoutab:";
+        let found = |line: &[u8]| parse_mark(line, mark);
         assert_eq!(
-            parse_mark(b"[#lobby] <guest1> fanout:7:123456"),
+            found(b"[#lobby] <guest1> fanoutab:7:123456"),
             Some((7, 123456))
         );
-        assert_eq!(parse_mark(b"<user5> fanout:0:99\r"), Some((0, 99)));
-        assert_eq!(parse_mark(b"fanout-ready 3"), None);
-        assert_eq!(parse_mark(b"no mark"), None);
+        assert_eq!(found(b"<user5> fanoutab:0:99\r"), Some((0, 99)));
+        assert_eq!(found(b"fanoutab-ready 3"), None);
+        assert_eq!(found(b"fanoutcd:1:2"), None);
+        assert_eq!(found(b"no mark"), None);
+        assert_eq!(found(b"fanoutab:1:"), None);
+        assert_eq!(found(b"fanoutab:99999999999999999999:1"), None);
     }
 }
