@@ -216,9 +216,18 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
 
 async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken) -> Result<()> {
     let mut tcp = args.tcp;
-    if tcp.is_empty() && args.unix.is_none() {
+    // The main job (no listener named) serves people on TCP and browsers on HTTP; once any
+    // listener is named, the listeners named are the ones served.
+    let is_main_job = tcp.is_empty() && args.unix.is_none();
+    if is_main_job {
         tcp.push(crate::limits::CHAT_ADDR.parse()?);
     }
+    let http = match args.http.as_deref() {
+        Some("off") => None,
+        Some(addr) => Some(addr.parse::<Endpoint>()?),
+        None if is_main_job => Some(crate::limits::HTTP_ADDR.parse()?),
+        None => None,
+    };
     if !(args.max_rate >= 0.0 && args.burst >= 0.0) {
         return Err(Error::Usage("--max-rate and --burst must be ≥ 0".into()));
     }
@@ -242,6 +251,8 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
             outbox: args.outbox.max(2),
             announce_limit: args.announce_limit,
         },
+        http,
+        allow_origins: args.allow_origins,
     };
     chat::run(config, family, shutdown).await
 }

@@ -276,6 +276,16 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = limits::ANNOUNCE_LIMIT)]
     pub announce_limit: usize,
 
+    /// Serve the web chat (page and WebSocket) on ADDR, or 'off'. Default: 127.0.0.1:8080 when
+    /// no --tcp/--unix is given (the main job), else off.
+    #[arg(long, value_name = "ADDR|off")]
+    pub http: Option<String>,
+
+    /// Also let pages from ORIGIN (e.g. https://chat.example.org) open the WebSocket; '*' for
+    /// any. By default only pages served by this server may.
+    #[arg(long = "allow-origin", value_name = "ORIGIN")]
+    pub allow_origins: Vec<String>,
+
     /// Lines queued for a member before it is disconnected as not reading.
     #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]
     pub outbox: usize,

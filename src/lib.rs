@@ -16,6 +16,8 @@
 //!
 //! [`bench`] is the load generator (`socktalk bench`).
 //!
+//! [`web`] serves the chat to browsers (page and WebSocket).
+//!
 //! [`chat`] is the multi-user chat server (`serve`) and its terminal client (`chat`).
 //!
 //! The clients are [`connect`] (netcat-style) and [`talk`] (one-to-one chat). [`cli`] holds the
@@ -35,6 +37,7 @@ pub mod server;
 pub mod service;
 pub mod talk;
 pub mod transport;
+pub mod web;
 
 pub use endpoint::{Endpoint, Family, Proto};
 pub use error::{Error, Result};

@@ -68,5 +68,8 @@ pub const OUTBOX: usize = 1024;
 /// quits and nick changes to everyone, only to the member concerned.
 pub const ANNOUNCE_LIMIT: usize = 100;
 
+/// The chat server's default web address (page and WebSocket), for the main job.
+pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+
 /// The chat server's default TCP address.
 pub const CHAT_ADDR: &str = "127.0.0.1:7878";

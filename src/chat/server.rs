@@ -18,6 +18,7 @@ use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 use crate::server;
 use crate::transport::{StreamListener, tcp, unix};
+use crate::web::{self, OriginPolicy, WebState};
 
 /// Requests queued from sessions to the hub before senders wait.
 const HUB_QUEUE: usize = 4096;
@@ -39,6 +40,10 @@ pub struct ChatConfig {
     pub session: SessionConfig,
     /// Hub settings.
     pub hub: HubConfig,
+    /// Where to serve the web page and its WebSocket, if anywhere.
+    pub http: Option<Endpoint>,
+    /// Origins allowed to open the WebSocket besides the serving host.
+    pub allow_origins: Vec<String>,
 }
 
 /// Runs the chat server until `shutdown` is cancelled.
@@ -57,6 +62,10 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
         tcp_listeners.push(tcp::listen(endpoint, family).await?);
     }
     let unix_listener = config.unix.as_deref().map(unix::listen).transpose()?;
+    let http_listener = match &config.http {
+        Some(endpoint) => Some(tcp::listen(endpoint, family).await?),
+        None => None,
+    };
 
     let store =
         Store::open(&config.db, config.db_sync).map_err(|err| Error::Database(err.to_string()))?;
@@ -80,6 +89,27 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
     }
     if let Some(listener) = unix_listener {
         serve(&mut servers, listener, &context);
+    }
+    if let Some(listener) = http_listener {
+        let url = match listener.local_addr() {
+            Ok(addr) => format!("http://{addr}/"),
+            Err(_) => "http://?/".into(),
+        };
+        server::announce(&url);
+        let state = Arc::new(WebState {
+            hub_tx: context.hub_tx.clone(),
+            session: context.session.clone(),
+            limit: context.limit.clone(),
+            shutdown: context.shutdown.clone(),
+            origins: OriginPolicy {
+                allowed: config.allow_origins.clone(),
+            },
+        });
+        servers.spawn(async move {
+            if let Err(err) = web::serve(listener, state).await {
+                tracing::error!("web server stopped: {err}");
+            }
+        });
     }
     // The listeners' tasks hold their own copies; the hub ends on shutdown, not on this.
     drop(context);

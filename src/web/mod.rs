@@ -1,0 +1,323 @@
+//! The browser side of the chat (B/S beside C/S): the page at `/` and a WebSocket at `/ws`.
+//!
+//! The page's three files are compiled into the binary, so serving it needs no build step and
+//! no files on disk. A WebSocket member is an ordinary hub member in JSON mode from its first
+//! frame: it starts as a guest in `#lobby`, sends the JSON requests of the line protocol (one per
+//! text frame) and gets one event per text frame. The limits are those of a TCP member: the
+//! longest message (`--max-line`), the rate (`--max-rate`), the bounded outbox for slow readers
+//! and `--max-conns`, shared with the other listeners.
+//!
+//! Cross-site WebSocket hijacking is refused: a browser's `Origin` must name the host the page
+//! was served from (or one given with `--allow-origin`). Clients that send no `Origin` (not
+//! browsers) are let in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::command::{Command, parse_json};
+use crate::chat::event::Event;
+use crate::chat::hub::{Format, Request};
+use crate::chat::outbox::outbox;
+use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
+use crate::codec::WireEncoding;
+
+const INDEX_HTML: &str = include_str!("../../web/index.html");
+const APP_JS: &str = include_str!("../../web/app.js");
+const STYLE_CSS: &str = include_str!("../../web/style.css");
+
+/// The page may load only its own files and talk only to its own server.
+const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+                   style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+
+/// Who may open the WebSocket.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    /// Origins allowed besides the serving host (`http://example.org:8080`), or `*` for any.
+    pub allowed: Vec<String>,
+}
+
+impl OriginPolicy {
+    /// Whether a request with these headers may upgrade.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+            // Not a browser: no page could have been tricked into opening this.
+            return true;
+        };
+        if self
+            .allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+        {
+            return true;
+        }
+        let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        host.is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+    }
+}
+
+/// What every web request shares.
+pub struct WebState {
+    /// The hub.
+    pub hub_tx: mpsc::Sender<Request>,
+    /// Limits of a chat session.
+    pub session: Arc<SessionConfig>,
+    /// `--max-conns`, shared with the other listeners.
+    pub limit: Arc<Semaphore>,
+    /// Server shutdown.
+    pub shutdown: CancellationToken,
+    /// Who may open the WebSocket.
+    pub origins: OriginPolicy,
+}
+
+/// The routes: the page's files and the WebSocket.
+pub fn router(state: Arc<WebState>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route("/ws", get(upgrade))
+        .with_state(state)
+}
+
+/// Serves the web page and WebSocket on `listener` until `shutdown`.
+///
+/// # Errors
+/// The listener failed.
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<WebState>) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn upgrade(
+    State(state): State<Arc<WebState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !state.origins.allows(&headers) {
+        tracing::warn!(%peer, "websocket refused: origin not allowed (--allow-origin)");
+        return (
+            StatusCode::FORBIDDEN,
+            "origin not allowed (the server's --allow-origin decides)\n",
+        )
+            .into_response();
+    }
+    let Ok(permit) = state.limit.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server full (--max-conns)\n",
+        )
+            .into_response();
+    };
+    let max = state.session.max_line;
+    ws.max_message_size(max)
+        .max_frame_size(max)
+        .on_upgrade(move |socket| session(socket, peer.to_string(), state, permit))
+}
+
+/// One browser: JSON requests in, JSON events out, one per text frame.
+async fn session(
+    mut socket: WebSocket,
+    peer: String,
+    state: Arc<WebState>,
+    permit: OwnedSemaphorePermit,
+) {
+    let id = next_member_id();
+    let (outbox, inbox) = outbox();
+    let connect = Request::Connect {
+        id,
+        outbox,
+        encoding: WireEncoding::default(),
+        format: Format::Json,
+    };
+    if state.hub_tx.send(connect).await.is_err() {
+        return;
+    }
+    tracing::info!(%peer, member = id, "websocket connected");
+    let config = &state.session;
+    let mut limit = RateLimit::new(config.max_rate, config.burst);
+    let mut throttle: Option<Instant> = None;
+    let mut is_reading = true;
+    let mut is_told_to_slow_down = false;
+    let mut out = Vec::new();
+    let idle = tokio::time::sleep_until(idle_deadline(config.idle_timeout));
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            biased;
+            more = inbox.take(&mut out) => {
+                if !more {
+                    break;
+                }
+                let mut failed = false;
+                for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                    let text = String::from_utf8_lossy(line).into_owned();
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        failed = true;
+                        break;
+                    }
+                }
+                out.clear();
+                if failed && is_reading {
+                    is_reading = false;
+                    let _ = state.hub_tx.send(Request::Leave(id, Some("connection lost".into()))).await;
+                }
+            }
+            () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
+                throttle = None;
+            }
+            received = socket.recv(), if is_reading && throttle.is_none() => {
+                let request = match received {
+                    Some(Ok(Message::Text(text))) => {
+                        idle.as_mut().reset(idle_deadline(config.idle_timeout));
+                        if let Some(at) = limit.ready_at(Instant::now()) {
+                            throttle = Some(at);
+                            if !is_told_to_slow_down {
+                                is_told_to_slow_down = true;
+                                let text = format!("slow down: at most {} messages per second; reading you more slowly (nothing is lost)", config.max_rate);
+                                let _ = state.hub_tx.send(Request::Notice(id, Event::Warning { text })).await;
+                            }
+                        }
+                        limit.take();
+                        if limit.is_full() {
+                            is_told_to_slow_down = false;
+                        }
+                        match parse_json(&text) {
+                            Ok(None) => continue,
+                            Err(err) => Request::Notice(id, Event::Error { text: err.0 }),
+                            Ok(Some(Command::Encoding(_))) => Request::Notice(id, Event::Error {
+                                text: "a web connection is always utf-8".into(),
+                            }),
+                            Ok(Some(command)) => {
+                                if matches!(command, Command::Quit(_)) {
+                                    is_reading = false;
+                                }
+                                Request::Command(id, command)
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => Request::Notice(id, Event::Error {
+                        text: "send JSON text frames, not binary".into(),
+                    }),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => {
+                        is_reading = false;
+                        Request::Leave(id, None)
+                    }
+                    Some(Err(err)) => {
+                        is_reading = false;
+                        tracing::info!(%peer, "websocket error: {err}");
+                        Request::Leave(id, Some("connection lost".into()))
+                    }
+                };
+                if state.hub_tx.send(request).await.is_err() {
+                    break;
+                }
+            }
+            () = &mut idle, if is_reading => {
+                is_reading = false;
+                let text = format!("closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
+                let _ = state.hub_tx.send(Request::Notice(id, Event::Error { text })).await;
+                let _ = state.hub_tx.send(Request::Leave(id, Some("idle".into()))).await;
+            }
+            () = state.shutdown.cancelled(), if is_reading => {
+                is_reading = false;
+            }
+        }
+    }
+    let _ = state.hub_tx.send(Request::Leave(id, None)).await;
+    let _ = socket.send(Message::Close(None)).await;
+    tracing::info!(%peer, member = id, "websocket closed");
+    drop(permit);
+}
+
+fn idle_deadline(timeout: Duration) -> Instant {
+    crate::chat::session::far_future(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(origin) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn origins_must_match_the_serving_host() {
+        let policy = OriginPolicy::default();
+        assert!(policy.allows(&headers(Some("http://127.0.0.1:8080"), "127.0.0.1:8080")));
+        assert!(policy.allows(&headers(None, "127.0.0.1:8080")));
+        assert!(!policy.allows(&headers(Some("http://evil.example"), "127.0.0.1:8080")));
+        assert!(!policy.allows(&headers(Some("http://127.0.0.1:9999"), "127.0.0.1:8080")));
+        let wide = OriginPolicy {
+            allowed: vec!["http://chat.example.org".into()],
+        };
+        assert!(wide.allows(&headers(Some("http://chat.example.org"), "127.0.0.1:8080")));
+        let any = OriginPolicy {
+            allowed: vec!["*".into()],
+        };
+        assert!(any.allows(&headers(Some("http://anything"), "127.0.0.1:8080")));
+    }
+
+    #[test]
+    fn the_page_is_embedded() {
+        assert!(INDEX_HTML.contains("/app.js"));
+        assert!(APP_JS.contains("textContent"));
+        assert!(
+            !APP_JS.contains("innerHTML"),
+            "all text must go through textContent"
+        );
+        assert!(STYLE_CSS.contains("@media"));
+    }
+}

@@ -1,0 +1,354 @@
+// socktalk web client: the chat server's JSON mode over a WebSocket.
+// Every piece of text from the network is inserted with textContent, never as HTML.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const MAX_KEPT = 2000;       // messages kept per view
+const PAGE = 50;             // messages per "load older"
+
+const state = {
+  ws: null,
+  nick: '',
+  current: null,             // '#room' or '@nick'
+  joined: [],                // rooms joined, as the server says
+  views: new Map(),          // key -> { items: [], unread: 0, oldest: null, exhausted: false }
+  members: new Map(),        // room -> [nick]
+  allRooms: [],
+  retry: 0,
+  wanted: JSON.parse(localStorage.getItem('socktalk.rooms') || '[]'),
+};
+
+function view(key) {
+  if (!state.views.has(key)) {
+    state.views.set(key, { items: [], unread: 0, oldest: null, exhausted: false, loading: false });
+  }
+  return state.views.get(key);
+}
+
+function send(request) {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(request));
+    return true;
+  }
+  showError('not connected; your message was not sent');
+  return false;
+}
+
+// ---- connection -------------------------------------------------------------------------
+
+function connect() {
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const ws = new WebSocket(`${scheme}://${location.host}/ws`);
+  state.ws = ws;
+  setStatus('connecting…');
+  ws.onopen = () => {
+    state.retry = 0;
+    setStatus('connected');
+    const nick = localStorage.getItem('socktalk.nick');
+    if (nick) send({ type: 'nick', nick });
+    for (const room of state.wanted) send({ type: 'join', room });
+    send({ type: 'rooms' });
+  };
+  ws.onmessage = (event) => {
+    let message;
+    try { message = JSON.parse(event.data); } catch { return; }
+    handle(message);
+  };
+  ws.onclose = () => {
+    const wait = Math.min(30, 2 ** state.retry) * (0.75 + Math.random() / 2);
+    state.retry += 1;
+    setStatus(`disconnected; reconnecting in ${Math.round(wait)} s`);
+    setTimeout(connect, wait * 1000);
+  };
+}
+
+// ---- events from the server -------------------------------------------------------------
+
+function handle(m) {
+  switch (m.type) {
+    case 'welcome':
+      state.nick = m.nick;
+      $('nick').value = m.nick;
+      break;
+    case 'state': {
+      state.nick = m.nick;
+      if (document.activeElement !== $('nick')) $('nick').value = m.nick;
+      state.joined = m.rooms;
+      const keep = state.joined.filter((r) => r !== '#lobby');
+      localStorage.setItem('socktalk.rooms', JSON.stringify(keep));
+      state.wanted = keep;
+      if (!state.current || (state.current.startsWith('#') && !state.joined.includes(state.current))) {
+        show(m.room || state.joined[0] || null);
+      }
+      renderRooms();
+      break;
+    }
+    case 'message':
+      add(m.room, m);
+      break;
+    case 'private':
+      add('@' + (m.nick === state.nick ? m.to : m.nick), m);
+      break;
+    case 'history':
+      addHistory(m.room, m.messages);
+      break;
+    case 'join':
+    case 'part':
+      notice(m.room, `${m.nick} ${m.type === 'join' ? 'joined' : 'left'} ${m.room}`);
+      if (m.room === state.current) send({ type: 'who', room: m.room });
+      send({ type: 'rooms' });
+      break;
+    case 'nick':
+      for (const room of state.joined) notice(room, `${m.old} is now known as ${m.new}`);
+      if (state.current && state.current.startsWith('#')) send({ type: 'who', room: state.current });
+      break;
+    case 'quit':
+      if (state.current && state.current.startsWith('#')) {
+        notice(state.current, `${m.nick} quit${m.reason ? ` (${m.reason})` : ''}`);
+        send({ type: 'who', room: state.current });
+      }
+      break;
+    case 'who':
+      state.members.set(m.room, m.nicks);
+      if (m.room === state.current) renderMembers();
+      break;
+    case 'rooms':
+      state.allRooms = m.rooms;
+      renderRooms();
+      break;
+    case 'info':
+      if (state.current) notice(state.current, m.text);
+      break;
+    case 'warning':
+      showError(m.text, 'warning');
+      break;
+    case 'error':
+      showError(m.text);
+      break;
+  }
+}
+
+function add(key, m) {
+  const v = view(key);
+  if (v.items.some((x) => x.id !== undefined && x.id === m.id)) return;
+  v.items.push(m);
+  if (v.items.length > MAX_KEPT) v.items.shift();
+  if (v.oldest === null && m.id !== undefined) v.oldest = m.id;
+  if (key === state.current) {
+    append(m);
+  } else {
+    v.unread += 1;
+    renderRooms();
+  }
+}
+
+function notice(key, text) {
+  if (!key) return;
+  add(key, { notice: text });
+}
+
+function addHistory(room, messages) {
+  const v = view(room);
+  const known = new Set(v.items.filter((x) => x.id !== undefined).map((x) => x.id));
+  const older = messages.filter((x) => !known.has(x.id));
+  // An answer to "load older" that comes back short means the start of the room is reached.
+  if (v.loading && messages.length < PAGE) v.exhausted = true;
+  if (messages.length === 0) v.exhausted = true;
+  v.loading = false;
+  if (older.length === 0) { if (room === state.current) renderLog(false); return; }
+  v.items = older.concat(v.items).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
+  v.oldest = Math.min(...v.items.filter((x) => x.id !== undefined).map((x) => x.id));
+  if (room === state.current) renderLog(messages.length > 0 && v.items.length > older.length);
+}
+
+// ---- rendering ----------------------------------------------------------------------------
+
+function line(m) {
+  const li = document.createElement('li');
+  if (m.notice !== undefined) {
+    li.className = 'notice';
+    li.textContent = m.notice;
+    return li;
+  }
+  const time = document.createElement('time');
+  time.className = 'time';
+  const when = new Date(m.ts);
+  time.dateTime = when.toISOString();
+  time.textContent = when.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  li.append(time);
+  const nick = document.createElement('span');
+  nick.className = 'nick';
+  nick.textContent = m.kind === 'me' ? `* ${m.nick}` : `<${m.nick}>`;
+  li.append(nick);
+  const text = document.createElement('span');
+  text.className = m.kind === 'me' ? 'text action' : 'text';
+  text.textContent = m.text;
+  li.append(text);
+  if (m.kind === 'private') li.classList.add('private');
+  return li;
+}
+
+function append(m) {
+  const log = $('log');
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  $('messages').append(line(m));
+  if (atBottom) log.scrollTop = log.scrollHeight;
+}
+
+function renderLog(keepPosition) {
+  const log = $('log');
+  const fromBottom = log.scrollHeight - log.scrollTop;
+  const list = $('messages');
+  list.replaceChildren(...(state.current ? view(state.current).items.map(line) : []));
+  const v = state.current ? view(state.current) : null;
+  $('older').hidden = !state.current || !state.current.startsWith('#') || (v && v.exhausted);
+  log.scrollTop = keepPosition ? log.scrollHeight - fromBottom : log.scrollHeight;
+}
+
+function show(key) {
+  state.current = key;
+  if (key) view(key).unread = 0;
+  $('title').textContent = key ? (key.startsWith('@') ? `Private: ${key.slice(1)}` : key) : 'No room';
+  $('leave').hidden = !key;
+  $('text').placeholder = key && key.startsWith('@') ? `Private message to ${key.slice(1)}` : 'Message (/me, /msg, /join, /help…)';
+  renderLog(false);
+  renderRooms();
+  renderMembers();
+  if (key && key.startsWith('#')) {
+    send({ type: 'who', room: key });
+    const v = view(key);
+    if (v.items.every((x) => x.id === undefined)) send({ type: 'history', room: key, limit: PAGE });
+  }
+  $('side').classList.remove('open');
+  $('menu').setAttribute('aria-expanded', 'false');
+}
+
+function roomButton(key, label, unread) {
+  const li = document.createElement('li');
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.textContent = label;
+  if (key === state.current) button.setAttribute('aria-current', 'true');
+  button.addEventListener('click', () => show(key));
+  li.append(button);
+  if (unread > 0) {
+    const badge = document.createElement('span');
+    badge.className = 'badge';
+    badge.textContent = String(unread);
+    badge.setAttribute('aria-label', `${unread} unread`);
+    li.append(badge);
+  }
+  return li;
+}
+
+function renderRooms() {
+  const counts = new Map(state.allRooms.map((r) => [r.room, r.members]));
+  const mine = state.joined.map((room) =>
+    roomButton(room, `${room} (${counts.get(room) ?? '?'})`, view(room).unread));
+  for (const key of state.views.keys()) {
+    if (key.startsWith('@')) mine.push(roomButton(key, `✉ ${key.slice(1)}`, view(key).unread));
+  }
+  $('rooms').replaceChildren(...mine);
+  const others = state.allRooms.filter((r) => !state.joined.includes(r.room)).map((r) => {
+    const li = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = `${r.room} (${r.members})`;
+    button.title = `Join ${r.room}`;
+    button.addEventListener('click', () => send({ type: 'join', room: r.room }));
+    li.append(button);
+    return li;
+  });
+  $('all-rooms').replaceChildren(...others);
+}
+
+function renderMembers() {
+  const nicks = state.current && state.current.startsWith('#') ? state.members.get(state.current) || [] : [];
+  $('members').replaceChildren(...nicks.map((nick) => {
+    const li = document.createElement('li');
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = nick === state.nick ? `${nick} (you)` : nick;
+    button.title = `Private message to ${nick}`;
+    button.disabled = nick === state.nick;
+    button.addEventListener('click', () => { view('@' + nick); show('@' + nick); $('text').focus(); });
+    li.append(button);
+    return li;
+  }));
+}
+
+function setStatus(text) { $('status').textContent = text; }
+
+let errorTimer = null;
+function showError(text, kind = 'error') {
+  const box = $('error');
+  box.textContent = kind === 'warning' ? `Warning: ${text}` : text;
+  box.hidden = false;
+  clearTimeout(errorTimer);
+  errorTimer = setTimeout(() => { box.hidden = true; }, 8000);
+}
+
+// ---- user actions -------------------------------------------------------------------------
+
+$('send-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = $('text');
+  const text = input.value;
+  if (!text.trim()) return;
+  let ok;
+  if (text.startsWith('/')) ok = send({ type: 'line', text });
+  else if (state.current && state.current.startsWith('@')) ok = send({ type: 'private', to: state.current.slice(1), text });
+  else if (state.current) ok = send({ type: 'say', room: state.current, text });
+  else { showError('join a room first'); return; }
+  if (ok) input.value = '';
+});
+
+$('join-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const input = $('join-room');
+  let room = input.value.trim();
+  if (!room) return;
+  if (!room.startsWith('#')) room = '#' + room;
+  if (send({ type: 'join', room })) input.value = '';
+});
+
+$('nick-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const nick = $('nick').value.trim();
+  if (nick && send({ type: 'nick', nick })) localStorage.setItem('socktalk.nick', nick);
+});
+
+$('leave').addEventListener('click', () => {
+  const key = state.current;
+  if (!key) return;
+  if (key.startsWith('#')) {
+    send({ type: 'part', room: key });
+  } else {
+    state.views.delete(key);
+    show(state.joined[0] || null);
+  }
+});
+
+$('older').addEventListener('click', loadOlder);
+$('log').addEventListener('scroll', () => { if ($('log').scrollTop === 0) loadOlder(); });
+
+function loadOlder() {
+  const key = state.current;
+  if (!key || !key.startsWith('#')) return;
+  const v = view(key);
+  if (v.exhausted || v.loading) return;
+  v.loading = true;
+  send(v.oldest === null ? { type: 'history', room: key, limit: PAGE } : { type: 'history', room: key, limit: PAGE, before: v.oldest });
+}
+
+$('menu').addEventListener('click', () => {
+  const open = $('side').classList.toggle('open');
+  $('menu').setAttribute('aria-expanded', String(open));
+});
+
+// Room sizes change as people come and go in rooms we are not in.
+setInterval(() => {
+  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send('{"type":"rooms"}');
+}, 15000);
+
+connect();
