@@ -98,6 +98,27 @@ pub enum Command {
     Talk(TalkArgs),
 }
 
+impl Command {
+    /// Whether the command works one socket at a time (a UDP server, a client), so one thread
+    /// serves it best.
+    pub fn is_single_socket(&self) -> bool {
+        match self {
+            Command::Echo(args) => {
+                args.target.udp
+                    || matches!(
+                        &args.target.addr,
+                        Some(Endpoint::Inet {
+                            scheme: Some(crate::endpoint::Proto::Udp),
+                            ..
+                        })
+                    )
+            }
+            Command::Connect(_) | Command::Talk(_) | Command::Chat(_) => true,
+            Command::Serve(_) | Command::Bench(_) => false,
+        }
+    }
+}
+
 /// Where a server listens or a client connects.
 #[derive(Debug, Args)]
 pub struct TargetArgs {

@@ -13,10 +13,14 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(&err),
     };
     init_logging(cli.verbose, cli.quiet);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // One socket gains nothing from more worker threads, and waking a task on another thread
+    // costs latency; servers of many connections and load generators get every core.
+    let mut builder = if cli.command.is_single_socket() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("socktalk: error: cannot start the runtime: {err}");
