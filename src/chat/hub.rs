@@ -197,7 +197,8 @@ struct Room {
 /// The hub's state. Build with [`Hub::new`], then drive with [`Hub::run`].
 pub struct Hub {
     config: HubConfig,
-    members: HashMap<MemberId, Member>,
+    /// Boxed: a table sized for thousands of members then holds pointers, not whole members.
+    members: HashMap<MemberId, Box<Member>>,
     /// Lower-cased nick to member.
     nicks: HashMap<String, MemberId>,
     rooms: BTreeMap<String, Room>,
@@ -317,7 +318,7 @@ impl Hub {
         self.nicks.insert(nick.clone(), id);
         self.members.insert(
             id,
-            Member {
+            Box::new(Member {
                 nick: nick.clone(),
                 outbox,
                 format,
@@ -325,7 +326,7 @@ impl Hub {
                 rooms: Vec::new(),
                 current: None,
                 is_warned: false,
-            },
+            }),
         );
         self.tell(
             id,

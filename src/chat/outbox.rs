@@ -124,10 +124,8 @@ impl Inbox {
                         out.extend_from_slice(&chunk);
                     }
                     queue.lines = 0;
-                    if queue.chunks.capacity() > 64 {
-                        // A burst grew the queue; idle members should not keep that memory.
-                        queue.chunks = VecDeque::new();
-                    }
+                    // Drained: an idle member keeps no queue memory.
+                    queue.chunks = VecDeque::new();
                     return true;
                 }
                 if queue.is_closed {

@@ -34,9 +34,6 @@ use crate::transport::Readiness;
 /// The first read buffer; it grows only for long lines.
 const FIRST_READ: usize = 1024;
 
-/// A write buffer grown past this by a burst is freed afterwards, not kept for idle time.
-const KEEP_OUT: usize = 64 * 1024;
-
 /// Settings of every chat session.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -286,10 +283,8 @@ pub async fn serve<S>(
                 }
                 // Everything queued went into `out`: one write for all of it.
                 let written = write_unless_kicked(&mut stream, &out, &inbox).await;
-                out.clear();
-                if out.capacity() > KEEP_OUT {
-                    out = Vec::new();
-                }
+                // Written: give the buffer back, so an idle member holds none.
+                out = Vec::new();
                 if let Ok(false) = written {
                     tracing::debug!(%peer, member = id, "cut off with a write waiting; closing");
                     break;
