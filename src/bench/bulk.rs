@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Report, Window, connect, progress, tick_until};
+use super::{Report, Window, connect_all, progress, tick_until};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::Result;
 
@@ -29,10 +29,7 @@ pub async fn run(
     duration: Duration,
     is_both: bool,
 ) -> Result<Report> {
-    let mut streams = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        streams.push(connect(target, family).await?);
-    }
+    let (streams, mut errors) = connect_all(target, family, conns).await?;
     let window = Window::new(warmup, duration);
     let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);
     let sent = Arc::new(AtomicU64::new(0));
@@ -74,7 +71,6 @@ pub async fn run(
             }
         }));
     }
-    let mut errors = 0;
     for task in tasks {
         if !matches!(task.await, Ok(false)) {
             errors += 1;

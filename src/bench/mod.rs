@@ -47,6 +47,28 @@ pub async fn connect(target: &Endpoint, family: Family) -> Result<Conn> {
     })
 }
 
+/// Opens `conns` connections to `target`, all before any is used. Fails only if the first
+/// fails; later failures are counted and returned beside the connections made.
+///
+/// # Errors
+/// The first connection could not be made.
+pub async fn connect_all(
+    target: &Endpoint,
+    family: Family,
+    conns: usize,
+) -> Result<(Vec<Conn>, u64)> {
+    let mut streams = Vec::with_capacity(conns);
+    let mut errors = 0;
+    for _ in 0..conns {
+        match connect(target, family).await {
+            Ok(stream) => streams.push(stream),
+            Err(err) if streams.is_empty() => return Err(err),
+            Err(_) => errors += 1,
+        }
+    }
+    Ok((streams, errors))
+}
+
 /// A fresh latency histogram in nanoseconds, 1 ns to 100 s, 3 significant digits.
 pub fn histogram() -> hdrhistogram::Histogram<u64> {
     hdrhistogram::Histogram::new_with_bounds(1, 100_000_000_000, 3)

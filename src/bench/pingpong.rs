@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Latency, Report, Stream, Window, connect, histogram, progress, tick_until};
+use super::{Latency, Report, Stream, Window, connect_all, histogram, progress, tick_until};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::Result;
 
@@ -24,15 +24,7 @@ pub async fn run(
     warmup: Duration,
     duration: Duration,
 ) -> Result<Report> {
-    let mut streams = Vec::with_capacity(conns);
-    let mut errors = 0;
-    for _ in 0..conns {
-        match connect(target, family).await {
-            Ok(stream) => streams.push(stream),
-            Err(err) if streams.is_empty() => return Err(err),
-            Err(_) => errors += 1,
-        }
-    }
+    let (streams, mut errors) = connect_all(target, family, conns).await?;
     let window = Window::new(warmup, duration);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
     let tasks: Vec<_> = streams

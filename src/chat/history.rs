@@ -155,17 +155,7 @@ impl Store {
         )?;
         let rows = statement.query_map(
             params![room, before.unwrap_or(i64::MAX), up_to, limit as i64],
-            |row| {
-                Ok(Record {
-                    id: row.get(0)?,
-                    ts: row.get(1)?,
-                    kind: Kind::from_db(&row.get::<_, String>(2)?),
-                    room: row.get(3)?,
-                    nick: row.get(4)?,
-                    to: row.get(5)?,
-                    text: row.get(6)?,
-                })
-            },
+            record_from_row,
         )?;
         let mut records = rows.collect::<Result<Vec<_>, _>>()?;
         records.reverse();
@@ -181,17 +171,7 @@ impl Store {
         let mut statement = conn.prepare(
             "SELECT id, ts, kind, room, nick, recipient, text FROM messages ORDER BY id",
         )?;
-        let rows = statement.query_map([], |row| {
-            Ok(Record {
-                id: row.get(0)?,
-                ts: row.get(1)?,
-                kind: Kind::from_db(&row.get::<_, String>(2)?),
-                room: row.get(3)?,
-                nick: row.get(4)?,
-                to: row.get(5)?,
-                text: row.get(6)?,
-            })
-        })?;
+        let rows = statement.query_map([], record_from_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
@@ -273,6 +253,19 @@ impl Store {
             thread: Some(thread),
         })
     }
+}
+
+/// A row of `SELECT id, ts, kind, room, nick, recipient, text` as a [`Record`].
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        id: row.get(0)?,
+        ts: row.get(1)?,
+        kind: Kind::from_db(&row.get::<_, String>(2)?),
+        room: row.get(3)?,
+        nick: row.get(4)?,
+        to: row.get(5)?,
+        text: row.get(6)?,
+    })
 }
 
 /// The sending end of the writer thread.
