@@ -15,6 +15,8 @@ const state = {
   members: new Map(),        // room -> [nick]
   allRooms: [],
   retry: 0,
+  everConnected: false,      // so that a later open says "reconnected"
+  showNext: null,            // a room the person asked to join: shown once the server confirms
   wanted: JSON.parse(localStorage.getItem('socktalk.rooms') || '[]'),
 };
 
@@ -43,7 +45,10 @@ function connect() {
   setStatus('connecting…');
   ws.onopen = () => {
     state.retry = 0;
-    setStatus('connected');
+    setStatus(state.everConnected ? 'reconnected' : 'connected');
+    state.everConnected = true;
+    // After a reconnect, the room on screen stays there once it is joined again.
+    if (state.current && state.current.startsWith('#')) state.showNext = state.current;
     const nick = localStorage.getItem('socktalk.nick');
     if (nick) send({ type: 'nick', nick });
     for (const room of state.wanted) send({ type: 'join', room });
@@ -77,7 +82,11 @@ function handle(m) {
       const keep = state.joined.filter((r) => r !== '#lobby');
       localStorage.setItem('socktalk.rooms', JSON.stringify(keep));
       state.wanted = keep;
-      if (!state.current || (state.current.startsWith('#') && !state.joined.includes(state.current))) {
+      if (state.showNext && state.joined.includes(state.showNext)) {
+        show(state.showNext);
+        state.showNext = null;
+      } else if (!state.current || (state.current.startsWith('#') && !state.joined.includes(state.current)
+          && state.current !== state.showNext)) {
         show(m.room || state.joined[0] || null);
       }
       renderRooms();
@@ -99,6 +108,7 @@ function handle(m) {
       send({ type: 'rooms' });
       break;
     case 'nick':
+      if (m.old === state.nick) localStorage.setItem('socktalk.nick', m.new);
       for (const room of state.joined) notice(room, `${m.old} is now known as ${m.new}`);
       if (state.current && state.current.startsWith('#')) send({ type: 'who', room: state.current });
       break;
@@ -219,8 +229,7 @@ function show(key) {
     const v = view(key);
     if (v.items.every((x) => x.id === undefined)) send({ type: 'history', room: key, limit: PAGE });
   }
-  $('side').classList.remove('open');
-  $('menu').setAttribute('aria-expanded', 'false');
+  closeMenu();
 }
 
 function roomButton(key, label, unread) {
@@ -255,7 +264,7 @@ function renderRooms() {
     button.type = 'button';
     button.textContent = `${r.room} (${r.members})`;
     button.title = `Join ${r.room}`;
-    button.addEventListener('click', () => send({ type: 'join', room: r.room }));
+    button.addEventListener('click', () => join(r.room));
     li.append(button);
     return li;
   });
@@ -301,21 +310,37 @@ $('send-form').addEventListener('submit', (event) => {
   else if (state.current) ok = send({ type: 'say', room: state.current, text });
   else { showError('join a room first'); return; }
   if (ok) input.value = '';
+  const typedJoin = /^\/j(?:oin)?\s+(\S+)\s*$/i.exec(text);
+  if (ok && typedJoin) state.showNext = roomName(typedJoin[1]);
 });
+
+// A room as the server names it: `dev` and `#Dev` are `#dev`.
+function roomName(text) {
+  const name = text.startsWith('#') ? text : '#' + text;
+  return name.toLowerCase();
+}
+
+// Joins a room the person asked for, and shows it once the server confirms.
+function join(room) {
+  const name = roomName(room);
+  if (!send({ type: 'join', room: name })) return false;
+  state.showNext = name;
+  return true;
+}
 
 $('join-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const input = $('join-room');
-  let room = input.value.trim();
+  const room = input.value.trim();
   if (!room) return;
-  if (!room.startsWith('#')) room = '#' + room;
-  if (send({ type: 'join', room })) input.value = '';
+  if (join(room)) input.value = '';
 });
 
 $('nick-form').addEventListener('submit', (event) => {
   event.preventDefault();
   const nick = $('nick').value.trim();
-  if (nick && send({ type: 'nick', nick })) localStorage.setItem('socktalk.nick', nick);
+  // Remembered for reconnects only once the server accepts it (see the 'nick' event).
+  if (nick) send({ type: 'nick', nick });
 });
 
 $('leave').addEventListener('click', () => {
@@ -344,6 +369,23 @@ function loadOlder() {
 $('menu').addEventListener('click', () => {
   const open = $('side').classList.toggle('open');
   $('menu').setAttribute('aria-expanded', String(open));
+});
+
+// On a phone the open panel covers the ☰ button: a tap beside it or Escape closes it.
+function closeMenu() {
+  $('side').classList.remove('open');
+  $('menu').setAttribute('aria-expanded', 'false');
+}
+document.addEventListener('click', (event) => {
+  if ($('side').classList.contains('open') && !$('side').contains(event.target) && !$('menu').contains(event.target)) {
+    closeMenu();
+  }
+});
+document.addEventListener('keydown', (event) => {
+  if (event.key === 'Escape' && $('side').classList.contains('open')) {
+    closeMenu();
+    $('menu').focus();
+  }
 });
 
 // Room sizes change as people come and go in rooms we are not in.

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::command::{Command, parse_json};
 use crate::chat::event::Event;
 use crate::chat::hub::{Format, Request};
-use crate::chat::outbox::outbox;
+use crate::chat::outbox::{Inbox, outbox};
 use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
 
@@ -38,6 +38,10 @@ const STYLE_CSS: &str = include_str!("../../web/style.css");
 /// The page may load only its own files and talk only to its own server.
 const CSP: &str = "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
                    style-src 'self'; script-src 'self'; frame-ancestors 'none'";
+
+/// How long a closing connection's last frames may take to go out: a client that stopped
+/// reading would otherwise hold its connection open.
+const LAST_WORD_WAIT: Duration = Duration::from_millis(100);
 
 /// Who may open the WebSocket.
 #[derive(Debug, Clone, Default)]
@@ -194,18 +198,21 @@ async fn session(
                 if !more {
                     break;
                 }
-                let mut failed = false;
-                for line in out.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                    let text = String::from_utf8_lossy(line).into_owned();
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        failed = true;
+                let sent = send_unless_kicked(&mut socket, &out, &inbox).await;
+                out.clear();
+                match sent {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::debug!(%peer, member = id, "cut off with a send waiting; closing");
                         break;
                     }
-                }
-                out.clear();
-                if failed && is_reading {
-                    is_reading = false;
-                    let _ = state.hub_tx.send(Request::Leave(id, Some("connection lost".into()))).await;
+                    Err(err) => {
+                        tracing::debug!(%peer, "send failed: {err}");
+                        if is_reading {
+                            is_reading = false;
+                            let _ = state.hub_tx.send(Request::Leave(id, Some("connection lost".into()))).await;
+                        }
+                    }
                 }
             }
             () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
@@ -271,9 +278,42 @@ async fn session(
         }
     }
     let _ = state.hub_tx.send(Request::Leave(id, None)).await;
-    let _ = socket.send(Message::Close(None)).await;
+    // A client that does not read does not read this either.
+    let _ = tokio::time::timeout(LAST_WORD_WAIT, socket.send(Message::Close(None))).await;
     tracing::info!(%peer, member = id, "websocket closed");
     drop(permit);
+}
+
+/// Sends each line of `lines` as a text frame, unless the hub cuts the member off first
+/// (`Ok(false)`): a member cut off for not reading is not reading these frames either, and
+/// waiting for them would hold the connection (and its `--max-conns` slot) for as long as the
+/// client likes.
+async fn send_unless_kicked(
+    socket: &mut WebSocket,
+    lines: &[u8],
+    inbox: &Inbox,
+) -> Result<bool, axum::Error> {
+    tokio::select! {
+        // Frames that can go out do; only a send left waiting is given up.
+        biased;
+        sent = send_lines(socket, lines) => sent.map(|()| true),
+        () = inbox.kicked() => {
+            // Its last word goes out only if the socket takes it at once.
+            if let Some(word) = inbox.last_word() {
+                let _ = tokio::time::timeout(LAST_WORD_WAIT, send_lines(socket, &word)).await;
+            }
+            Ok(false)
+        }
+    }
+}
+
+/// Each non-empty line of `lines` as one text frame.
+async fn send_lines(socket: &mut WebSocket, lines: &[u8]) -> Result<(), axum::Error> {
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let text = String::from_utf8_lossy(line).into_owned();
+        socket.send(Message::Text(text.into())).await?;
+    }
+    Ok(())
 }
 
 fn idle_deadline(timeout: Duration) -> Instant {

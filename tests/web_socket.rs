@@ -1,0 +1,803 @@
+//! The web chat's WebSocket (`/ws`) and page (`/`), spoken to by a real WebSocket client
+//! (tokio-tungstenite) beside plain TCP members: JSON events one per text frame, rooms and
+//! private messages across both kinds of member, errors that leave the session going, the
+//! limits (longest message, slow readers, `--max-conns`), the Origin check, the page's
+//! security headers, and a gbk `nc` user talking with a browser.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream as AsyncTcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use common::{ChatClient, IO_TIMEOUT, Proc};
+
+/// A chat server with a TCP listener and the web listener, both on ephemeral loopback ports.
+struct WebServer {
+    /// Killed when dropped.
+    _proc: Proc,
+    /// The TCP chat listener.
+    tcp: SocketAddr,
+    /// The web listener (`127.0.0.1:PORT`).
+    http: SocketAddr,
+}
+
+impl WebServer {
+    fn start(extra: &[&str]) -> WebServer {
+        let mut args = vec![
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::server(&args);
+        let tcp = proc.socket_addr();
+        let line = proc.next_line();
+        let url = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("expected 'listening on http://…', got {line:?}"));
+        let http = url.trim_end_matches('/').parse().expect("an address");
+        WebServer {
+            _proc: proc,
+            tcp,
+            http,
+        }
+    }
+
+    fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+}
+
+type Stream = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
+
+/// A WebSocket chat member: JSON requests out, JSON events in, one per text frame.
+struct Ws {
+    stream: Stream,
+    nick: String,
+}
+
+impl Ws {
+    /// Connects and reads the welcome, learning the guest nick.
+    async fn connect(server: &WebServer) -> Ws {
+        let (stream, _) = tokio::time::timeout(
+            IO_TIMEOUT,
+            tokio_tungstenite::connect_async(server.ws_url()),
+        )
+        .await
+        .expect("connect in time")
+        .expect("websocket handshake");
+        Ws::welcomed(stream).await
+    }
+
+    /// Reads the welcome and this guest's own arrival in #lobby.
+    async fn welcomed(stream: Stream) -> Ws {
+        let mut ws = Ws {
+            stream,
+            nick: String::new(),
+        };
+        let welcome = ws.next_json().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert_eq!(welcome["room"], "#lobby", "{welcome}");
+        ws.nick = welcome["nick"].as_str().expect("a nick").to_string();
+        let nick = ws.nick.clone();
+        ws.expect_json(|e| e["type"] == "state" && e["nick"] == nick.as_str())
+            .await;
+        ws
+    }
+
+    /// Connects and takes `nick`.
+    async fn login(server: &WebServer, nick: &str) -> Ws {
+        let mut ws = Ws::connect(server).await;
+        ws.set_nick(nick).await;
+        ws
+    }
+
+    async fn set_nick(&mut self, nick: &str) {
+        self.send_json(json!({"type": "nick", "nick": nick})).await;
+        let old = self.nick.clone();
+        self.expect_json(|e| e["type"] == "nick" && e["old"] == old.as_str() && e["new"] == nick)
+            .await;
+        // Then the new state, so that the next event read is whatever comes after.
+        self.expect_json(|e| e["type"] == "state" && e["nick"] == nick)
+            .await;
+        self.nick = nick.to_string();
+    }
+
+    async fn send(&mut self, message: Message) {
+        tokio::time::timeout(IO_TIMEOUT, self.stream.send(message))
+            .await
+            .expect("send in time")
+            .expect("send");
+    }
+
+    async fn send_json(&mut self, request: Value) {
+        self.send(Message::text(request.to_string())).await;
+    }
+
+    /// The next frame within [`IO_TIMEOUT`]: `None` when the connection ended (a close frame,
+    /// EOF or a reset).
+    async fn next_frame(&mut self) -> Option<Message> {
+        let next = tokio::time::timeout(IO_TIMEOUT, self.stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("{}: nothing within {IO_TIMEOUT:?}", self.nick));
+        match next {
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
+            Some(Ok(message)) => Some(message),
+        }
+    }
+
+    /// The next event: one JSON object in one text frame.
+    async fn next_json(&mut self) -> Value {
+        match self.next_frame().await {
+            Some(Message::Text(text)) => {
+                assert!(!text.contains('\n'), "one event per frame: {text:?}");
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text:?}"))
+            }
+            other => panic!("{}: expected a text frame, got {other:?}", self.nick),
+        }
+    }
+
+    /// Reads events until one satisfies `wanted`; fails within [`IO_TIMEOUT`] otherwise.
+    async fn expect_json(&mut self, mut wanted: impl FnMut(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            let event = self.next_json().await;
+            if wanted(&event) {
+                return event;
+            }
+            seen.push(event);
+        }
+        panic!(
+            "{}: the expected event did not come; got {seen:#?}",
+            self.nick
+        );
+    }
+
+    /// Reads events until a room message or private message arrives, and returns it.
+    async fn next_message(&mut self) -> Value {
+        self.expect_json(|e| e["type"] == "message" || e["type"] == "private")
+            .await
+    }
+
+    /// Says `text` in `room` and waits for it to come back (stored and fanned out).
+    async fn say(&mut self, room: &str, text: &str) -> Value {
+        self.send_json(json!({"type": "say", "room": room, "text": text}))
+            .await;
+        let nick = self.nick.clone();
+        self.expect_json(|e| {
+            e["type"] == "message" && e["nick"] == nick.as_str() && e["text"] == text
+        })
+        .await
+    }
+
+    async fn join(&mut self, room: &str) {
+        self.send_json(json!({"type": "join", "room": room})).await;
+        let nick = self.nick.clone();
+        self.expect_json(|e| {
+            e["type"] == "join" && e["room"] == room && e["nick"] == nick.as_str()
+        })
+        .await;
+    }
+
+    /// Reads until the server ends the connection, within [`IO_TIMEOUT`]; returns the events
+    /// read before the end.
+    async fn read_until_closed(&mut self) -> Vec<Value> {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut events = Vec::new();
+        while Instant::now() < deadline {
+            match self.next_frame().await {
+                None => return events,
+                Some(Message::Text(text)) => events.push(serde_json::from_str(&text).unwrap()),
+                Some(_) => {}
+            }
+        }
+        panic!("{}: still open after {IO_TIMEOUT:?}", self.nick);
+    }
+}
+
+fn is_message(event: &Value, nick: &str, text: &str) -> bool {
+    event["type"] == "message" && event["nick"] == nick && event["text"] == text
+}
+
+#[tokio::test]
+async fn a_websocket_client_is_a_json_guest_in_the_lobby() {
+    let server = WebServer::start(&[]);
+    let (mut stream, response) = tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .expect("handshake");
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    let mut ws = Ws {
+        stream: {
+            // The first frames, each one JSON event.
+            let mut first = Vec::new();
+            for _ in 0..3 {
+                let frame = tokio::time::timeout(IO_TIMEOUT, stream.next())
+                    .await
+                    .expect("a frame in time")
+                    .expect("open")
+                    .expect("a frame");
+                let Message::Text(text) = frame else {
+                    panic!("not a text frame: {frame:?}");
+                };
+                first.push(serde_json::from_str::<Value>(&text).expect("JSON"));
+            }
+            let welcome = &first[0];
+            assert_eq!(welcome["type"], "welcome");
+            assert_eq!(welcome["nick"], "guest1");
+            assert_eq!(welcome["room"], "#lobby");
+            assert_eq!(welcome["version"], env!("CARGO_PKG_VERSION"));
+            assert_eq!(
+                first[1],
+                json!({"type": "join", "room": "#lobby", "nick": "guest1"})
+            );
+            assert_eq!(
+                first[2],
+                json!({"type": "state", "nick": "guest1", "room": "#lobby", "rooms": ["#lobby"]})
+            );
+            stream
+        },
+        nick: "guest1".into(),
+    };
+
+    // Requests as JSON text frames; each answer is one event.
+    ws.send_json(json!({"type": "say", "text": "hello from a browser"}))
+        .await;
+    let message = ws.next_json().await;
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["kind"], "say");
+    assert_eq!(message["room"], "#lobby");
+    assert_eq!(message["nick"], "guest1");
+    assert_eq!(message["text"], "hello from a browser");
+    assert!(message["id"].as_i64().unwrap() > 0);
+    ws.send_json(json!({"type": "who"})).await;
+    assert_eq!(
+        ws.next_json().await,
+        json!({"type": "who", "room": "#lobby", "nicks": ["guest1"]})
+    );
+    // A typed line passes through as in JSON mode over TCP.
+    ws.send_json(json!({"type": "line", "text": "/join #dev"}))
+        .await;
+    assert_eq!(
+        ws.next_json().await,
+        json!({"type": "join", "room": "#dev", "nick": "guest1"})
+    );
+    assert_eq!(
+        ws.next_json().await,
+        json!({"type": "state", "nick": "guest1", "room": "#dev", "rooms": ["#lobby", "#dev"]})
+    );
+    // The web connection's encoding is fixed.
+    ws.send_json(json!({"type": "line", "text": "/encoding gbk"}))
+        .await;
+    let refused = ws.next_json().await;
+    assert_eq!(refused["type"], "error");
+    assert_eq!(refused["text"], "a web connection is always utf-8");
+
+    ws.send_json(json!({"type": "quit", "reason": "done"}))
+        .await;
+    let rest = ws.read_until_closed().await;
+    assert_eq!(rest, [json!({"type": "info", "text": "bye"})]);
+}
+
+#[tokio::test]
+async fn websocket_and_tcp_members_talk_in_one_room() {
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    ann.join("#dev").await;
+    bob.join("#dev").await;
+    carl.join("#dev");
+    ann.expect_json(|e| e["type"] == "join" && e["room"] == "#dev" && e["nick"] == "carl")
+        .await;
+    bob.expect_json(|e| e["type"] == "join" && e["room"] == "#dev" && e["nick"] == "carl")
+        .await;
+
+    // Browser → browser and nc.
+    let sent = ann.say("#dev", "hi from ann <b>").await;
+    assert_eq!(sent["room"], "#dev");
+    let heard = bob.next_message().await;
+    assert!(is_message(&heard, "ann", "hi from ann <b>"), "{heard}");
+    assert_eq!(heard["room"], "#dev");
+    assert_eq!(heard["id"], sent["id"]);
+    carl.expect("[#dev] <ann> hi from ann <b>");
+
+    // nc → both browsers.
+    carl.say("hi from carl ✓");
+    let heard = ann.next_message().await;
+    assert!(is_message(&heard, "carl", "hi from carl ✓"), "{heard}");
+    assert_eq!(heard["room"], "#dev");
+    assert!(is_message(
+        &bob.next_message().await,
+        "carl",
+        "hi from carl ✓"
+    ));
+
+    // The other browser → both.
+    bob.say("#dev", "and bob").await;
+    assert!(is_message(&ann.next_message().await, "bob", "and bob"));
+    carl.expect("[#dev] <bob> and bob");
+
+    // An action, and a room message elsewhere that #dev-only members don't get.
+    bob.send_json(json!({"type": "me", "room": "#dev", "text": "waves"}))
+        .await;
+    let action = ann.next_message().await;
+    assert_eq!(
+        (action["kind"].as_str(), action["nick"].as_str()),
+        (Some("me"), Some("bob"))
+    );
+    carl.expect("[#dev] * bob waves");
+}
+
+#[tokio::test]
+async fn private_messages_reach_only_their_target() {
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut dave = Ws::login(&server, "dave").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    for ws in [&mut ann, &mut bob, &mut dave] {
+        ws.expect_json(|e| e["type"] == "nick" && e["new"] == "carl")
+            .await;
+    }
+
+    // Each member's events arrive in order, so "the next room or private message is the
+    // public marker said afterwards" proves that no private message reached them before it.
+    async fn marker(dave: &mut Ws, text: &str) {
+        dave.send_json(json!({"type": "say", "text": text})).await;
+        let next = dave.next_message().await;
+        assert!(is_message(&next, "dave", text), "dave saw {next}");
+    }
+
+    // Browser → browser.
+    ann.send_json(json!({"type": "private", "to": "bob", "text": "psst bob"}))
+        .await;
+    let confirmed = ann.next_message().await;
+    assert_eq!(
+        (confirmed["type"].as_str(), confirmed["to"].as_str()),
+        (Some("private"), Some("bob"))
+    );
+    let got = bob.next_message().await;
+    assert_eq!(
+        (
+            got["type"].as_str(),
+            got["nick"].as_str(),
+            got["to"].as_str(),
+            got["text"].as_str()
+        ),
+        (Some("private"), Some("ann"), Some("bob"), Some("psst bob"))
+    );
+    assert!(got.get("room").is_none());
+    marker(&mut dave, "marker 1").await;
+    assert_eq!(
+        carl.expect_line(|l| l.starts_with('[')),
+        "[#lobby] <dave> marker 1"
+    );
+    assert!(is_message(&bob.next_message().await, "dave", "marker 1"));
+    assert!(is_message(&ann.next_message().await, "dave", "marker 1"));
+
+    // nc → browser, and browser → nc.
+    carl.send("/msg bob from carl");
+    assert_eq!(
+        carl.expect_line(|l| l.starts_with('[')),
+        "[pm to bob] <carl> from carl"
+    );
+    let got = bob.next_message().await;
+    assert_eq!(
+        (
+            got["type"].as_str(),
+            got["nick"].as_str(),
+            got["text"].as_str()
+        ),
+        (Some("private"), Some("carl"), Some("from carl"))
+    );
+    bob.send_json(json!({"type": "msg", "to": "CARL", "text": "back to carl"}))
+        .await;
+    let confirmed = bob.next_message().await;
+    assert_eq!(
+        (confirmed["to"].as_str(), confirmed["text"].as_str()),
+        (Some("carl"), Some("back to carl"))
+    );
+    assert_eq!(
+        carl.expect_line(|l| l.starts_with('[')),
+        "[pm] <bob> back to carl"
+    );
+    marker(&mut dave, "marker 2").await;
+    assert!(is_message(&ann.next_message().await, "dave", "marker 2"));
+    assert!(is_message(&bob.next_message().await, "dave", "marker 2"));
+    assert_eq!(
+        carl.expect_line(|l| l.starts_with('[')),
+        "[#lobby] <dave> marker 2"
+    );
+}
+
+#[tokio::test]
+async fn bad_json_and_binary_frames_get_an_error_and_the_session_goes_on() {
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    for (request, expected) in [
+        ("{not json", "bad JSON request"),
+        (r#"{"type":"teleport"}"#, "unknown variant `teleport`"),
+        (r#"{"type":"say"}"#, "missing field `text`"),
+        (r#"{"type":"say","text":"x","colour":1}"#, "unknown field"),
+        (
+            r#"{"type":"nick","nick":"9lives"}"#,
+            "must start with a letter",
+        ),
+        ("/who", "bad JSON request"),
+    ] {
+        ann.send(Message::text(request)).await;
+        let event = ann.next_json().await;
+        assert_eq!(event["type"], "error", "{request}: {event}");
+        let text = event["text"].as_str().unwrap();
+        assert!(text.contains(expected), "{request}: {text}");
+    }
+
+    ann.send(Message::binary(
+        b"{\"type\":\"say\",\"text\":\"x\"}".to_vec(),
+    ))
+    .await;
+    assert_eq!(
+        ann.next_json().await,
+        json!({"type": "error", "text": "send JSON text frames, not binary"})
+    );
+    // Pings are answered by the WebSocket layer, not the chat.
+    ann.send(Message::Ping(b"are you there".to_vec().into()))
+        .await;
+    match ann.next_frame().await {
+        Some(Message::Pong(payload)) => assert_eq!(&payload[..], b"are you there"),
+        other => panic!("expected a pong, got {other:?}"),
+    }
+
+    let said = ann.say("#lobby", "still here").await;
+    assert_eq!(said["room"], "#lobby");
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_only_that_websocket() {
+    let server = WebServer::start(&["--max-line", "256"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    ann.expect_json(|e| e["type"] == "nick" && e["new"] == "carl")
+        .await;
+
+    // Under the limit is fine.
+    let fits = "x".repeat(200);
+    ann.say("#lobby", &fits).await;
+    assert_eq!(bob.next_message().await["text"], fits.as_str());
+
+    ann.send_json(json!({"type": "say", "text": "y".repeat(1000)}))
+        .await;
+    let rest = ann.read_until_closed().await;
+    assert!(
+        rest.iter().all(|e| e["type"] != "message"),
+        "the oversized message was delivered: {rest:?}"
+    );
+    let quit = bob.expect_json(|e| e["type"] == "quit").await;
+    assert_eq!(quit["nick"], "ann");
+    carl.expect_line(|l| l.starts_with("* ann quit"));
+
+    // The others carry on.
+    bob.say("#lobby", "still talking").await;
+    carl.expect("[#lobby] <bob> still talking");
+    carl.say("me too");
+    assert!(is_message(&bob.next_message().await, "carl", "me too"));
+}
+
+/// A WebSocket whose socket has a small receive buffer (so a client that stops reading is
+/// noticed after a few hundred kilobytes, not the tens of megabytes loopback may buffer).
+async fn small_buffer_ws(server: &WebServer) -> Stream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket
+        .connect_timeout(&server.http.into(), IO_TIMEOUT)
+        .unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let tcp = AsyncTcpStream::from_std(socket.into()).unwrap();
+    let (stream, _) = tokio::time::timeout(
+        IO_TIMEOUT,
+        tokio_tungstenite::client_async(server.ws_url(), MaybeTlsStream::Plain(tcp)),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_that_stops_reading_is_disconnected_and_the_room_goes_on() {
+    // Three connections at most: a client cut off must also give its slot back.
+    let server = WebServer::start(&["--max-rate", "0", "--outbox", "128", "--max-conns", "3"]);
+    let mut slow = Ws::welcomed(small_buffer_ws(&server).await).await;
+    slow.set_nick("slow").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    bob.expect_json(|e| e["type"] == "nick" && e["new"] == "carl")
+        .await;
+    // From here on `slow` reads nothing.
+
+    // bob and carl read everything, counting carl's flood; carl's sender stays at most WINDOW
+    // messages ahead of both, so only the member that does not read falls behind.
+    const WINDOW: usize = 16;
+    const MOST: usize = 20_000;
+    let text = "z".repeat(4000);
+    let bob_got = Arc::new(AtomicUsize::new(0));
+    let carl_got = Arc::new(AtomicUsize::new(0));
+    let slow_gone = Arc::new(AtomicBool::new(false));
+
+    let bob_reader = {
+        let (got, gone, text) = (bob_got.clone(), slow_gone.clone(), text.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut quit = None;
+            while Instant::now() < deadline {
+                let event = bob.next_json().await;
+                if is_message(&event, "carl", &text) {
+                    got.fetch_add(1, Ordering::SeqCst);
+                } else if event["type"] == "quit" {
+                    quit = Some(event);
+                    gone.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
+            (bob, quit)
+        })
+    };
+    let mut carl_writer = carl.writer();
+    let sender = {
+        let (bob_got, carl_got, gone, text) = (
+            bob_got.clone(),
+            carl_got.clone(),
+            slow_gone.clone(),
+            text.clone(),
+        );
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut sent = 0;
+            while sent < MOST && !gone.load(Ordering::SeqCst) {
+                while sent
+                    >= WINDOW
+                        + bob_got
+                            .load(Ordering::SeqCst)
+                            .min(carl_got.load(Ordering::SeqCst))
+                {
+                    assert!(
+                        Instant::now() < deadline,
+                        "bob or carl stopped hearing carl"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                    if gone.load(Ordering::SeqCst) {
+                        return sent;
+                    }
+                }
+                writeln!(carl_writer, "{text}").expect("carl writes");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    // carl reads his own echoes (and, last, the quit) on this thread.
+    let mine = format!("[#lobby] <carl> {text}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let quit_line = loop {
+        assert!(Instant::now() < deadline, "slow was never disconnected");
+        let line = carl.next_line();
+        if line == mine {
+            carl_got.fetch_add(1, Ordering::SeqCst);
+        } else if line.starts_with("* slow quit") {
+            break line;
+        }
+    };
+    let sent = sender.join().expect("sender");
+    assert!(
+        sent < MOST,
+        "slow was not disconnected after {sent} messages"
+    );
+    assert_eq!(
+        quit_line,
+        "* slow quit (disconnected: you stopped reading (128 lines waiting))"
+    );
+    let (mut bob, quit) = tokio::time::timeout(Duration::from_secs(70), bob_reader)
+        .await
+        .expect("bob's reader ends")
+        .expect("bob's reader");
+    let quit = quit.expect("bob saw slow quit");
+    assert_eq!(quit["nick"], "slow");
+    assert_eq!(
+        quit["reason"],
+        "disconnected: you stopped reading (128 lines waiting)"
+    );
+
+    // The room goes on: bob and carl still talk (after whatever of the flood is left).
+    bob.say("#lobby", "after the flood").await;
+    carl.expect("[#lobby] <bob> after the flood");
+
+    // The slow client's connection is really closed, so its --max-conns slot is free again:
+    // a third connection gets in (the server may need a moment to notice).
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let newcomer = loop {
+        match tokio_tungstenite::connect_async(server.ws_url()).await {
+            Ok((stream, _)) => break Ws::welcomed(stream).await,
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+                assert!(
+                    Instant::now() < deadline,
+                    "the slow client's slot was never freed"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(err) => panic!("connect: {err}"),
+        }
+    };
+    assert!(newcomer.nick.starts_with("guest"));
+    // What the slow client finds when it finally reads: what was on its way when it was cut
+    // off, not the rest of the flood, then the end of the connection.
+    let rest = slow.read_until_closed().await;
+    let heard = rest.iter().filter(|e| is_message(e, "carl", &text)).count();
+    assert!(heard < sent, "slow got all {sent} messages");
+}
+
+/// Opens the WebSocket with `Origin: origin`, returning the HTTP status of a refusal, or
+/// `SWITCHING_PROTOCOLS` with the welcome read.
+async fn upgrade_with_origin(server: &WebServer, origin: &str) -> StatusCode {
+    let mut request = server.ws_url().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("origin", HeaderValue::from_str(origin).unwrap());
+    let attempt = tokio::time::timeout(IO_TIMEOUT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("an answer in time");
+    match attempt {
+        Ok((stream, response)) => {
+            Ws::welcomed(stream).await;
+            response.status()
+        }
+        Err(WsError::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            assert!(
+                String::from_utf8_lossy(&body).contains("origin not allowed"),
+                "{body:?}"
+            );
+            response.status()
+        }
+        Err(err) => panic!("unexpected: {err}"),
+    }
+}
+
+#[tokio::test]
+async fn the_origin_must_be_the_page_or_allowed() {
+    let server = WebServer::start(&[]);
+    assert_eq!(
+        upgrade_with_origin(&server, "http://evil.example").await,
+        StatusCode::FORBIDDEN
+    );
+    let own = format!("http://{}", server.http);
+    assert_eq!(
+        upgrade_with_origin(&server, &own).await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    // Another port on the same host is another origin.
+    let other_port = format!("http://127.0.0.1:{}", server.http.port() ^ 1);
+    assert_eq!(
+        upgrade_with_origin(&server, &other_port).await,
+        StatusCode::FORBIDDEN
+    );
+    // No Origin at all: not a browser, let in.
+    Ws::connect(&server).await;
+
+    let open = WebServer::start(&["--allow-origin", "http://evil.example"]);
+    assert_eq!(
+        upgrade_with_origin(&open, "http://evil.example").await,
+        StatusCode::SWITCHING_PROTOCOLS
+    );
+    assert_eq!(
+        upgrade_with_origin(&open, "http://worse.example").await,
+        StatusCode::FORBIDDEN
+    );
+}
+
+/// `GET path` over a plain socket: the status line, the headers (names lower-cased) and the
+/// body.
+fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<(String, String)>, String) {
+    let mut stream = common::tcp(addr);
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("a response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("headers end");
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let headers = lines
+        .map(|l| {
+            let (name, value) = l.split_once(':').expect("a header");
+            (name.trim().to_ascii_lowercase(), value.trim().to_string())
+        })
+        .collect();
+    (status, headers, body.to_string())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+}
+
+#[test]
+fn the_page_is_served_with_security_headers() {
+    let server = WebServer::start(&[]);
+    let (status, headers, body) = http_get(server.http, "/");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+    let csp = header(&headers, "content-security-policy");
+    for directive in [
+        "default-src 'self'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(body.contains("<script src=\"/app.js\"></script>"), "{body}");
+    assert!(body.contains("id=\"send-form\""));
+
+    for (path, kind, needle) in [
+        ("/app.js", "text/javascript; charset=utf-8", "new WebSocket"),
+        ("/style.css", "text/css; charset=utf-8", "@media"),
+    ] {
+        let (status, headers, body) = http_get(server.http, path);
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        assert_eq!(header(&headers, "content-type"), kind, "{path}");
+        assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+        assert!(body.contains(needle), "{path}");
+    }
+    let (status, _, _) = http_get(server.http, "/nothing-here");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+}
+
+#[tokio::test]
+async fn a_gbk_nc_user_and_a_browser_read_each_other() {
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    carl.send("/encoding gbk");
+    carl.expect("* your encoding is now GBK");
+    ann.expect_json(|e| e["type"] == "nick" && e["new"] == "carl")
+        .await;
+
+    let gbk = |text: &str| encoding_rs::GBK.encode(text).0.into_owned();
+    // Browser → gbk nc: the line arrives as gbk bytes.
+    ann.say("#lobby", "你好").await;
+    let line = carl.next_raw();
+    assert_eq!(line, gbk("[#lobby] <ann> 你好"));
+    assert_ne!(line, "[#lobby] <ann> 你好".as_bytes(), "sent as utf-8");
+
+    // gbk nc → browser: the gbk bytes arrive as the right characters.
+    let mut bytes = gbk("你好");
+    assert_eq!(bytes, [0xc4, 0xe3, 0xba, 0xc3]);
+    bytes.push(b'\n');
+    carl.send_raw(&bytes);
+    let heard = ann.next_message().await;
+    assert!(is_message(&heard, "carl", "你好"), "{heard}");
+}
