@@ -3,6 +3,8 @@
 'use strict';
 
 const $ = (id) => document.getElementById(id);
+// Per tab: a reload keeps your nick and rooms; a second tab is a second guest.
+const store = window.sessionStorage;
 const MAX_KEPT = 2000;       // messages kept per view
 const PAGE = 50;             // messages per "load older"
 
@@ -17,7 +19,7 @@ const state = {
   retry: 0,
   everConnected: false,      // so that a later open says "reconnected"
   showNext: null,            // a room the person asked to join: shown once the server confirms
-  wanted: JSON.parse(localStorage.getItem('socktalk.rooms') || '[]'),
+  wanted: JSON.parse(store.getItem('socktalk.rooms') || '[]'),
 };
 
 function view(key) {
@@ -49,7 +51,7 @@ function connect() {
     state.everConnected = true;
     // After a reconnect, the room on screen stays there once it is joined again.
     if (state.current && state.current.startsWith('#')) state.showNext = state.current;
-    const nick = localStorage.getItem('socktalk.nick');
+    const nick = store.getItem('socktalk.nick');
     if (nick) send({ type: 'nick', nick });
     for (const room of state.wanted) send({ type: 'join', room });
     send({ type: 'rooms' });
@@ -80,7 +82,7 @@ function handle(m) {
       if (document.activeElement !== $('nick')) $('nick').value = m.nick;
       state.joined = m.rooms;
       const keep = state.joined.filter((r) => r !== '#lobby');
-      localStorage.setItem('socktalk.rooms', JSON.stringify(keep));
+      store.setItem('socktalk.rooms', JSON.stringify(keep));
       state.wanted = keep;
       if (state.showNext && state.joined.includes(state.showNext)) {
         show(state.showNext);
@@ -90,6 +92,7 @@ function handle(m) {
         show(m.room || state.joined[0] || null);
       }
       renderRooms();
+      renderMembers();
       break;
     }
     case 'message':
@@ -108,15 +111,19 @@ function handle(m) {
       send({ type: 'rooms' });
       break;
     case 'nick':
-      if (m.old === state.nick) localStorage.setItem('socktalk.nick', m.new);
-      for (const room of state.joined) notice(room, `${m.old} is now known as ${m.new}`);
-      if (state.current && state.current.startsWith('#')) send({ type: 'who', room: state.current });
+      if (m.old === state.nick) {
+        state.nick = m.new;
+        store.setItem('socktalk.nick', m.new);
+      }
+      for (const room of roomsWith(m.old)) notice(room, `${m.old} is now known as ${m.new}`);
+      for (const [room, nicks] of state.members) state.members.set(room, nicks.map((n) => (n === m.old ? m.new : n)));
+      renamePrivate(m.old, m.new);
+      renderMembers();
       break;
     case 'quit':
-      if (state.current && state.current.startsWith('#')) {
-        notice(state.current, `${m.nick} quit${m.reason ? ` (${m.reason})` : ''}`);
-        send({ type: 'who', room: state.current });
-      }
+      for (const room of roomsWith(m.nick)) notice(room, `${m.nick} quit${m.reason ? ` (${m.reason})` : ''}`);
+      for (const [room, nicks] of state.members) state.members.set(room, nicks.filter((n) => n !== m.nick));
+      renderMembers();
       break;
     case 'who':
       state.members.set(m.room, m.nicks);
@@ -136,6 +143,24 @@ function handle(m) {
       showError(m.text);
       break;
   }
+}
+
+// The joined rooms where `nick` was last seen (or the room on screen, if none is known).
+function roomsWith(nick) {
+  const rooms = state.joined.filter((room) => (state.members.get(room) || []).includes(nick));
+  if (rooms.length > 0) return rooms;
+  return state.current && state.current.startsWith('#') ? [state.current] : [];
+}
+
+// A private conversation follows its partner's new nick.
+function renamePrivate(old, renamed) {
+  const from = '@' + old;
+  if (!state.views.has(from)) return;
+  const to = '@' + renamed;
+  state.views.set(to, state.views.get(from));
+  state.views.delete(from);
+  if (state.current === from) show(to);
+  else renderRooms();
 }
 
 function add(key, m) {
