@@ -40,15 +40,24 @@ pub async fn run(
         let sent = sent.clone();
         tasks.push(tokio::spawn(async move {
             let chunk = vec![b'x'; size.max(1)];
-            while Instant::now() < window.end {
-                if writer.write_all(&chunk).await.is_err() {
-                    return true;
-                }
-                if window.counts(Instant::now()) {
-                    sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+            // A server that stops reading (an echo whose own writes are blocked) must not hold
+            // the run past its end: every write races the clock.
+            let until_end = tokio::time::sleep_until(window.end);
+            tokio::pin!(until_end);
+            loop {
+                tokio::select! {
+                    written = writer.write_all(&chunk) => {
+                        if written.is_err() {
+                            return true;
+                        }
+                        if window.counts(Instant::now()) {
+                            sent.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    () = &mut until_end => break,
                 }
             }
-            let _ = writer.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
             false
         }));
         let received = received.clone();

@@ -45,9 +45,13 @@ pub fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
-/// A process's resident memory in bytes, from `/proc/PID/status`.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+/// A process's resident memory in bytes, from its `/proc/PID/status` file, opened once: when
+/// the open-file limit is what stops `hold`, the file could no longer be opened.
+pub fn rss_bytes(status_file: &mut std::fs::File) -> Option<u64> {
+    use std::io::{Read, Seek};
+    status_file.rewind().ok()?;
+    let mut status = String::new();
+    status_file.read_to_string(&mut status).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -119,7 +123,9 @@ pub async fn run(
     }
     let server = target.resolve(family).await?[0];
     let fd_limit = raise_fd_limit();
-    let before = pid.and_then(rss_bytes);
+    let mut status_file =
+        pid.and_then(|pid| std::fs::File::open(format!("/proc/{pid}/status")).ok());
+    let before = status_file.as_mut().and_then(rss_bytes);
     let bar = progress(conns as u64, "hold");
     let stop = CancellationToken::new();
     let mut readers = Vec::with_capacity(conns);
@@ -155,7 +161,7 @@ pub async fn run(
     if dropped > 0 && stopped_by.is_none() {
         stopped_by = Some(format!("the server closed {dropped} connections"));
     }
-    let after = pid.and_then(rss_bytes);
+    let after = status_file.as_mut().and_then(rss_bytes);
     bar.finish_and_clear();
     stop.cancel();
     for reader in readers {

@@ -127,6 +127,17 @@ pub async fn serve_stream<S>(
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
     let mut chunk = FIRST_READ;
+    // Made once per connection, not per message: each new `cancelled()` future registers with
+    // the token (a lock) and deregisters when dropped, which showed on the echo hot path.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
+    let has_idle_limit = !config.idle_timeout.is_zero();
+    let idle = tokio::time::sleep(if has_idle_limit {
+        config.idle_timeout
+    } else {
+        Duration::from_secs(86_400)
+    });
+    tokio::pin!(idle);
 
     if let Some(greet) = &config.greet {
         let mut text = greet.clone();
@@ -135,7 +146,7 @@ pub async fn serve_stream<S>(
         }
         let bytes = config.encoding.encode_message(&text);
         if codec.encode(&bytes, &mut output).is_ok()
-            && write(&mut stream, &mut output, &peer, &shutdown)
+            && write(&mut stream, &mut output, &peer, &mut cancelled)
                 .await
                 .is_err()
         {
@@ -149,13 +160,18 @@ pub async fn serve_stream<S>(
         }
         let spare = input.capacity() - input.len();
         let read = tokio::select! {
+            biased;
             read = stream.read_buf(&mut input) => read,
-            () = shutdown.cancelled() => return,
-            () = idle(config.idle_timeout) => {
+            () = &mut cancelled => return,
+            () = &mut idle, if has_idle_limit => {
                 tracing::info!(%peer, "closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
                 return;
             }
         };
+        if has_idle_limit {
+            idle.as_mut()
+                .reset(tokio::time::Instant::now() + config.idle_timeout);
+        }
         let is_eof = match read {
             Ok(0) => true,
             Ok(n) => {
@@ -173,7 +189,7 @@ pub async fn serve_stream<S>(
             if is_eof {
                 break;
             }
-            if write(&mut stream, &mut input, &peer, &shutdown)
+            if write(&mut stream, &mut input, &peer, &mut cancelled)
                 .await
                 .is_err()
             {
@@ -182,7 +198,7 @@ pub async fn serve_stream<S>(
             continue;
         }
         let verdict = frame_replies(&mut codec, &mut responder, &mut input, &mut output, is_eof);
-        if write(&mut stream, &mut output, &peer, &shutdown)
+        if write(&mut stream, &mut output, &peer, &mut cancelled)
             .await
             .is_err()
         {
@@ -228,29 +244,21 @@ async fn write<S: AsyncWrite + Unpin>(
     stream: &mut S,
     buf: &mut BytesMut,
     peer: &str,
-    shutdown: &CancellationToken,
+    cancelled: &mut (impl std::future::Future<Output = ()> + Unpin),
 ) -> Result<(), ()> {
     if buf.is_empty() {
         return Ok(());
     }
     let result = tokio::select! {
+        biased;
         result = stream.write_all(buf) => result,
-        () = shutdown.cancelled() => {
+        () = cancelled => {
             buf.clear();
             return Err(());
         }
     };
     buf.clear();
     result.map_err(|err| tracing::info!(%peer, "connection lost while writing: {err}"))
-}
-
-/// Completes after `timeout`, or never when it is zero.
-async fn idle(timeout: Duration) {
-    if timeout.is_zero() {
-        std::future::pending::<()>().await;
-    } else {
-        tokio::time::sleep(timeout).await;
-    }
 }
 
 /// Answers each datagram on `socket` to its sender until `shutdown` is cancelled. An empty

@@ -1,0 +1,308 @@
+#!/usr/bin/env bash
+# Compares socktalk's servers with a bare tokio echo server, ncat, socat and the Python
+# socketserver classics, on loopback, with `socktalk bench`; writes BENCHMARKS.md.
+#
+#   bench/compare.sh                       # everything, 3 repetitions (about 5 minutes)
+#   DURATION=1 REPS=1 bench/compare.sh     # a quick look
+#   SCENARIOS="pingpong-50x64 udp-1x64" bench/compare.sh
+#
+# What it does, in one run:
+#   1. installs ncat and socat with apt when missing (root only; python3 is expected);
+#   2. builds socktalk, examples/bare_echo and examples/bench_report in release mode;
+#   3. raises the open-file limit to its hard maximum (hold needs ~19,000 descriptors a side);
+#   4. for each repetition, for each scenario, for each target in turn (round-robin, the order
+#      rotated every repetition): starts a fresh server on a free loopback port, runs one
+#      `socktalk bench … --json` against it (bounded by `timeout`), stops the server;
+#   5. appends each report, plus "name", "scenario" and "rep", to bench/results/latest.jsonl
+#      (a failed run becomes a line with "failed"), the machine's facts to machine.txt;
+#   6. runs examples/bench_report: medians per (scenario, target) into BENCHMARKS.md, SVG charts
+#      into bench/charts/.
+# Every server it started is killed on exit, with its whole process group (ncat -e and socat
+# fork start a child per connection).
+#
+# Settings (environment):
+#   REPS=3            repetitions; each figure in BENCHMARKS.md is the median over them
+#   DURATION=2        seconds measured by each timed run (pingpong, bulk, udp)
+#   WARMUP=1          seconds of warm-up before each timed run
+#   HOLD_CONNS=19000  connections the hold scenario asks for
+#   HOLD_PYTHON=1     also hold against the Python ThreadingTCPServer (first repetition only:
+#                     ~20 s, a thread per connection); 0 to skip
+#   FANOUT_TIMEOUT=5  seconds a fan-out run waits for its deliveries
+#   FANOUT_BIG_NCAT=0 1: also run ncat --chat with 1,000 receivers (its accept backlog drops
+#                     connections there, each costing a 1 s SYN retry; it may give up)
+#   SCENARIOS=…       only these scenarios (ids as below); default all
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REPS=${REPS:-3}
+DURATION=${DURATION:-2}
+WARMUP=${WARMUP:-1}
+HOLD_CONNS=${HOLD_CONNS:-19000}
+HOLD_PYTHON=${HOLD_PYTHON:-1}
+FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
+FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
+ALL_SCENARIOS="pingpong-50x64 pingpong-1x64 bulk-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 hold-$HOLD_CONNS"
+SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
+
+RESULTS=bench/results
+OUT=$RESULTS/latest.jsonl
+MACHINE=$RESULTS/machine.txt
+SOCKTALK=target/release/socktalk
+BARE=target/release/examples/bare_echo
+REPORT=target/release/examples/bench_report
+
+log() { printf '[compare] %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# --- 1. peers --------------------------------------------------------------------------------
+need() { command -v "$1" >/dev/null 2>&1; }
+missing=()
+need ncat || missing+=(ncat)
+need socat || missing+=(socat)
+need python3 || missing+=(python3)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q "${missing[@]}"
+fi
+for tool in timeout setsid; do need "$tool" || die "$tool (coreutils/util-linux) is missing"; done
+
+# --- 2. build --------------------------------------------------------------------------------
+log "building in release mode"
+cargo build --release --quiet --bin socktalk --example bare_echo --example bench_report
+
+# --- 3. descriptors --------------------------------------------------------------------------
+hard=$(ulimit -Hn)
+if [ "$hard" = unlimited ]; then
+  ulimit -n 1048576 2>/dev/null || true
+else
+  ulimit -n "$hard"
+fi
+fd_limit=$(ulimit -n)
+if [ "$fd_limit" != unlimited ] && [ "$fd_limit" -lt $((HOLD_CONNS + 100)) ]; then
+  log "note: the open-file limit is $fd_limit, below hold's $HOLD_CONNS connections: it will stop hold"
+fi
+
+# --- servers ---------------------------------------------------------------------------------
+TMP=$(mktemp -d)
+SERVER_PID=
+SERVER_ADDR=
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    # setsid made the server a process-group leader: this also ends ncat's and socat's children.
+    kill -TERM -- "-$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=
+  fi
+}
+cleanup() {
+  stop_server
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# A free loopback port, for servers that cannot be told port 0: bind port 0, read it, close.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts a server that prints `listening on ADDR` first; sets SERVER_PID and SERVER_ADDR.
+start_printing() {
+  local out=$TMP/server.out
+  : >"$out"
+  setsid "$@" >"$out" 2>"$TMP/server.err" </dev/null &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if read -r first <"$out" 2>/dev/null && [ -n "$first" ]; then
+      SERVER_ADDR=${first#listening on }
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  log "$1 did not print its address: $(tail -n 2 "$TMP/server.err" | tr '\n' ' ')"
+  stop_server
+  return 1
+}
+
+# Starts a server on a port picked here; "{PORT}" in the arguments is replaced with it. Waits
+# (bounded) until the port accepts connections.
+start_on_port() {
+  local attempt port args
+  for attempt in 1 2 3; do
+    port=$(free_port)
+    args=("${@//\{PORT\}/$port}")
+    setsid "${args[@]}" >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        SERVER_ADDR=127.0.0.1:$port
+        return 0
+      fi
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_server
+    log "$1 did not start on port $port (attempt $attempt): $(tail -n 1 "$TMP/server.err")"
+  done
+  return 1
+}
+
+# The targets: each name's command line, as run and as shown in BENCHMARKS.md.
+max_conns=$((HOLD_CONNS + 500))
+target_command() {
+  case $1 in
+    socktalk-echo) echo "$SOCKTALK echo 127.0.0.1:0" ;;
+    socktalk-echo-udp) echo "$SOCKTALK echo -u 127.0.0.1:0" ;;
+    socktalk-serve) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --db :memory: --max-rate 0" ;;
+    bare-tokio) echo "$BARE 127.0.0.1:0" ;;
+    ncat) echo "ncat -l -k 127.0.0.1 {PORT} -e /bin/cat" ;;
+    ncat-chat) echo "ncat --chat --max-conns 1100 -l 127.0.0.1 {PORT}" ;;
+    socat) echo "socat TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr EXEC:cat" ;;
+    python-threading) echo "python3 bench/peers/upper_server.py 127.0.0.1 0" ;;
+    python-udpserver) echo "python3 bench/peers/udp_upper_server.py 127.0.0.1 0" ;;
+    *) return 1 ;;
+  esac
+}
+
+# start_target NAME SCENARIO: a fresh server for one run.
+start_target() {
+  local name=$1 scenario=$2 cmd
+  cmd=$(target_command "$name")
+  # shellcheck disable=SC2206 # the commands above are plain words
+  local argv=($cmd)
+  # Holding thousands of connections needs socktalk's cap (default 10,000) raised.
+  if [[ $scenario == hold-* && $name == socktalk-* ]]; then
+    argv+=(--max-conns "$max_conns")
+  fi
+  case $name in
+    ncat | ncat-chat | socat) start_on_port "${argv[@]}" ;;
+    *) start_printing "${argv[@]}" ;;
+  esac
+}
+
+# scenario_targets SCENARIO REP: the targets of a scenario in that repetition.
+scenario_targets() {
+  case $1 in
+    pingpong-* | bulk-*) echo "socktalk-echo bare-tokio ncat socat python-threading" ;;
+    udp-*) echo "socktalk-echo-udp python-udpserver" ;;
+    fanout-100x*) echo "socktalk-serve ncat-chat" ;;
+    fanout-*)
+      if [ "$FANOUT_BIG_NCAT" = 1 ]; then echo "socktalk-serve ncat-chat"; else echo "socktalk-serve"; fi
+      ;;
+    hold-*)
+      local targets="socktalk-serve socktalk-echo bare-tokio"
+      if [ "$HOLD_PYTHON" = 1 ] && [ "$2" = 1 ]; then targets+=" python-threading"; fi
+      echo "$targets"
+      ;;
+  esac
+}
+# The bench arguments of a scenario (ADDR and PID are filled in for each run).
+scenario_args() {
+  local timed=(--duration "$DURATION" --warmup "$WARMUP")
+  case $1 in
+    pingpong-50x64) echo pingpong ADDR --conns 50 --size 64 "${timed[@]}" ;;
+    pingpong-1x64) echo pingpong ADDR --conns 1 --size 64 "${timed[@]}" ;;
+    bulk-1x65536) echo bulk ADDR --conns 1 --size 65536 --both "${timed[@]}" ;;
+    udp-1x64) echo udp ADDR --size 64 "${timed[@]}" ;;
+    fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" ;;
+    fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" ;;
+    hold-*) echo hold ADDR --conns "${1#hold-}" --pid PID ;;
+    *) return 1 ;;
+  esac
+}
+# The most a run may take before `timeout` ends it.
+scenario_limit() {
+  case $1 in
+    fanout-*) echo $((${FANOUT_TIMEOUT%.*} + 120)) ;;
+    hold-*) echo 180 ;;
+    *) echo $((${DURATION%.*} + ${WARMUP%.*} + 15)) ;;
+  esac
+}
+
+# A string made safe to put inside JSON quotes.
+json_text() { printf '%s' "$1" | tr -d '\000-\037' | tr "\"\\\\" "''"; }
+
+# run_one NAME SCENARIO REP: one server, one bench run, one line in $OUT.
+run_one() {
+  local name=$1 scenario=$2 rep=$3 args report status reason figure
+  local head="{\"name\":\"$name\",\"scenario\":\"$scenario\",\"rep\":$rep,"
+  if ! start_target "$name" "$scenario"; then
+    echo "${head}\"mode\":\"${scenario%%-*}\",\"failed\":\"the server did not start\"}" >>"$OUT"
+    return
+  fi
+  # shellcheck disable=SC2207 # plain words again
+  args=($(scenario_args "$scenario"))
+  args=("${args[@]/#ADDR/$SERVER_ADDR}")
+  args=("${args[@]/#PID/$SERVER_PID}")
+  status=0
+  report=$(timeout -k 5 "$(scenario_limit "$scenario")" "$SOCKTALK" bench "${args[@]}" --json \
+    2>"$TMP/bench.err") || status=$?
+  stop_server
+  if [ "$status" -eq 0 ] && [[ $report == "{"* ]]; then
+    echo "$head${report#\{}" >>"$OUT"
+    figure=$(grep -o -E '"(ops_per_s|rx_mb_s|held|bytes_per_conn|lost|stopped_by)":("[^"]*"|[0-9.e+-]+)' \
+      <<<"$report" | tr '\n' ' ' || true)
+    log "rep $rep  $scenario  $name  ${figure:-?}"
+  else
+    if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
+      reason="timed out after $(scenario_limit "$scenario")s"
+    else
+      reason="exit $status: $(tail -n 1 "$TMP/bench.err")"
+    fi
+    echo "${head}\"mode\":\"${scenario%%-*}\",\"failed\":\"$(json_text "$reason")\"}" >>"$OUT"
+    log "rep $rep  $scenario  $name  FAILED ($reason)"
+  fi
+}
+
+# --- 4. the runs -----------------------------------------------------------------------------
+mkdir -p "$RESULTS" bench/charts
+rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
+: >"$OUT"
+{
+  echo "date=$(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+  echo "nproc=$(nproc)"
+  echo "kernel=$(uname -srm)"
+  echo "ulimit_n=$fd_limit"
+  echo "rustc=$(rustc --version)"
+  echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "ncat=$(ncat --version 2>&1 | head -n 1)"
+  echo "socat=$(socat -V 2>/dev/null | grep -m1 'socat version' | sed 's/^ *//')"
+  echo "python=$(python3 --version 2>&1)"
+  echo "reps=$REPS"
+  echo "duration=$DURATION"
+  echo "warmup=$WARMUP"
+  for name in socktalk-echo socktalk-echo-udp socktalk-serve bare-tokio ncat ncat-chat socat \
+    python-threading python-udpserver; do
+    echo "target.$name=$(target_command "$name")"
+  done
+} >"$MACHINE"
+
+started=$SECONDS
+for rep in $(seq "$REPS"); do
+  for scenario in $SCENARIOS; do
+    scenario_args "$scenario" >/dev/null || die "unknown scenario '$scenario' (known: $ALL_SCENARIOS)"
+    # shellcheck disable=SC2207
+    targets=($(scenario_targets "$scenario" "$rep"))
+    # Round-robin, and a different target first each repetition.
+    count=${#targets[@]}
+    for i in $(seq 0 $((count - 1))); do
+      run_one "${targets[$(((i + rep - 1) % count))]}" "$scenario" "$rep"
+    done
+  done
+done
+log "measured in $((SECONDS - started)) s; raw results in $OUT"
+
+# --- 5. the report ---------------------------------------------------------------------------
+"$REPORT" --results "$OUT" --machine "$MACHINE" --out BENCHMARKS.md --charts bench/charts
+sed -n '/^## The issue/,/^## Results/p' BENCHMARKS.md | sed '$d'
