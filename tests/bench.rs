@@ -1,0 +1,138 @@
+//! `socktalk bench`: a short smoke run of every mode against socktalk's own servers. It asserts
+//! only that each produces sane numbers (work done, no errors); speed is for BENCHMARKS.md, never
+//! a test threshold.
+
+mod common;
+
+use common::{Proc, socktalk};
+use serde_json::Value;
+
+/// Runs `socktalk bench ARGS --json` and returns its report.
+fn bench(args: &[&str]) -> Value {
+    let mut argv = vec!["bench"];
+    argv.extend_from_slice(args);
+    argv.push("--json");
+    let out = socktalk().args(&argv).output().expect("run bench");
+    assert!(
+        out.status.success(),
+        "bench {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("bench prints one JSON object")
+}
+
+fn host_port(addr: &str) -> &str {
+    addr.split_once("://").map_or(addr, |(_, rest)| rest)
+}
+
+#[test]
+fn pingpong_and_bulk_measure_an_echo_server() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    let report = bench(&[
+        "pingpong",
+        addr,
+        "--conns",
+        "4",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+    ]);
+    assert_eq!(report["mode"], "pingpong");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["errors"], 0);
+    let latency = &report["latency_us"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0);
+    assert!(latency["p50"].as_f64() <= latency["p99"].as_f64());
+    assert!(latency["p99"].as_f64() <= latency["max"].as_f64());
+
+    let report = bench(&[
+        "bulk",
+        addr,
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--both",
+    ]);
+    assert!(report["tx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["rx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["errors"], 0);
+}
+
+#[test]
+fn udp_counts_round_trips_and_losses() {
+    let server = Proc::server(&["echo", "-u", "--upper", "127.0.0.1:0"]);
+    let report = bench(&[
+        "udp",
+        host_port(&server.addr),
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+    ]);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["lost"].as_u64().is_some());
+    assert_eq!(report["errors"], 0);
+}
+
+#[test]
+fn hold_reports_connections_and_memory() {
+    let server = Proc::server(&["serve", "--tcp", "127.0.0.1:0", "--db", ":memory:"]);
+    let pid = server.child.id().to_string();
+    let report = bench(&[
+        "hold",
+        host_port(&server.addr),
+        "--conns",
+        "200",
+        "--pid",
+        &pid,
+        "--hold",
+        "0.3",
+    ]);
+    assert_eq!(report["held"], 200, "{report}");
+    assert_eq!(report["wanted"], 200);
+    assert!(report["rss_bytes"].as_u64().unwrap() > 0);
+    assert!(report["bytes_per_conn"].as_f64().is_some());
+}
+
+#[test]
+fn fanout_delivers_every_line_to_every_receiver() {
+    let server = Proc::server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--db",
+        ":memory:",
+        "--max-rate",
+        "0",
+    ]);
+    let report = bench(&[
+        "fanout",
+        host_port(&server.addr),
+        "--conns",
+        "20",
+        "--lines",
+        "50",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(report["ops"], 1000, "{report}");
+    assert_eq!(report["lost"], 0);
+    assert_eq!(report["errors"], 0);
+    assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_errors_are_one_line() {
+    let out = socktalk()
+        .args(["bench", "pingpong", "127.0.0.1:70000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("out of range"), "{err}");
+}
