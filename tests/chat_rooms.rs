@@ -440,3 +440,37 @@ fn a_unix_socket_listener_works_alongside_tcp() {
     assert_eq!(bob.read_until_closed(Duration::from_secs(5)), ["* bye"]);
     ann.expect_next("* bob quit");
 }
+
+#[test]
+fn half_a_line_from_a_crashed_client_is_not_posted() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut crasher = ChatClient::login(addr, "crasher");
+    crasher.say("about to crash");
+    bob.expect("[#lobby] <crasher> about to crash");
+    crasher.send_raw(b"half a line with no end");
+    crasher.reset();
+    bob.expect_line(|l| l.starts_with("* crasher quit"));
+    ann.say("after the crash");
+    let mut seen = Vec::new();
+    bob.expect_line(|l| {
+        seen.push(l.to_string());
+        l == "[#lobby] <ann> after the crash"
+    });
+    assert!(
+        seen.iter().all(|l| !l.contains("half a line")),
+        "a reset client's unfinished line was posted: {seen:?}"
+    );
+}
+
+#[test]
+fn a_last_line_without_newline_before_a_clean_close_is_posted() {
+    let (_server, addr) = server();
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut ann = ChatClient::login(addr, "ann");
+    bob.expect("* guest2 is now known as ann");
+    ann.send_raw(b"goodbye without a newline");
+    drop(ann);
+    bob.expect("[#lobby] <ann> goodbye without a newline");
+}

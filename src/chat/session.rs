@@ -312,8 +312,10 @@ pub async fn serve<S>(
                 match read {
                     Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
                     Ok(0) | Err(_) => {
-                        // EOF: a last line without its newline still counts.
-                        if !input.buf.is_empty() && !input.is_discarding {
+                        // A clean EOF: a last line without its newline still counts. After a
+                        // reset the client crashed mid-line, and half a line is not a message.
+                        let is_clean_eof = read.is_ok();
+                        if is_clean_eof && !input.buf.is_empty() && !input.is_discarding {
                             input.buf.extend_from_slice(b"\n");
                             continue_with_last_line(&mut input, id, &hub).await;
                         }
