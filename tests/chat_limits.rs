@@ -413,3 +413,89 @@ fn max_rooms_refuses_one_more_join() {
     ann.join("#b");
     assert_eq!(ann.say("in b"), "[#b] <ann> in b");
 }
+
+#[test]
+fn a_member_whose_writes_are_stuck_in_a_quiet_room_is_closed_at_the_idle_timeout() {
+    let _turn = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
+    // A queue so long it never fills: only the idle timeout can end the stuck write.
+    let server = chat_server(
+        ":memory:",
+        &[
+            "--max-rate",
+            "0",
+            "--outbox",
+            "1000000",
+            "--idle-timeout",
+            "1",
+        ],
+    );
+    let addr = server.socket_addr();
+    let mut sink = ChatClient::over(ChatConn::Tcp(small_buffer_connection(addr))).welcomed();
+    sink.set_nick("sink");
+    let talker = tcp(addr);
+    let mut writer = talker.try_clone().unwrap();
+    // A burst big enough to fill the sink's socket buffers, then silence.
+    let padding = "z".repeat(1000);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sending = {
+        let done = done.clone();
+        thread::spawn(move || {
+            let burst: String = (0..4000).map(|i| format!("{i} {padding}\n")).collect();
+            writer.write_all(burst.as_bytes()).unwrap();
+            // The talker stays active (it is not the idle one) without adding room traffic.
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                thread::sleep(Duration::from_millis(200));
+                if writer.write_all(b"/rooms\n").is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut lines = std::io::BufReader::new(talker);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        use std::io::BufRead;
+        let n = lines
+            .read_line(&mut line)
+            .expect("the talker keeps being served");
+        assert!(n > 0, "the talker was disconnected");
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the sink, stuck in a write in a quiet room, was never closed"
+        );
+        if line.starts_with("* sink quit") {
+            break;
+        }
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    sending.join().unwrap();
+    // Well before the 10 s IO timeout: one idle period after the burst, plus slack.
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_client_held_back_by_the_rate_limit_is_not_idle() {
+    // 30 lines at 20/s take 1.5 s to be read, longer than the 1 s idle timeout; the client sends
+    // them all at once and then nothing. Every line must still be delivered.
+    let server = chat_server(
+        ":memory:",
+        &["--max-rate", "20", "--burst", "1", "--idle-timeout", "1"],
+    );
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut ann = ChatClient::login(addr, "ann");
+    bob.expect("* guest2 is now known as ann");
+    let burst: String = (0..30).map(|i| format!("paced {i}\n")).collect();
+    ann.send_raw(burst.as_bytes());
+    for i in 0..30 {
+        // Bob keeps talking to the server (he is not the idle one).
+        bob.send("/rooms");
+        bob.expect(&format!("[#lobby] <ann> paced {i}"));
+    }
+}

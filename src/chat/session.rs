@@ -274,6 +274,11 @@ pub async fn serve<S>(
             input.buf = BytesMut::new();
         }
 
+        let is_held_back = throttle.is_some() || is_hub_full;
+        if is_held_back && !config.idle_timeout.is_zero() {
+            idle.as_mut().reset(Instant::now() + config.idle_timeout);
+        }
+
         tokio::select! {
             biased;
             more = inbox.take(&mut out) => {
@@ -282,7 +287,8 @@ pub async fn serve<S>(
                     break;
                 }
                 // Everything queued went into `out`: one write for all of it.
-                let written = write_unless_kicked(&mut stream, &out, &inbox).await;
+                let written =
+                    write_unless_kicked(&mut stream, &out, &inbox, config.idle_timeout).await;
                 // Written: give the buffer back, so an idle member holds none.
                 out = Vec::new();
                 if let Ok(false) = written {
@@ -333,7 +339,9 @@ pub async fn serve<S>(
                     }
                 }
             }
-            () = &mut idle, if is_reading => {
+            // Idle means the client sent nothing while we were waiting for it: time the server
+            // spends holding it back (rate limit, full hub queue) does not count.
+            () = &mut idle, if is_reading && throttle.is_none() && !is_hub_full => {
                 is_reading = false;
                 let text = format!("closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
                 let _ = hub.send(Request::Notice(id, Event::Error { text })).await;
@@ -353,11 +361,21 @@ pub async fn serve<S>(
 /// Writes `bytes`, unless the hub cuts the member off first (`Ok(false)`): a member cut off for
 /// not reading is not reading this write either, and waiting for it would hold the connection
 /// (and its `--max-conns` slot) for as long as the client likes.
+/// A write that takes longer than `idle_timeout` (when set) is given up too: a member that
+/// neither reads nor writes for that long is idle, even in a room too quiet to fill its outbox.
 async fn write_unless_kicked<S: AsyncWrite + Unpin>(
     stream: &mut S,
     bytes: &[u8],
     inbox: &Inbox,
+    idle_timeout: Duration,
 ) -> std::io::Result<bool> {
+    let stuck = async {
+        if idle_timeout.is_zero() {
+            std::future::pending::<()>().await;
+        } else {
+            tokio::time::sleep(idle_timeout).await;
+        }
+    };
     tokio::select! {
         // A write that can finish does; only one left waiting is given up.
         biased;
@@ -367,6 +385,10 @@ async fn write_unless_kicked<S: AsyncWrite + Unpin>(
             if let Some(word) = inbox.last_word() {
                 let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&word)).await;
             }
+            Ok(false)
+        }
+        () = stuck => {
+            tracing::info!("closing: a write waited {idle_timeout:?} for the client to read (--idle-timeout)");
             Ok(false)
         }
     }
