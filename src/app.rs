@@ -271,70 +271,49 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
 }
 
 async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
-    let timing = |t: &crate::cli::BenchTiming| -> Result<_> {
-        Ok((
-            seconds("--warmup", t.warmup)?,
-            seconds("--duration", t.duration)?,
-        ))
+    let load = |common: &crate::cli::BenchCommon,
+                t: &crate::cli::BenchTiming,
+                conns: usize,
+                size: usize|
+     -> Result<bench::Load> {
+        Ok(bench::Load {
+            target: common.addr.clone(),
+            family,
+            conns: conns.max(1),
+            size: size.max(1),
+            warmup: seconds("--warmup", t.warmup)?,
+            duration: seconds("--duration", t.duration)?,
+        })
     };
     let (report, is_json) = match args.mode {
         BenchMode::Pingpong {
             common,
-            timing: t,
+            timing,
             conns,
             size,
         } => {
-            let (warmup, duration) = timing(&t)?;
-            let report = bench::pingpong::run(
-                &common.addr,
-                family,
-                conns.max(1),
-                size.max(1),
-                warmup,
-                duration,
-            )
-            .await?;
+            let report = bench::pingpong::run(&load(&common, &timing, conns, size)?).await?;
             (report, common.json)
         }
         BenchMode::Bulk {
             common,
-            timing: t,
+            timing,
             conns,
             size,
             both,
         } => {
-            let (warmup, duration) = timing(&t)?;
-            let report = bench::bulk::run(
-                &common.addr,
-                family,
-                conns.max(1),
-                size.max(1),
-                warmup,
-                duration,
-                both,
-            )
-            .await?;
+            let report = bench::bulk::run(&load(&common, &timing, conns, size)?, both).await?;
             (report, common.json)
         }
         BenchMode::Udp {
             common,
-            timing: t,
+            timing,
             conns,
             size,
             timeout,
         } => {
-            let (warmup, duration) = timing(&t)?;
             let timeout = std::time::Duration::from_millis(timeout.max(1));
-            let report = bench::udp::run(
-                &common.addr,
-                family,
-                conns.max(1),
-                size,
-                warmup,
-                duration,
-                timeout,
-            )
-            .await?;
+            let report = bench::udp::run(&load(&common, &timing, conns, size)?, timeout).await?;
             (report, common.json)
         }
         BenchMode::Hold {

@@ -9,8 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Report, Window, connect_all, progress, tick_until};
-use crate::endpoint::{Endpoint, Family};
+use super::{Load, Report, Window, connect_all, progress, tick_until};
 use crate::error::Result;
 
 /// Read buffer of the receiving side.
@@ -20,17 +19,16 @@ const READ_BUF: usize = 256 * 1024;
 ///
 /// # Errors
 /// When not even one connection could be made.
-pub async fn run(
-    target: &Endpoint,
-    family: Family,
-    conns: usize,
-    size: usize,
-    warmup: Duration,
-    duration: Duration,
-    is_both: bool,
-) -> Result<Report> {
-    let (streams, mut errors) = connect_all(target, family, conns).await?;
-    let window = Window::new(warmup, duration);
+pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
+    let Load {
+        target,
+        conns,
+        size,
+        ..
+    } = load;
+    let (conns, size) = (*conns, *size);
+    let (streams, mut errors) = connect_all(target, load.family, conns).await?;
+    let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));

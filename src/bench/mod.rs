@@ -47,6 +47,23 @@ pub async fn connect(target: &Endpoint, family: Family) -> Result<Conn> {
     })
 }
 
+/// What a timed benchmark (pingpong, bulk, udp) loads a server with.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// The server.
+    pub target: Endpoint,
+    /// Address family for name resolution.
+    pub family: Family,
+    /// Connections (or sockets), all at once; at least 1.
+    pub conns: usize,
+    /// Message, chunk or datagram size in bytes; at least 1.
+    pub size: usize,
+    /// Time run before measuring.
+    pub warmup: Duration,
+    /// Time measured.
+    pub duration: Duration,
+}
+
 /// Opens `conns` connections to `target`, all before any is used. Fails only if the first
 /// fails; later failures are counted and returned beside the connections made.
 ///

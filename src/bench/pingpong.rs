@@ -3,29 +3,26 @@
 //!
 //! Any server that answers a message with one of the same length works: echo, upper-case.
 
-use std::time::Duration;
-
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Latency, Report, Stream, Window, connect_all, histogram, progress, tick_until};
-use crate::endpoint::{Endpoint, Family};
+use super::{Latency, Load, Report, Stream, Window, connect_all, histogram, progress, tick_until};
 use crate::error::Result;
 
 /// Runs the ping-pong benchmark.
 ///
 /// # Errors
 /// When not even one connection could be made.
-pub async fn run(
-    target: &Endpoint,
-    family: Family,
-    conns: usize,
-    size: usize,
-    warmup: Duration,
-    duration: Duration,
-) -> Result<Report> {
-    let (streams, mut errors) = connect_all(target, family, conns).await?;
-    let window = Window::new(warmup, duration);
+pub async fn run(load: &Load) -> Result<Report> {
+    let Load {
+        target,
+        conns,
+        size,
+        ..
+    } = load;
+    let (conns, size) = (*conns, *size);
+    let (streams, mut errors) = connect_all(target, load.family, conns).await?;
+    let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
     let tasks: Vec<_> = streams
         .into_iter()

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Latency, Report, Window, histogram, progress, tick_until};
-use crate::endpoint::{Endpoint, Family};
+use super::{Latency, Load, Report, Window, histogram, progress, tick_until};
 use crate::error::Result;
 use crate::limits::MAX_DATAGRAM;
 use crate::transport::udp;
@@ -21,22 +20,21 @@ const SEQ_DIGITS: usize = 16;
 ///
 /// # Errors
 /// The target does not resolve or a socket cannot be bound.
-pub async fn run(
-    target: &Endpoint,
-    family: Family,
-    conns: usize,
-    size: usize,
-    warmup: Duration,
-    duration: Duration,
-    timeout: Duration,
-) -> Result<Report> {
-    let peer = udp::resolve_peer(target, family).await?;
+pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
+    let Load {
+        target,
+        conns,
+        size,
+        ..
+    } = load;
+    let (conns, size) = (*conns, *size);
+    let peer = udp::resolve_peer(target, load.family).await?;
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
         sockets.push(udp::connect(peer).await?);
     }
     let size = size.clamp(SEQ_DIGITS, MAX_DATAGRAM);
-    let window = Window::new(warmup, duration);
+    let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "udp"), Instant::now(), window.end);
     let tasks: Vec<_> = sockets
         .into_iter()
