@@ -20,13 +20,7 @@ const READ_BUF: usize = 256 * 1024;
 /// # Errors
 /// When not even one connection could be made.
 pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
-    let Load {
-        target,
-        conns,
-        size,
-        ..
-    } = load;
-    let (conns, size) = (*conns, *size);
+    let (target, conns, size) = (&load.target, load.conns, load.size);
     let (streams, mut errors) = connect_all(target, load.family, conns).await?;
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);

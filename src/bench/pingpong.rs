@@ -14,13 +14,7 @@ use crate::error::Result;
 /// # Errors
 /// When not even one connection could be made.
 pub async fn run(load: &Load) -> Result<Report> {
-    let Load {
-        target,
-        conns,
-        size,
-        ..
-    } = load;
-    let (conns, size) = (*conns, *size);
+    let (target, conns, size) = (&load.target, load.conns, load.size);
     let (streams, mut errors) = connect_all(target, load.family, conns).await?;
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);

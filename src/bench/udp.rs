@@ -21,13 +21,7 @@ const SEQ_DIGITS: usize = 16;
 /// # Errors
 /// The target does not resolve or a socket cannot be bound.
 pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
-    let Load {
-        target,
-        conns,
-        size,
-        ..
-    } = load;
-    let (conns, size) = (*conns, *size);
+    let (target, conns, size) = (&load.target, load.conns, load.size);
     let peer = udp::resolve_peer(target, load.family).await?;
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
