@@ -14,7 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// The hub's end.
@@ -113,29 +113,30 @@ impl Drop for Outbox {
 }
 
 impl Inbox {
-    /// Waits for queued output and appends all of it to `out`. Returns `false` once the outbox
-    /// is closed and everything (the last word included) has been taken.
-    pub async fn take(&self, out: &mut Vec<u8>) -> bool {
+    /// Waits for queued output and takes all of it as one buffer to write: the queued chunk
+    /// itself when there is one (no copy; a fan-out chunk is shared by every member), else
+    /// the chunks joined. `None` once the outbox is closed and everything (the last word
+    /// included) has been taken.
+    pub async fn take(&self) -> Option<Bytes> {
         loop {
             {
                 let mut queue = self.shared.lock();
                 if !queue.chunks.is_empty() {
-                    for chunk in queue.chunks.drain(..) {
-                        out.extend_from_slice(&chunk);
-                    }
                     queue.lines = 0;
                     // Drained: an idle member keeps no queue memory.
-                    queue.chunks = VecDeque::new();
-                    return true;
+                    let mut chunks = std::mem::take(&mut queue.chunks);
+                    drop(queue);
+                    if chunks.len() == 1 {
+                        return chunks.pop_front();
+                    }
+                    let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+                    for chunk in chunks {
+                        joined.extend_from_slice(&chunk);
+                    }
+                    return Some(joined.freeze());
                 }
                 if queue.is_closed {
-                    return match queue.last_word.take() {
-                        Some(word) => {
-                            out.extend_from_slice(&word);
-                            true
-                        }
-                        None => false,
-                    };
+                    return queue.last_word.take();
                 }
             }
             self.shared.wake.notified().await;
@@ -188,9 +189,7 @@ mod tests {
             outbox.push(Bytes::from_static(b"b\nc\n"), 2, 10),
             Push::Queued(3)
         );
-        let mut out = Vec::new();
-        assert!(inbox.take(&mut out).await);
-        assert_eq!(out, b"a\nb\nc\n");
+        assert_eq!(inbox.take().await.unwrap(), &b"a\nb\nc\n"[..]);
     }
 
     #[tokio::test]
@@ -206,11 +205,9 @@ mod tests {
         );
         assert_eq!(outbox.push(Bytes::from_static(b"3\n"), 1, 2), Push::Full);
         outbox.close(Some(Bytes::from_static(b"bye\n")));
-        let mut out = Vec::new();
-        assert!(inbox.take(&mut out).await);
-        assert!(inbox.take(&mut out).await);
-        assert!(!inbox.take(&mut out).await);
-        assert_eq!(out, b"1\n2\nbye\n");
+        assert_eq!(inbox.take().await.unwrap(), &b"1\n2\n"[..]);
+        assert_eq!(inbox.take().await.unwrap(), &b"bye\n"[..]);
+        assert_eq!(inbox.take().await, None);
     }
 
     #[tokio::test]
@@ -227,13 +224,9 @@ mod tests {
     #[tokio::test]
     async fn take_waits_for_a_push() {
         let (outbox, inbox) = outbox();
-        let reader = tokio::spawn(async move {
-            let mut out = Vec::new();
-            inbox.take(&mut out).await;
-            out
-        });
+        let reader = tokio::spawn(async move { inbox.take().await });
         tokio::task::yield_now().await;
         outbox.push(Bytes::from_static(b"late\n"), 1, 10);
-        assert_eq!(reader.await.unwrap(), b"late\n");
+        assert_eq!(reader.await.unwrap().unwrap(), &b"late\n"[..]);
     }
 }

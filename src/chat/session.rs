@@ -201,7 +201,6 @@ pub async fn serve<S>(
     // The place in the hub's queue that waiting won, kept for the next line: given back, it
     // could go to a busier session every time.
     let mut reserved: Option<mpsc::Permit<'_, Request>> = None;
-    let mut out: Vec<u8> = Vec::new();
     let idle = tokio::time::sleep_until(far_future(config.idle_timeout));
     tokio::pin!(idle);
 
@@ -281,16 +280,14 @@ pub async fn serve<S>(
 
         tokio::select! {
             biased;
-            more = inbox.take(&mut out) => {
-                if !more {
+            out = inbox.take() => {
+                let Some(out) = out else {
                     // The hub let us go: quit, kicked, or shutting down.
                     break;
-                }
-                // Everything queued went into `out`: one write for all of it.
+                };
+                // Everything queued, in one write.
                 let written =
                     write_unless_kicked(&mut stream, &out, &inbox, config.idle_timeout).await;
-                // Written: give the buffer back, so an idle member holds none.
-                out = Vec::new();
                 if let Ok(false) = written {
                     tracing::debug!(%peer, member = id, "cut off with a write waiting; closing");
                     break;

@@ -188,18 +188,16 @@ async fn session(
     let mut throttle: Option<Instant> = None;
     let mut is_reading = true;
     let mut is_told_to_slow_down = false;
-    let mut out = Vec::new();
     let idle = tokio::time::sleep_until(idle_deadline(config.idle_timeout));
     tokio::pin!(idle);
     loop {
         tokio::select! {
             biased;
-            more = inbox.take(&mut out) => {
-                if !more {
+            out = inbox.take() => {
+                let Some(out) = out else {
                     break;
-                }
+                };
                 let sent = send_unless_kicked(&mut socket, &out, &inbox).await;
-                out.clear();
                 match sent {
                     Ok(true) => {}
                     Ok(false) => {
