@@ -64,6 +64,30 @@ pub struct Load {
     pub duration: Duration,
 }
 
+/// What a round-trip mode (pingpong, udp) measured, as a report.
+pub fn round_trip_report(
+    mode: &'static str,
+    load: &Load,
+    size: usize,
+    window: &Window,
+    ops: u64,
+    latencies: &hdrhistogram::Histogram<u64>,
+    errors: u64,
+) -> Report {
+    Report {
+        mode,
+        target: load.target.to_string(),
+        conns: Some(load.conns),
+        size: Some(size),
+        duration_s: window.seconds(),
+        ops: Some(ops),
+        ops_per_s: Some(ops as f64 / window.seconds()),
+        latency_us: Some(Latency::from_nanos(latencies)),
+        errors,
+        ..Report::default()
+    }
+}
+
 /// Opens `conns` connections to `target`, all before any is used. Fails only if the first
 /// fails; later failures are counted and returned beside the connections made.
 ///

@@ -6,7 +6,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Latency, Load, Report, Stream, Window, connect_all, histogram, progress, tick_until};
+use super::{
+    Load, Report, Stream, Window, connect_all, histogram, progress, round_trip_report, tick_until,
+};
 use crate::error::Result;
 
 /// Runs the ping-pong benchmark.
@@ -35,18 +37,9 @@ pub async fn run(load: &Load) -> Result<Report> {
         }
     }
     let _ = ticker.await;
-    Ok(Report {
-        mode: "pingpong",
-        target: target.to_string(),
-        conns: Some(conns),
-        size: Some(size),
-        duration_s: window.seconds(),
-        ops: Some(ops),
-        ops_per_s: Some(ops as f64 / window.seconds()),
-        latency_us: Some(Latency::from_nanos(&all)),
-        errors,
-        ..Report::default()
-    })
+    Ok(round_trip_report(
+        "pingpong", load, size, &window, ops, &all, errors,
+    ))
 }
 
 /// One connection's loop: returns its histogram, round trips counted, and whether it failed.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Latency, Load, Report, Window, histogram, progress, tick_until};
+use super::{Load, Report, Window, histogram, progress, round_trip_report, tick_until};
 use crate::error::Result;
 use crate::limits::MAX_DATAGRAM;
 use crate::transport::udp;
@@ -93,16 +93,7 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     }
     let _ = ticker.await;
     Ok(Report {
-        mode: "udp",
-        target: target.to_string(),
-        conns: Some(conns),
-        size: Some(size),
-        duration_s: window.seconds(),
-        ops: Some(ops),
-        ops_per_s: Some(ops as f64 / window.seconds()),
-        latency_us: Some(Latency::from_nanos(&all)),
         lost: Some(lost),
-        errors,
-        ..Report::default()
+        ..round_trip_report("udp", load, size, &window, ops, &all, errors)
     })
 }
