@@ -51,7 +51,8 @@ pub const MAX_RATE: f64 = 20.0;
 /// `serve --burst`: chat messages a client may send at once before `--max-rate` applies.
 pub const BURST: f64 = 40.0;
 
-/// `serve --idle-timeout`: a chat client silent this long is disconnected.
+/// `serve --idle-timeout`: a chat client that sends no complete line this long is disconnected
+/// (bytes of an unfinished line don't count, so a client trickling half a line is idle too).
 pub const CHAT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// `serve --max-rooms`: rooms one chat member may be in at once.

@@ -11,7 +11,12 @@
 //! - `--max-rate` / `--burst`: a token bucket. A client above the rate is told once, and its
 //!   further lines are read only as fast as the rate allows: TCP pushes back on the sender and
 //!   nothing it sent is dropped. Its outbox keeps draining meanwhile.
-//! - `--idle-timeout`: a client silent for that long is told and disconnected.
+//! - `--idle-timeout`: a client that sends no complete line for that long is told and
+//!   disconnected. Only a whole line (a message or command, newline included) is activity: bytes
+//!   of a line still unfinished are not, so a client that sends half a line and then trickles a
+//!   byte now and then (slowloris) is closed like a silent one. An over-long line, which is
+//!   refused, is not activity either. Time the server spends holding the client back (the rate
+//!   limit, a full hub queue) does not count as idle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -231,7 +236,13 @@ pub async fn serve<S>(
                 break;
             };
             let line = match line {
-                Ok(line) => line,
+                Ok(line) => {
+                    // A whole line is what keeps a connection alive; bytes alone don't.
+                    if !config.idle_timeout.is_zero() {
+                        idle.as_mut().reset(Instant::now() + config.idle_timeout);
+                    }
+                    line
+                }
                 Err(text) => {
                     permit.send(Request::Notice(id, Event::Error { text }));
                     continue;
@@ -329,15 +340,12 @@ pub async fn serve<S>(
                         };
                         let _ = hub.send(Request::Leave(id, reason)).await;
                     }
-                    Ok(_) => {
-                        if !config.idle_timeout.is_zero() {
-                            idle.as_mut().reset(Instant::now() + config.idle_timeout);
-                        }
-                    }
+                    // Bytes alone are not activity: the idle clock waits for a whole line.
+                    Ok(_) => {}
                 }
             }
-            // Idle means the client sent nothing while we were waiting for it: time the server
-            // spends holding it back (rate limit, full hub queue) does not count.
+            // Idle means the client sent no whole line while we were waiting for it: time the
+            // server spends holding it back (rate limit, full hub queue) does not count.
             () = &mut idle, if is_reading && throttle.is_none() && !is_hub_full => {
                 is_reading = false;
                 let text = format!("closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
