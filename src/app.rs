@@ -231,11 +231,23 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
     if !(args.max_rate >= 0.0 && args.burst >= 0.0) {
         return Err(Error::Usage("--max-rate and --burst must be ≥ 0".into()));
     }
+    if args.db.is_empty() {
+        return Err(Error::Usage(
+            "--db needs a file name (or :memory: to keep no history)".into(),
+        ));
+    }
+    if args.db_max_size != 0 && args.db_max_size < crate::limits::DB_MAX_SIZE_MIN {
+        return Err(Error::Usage(format!(
+            "--db-max-size must be 0 (no cap) or at least {} bytes",
+            crate::limits::DB_MAX_SIZE_MIN
+        )));
+    }
     let config = ChatConfig {
         tcp,
         unix: args.unix,
         db: args.db,
         db_sync: args.db_sync,
+        db_max_size: args.db_max_size,
         max_conns: args.max_conns,
         session: SessionConfig {
             encoding: args.encoding,

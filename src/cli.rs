@@ -310,6 +310,11 @@ pub struct ServeArgs {
     /// Lines queued for a member before it is disconnected as not reading.
     #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]
     pub outbox: usize,
+
+    /// Largest size of the history database file, in bytes (0: no cap). Once reached, new
+    /// messages are refused ("not sent") and logged, never lost silently.
+    #[arg(long, value_name = "BYTES", default_value_t = limits::DB_MAX_SIZE)]
+    pub db_max_size: u64,
 }
 
 /// `socktalk chat`.

@@ -119,7 +119,7 @@ fn explain_connect(err: &io::Error) -> String {
 }
 
 /// The system's message without its "(os error N)" suffix, starting lowercase.
-fn lowercase_io(err: &io::Error) -> String {
+pub(crate) fn lowercase_io(err: &io::Error) -> String {
     let text = err.to_string();
     let text = match text.find(" (os error") {
         Some(at) => &text[..at],

@@ -74,3 +74,11 @@ pub const HTTP_ADDR: &str = "127.0.0.1:8080";
 
 /// The chat server's default TCP address.
 pub const CHAT_ADDR: &str = "127.0.0.1:7878";
+
+/// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the
+/// default) is no cap. Once a commit would pass it, new messages are refused with an error to
+/// their sender and a log line, never lost silently. The `-wal` file is not counted.
+pub const DB_MAX_SIZE: u64 = 0;
+
+/// The smallest `--db-max-size` accepted (other than `0`): room for the schema and some history.
+pub const DB_MAX_SIZE_MIN: u64 = 64 * 1024;

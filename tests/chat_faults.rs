@@ -4,13 +4,15 @@
 
 mod common;
 
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChatClient, IO_TIMEOUT, Read1, chat_server};
+use common::{ChatClient, IO_TIMEOUT, Read1, chat_server, db_messages, one_line_error, socktalk};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 
 /// A runtime for the crowds of connections a test opens at once.
@@ -233,4 +235,404 @@ fn an_unfinished_line_is_not_activity_but_a_finished_one_is() {
     watcher.expect("* 1 earlier message in #lobby:");
     let line = watcher.next_line();
     assert!(line.ends_with("<typist> slow but whole"), "{line}");
+}
+
+// ----------------------------------------------------------------------------------------------
+// A database that cannot be opened.
+// ----------------------------------------------------------------------------------------------
+
+/// Runs `serve` on `db`, which must fail at start: exit status 1, one error line, and no
+/// "listening on" (nobody was ever told to connect). Returns the error line.
+fn fails_to_start(db: &str, extra: &[&str]) -> String {
+    let mut args = vec!["serve", "--tcp", "127.0.0.1:0", "--db", db];
+    args.extend_from_slice(extra);
+    let out = socktalk().args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{args:?} printed {:?} before failing",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    one_line_error(&out.stderr)
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn a_database_that_cannot_be_opened_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let here = path_str(dir.path());
+
+    let missing = format!("{here}/no/such/dir/chat.db");
+    assert_eq!(
+        fails_to_start(&missing, &[]),
+        format!(
+            "socktalk: error: cannot open history database {missing}: directory {here}/no/such/dir does not exist"
+        )
+    );
+
+    assert_eq!(
+        fails_to_start(here, &[]),
+        format!(
+            "socktalk: error: cannot open history database {here}: it is a directory; name a file in it"
+        )
+    );
+
+    // A file that is not SQLite is refused, and left exactly as it was.
+    let notes = dir.path().join("notes.txt");
+    let text = "remember the milk\n".repeat(100);
+    std::fs::write(&notes, &text).unwrap();
+    let notes = path_str(&notes);
+    assert_eq!(
+        fails_to_start(notes, &[]),
+        format!(
+            "socktalk: error: cannot open history database {notes}: not a SQLite database (is it the right file?)"
+        )
+    );
+    assert_eq!(std::fs::read_to_string(notes).unwrap(), text);
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "files were left behind: {entries:?}");
+
+    // A location where no one, not even root, may create a file.
+    let line = fails_to_start("/proc/socktalk-test.db", &[]);
+    assert!(
+        line.starts_with(
+            "socktalk: error: cannot open history database /proc/socktalk-test.db: cannot create it: "
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn database_options_are_checked() {
+    let line = common::fails_with(&["serve", "--tcp", "127.0.0.1:0", "--db", ""], 2);
+    assert_eq!(
+        line,
+        "socktalk: error: --db needs a file name (or :memory: to keep no history)"
+    );
+    let line = common::fails_with(
+        &[
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+            "--db-max-size",
+            "4096",
+        ],
+        2,
+    );
+    assert_eq!(
+        line,
+        "socktalk: error: --db-max-size must be 0 (no cap) or at least 65536 bytes"
+    );
+    let line = common::fails_with(&["serve", "--db-max-size", "lots"], 2);
+    assert!(line.contains("--db-max-size"), "{line}");
+}
+
+/// Creates a small valid SQLite database (a chat history) at `path`, with Python's sqlite3.
+fn make_database(path: &Path) {
+    common::python(
+        "import sqlite3, sys\n\
+         conn = sqlite3.connect(sys.argv[1])\n\
+         conn.execute('CREATE TABLE messages (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL, room TEXT, nick TEXT NOT NULL, recipient TEXT, text TEXT NOT NULL)')\n\
+         conn.execute(\"INSERT INTO messages (ts, kind, room, nick, text) VALUES (1, 'say', '#lobby', 'ann', 'old news')\")\n\
+         conn.commit()\n",
+        &[path_str(path)],
+    );
+}
+
+/// Runs `sh -c SCRIPT` with the socktalk binary as `$0` and the database directory as `$1`,
+/// returning (status code, stdout, stderr).
+fn run_sh(prefix: &[&str], script: &str, dir: &Path) -> (Option<i32>, String, String) {
+    let mut command = std::process::Command::new(prefix[0]);
+    command
+        .args(&prefix[1..])
+        .args(["sh", "-c", script, path_str(&common::bin()), path_str(dir)]);
+    let out = command.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A database on a read-only file system is refused at start, as is creating one there (SQLite
+/// would otherwise open it for reading only and fail every message later). Root can't write a
+/// read-only mount either, so this holds however the tests run; the mount is made in a user and
+/// mount namespace of its own (`unshare`), where it is skipped if unavailable.
+#[test]
+fn a_database_on_a_read_only_file_system_stops_the_server_at_start() {
+    let namespace = ["unshare", "--user", "--map-root-user", "--mount"];
+    let probe = std::process::Command::new(namespace[0])
+        .args(&namespace[1..])
+        .arg("true")
+        .output();
+    if !probe.is_ok_and(|out| out.status.success()) {
+        eprintln!("skipped: this machine cannot make a mount namespace (unshare)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    make_database(&dir.path().join("chat.db"));
+    let serve_read_only = |db: &str| {
+        let script = format!(
+            "mount --bind \"$1\" \"$1\" && mount -o remount,bind,ro \"$1\" || exit 99\n\
+             exec \"$0\" serve --tcp 127.0.0.1:0 --db \"$1/{db}\""
+        );
+        run_sh(&namespace, &script, dir.path())
+    };
+    let here = path_str(dir.path());
+    let (code, stdout, stderr) = serve_read_only("chat.db");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        one_line_error(stderr.as_bytes()),
+        format!(
+            "socktalk: error: cannot open history database {here}/chat.db: the file is read-only (read-only file system)"
+        )
+    );
+    let (code, stdout, stderr) = serve_read_only("new.db");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        one_line_error(stderr.as_bytes()),
+        format!(
+            "socktalk: error: cannot open history database {here}/new.db: cannot create it: read-only file system"
+        )
+    );
+    // Outside the namespace nothing changed: the database still opens and serves its history.
+    let server = chat_server(&format!("{here}/chat.db"), &[]);
+    let mut ann = ChatClient::connect(server.socket_addr());
+    ann.expect_line(|l| l.ends_with("<ann> old news"));
+}
+
+/// A database file its user may not write is refused at start. Root may write any file, so
+/// as root the server runs as `nobody` (`setpriv`) for this test.
+#[test]
+fn a_database_file_without_write_permission_stops_the_server_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    make_database(&db);
+    let is_root = unsafe { libc::geteuid() } == 0;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o444)).unwrap();
+    // `nobody` may enter the directory (and create files in it: only the database is locked).
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let prefix: &[&str] = if is_root {
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ]
+    } else {
+        &["env"]
+    };
+    let (code, stdout, stderr) = run_sh(
+        prefix,
+        "exec \"$0\" serve --tcp 127.0.0.1:0 --db \"$1/chat.db\"",
+        dir.path(),
+    );
+    if is_root && code == Some(127) {
+        eprintln!("skipped: setpriv is not available to run as nobody: {stderr}");
+        return;
+    }
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        one_line_error(stderr.as_bytes()),
+        format!(
+            "socktalk: error: cannot open history database {}: the file is read-only (permission denied)",
+            path_str(&db)
+        )
+    );
+}
+
+// ----------------------------------------------------------------------------------------------
+// A database that cannot be written while the server runs.
+// ----------------------------------------------------------------------------------------------
+
+const NOT_SENT: &str = "! error: not sent: the server could not save it (database or disk is full)";
+
+/// Reads server stderr lines until one contains `wanted`, returning it.
+fn stderr_line_with(server: &mut common::Proc, wanted: &str) -> String {
+    let mut seen = Vec::new();
+    loop {
+        let line = server.next_stderr_line();
+        assert!(
+            !line.is_empty(),
+            "stderr ended without {wanted:?}; got {seen:?}"
+        );
+        if line.contains(wanted) {
+            return line;
+        }
+        seen.push(line);
+    }
+}
+
+/// Messages of one fixed size, so that once one does not fit, none after it does.
+fn numbered(n: usize) -> String {
+    format!("m{n:04} {}", "p".repeat(300))
+}
+
+/// When the database reaches `--db-max-size`, each new message is refused with an error to its
+/// sender and a log line; it reaches no one and is not in the history, while every earlier
+/// message still is, and the server goes on serving (commands, joins, history). Restarted with
+/// a larger cap, it saves messages again.
+#[test]
+fn a_full_database_refuses_messages_with_an_error_and_the_server_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let db_arg = path_str(&db);
+    let mut server = chat_server(db_arg, &["--db-max-size", "65536", "--max-rate", "0"]);
+    let addr = server.socket_addr();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+
+    // One at a time until the first is refused.
+    let mut delivered = Vec::new();
+    loop {
+        assert!(delivered.len() < 1000, "64 KiB never filled up");
+        let text = numbered(delivered.len());
+        ann.send(&text);
+        let mine = format!("[#lobby] <ann> {text}");
+        let line = ann.expect_line(|l| l == mine || l.starts_with("! "));
+        if line.starts_with("! ") {
+            assert_eq!(line, NOT_SENT);
+            break;
+        }
+        delivered.push(text);
+    }
+    assert!(delivered.len() >= 20, "only {} fit", delivered.len());
+    let log = stderr_line_with(&mut server, "history:");
+    assert!(
+        log.contains("history: cannot save messages (database or disk is full; the database is ")
+            && log.contains("--db-max-size is 65536): 1 message(s) refused"),
+        "{log}"
+    );
+
+    // Later messages, private ones too, are refused the same way.
+    for n in 0..3 {
+        ann.send(&numbered(delivered.len() + 1 + n));
+        ann.expect_next(NOT_SENT);
+    }
+    // (Longer than the others: a private message's row is a little smaller, and must not fit.)
+    ann.send(&format!("/msg bob {} {}", numbered(9999), "q".repeat(100)));
+    ann.expect_next(NOT_SENT);
+
+    // Bob saw every delivered message, in order, and nothing refused. Ann has had her errors,
+    // so the hub is done with those messages; Bob's /rooms answer comes after anything it sent
+    // him for them.
+    bob.send("/rooms");
+    let mut seen = Vec::new();
+    loop {
+        let line = bob.next_line();
+        if line.starts_with("* rooms: ") {
+            break;
+        }
+        if let Some(text) = line.strip_prefix("[#lobby] <ann> ") {
+            seen.push(text.to_string());
+        }
+    }
+    assert_eq!(seen, delivered);
+
+    // The history holds exactly the delivered messages.
+    let rows = db_messages(&db);
+    let stored: Vec<&str> = rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    assert_eq!(stored, delivered);
+
+    // The server goes on: commands, newcomers, history replay.
+    bob.send("/who");
+    bob.expect_next("* #lobby (2): ann, bob");
+    let mut cat = ChatClient::connect(addr);
+    let last = delivered.last().unwrap();
+    cat.expect_line(|l| l.ends_with(&format!("<ann> {last}")));
+    ann.join("#elsewhere");
+
+    // A restart with the same cap keeps the history and still refuses; a larger cap accepts.
+    server.signal("TERM");
+    assert!(server.wait_exit(IO_TIMEOUT).success());
+    drop((ann, bob));
+    let server = chat_server(db_arg, &["--db-max-size", "65536"]);
+    let mut ann = ChatClient::login(server.socket_addr(), "ann");
+    ann.send(&numbered(5000));
+    ann.expect(NOT_SENT);
+    drop(server);
+    let server = chat_server(db_arg, &["--db-max-size", "1000000"]);
+    let mut ann = ChatClient::login(server.socket_addr(), "ann");
+    assert!(ann.say(&numbered(6000)).ends_with(&numbered(6000)));
+    let rows = db_messages(&db);
+    assert_eq!(rows.len(), delivered.len() + 1);
+}
+
+/// A flood of messages at a full database: each sender hears about each refused message, the
+/// saved ones are exactly those before the first refused (a batch that does not fit whole saves
+/// what does, in order), and the log summarises instead of writing a line per message.
+#[test]
+fn refused_messages_under_a_flood_are_logged_in_summary() {
+    const FLOOD: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let mut server = chat_server(
+        path_str(&db),
+        &["--db-max-size", "65536", "--max-rate", "0"],
+    );
+    let mut ann = ChatClient::login(server.socket_addr(), "ann");
+    let started = Instant::now();
+    let flood: String = (0..FLOOD).map(|n| numbered(n) + "\n").collect();
+    let mut conn = ann.writer();
+    let writing = thread::spawn(move || conn.write_all(flood.as_bytes()).unwrap());
+    let mut saved = 0;
+    let mut refused = 0;
+    while saved + refused < FLOOD {
+        let line = ann.next_line();
+        if line == NOT_SENT {
+            refused += 1;
+        } else if let Some(text) = line.strip_prefix("[#lobby] <ann> ") {
+            assert_eq!(refused, 0, "{text:.5} saved after a refused message");
+            assert_eq!(text, numbered(saved));
+            saved += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    writing.join().unwrap();
+    assert!(saved > 0 && refused > 0, "saved {saved}, refused {refused}");
+    let stored = db_messages(&db);
+    assert_eq!(stored.len(), saved);
+
+    server.signal("TERM");
+    assert!(server.wait_exit(IO_TIMEOUT).success());
+    let log = server.stderr_text();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("history:")).collect();
+    // The first failure, at most one line a second after it, and one when the writer stops.
+    assert!(
+        lines.len() <= 2 + elapsed.as_secs() as usize,
+        "{refused} refusals logged in {} lines over {elapsed:?}: {lines:#?}",
+        lines.len()
+    );
+    assert!(
+        lines[0].contains("history: cannot save messages"),
+        "{lines:#?}"
+    );
+    // Every refusal is counted somewhere in the log.
+    let counted: usize = lines
+        .iter()
+        .map(|l| {
+            let number_before = |marker: &str| {
+                l.split(marker).next().and_then(|head| {
+                    head.rsplit(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .and_then(|n| n.parse::<usize>().ok())
+                })
+            };
+            number_before(" message(s) refused")
+                .or_else(|| number_before(" more refused"))
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(counted, refused, "{lines:#?}");
 }

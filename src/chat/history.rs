@@ -10,14 +10,30 @@
 //! commit survives the process dying; `--db-sync full` also makes it survive power loss, at
 //! the cost of an fsync per batch.
 //!
-//! If a commit fails (disk full, file removed), the batch comes back marked failed: the hub
-//! tells each sender their message was not saved and delivers nothing.
+//! If a commit fails (disk full, `--db-max-size` reached, file removed), the batch comes back
+//! marked failed: the hub tells each sender their message was not sent and delivers nothing,
+//! so no one sees a message that is not in the history. The writer logs the failure at once,
+//! then at most one summary line a second while failures go on, and one line when commits
+//! succeed again: a flood of refused messages cannot flood the log too.
+//!
+//! # Size cap
+//! `--db-max-size` caps the database file (SQLite's `max_page_count`). Once a commit would grow
+//! it past the cap, the commit fails with "database or disk is full" and is handled as above.
+//! The write-ahead log (`-wal` file) is not counted; it is checkpointed back into the database
+//! every 1000 pages (about 4 MB), which bounds it in normal use.
+//!
+//! # Opening
+//! [`Store::open`] checks that the database can really be written before the server starts: a
+//! read-only file or file system would otherwise open without complaint (SQLite falls back to
+//! reading only) and fail every message later. Failures to open are explained in terms of the
+//! file (a missing directory, a directory, not a SQLite file, read-only) where that can be told.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, params};
 use tokio::sync::mpsc;
 
 use super::event::{Kind, Record};
@@ -29,12 +45,12 @@ pub const MAX_BATCH: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be opened or set up.
-    #[error("cannot open history database {path}: {source}")]
+    #[error("cannot open history database {path}: {reason}")]
     Open {
         /// The file.
         path: String,
-        /// SQLite's reason.
-        source: rusqlite::Error,
+        /// Why, in terms of the file where that can be told, else SQLite's reason.
+        reason: String,
     },
     /// A query failed.
     #[error("history database: {0}")]
@@ -56,6 +72,8 @@ pub enum Sync {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: String,
+    /// `--db-max-size` in bytes (0: no cap), for log lines.
+    max_size: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -84,16 +102,35 @@ pub struct Batch<A> {
 
 impl Store {
     /// Opens (creating if needed) the database at `path`; `:memory:` keeps history in memory
-    /// only, for this run.
+    /// only, for this run. `max_size` caps the database file in bytes (0: no cap); see the
+    /// [module docs](self#size-cap).
+    ///
+    /// The database must be writable: one that SQLite could only open for reading is refused
+    /// here rather than failing every message later.
     ///
     /// # Errors
-    /// [`StoreError::Open`] naming the file and SQLite's reason.
-    pub fn open(path: &str, sync: Sync) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
+    /// [`StoreError::Open`] naming the file and the reason.
+    pub fn open(path: &str, sync: Sync, max_size: u64) -> Result<Store, StoreError> {
+        let open_err = |reason: String| StoreError::Open {
             path: path.to_string(),
-            source,
+            reason,
         };
-        let conn = if path == ":memory:" {
+        if path.is_empty() {
+            return Err(open_err(
+                "no file name given (use :memory: to keep no history)".into(),
+            ));
+        }
+        let is_memory = path == ":memory:";
+        // Explains a failure in terms of the file where possible, else in SQLite's words.
+        let explain = |err: rusqlite::Error| {
+            let reason = if is_memory {
+                None
+            } else {
+                diagnose(Path::new(path), &err)
+            };
+            open_err(reason.unwrap_or_else(|| sqlite_reason(&err)))
+        };
+        let conn = if is_memory {
             Connection::open_in_memory()
         } else {
             Connection::open_with_flags(
@@ -101,19 +138,44 @@ impl Store {
                 OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
             )
         }
-        .map_err(open_err)?;
+        .map_err(explain)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        if path != ":memory:" {
+            .map_err(explain)?;
+        // SQLite opens a file it may not write for reading only, without an error.
+        if conn.is_readonly(MAIN_DB).map_err(explain)? {
+            let why = read_only_reason(Path::new(path));
+            return Err(open_err(format!("the file is read-only ({why})")));
+        }
+        if !is_memory {
             conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(open_err)?;
+                .map_err(explain)?;
         }
         let level = match sync {
             Sync::Normal => "NORMAL",
             Sync::Full => "FULL",
         };
         conn.pragma_update(None, "synchronous", level)
-            .map_err(open_err)?;
+            .map_err(explain)?;
+        if max_size > 0 {
+            let page_size: i64 = conn
+                .pragma_query_value(None, "page_size", |row| row.get(0))
+                .map_err(explain)?;
+            let page_size = page_size.max(1) as u64;
+            let pages = i64::try_from(max_size / page_size)
+                .unwrap_or(i64::MAX)
+                .max(1);
+            // SQLite never sets the cap below the pages already in use; it answers the cap set.
+            let set: i64 = conn
+                .pragma_update_and_check(None, "max_page_count", pages, |row| row.get(0))
+                .map_err(explain)?;
+            if set > pages {
+                tracing::warn!(
+                    "history database {path} is already {} bytes, more than --db-max-size {max_size}: \
+                     new messages will be refused (not sent) until it is smaller",
+                    set as u64 * page_size
+                );
+            }
+        }
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS messages (
                  id    INTEGER PRIMARY KEY,
@@ -126,10 +188,15 @@ impl Store {
              );
              CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);",
         )
-        .map_err(open_err)?;
+        .map_err(explain)?;
+        // Take the write lock once: a database that cannot be written (its -wal file, say)
+        // fails here, at start, not at the first message.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+            .map_err(explain)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_string(),
+            max_size,
         })
     }
 
@@ -214,6 +281,36 @@ impl Store {
         tx.commit()
     }
 
+    /// Commits `items` in one transaction if it can. If the database is full (`--db-max-size`
+    /// or the disk), a batch may not fit whole while its first messages would: then they are
+    /// committed one by one, in order, up to the first that does not fit. Returns the batch
+    /// committed and, if any, the rest, refused with the reason.
+    fn commit_what_fits<A>(&self, mut items: Vec<Pending<A>>) -> (Batch<A>, Option<Batch<A>>) {
+        let err = match self.commit(&mut items) {
+            Ok(()) => return (Batch { items, error: None }, None),
+            Err(err) => err,
+        };
+        let mut saved = 0;
+        let mut err = err;
+        if items.len() > 1 && err.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+            for item in &mut items {
+                match self.commit(std::slice::from_mut(item)) {
+                    Ok(()) => saved += 1,
+                    Err(next) => {
+                        err = next;
+                        break;
+                    }
+                }
+            }
+        }
+        let refused = items.split_off(saved);
+        let refused = (!refused.is_empty()).then(|| Batch {
+            items: refused,
+            error: Some(sqlite_reason(&err)),
+        });
+        (Batch { items, error: None }, refused)
+    }
+
     /// Starts the writer thread. Messages sent to the returned [`Writer`] come back on
     /// `committed_tx` in batches, in the order they were sent.
     ///
@@ -228,6 +325,7 @@ impl Store {
         let thread = std::thread::Builder::new()
             .name("socktalk-history".into())
             .spawn(move || {
+                let mut failures = Failures::default();
                 while let Some(first) = pending_rx.blocking_recv() {
                     let mut items = vec![first];
                     while items.len() < MAX_BATCH {
@@ -236,23 +334,247 @@ impl Store {
                             Err(_) => break,
                         }
                     }
-                    let error = store.commit(&mut items).err().map(|err| {
-                        tracing::error!(
-                            "history: {} message(s) NOT saved, so not delivered: {err}",
-                            items.len()
-                        );
-                        err.to_string()
-                    });
-                    if committed_tx.send(Batch { items, error }).is_err() {
-                        break;
+                    let (saved, refused) = store.commit_what_fits(items);
+                    if !saved.items.is_empty() {
+                        failures.saved();
+                        if committed_tx.send(saved).is_err() {
+                            break;
+                        }
+                    }
+                    if let Some(refused) = refused {
+                        let reason = refused.error.as_deref().unwrap_or_default();
+                        failures.failed(refused.items.len(), reason, || store.size_note());
+                        if committed_tx.send(refused).is_err() {
+                            break;
+                        }
                     }
                 }
+                failures.finish();
             })?;
         Ok(Writer {
             pending_tx: Some(pending_tx),
             thread: Some(thread),
         })
     }
+}
+
+impl Store {
+    /// How big the database is next to its cap, for a log line about a full database
+    /// (empty without a cap).
+    fn size_note(&self) -> String {
+        if self.max_size == 0 {
+            return String::new();
+        }
+        let conn = self.lock();
+        let size = conn
+            .query_row(
+                "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map_or_else(|_| "?".to_string(), |bytes| bytes.to_string());
+        format!(
+            "; the database is {size} bytes, --db-max-size is {}",
+            self.max_size
+        )
+    }
+}
+
+/// The writer's log of failed commits: the first failure at once, then at most one summary a
+/// [`FAILURE_LOG_EVERY`] while they go on, and one line once commits have succeeded again for
+/// that long (near a size cap, small messages may still fit between refused ones; that is not
+/// "saving again").
+#[derive(Default)]
+struct Failures {
+    /// When the last line was logged; `None` while commits succeed.
+    logged_at: Option<Instant>,
+    /// When a commit last failed.
+    failed_at: Option<Instant>,
+    /// The reason last logged.
+    reason: String,
+    /// Messages refused since the last line.
+    unlogged: usize,
+    /// Messages refused since commits started failing.
+    total: usize,
+}
+
+/// How often, at most, the writer logs that commits are still failing.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(1);
+
+impl Failures {
+    /// `count` messages were refused because a commit failed for `reason`; `note` adds detail
+    /// to a line (it is only asked for when a line is logged).
+    fn failed(&mut self, count: usize, reason: &str, note: impl FnOnce() -> String) {
+        let now = Instant::now();
+        self.total += count;
+        self.unlogged += count;
+        self.failed_at = Some(now);
+        match self.logged_at {
+            Some(at) if reason == self.reason && now.duration_since(at) < FAILURE_LOG_EVERY => {}
+            Some(at) => {
+                tracing::error!(
+                    "history: still cannot save messages ({reason}{}): {} more refused in the \
+                     last {:.1}s, {} in all",
+                    note(),
+                    self.unlogged,
+                    now.duration_since(at).as_secs_f64(),
+                    self.total
+                );
+                self.log_at(now, reason);
+            }
+            None => {
+                tracing::error!(
+                    "history: cannot save messages ({reason}{}): {count} message(s) refused; \
+                     senders are told \"not sent\" and nothing unsaved is delivered",
+                    note()
+                );
+                self.log_at(now, reason);
+            }
+        }
+    }
+
+    fn log_at(&mut self, now: Instant, reason: &str) {
+        self.logged_at = Some(now);
+        reason.clone_into(&mut self.reason);
+        self.unlogged = 0;
+    }
+
+    /// A commit succeeded.
+    fn saved(&mut self) {
+        let Some(failed_at) = self.failed_at else {
+            return;
+        };
+        if failed_at.elapsed() >= FAILURE_LOG_EVERY {
+            tracing::warn!(
+                "history: saving messages again; {} were refused while it could not",
+                self.total
+            );
+            *self = Failures::default();
+        }
+    }
+
+    /// The writer is stopping: refusals not yet logged are logged now.
+    fn finish(&mut self) {
+        if self.unlogged > 0 {
+            tracing::error!(
+                "history: writer stopping: {} more refused ({}), {} in all",
+                self.unlogged,
+                self.reason,
+                self.total
+            );
+        }
+    }
+}
+
+/// SQLite's reason for `err`, without rusqlite's decoration.
+fn sqlite_reason(err: &rusqlite::Error) -> String {
+    match err {
+        rusqlite::Error::SqliteFailure(code, Some(message)) if message.is_empty() => {
+            code.to_string()
+        }
+        rusqlite::Error::SqliteFailure(_, Some(message)) => {
+            // "unable to open database file: PATH" repeats the path the caller names.
+            const CANNOT_OPEN: &str = "unable to open database file";
+            if message.starts_with(CANNOT_OPEN) {
+                CANNOT_OPEN.to_string()
+            } else {
+                message.clone()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Why SQLite could not open or set up the database at `path`, told from the file system, or
+/// `None` if nothing there explains it.
+fn diagnose(path: &Path, err: &rusqlite::Error) -> Option<String> {
+    use std::fs;
+    if err.sqlite_error_code() == Some(ErrorCode::NotADatabase) {
+        return Some("not a SQLite database (is it the right file?)".into());
+    }
+    if err.sqlite_error_code() == Some(ErrorCode::ReadOnly) {
+        return Some(format!(
+            "the file is read-only ({})",
+            read_only_reason(path)
+        ));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Some("it is a directory; name a file in it".into()),
+        Ok(_) => {
+            if let Err(err) = fs::OpenOptions::new().read(true).write(true).open(path) {
+                return Some(format!("cannot open it: {}", io_reason(&err)));
+            }
+            // The file itself is fine; SQLite also creates `-wal` and `-shm` files beside it.
+            if !is_writable_dir(dir) {
+                return Some(format!(
+                    "cannot create its -wal and -shm files: directory {} is not writable",
+                    dir.display()
+                ));
+            }
+            None
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => match fs::metadata(dir) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("directory {} does not exist", dir.display()))
+            }
+            Err(err) => Some(format!(
+                "cannot reach {}: {}",
+                dir.display(),
+                io_reason(&err)
+            )),
+            Ok(meta) if !meta.is_dir() => Some(format!("{} is not a directory", dir.display())),
+            Ok(_) => {
+                // The file would be created here; try it, and take it back.
+                match fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(path)
+                {
+                    Err(err) => Some(format!("cannot create it: {}", io_reason(&err))),
+                    Ok(_) => {
+                        let _ = fs::remove_file(path);
+                        None
+                    }
+                }
+            }
+        },
+        Err(err) => Some(format!("cannot reach it: {}", io_reason(&err))),
+    }
+}
+
+/// Why the file at `path` can only be read: the system's answer to opening it for writing.
+fn read_only_reason(path: &Path) -> String {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Err(err) => io_reason(&err),
+        Ok(_) if !is_writable_dir(path.parent().unwrap_or(Path::new("."))) => {
+            "its directory is not writable".into()
+        }
+        Ok(_) => "SQLite may only read it".into(),
+    }
+}
+
+/// Whether files can be created in `dir` (`access(2)` with `W_OK`).
+fn is_writable_dir(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c_path` is a valid NUL-terminated string that outlives the call.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
+}
+
+/// An I/O error's text without "(os error N)", starting lowercase.
+fn io_reason(err: &std::io::Error) -> String {
+    crate::error::lowercase_io(err)
 }
 
 /// A row of `SELECT id, ts, kind, room, nick, recipient, text` as a [`Record`].
@@ -317,7 +639,7 @@ mod tests {
     fn writer_commits_in_order_and_history_reads_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.db");
-        let store = Store::open(path.to_str().unwrap(), Sync::Normal).unwrap();
+        let store = Store::open(path.to_str().unwrap(), Sync::Normal, 0).unwrap();
         let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
         let mut writer = store.spawn_writer::<u32>(committed_tx).unwrap();
         for i in 0..100 {
@@ -345,13 +667,43 @@ mod tests {
         assert_eq!(texts, ["m90", "m92"]);
         // Reopening finds everything.
         drop(store);
-        let again = Store::open(path.to_str().unwrap(), Sync::Full).unwrap();
+        let again = Store::open(path.to_str().unwrap(), Sync::Full, 0).unwrap();
         assert_eq!(again.all().unwrap().len(), 100);
     }
 
     #[test]
+    fn a_batch_too_big_for_the_cap_saves_what_fits_in_order() {
+        let store = Store::open(":memory:", Sync::Normal, 64 * 1024).unwrap();
+        let padding = "x".repeat(300);
+        let items: Vec<Pending<usize>> = (0..400)
+            .map(|i| Pending {
+                author: i,
+                record: say("#a", &format!("{i:04} {padding}")),
+            })
+            .collect();
+        let (saved, refused) = store.commit_what_fits(items);
+        let refused = refused.expect("400 messages of 300 bytes do not fit in 64 KiB");
+        assert!(saved.error.is_none());
+        assert!(!saved.items.is_empty());
+        assert_eq!(saved.items.len() + refused.items.len(), 400);
+        // A prefix is saved, in order; the rest is refused with SQLite's reason.
+        assert!(
+            saved
+                .items
+                .iter()
+                .enumerate()
+                .all(|(i, item)| item.author == i)
+        );
+        assert_eq!(refused.items[0].author, saved.items.len());
+        assert_eq!(refused.error.as_deref(), Some("database or disk is full"));
+        let stored = store.all().unwrap();
+        let ids: Vec<i64> = saved.items.iter().map(|item| item.record.id).collect();
+        assert_eq!(stored.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    }
+
+    #[test]
     fn unopenable_database_is_a_clear_error() {
-        let err = Store::open("/nonexistent-dir/x/h.db", Sync::Normal).unwrap_err();
+        let err = Store::open("/nonexistent-dir/x/h.db", Sync::Normal, 0).unwrap_err();
         assert!(err.to_string().contains("/nonexistent-dir/x/h.db"), "{err}");
     }
 }

@@ -480,7 +480,7 @@ impl Hub {
         self.in_flight = self.in_flight.saturating_sub(batch.items.len());
         if let Some(reason) = batch.error {
             for item in batch.items {
-                let text = format!("your message was not saved ({reason}), so it was not sent");
+                let text = format!("not sent: the server could not save it ({reason})");
                 self.error(item.author.from, &text);
             }
             return;

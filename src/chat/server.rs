@@ -1,8 +1,8 @@
 //! `socktalk serve`: binds every listener, opens the history database, starts the writer thread
 //! and the hub, and serves sessions until SIGINT/SIGTERM.
 //!
-//! Startup errors (a port in use, a database that cannot be opened) end the process with a
-//! clear message before anyone connects. On shutdown the hub stops taking messages, delivers
+//! Startup errors (a port in use, a database that cannot be opened or written) end the process
+//! with a clear message before anyone connects, and before "listening on" is printed. On shutdown the hub stops taking messages, delivers
 //! everything already committed, tells every member, and the database is closed cleanly.
 
 use std::path::PathBuf;
@@ -34,6 +34,8 @@ pub struct ChatConfig {
     pub db: String,
     /// How hard commits try to reach the disk.
     pub db_sync: Sync,
+    /// The largest the database file may grow, in bytes (0: no cap).
+    pub db_max_size: u64,
     /// Most connections served at once, across all listeners.
     pub max_conns: usize,
     /// Per-connection settings.
@@ -67,8 +69,8 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
         None => None,
     };
 
-    let store =
-        Store::open(&config.db, config.db_sync).map_err(|err| Error::Database(err.to_string()))?;
+    let store = Store::open(&config.db, config.db_sync, config.db_max_size)
+        .map_err(|err| Error::Database(err.to_string()))?;
     let (committed_tx, committed_rx) = mpsc::unbounded_channel();
     let writer = store.spawn_writer(committed_tx)?;
     let hub = Hub::new(config.hub.clone(), store, writer)
