@@ -67,15 +67,9 @@ pub async fn run(load: &Load) -> Result<Report> {
         }
     }
     let _ = ticker.await;
-    Ok(round_trip_report(
-        "handshake",
-        load,
-        0,
-        &window,
-        ops,
-        &all,
-        errors,
-    ))
+    let mut report = round_trip_report("handshake", load, 0, &window, ops, &all, errors);
+    report.size = None;
+    Ok(report)
 }
 
 /// Closes `conn` with a reset.
