@@ -249,8 +249,12 @@ impl Connector {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), false)),
             Ok(Err(err)) => {
-                let hint = if err.to_string().contains("UnknownIssuer") {
+                let text = err.to_string();
+                let hint = if text.contains("UnknownIssuer") {
                     " (a self-signed server? pin it with --tls-fingerprint, or trust its CA with --tls-ca)"
+                } else if text.contains("corrupt message") || text.contains("unexpected handshake")
+                {
+                    " (is the server speaking TLS?)"
                 } else {
                     ""
                 };
