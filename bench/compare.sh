@@ -163,7 +163,7 @@ target_command() {
   case $1 in
     socktalk-echo) echo "$SOCKTALK echo 127.0.0.1:0" ;;
     socktalk-echo-udp) echo "$SOCKTALK echo -u 127.0.0.1:0" ;;
-    socktalk-serve) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --db :memory: --max-rate 0" ;;
+    socktalk-serve) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --db :memory: --max-rate 0 --max-conns-per-ip 0" ;;
     bare-tokio) echo "$BARE 127.0.0.1:0" ;;
     ncat) echo "ncat -l -k 127.0.0.1 {PORT} -e /bin/cat" ;;
     ncat-chat) echo "ncat --chat --max-conns 1100 -l 127.0.0.1 {PORT}" ;;

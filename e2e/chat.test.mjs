@@ -88,12 +88,16 @@ async function startServer({ db = freshDb(), http = '127.0.0.1:0', extra = [] } 
   const tcpLine = await nextLine();
   const tcp = /^listening on tcp:\/\/127\.0\.0\.1:(\d+)$/.exec(tcpLine);
   assert.ok(tcp, `unexpected first line ${JSON.stringify(tcpLine)}; stderr: ${stderr}`);
-  const httpLine = await nextLine();
-  const web = /^listening on (http:\/\/127\.0\.0\.1:(\d+)\/)$/.exec(httpLine);
-  assert.ok(web, `unexpected second line ${JSON.stringify(httpLine)}`);
+  let httpLine = await nextLine();
+  // With TLS on, the certificate's fingerprint follows the TCP address.
+  const pinned = /^tls certificate sha256 ([0-9A-F:]+)$/.exec(httpLine);
+  if (pinned) httpLine = await nextLine();
+  const web = /^listening on (https?:\/\/127\.0\.0\.1:(\d+)\/)$/.exec(httpLine);
+  assert.ok(web, `unexpected web line ${JSON.stringify(httpLine)}`);
   return {
     proc,
     db,
+    fingerprint: pinned?.[1],
     tcpPort: Number(tcp[1]),
     url: web[1],
     httpPort: Number(web[2]),
@@ -192,7 +196,9 @@ class LineClient {
  * browser would have) and waits until it is connected; sets `nick` if given.
  */
 async function openPage(server, nick, { viewport = { width: 1100, height: 700 } } = {}) {
-  const context = await browser.newContext({ viewport });
+  // A server with a self-signed certificate is trusted as a person would after checking its
+  // fingerprint (the tests check that the page really is on https).
+  const context = await browser.newContext({ viewport, ignoreHTTPSErrors: Boolean(server.fingerprint) });
   context.setDefaultTimeout(WAIT);
   const page = await context.newPage();
   const person = { context, page, dialogs: [], errors: [] };
@@ -285,6 +291,25 @@ test('two browsers and an nc client chat in one room', { timeout: 60_000 }, asyn
       await person.context.close();
     }
     carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('over TLS: the page is served on https and chats over wss', { timeout: 60_000 }, async () => {
+  const server = await startServer({ extra: ['--tls-self-signed'] });
+  try {
+    assert.match(server.url, /^https:\/\//);
+    assert.match(server.fingerprint, /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/);
+    const ann = await openPage(server, 'ann');
+    const bob = await openPage(server, 'bob');
+    assert.equal(await ann.page.evaluate(() => location.protocol), 'https:');
+    await say(ann.page, 'encrypted hello');
+    await seeMessage(bob.page, 'ann', 'encrypted hello');
+    for (const person of [ann, bob]) {
+      assert.deepEqual(person.errors, []);
+      await person.context.close();
+    }
   } finally {
     await server.stop();
   }

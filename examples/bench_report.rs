@@ -20,8 +20,9 @@
 //!
 //! - `--out` (default `BENCHMARKS.md`): the medians over repetitions per (scenario, target), the
 //!   ratio of socktalk to each other target, and the targets, each MET or NOT MET with
-//!   the figure measured. The section `## What we changed for speed` of an existing file is
-//!   carried over verbatim.
+//!   the figure measured. The section `## What we changed for speed` of an existing file, and
+//!   every section after it (`## The cost of TLS`, written by `bench/tls.sh`), are carried over
+//!   verbatim.
 //! - `--charts` (default `bench/charts`): one SVG bar chart per scenario of its main figure, and
 //!   one of p99 latency where there is one; `BENCHMARKS.md` links them by relative path.
 
@@ -306,8 +307,8 @@ fn read_machine(path: &Path) -> Vec<(String, String)> {
 fn speed_section(old: &str) -> Option<String> {
     let start = old.find(SPEED_HEADING)?;
     let body = &old[start + SPEED_HEADING.len()..];
-    let end = body.find("\n## ").map_or(body.len(), |i| i + 1);
-    Some(format!("{SPEED_HEADING}{}", &body[..end]))
+    // Hand-written sections after it (such as the cost of TLS) come along too.
+    Some(format!("{SPEED_HEADING}{body}"))
 }
 
 fn number(record: &Value, key: &str) -> Option<f64> {

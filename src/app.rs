@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Gate;
 use crate::bench;
 use crate::chat::client::ClientConfig;
 use crate::chat::hub::HubConfig;
@@ -21,6 +22,7 @@ use crate::error::{Error, Result};
 use crate::server;
 use crate::service::echo::{self, EchoConfig, Transform};
 use crate::talk::{self, TalkConfig};
+use crate::transport::tls::{Acceptor, Conn, Connector};
 use crate::transport::{StreamListener, tcp, udp, unix};
 
 /// Runs the command `cli` names until it finishes or, for servers, until SIGINT/SIGTERM.
@@ -83,8 +85,15 @@ async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -
         encoding: args.text.encoding,
         greet: args.greet,
         idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+        access: args.access.policy(),
     });
+    let tls = Acceptor::new(&args.tls.options()?)?;
     if proto == Proto::Udp {
+        if tls.is_some() {
+            return Err(Error::Usage(
+                "TLS needs a stream (TCP or a Unix socket); UDP has none".into(),
+            ));
+        }
         if config.framing != Framing::Raw {
             return Err(Error::Usage(
                 "--frame applies to streams; each UDP datagram is already one message".into(),
@@ -103,30 +112,31 @@ async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -
         echo::serve_udp(socket, config, shutdown).await;
         return Ok(());
     }
+    let entry = server::Entry {
+        gate: Gate::new(config.access.clone(), args.max_conns, args.max_conns_per_ip),
+        tls,
+        refusal: server::RefusalStyle::Line,
+    };
     match &endpoint {
-        Endpoint::Unix(path) => {
-            serve_echo(unix::listen(path)?, args.max_conns, config, shutdown).await
-        }
+        Endpoint::Unix(path) => serve_echo(unix::listen(path)?, entry, config, shutdown).await,
         Endpoint::Inet { .. } => {
             let listener = tcp::listen(&endpoint, family).await?;
-            serve_echo(listener, args.max_conns, config, shutdown).await
+            serve_echo(listener, entry, config, shutdown).await
         }
     }
 }
 
 async fn serve_echo<L: StreamListener>(
     listener: L,
-    max_conns: usize,
+    entry: server::Entry,
     config: Arc<EchoConfig>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     server::announce(&listener.local_display());
-    server::run(
-        listener,
-        max_conns,
-        shutdown,
-        move |stream, peer, shutdown| echo::serve_stream(stream, peer, config.clone(), shutdown),
-    )
+    server::announce_tls(entry.tls.as_ref());
+    server::run(listener, entry, shutdown, move |conn, peer, _, shutdown| {
+        echo::serve_stream(conn, peer.name, config.clone(), shutdown)
+    })
     .await;
     Ok(())
 }
@@ -139,9 +149,20 @@ async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
         encoding: args.text.encoding,
         linger: seconds("--linger", args.linger)?,
     };
+    let tls = Connector::new(&args.tls.options())?;
     match (endpoint.proto(args.target.udp)?, &endpoint) {
-        (_, Endpoint::Unix(path)) => connect::stream(unix::connect(path).await?, &config).await,
-        (Proto::Tcp, _) => connect::stream(tcp::connect(&endpoint, family).await?, &config).await,
+        (_, Endpoint::Unix(path)) => {
+            let stream = unix::connect(path).await?;
+            connect::stream(secure(stream, tls.as_ref(), "localhost").await?, &config).await
+        }
+        (Proto::Tcp, _) => {
+            let stream = tcp::connect(&endpoint, family).await?;
+            let host = endpoint.host_name();
+            connect::stream(secure(stream, tls.as_ref(), &host).await?, &config).await
+        }
+        (Proto::Udp, _) if tls.is_some() => Err(Error::Usage(
+            "TLS needs a stream (TCP or a Unix socket); UDP has none".into(),
+        )),
         (Proto::Udp, _) => {
             if config.framing == Framing::Len {
                 return Err(Error::Usage(
@@ -151,6 +172,17 @@ async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
             }
             connect::udp(udp::resolve_peer(&endpoint, family).await?, &config).await
         }
+    }
+}
+
+/// Runs the client handshake when TLS is on, checking the server's certificate for `host`.
+async fn secure<S>(stream: S, tls: Option<&Connector>, host: &str) -> Result<Conn<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tls {
+        Some(tls) => tls.connect(host, stream).await,
+        None => Ok(Conn::Plain(stream)),
     }
 }
 
@@ -165,27 +197,55 @@ async fn run_talk(args: TalkArgs, family: Family, is_chatty: bool) -> Result<()>
             .into_iter()
             .flatten()
             .any(|e| matches!(e.proto(false), Ok(Proto::Udp)));
+    let acceptor = Acceptor::new(&args.tls_server.options()?)?;
+    let connector = Connector::new(&args.tls_client.options())?;
     if is_udp {
+        if acceptor.is_some() || connector.is_some() {
+            return Err(Error::Usage(
+                "TLS needs a stream (TCP or a Unix socket); UDP has none".into(),
+            ));
+        }
         return talk_udp(&args, family, &config).await;
     }
+    match (&args.listen, &acceptor, &connector) {
+        (None, Some(_), _) => {
+            return Err(Error::Usage(
+                "--tls-cert/--tls-self-signed are for talk --listen; a caller uses --tls".into(),
+            ));
+        }
+        (Some(_), _, Some(_)) => {
+            return Err(Error::Usage(
+                "--tls/--tls-ca/--tls-fingerprint are for calling a peer; talk --listen uses --tls-cert or --tls-self-signed".into(),
+            ));
+        }
+        _ => {}
+    }
+    let entry = server::Entry {
+        gate: Gate::new(args.access.policy(), 1, 0),
+        tls: acceptor,
+        refusal: server::RefusalStyle::Line,
+    };
     match (&args.listen, &args.peer) {
         (Some(_), Some(peer)) => Err(Error::Usage(format!(
             "talk --listen waits for a peer; it takes no PEER ({peer}) over TCP or Unix sockets"
         ))),
         (Some(Endpoint::Unix(path)), None) => {
-            talk::listen(unix::listen(path)?, &mut talk::stdin_lines(), &config).await
+            let listener = unix::listen(path)?;
+            talk::listen(listener, &entry, &mut talk::stdin_lines(), &config).await
         }
         (Some(addr), None) => {
             let listener = tcp::listen(addr, family).await?;
-            talk::listen(listener, &mut talk::stdin_lines(), &config).await
+            talk::listen(listener, &entry, &mut talk::stdin_lines(), &config).await
         }
         (None, Some(Endpoint::Unix(path))) => {
             let stream = unix::connect(path).await?;
+            let stream = secure(stream, connector.as_ref(), "localhost").await?;
             talk::dial(stream, &format!("unix:{}", path.display()), &config).await
         }
         (None, Some(peer)) => {
             let stream = tcp::connect(peer, family).await?;
             let name = stream.peer_addr()?.to_string();
+            let stream = secure(stream, connector.as_ref(), &peer.host_name()).await?;
             talk::dial(stream, &name, &config).await
         }
         (None, None) => Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
@@ -249,6 +309,9 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
         db_sync: args.db_sync,
         db_max_size: args.db_max_size,
         max_conns: args.max_conns,
+        max_conns_per_ip: args.max_conns_per_ip,
+        access: args.access.policy(),
+        tls: args.tls.options()?,
         session: SessionConfig {
             encoding: args.encoding,
             max_line: args.max_line,
@@ -274,23 +337,41 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
         nick: args.nick,
         is_colored: args.color.is_on(),
     };
+    let tls = Connector::new(&args.tls.options())?;
     match (&args.unix, &args.addr) {
         (Some(path), _) | (None, Endpoint::Unix(path)) => {
-            chat::client::run(unix::connect(path).await?, &config).await
+            let stream = unix::connect(path).await?;
+            chat::client::run(secure(stream, tls.as_ref(), "localhost").await?, &config).await
         }
-        (None, addr) => chat::client::run(tcp::connect(addr, family).await?, &config).await,
+        (None, addr) => {
+            let stream = tcp::connect(addr, family).await?;
+            let host = addr.host_name();
+            chat::client::run(secure(stream, tls.as_ref(), &host).await?, &config).await
+        }
     }
 }
 
 async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
+    let dialer = |common: &crate::cli::BenchCommon| -> Result<bench::Dialer> {
+        Ok(bench::Dialer {
+            target: common.addr.clone(),
+            family,
+            tls: Connector::new(&common.tls.options())?,
+        })
+    };
+    let no_tls = |common: &crate::cli::BenchCommon, mode: &str| -> Result<()> {
+        if common.tls.options().is_on() {
+            return Err(Error::Usage(format!("bench {mode} does not speak TLS")));
+        }
+        Ok(())
+    };
     let load = |common: &crate::cli::BenchCommon,
                 t: &crate::cli::BenchTiming,
                 conns: usize,
                 size: usize|
      -> Result<bench::Load> {
         Ok(bench::Load {
-            target: common.addr.clone(),
-            family,
+            dialer: dialer(common)?,
             conns: conns.max(1),
             size: size.max(1),
             warmup: seconds("--warmup", t.warmup)?,
@@ -324,8 +405,17 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             size,
             timeout,
         } => {
+            no_tls(&common, "udp")?;
             let timeout = std::time::Duration::from_millis(timeout.max(1));
             let report = bench::udp::run(&load(&common, &timing, conns, size)?, timeout).await?;
+            (report, common.json)
+        }
+        BenchMode::Handshake {
+            common,
+            timing,
+            conns,
+        } => {
+            let report = bench::handshake::run(&load(&common, &timing, conns, 1)?).await?;
             (report, common.json)
         }
         BenchMode::Hold {
@@ -334,6 +424,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             pid,
             hold,
         } => {
+            no_tls(&common, "hold")?;
             let hold = seconds("--hold", hold)?;
             let report = bench::hold::run(&common.addr, family, conns, pid, hold).await?;
             (report, common.json)
@@ -346,8 +437,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         } => {
             let timeout = seconds("--timeout", timeout)?;
             let report =
-                bench::fanout::run(&common.addr, family, conns.max(1), lines.max(1), timeout)
-                    .await?;
+                bench::fanout::run(&dialer(&common)?, conns.max(1), lines.max(1), timeout).await?;
             (report, common.json)
         }
     };

@@ -67,13 +67,14 @@ pub enum Command {
         socktalk chat -U /tmp/chat.sock")]
     Chat(ChatArgs),
 
-    /// Load generator: measure any server (pingpong, bulk, udp, hold, fanout).
+    /// Load generator: measure any server (pingpong, bulk, udp, hold, fanout, handshake).
     #[command(after_help = "Examples:\n  \
         socktalk bench pingpong 127.0.0.1:7000 --conns 50 --size 64\n  \
         socktalk bench bulk 127.0.0.1:7000 --duration 10\n  \
         socktalk bench udp 127.0.0.1:7000\n  \
         socktalk bench hold 127.0.0.1:7878 --conns 19000 --pid $(pidof socktalk)\n  \
-        socktalk bench fanout 127.0.0.1:7878 --conns 100 --lines 1000 --json")]
+        socktalk bench fanout 127.0.0.1:7878 --conns 100 --lines 1000 --json\n  \
+        socktalk bench handshake 127.0.0.1:7000 --conns 4 --tls --tls-fingerprint AB:CD:…")]
     Bench(BenchArgs),
 
     /// Echo server: send every message back (--upper: upper-cased).
@@ -151,6 +152,115 @@ impl TargetArgs {
     }
 }
 
+/// `--allow`/`--deny`: which client addresses a server lets in.
+#[derive(Debug, Args)]
+pub struct AccessArgs {
+    /// Let in only clients in CIDR (repeatable): 10.0.0.0/8, 2001:db8::/32, or one address.
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    pub allow: Vec<ipnet::IpNet>,
+
+    /// Keep out clients in CIDR (repeatable; wins over --allow).
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    pub deny: Vec<ipnet::IpNet>,
+}
+
+impl AccessArgs {
+    /// The rules as a policy.
+    pub fn policy(&self) -> crate::access::AccessPolicy {
+        crate::access::AccessPolicy {
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+        }
+    }
+}
+
+fn parse_net(text: &str) -> std::result::Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{text}' is not an address range like 10.0.0.0/8 or ::1/128"))
+}
+
+/// TLS on a server: `--tls-cert`/`--tls-key` or `--tls-self-signed`, and `--tls-client-ca`.
+#[derive(Debug, Args)]
+pub struct TlsServerArgs {
+    /// Serve TLS with this certificate chain (PEM, leaf first).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve TLS with a certificate made at start; its SHA-256 fingerprint is printed for
+    /// clients to pin with --tls-fingerprint.
+    #[arg(long, conflicts_with = "tls_cert")]
+    pub tls_self_signed: bool,
+
+    /// Require client certificates issued by a CA in FILE (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Close a client that has not finished its TLS handshake after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = limits::HANDSHAKE_TIMEOUT.as_secs_f64())]
+    pub tls_handshake_timeout: f64,
+}
+
+impl TlsServerArgs {
+    /// The options as the TLS layer takes them.
+    pub fn options(&self) -> Result<crate::transport::tls::ServerOptions> {
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() && !self.tls_self_signed {
+            return Err(Error::Usage(
+                "--tls-client-ca needs TLS on: --tls-cert/--tls-key or --tls-self-signed".into(),
+            ));
+        }
+        Ok(crate::transport::tls::ServerOptions {
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            self_signed: self.tls_self_signed,
+            client_ca: self.tls_client_ca.clone(),
+            handshake_timeout: seconds("--tls-handshake-timeout", self.tls_handshake_timeout)?,
+        })
+    }
+}
+
+/// TLS on a client: `--tls`, how to verify the server, and an optional client certificate.
+#[derive(Debug, Args)]
+pub struct TlsClientArgs {
+    /// Speak TLS, verifying the server against the system's CA certificates.
+    #[arg(long)]
+    pub tls: bool,
+
+    /// Verify the server against the CA certificates in FILE (PEM) instead (implies --tls).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// Trust only the server certificate with this SHA-256 fingerprint, e.g. a self-signed one
+    /// (hex, colons optional; implies --tls).
+    #[arg(long, value_name = "HEX", conflicts_with = "tls_ca")]
+    pub tls_fingerprint: Option<String>,
+
+    /// Present this client certificate (PEM) to servers that ask for one.
+    #[arg(long, value_name = "FILE", requires = "tls_client_key")]
+    pub tls_client_cert: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_client_cert")]
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl TlsClientArgs {
+    /// The options as the TLS layer takes them.
+    pub fn options(&self) -> crate::transport::tls::ClientOptions {
+        crate::transport::tls::ClientOptions {
+            enabled: self.tls || self.tls_client_cert.is_some(),
+            ca: self.tls_ca.clone(),
+            fingerprint: self.tls_fingerprint.clone(),
+            cert: self.tls_client_cert.clone(),
+            key: self.tls_client_key.clone(),
+        }
+    }
+}
+
 /// Message framing options.
 #[derive(Debug, Args)]
 pub struct FrameArgs {
@@ -193,13 +303,23 @@ pub struct EchoArgs {
     #[arg(long, value_name = "TEXT")]
     pub greet: Option<String>,
 
-    /// Most connections served at once; more are accepted and closed.
+    /// Most connections served at once; more are told why and closed.
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
     pub max_conns: usize,
+
+    /// Most connections from one client address at once (0: no cap).
+    #[arg(long, value_name = "N", default_value_t = limits::ECHO_MAX_CONNS_PER_IP)]
+    pub max_conns_per_ip: usize,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
 
     /// Close a connection after this many seconds without input (0: never).
     #[arg(long, value_name = "SECS", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64())]
     pub idle_timeout: f64,
+
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 }
 
 /// `socktalk connect`.
@@ -217,6 +337,9 @@ pub struct ConnectArgs {
     /// UDP: seconds to wait for outstanding replies after stdin ends.
     #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
     pub linger: f64,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `socktalk talk`.
@@ -240,6 +363,15 @@ pub struct TalkArgs {
 
     #[command(flatten)]
     pub text: EncodingArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub tls_server: TlsServerArgs,
+
+    #[command(flatten)]
+    pub tls_client: TlsClientArgs,
 }
 
 /// `socktalk serve`.
@@ -277,9 +409,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = limits::BURST)]
     pub burst: f64,
 
-    /// Most connections served at once (all listeners together); more are accepted and closed.
+    /// Most connections served at once (all listeners together); more are told why and closed.
     #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
     pub max_conns: usize,
+
+    /// Most connections from one client address at once, all listeners together (0: no cap).
+    #[arg(long, value_name = "N", default_value_t = limits::CHAT_MAX_CONNS_PER_IP)]
+    pub max_conns_per_ip: usize,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub tls: TlsServerArgs,
 
     /// Disconnect a client silent for this many seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_IDLE_TIMEOUT.as_secs_f64())]
@@ -339,6 +481,9 @@ pub struct ChatArgs {
     /// Colour the output.
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// `socktalk bench`.
@@ -359,6 +504,9 @@ pub struct BenchCommon {
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub tls: TlsClientArgs,
 }
 
 /// Flags of the timed benchmarks.
@@ -420,6 +568,16 @@ pub enum BenchMode {
         /// Milliseconds to wait for a reply before counting the datagram lost.
         #[arg(long, value_name = "MS", default_value_t = 200)]
         timeout: u64,
+    },
+    /// New connections per second (with --tls: TLS handshakes), each closed at once.
+    Handshake {
+        #[command(flatten)]
+        common: BenchCommon,
+        #[command(flatten)]
+        timing: BenchTiming,
+        /// Connections being set up at once.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        conns: usize,
     },
     /// Hold idle connections; with --pid, the server's memory per connection.
     Hold {

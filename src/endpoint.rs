@@ -88,6 +88,21 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The host as TLS checks it against a certificate: the name or address typed
+    /// (`localhost` for a Unix socket).
+    pub fn host_name(&self) -> String {
+        match self {
+            Endpoint::Inet {
+                host: Host::Ip(ip), ..
+            } => ip.to_string(),
+            Endpoint::Inet {
+                host: Host::Name(name),
+                ..
+            } => name.clone(),
+            Endpoint::Unix(_) => "localhost".into(),
+        }
+    }
+
     /// The Unix socket path, if this is one.
     pub fn unix_path(&self) -> Option<&PathBuf> {
         match self {

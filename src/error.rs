@@ -68,6 +68,11 @@ pub enum Error {
     #[error("{0}")]
     Database(String),
 
+    /// TLS could not be set up (a certificate or key file) or the handshake failed (an
+    /// unverifiable server).
+    #[error("tls: {0}")]
+    Tls(String),
+
     /// Any other I/O failure, e.g. the connection reset mid-transfer.
     #[error("{}", lowercase_io(.0))]
     Io(#[from] io::Error),

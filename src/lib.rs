@@ -24,6 +24,7 @@
 //! command line, [`app`] wires it to the layers, [`limits`] documents every limit, and
 //! [`error`] every failure a user can see.
 
+pub mod access;
 pub mod app;
 pub mod bench;
 pub mod chat;

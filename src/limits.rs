@@ -75,6 +75,27 @@ pub const HTTP_ADDR: &str = "127.0.0.1:8080";
 /// The chat server's default TCP address.
 pub const CHAT_ADDR: &str = "127.0.0.1:7878";
 
+/// `--tls-handshake-timeout`: how long a TLS handshake may take (servers; clients use the same
+/// bound). A client that stalls in the handshake (a slowloris on TLS) holds its connection
+/// only this long. The web server gives a client as long to send each request's head.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `serve --max-conns-per-ip`: connections one client address may hold at once (0: no cap).
+/// Beyond it a connection gets a one-line `refused:` reason and is closed.
+pub const CHAT_MAX_CONNS_PER_IP: usize = 64;
+
+/// `echo --max-conns-per-ip`: as for `serve`, off by default: echo servers are test peers that
+/// load generators open many connections to.
+pub const ECHO_MAX_CONNS_PER_IP: usize = 0;
+
+/// How long a refused connection is kept to deliver its `refused:` line (and read what the
+/// client already sent, so the close is clean rather than a reset).
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
+/// Refused connections lingering at once; beyond this (a flood) they are closed at once,
+/// without a reason line.
+pub const REFUSALS_AT_ONCE: usize = 64;
+
 /// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the
 /// default) is no cap. Once a commit would pass it, new messages are refused with an error to
 /// their sender and a log line, never lost silently. The `-wal` file is not counted.

@@ -1,4 +1,5 @@
-//! The accept loop every stream server shares: connection limit, back-off on accept errors,
+//! The accept loop every stream server shares: access control and connection limits (with a
+//! one-line reason for every refused client), TLS handshakes, back-off on accept errors,
 //! graceful shutdown.
 //!
 //! Each accepted connection runs in its own task with its own child [`CancellationToken`]; the
@@ -9,47 +10,92 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, DRAIN_TIMEOUT};
-use crate::transport::StreamListener;
+use crate::access::{Admission, Gate, Refusal};
+use crate::limits::{
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, DRAIN_TIMEOUT, REFUSAL_LINGER, REFUSALS_AT_ONCE,
+};
+use crate::transport::tls::{Acceptor, Conn};
+use crate::transport::{Peer, StreamListener};
 
-/// Serves `listener` until `shutdown` is cancelled, running `handle(stream, peer, shutdown)` in a
-/// task per connection, at most `max_conns` at once.
-///
-/// A connection beyond `max_conns` is accepted and closed at once, so its client sees a clean
-/// close instead of waiting in the backlog. Accept errors (such as running out of file
-/// descriptors) are logged and retried with exponential back-off; they never end the server.
-pub async fn run<L, H, F>(listener: L, max_conns: usize, shutdown: CancellationToken, handle: H)
-where
-    L: StreamListener,
-    H: Fn(L::Stream, String, CancellationToken) -> F + Send + Sync + 'static,
-    F: Future<Output = ()> + Send + 'static,
-{
-    run_limited(
-        listener,
-        Arc::new(Semaphore::new(max_conns)),
-        shutdown,
-        handle,
-    )
-    .await;
+/// How a listener lets connections in: who may ([`Gate`]), whether they speak TLS, and how a
+/// refusal is worded on the wire.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Access rules and connection limits, shared by all of a server's listeners.
+    pub gate: Arc<Gate>,
+    /// TLS, when on: the handshake runs in the connection's own task.
+    pub tls: Option<Acceptor>,
+    /// A refused client is told why as a text line, or as an HTTP response.
+    pub refusal: RefusalStyle,
 }
 
-/// [`run`] with a connection limit shared with other listeners: a server listening on several
-/// addresses serves at most `limit`'s permits in all.
-pub async fn run_limited<L, H, F>(
-    listener: L,
-    limit: Arc<Semaphore>,
-    shutdown: CancellationToken,
-    handle: H,
-) where
+impl Entry {
+    /// Plain connections, at most `max_conns` at once, from anyone.
+    pub fn plain(max_conns: usize) -> Self {
+        Self {
+            gate: Gate::with_max_conns(max_conns),
+            tls: None,
+            refusal: RefusalStyle::Line,
+        }
+    }
+}
+
+/// How a refused client is told why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalStyle {
+    /// One text line, `refused: …\n`.
+    Line,
+    /// An HTTP error response carrying that line, for browsers.
+    Http,
+}
+
+impl RefusalStyle {
+    /// The bytes sent to a client refused for `refusal`.
+    pub fn render(self, refusal: &Refusal) -> Vec<u8> {
+        let line = format!("{refusal}\n");
+        match self {
+            RefusalStyle::Line => line.into_bytes(),
+            RefusalStyle::Http => {
+                let status = match refusal {
+                    Refusal::Denied(_) => "403 Forbidden",
+                    Refusal::Full(_) | Refusal::PerIp(..) => "503 Service Unavailable",
+                };
+                format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+                     connection: close\r\ncontent-length: {}\r\n\r\n{line}",
+                    line.len()
+                )
+                .into_bytes()
+            }
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` is cancelled, running `handle(conn, peer, admission,
+/// shutdown)` in a task per admitted connection, after its TLS handshake when TLS is on.
+///
+/// A connection the [`Gate`] refuses gets a one-line reason and is closed (at most
+/// [`REFUSALS_AT_ONCE`] are lingering at a time; beyond that, in a flood, they are closed at
+/// once). Accept errors (such as running out of file descriptors) are logged and retried with
+/// exponential back-off; they never end the server.
+///
+/// The handler gets the connection's [`Admission`] too, to keep the connection's place for
+/// longer than the handler runs (a WebSocket handed over to a task of its own); the loop holds
+/// it until the handler returns.
+pub async fn run<L, H, F>(listener: L, entry: Entry, shutdown: CancellationToken, handle: H)
+where
     L: StreamListener,
-    H: Fn(L::Stream, String, CancellationToken) -> F + Send + Sync + 'static,
+    H: Fn(Conn<L::Stream>, Peer, Arc<Admission>, CancellationToken) -> F + Send + Sync + 'static,
     F: Future<Output = ()> + Send + 'static,
 {
+    let handle = Arc::new(handle);
     let tracker = TaskTracker::new();
+    let lingering = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut refusals = Refusals::default();
     loop {
@@ -72,25 +118,69 @@ pub async fn run_limited<L, H, F>(
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            drop(stream);
-            refusals.note(&peer);
-            continue;
+        let admission = match entry.gate.admit(peer.ip) {
+            Ok(admission) => Arc::new(admission),
+            Err(refusal) => {
+                refusals.note(&peer, &refusal);
+                if let Ok(place) = lingering.clone().try_acquire_owned() {
+                    let text = entry.refusal.render(&refusal);
+                    let tls = entry.tls.clone();
+                    tokio::spawn(async move {
+                        turn_away(stream, tls, text).await;
+                        drop(place);
+                    });
+                }
+                continue;
+            }
         };
         tracing::info!(%peer, "connected");
-        let task = handle(stream, peer.clone(), shutdown.child_token());
+        let handle = handle.clone();
+        let tls = entry.tls.clone();
+        let token = shutdown.child_token();
         tracker.spawn(async move {
-            task.await;
+            let conn = match tls {
+                None => Conn::Plain(stream),
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        tracing::info!(%peer, "TLS handshake failed: {err}");
+                        return;
+                    }
+                },
+            };
+            handle(conn, peer.clone(), admission.clone(), token).await;
             tracing::info!(%peer, "disconnected");
-            drop(permit);
+            drop(admission);
         });
     }
     tracker.close();
     drain(&tracker, DRAIN_TIMEOUT).await;
 }
 
-/// Logs connections refused at the limit: the first at once, then at most one summary line a
-/// second, so a flood of connection attempts cannot flood the log too.
+/// Tells a refused client why (after a TLS handshake, if the listener speaks TLS), then closes
+/// the connection, reading what the client sent meanwhile so the close is a clean one rather
+/// than a reset that could destroy the reason in flight. All within [`REFUSAL_LINGER`].
+pub async fn turn_away<S>(stream: S, tls: Option<Acceptor>, text: Vec<u8>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async move {
+        let mut conn = match tls {
+            None => Conn::Plain(stream),
+            Some(tls) => tls.accept(stream).await?,
+        };
+        conn.write_all(&text).await?;
+        conn.flush().await?;
+        conn.shutdown().await?;
+        let mut sink = [0u8; 1024];
+        while conn.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
+}
+
+/// Logs refused connections: the first at once, then at most one summary line a second, so a
+/// flood of connection attempts cannot flood the log too.
 #[derive(Default)]
 struct Refusals {
     /// When the last line was logged.
@@ -100,7 +190,7 @@ struct Refusals {
 }
 
 impl Refusals {
-    fn note(&mut self, peer: &str) {
+    fn note(&mut self, peer: &Peer, refusal: &Refusal) {
         self.unlogged += 1;
         let now = std::time::Instant::now();
         if self
@@ -109,11 +199,7 @@ impl Refusals {
         {
             return;
         }
-        tracing::warn!(
-            last = %peer,
-            "refused {} connection(s): connection limit reached (--max-conns)",
-            self.unlogged
-        );
+        tracing::warn!(last = %peer, "refused {} connection(s); the last: {refusal}", self.unlogged);
         self.logged_at = Some(now);
         self.unlogged = 0;
     }
@@ -138,4 +224,15 @@ pub fn announce(addr: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {addr}");
     let _ = out.flush();
+}
+
+/// Prints, after a TLS listener's address, the SHA-256 fingerprint of its certificate: what a
+/// client pins with `--tls-fingerprint` when the certificate is self-signed.
+pub fn announce_tls(tls: Option<&Acceptor>) {
+    use std::io::Write;
+    if let Some(tls) = tls {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "tls certificate sha256 {}", tls.fingerprint);
+        let _ = out.flush();
+    }
 }

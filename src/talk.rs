@@ -22,7 +22,9 @@ use tokio_util::codec::FramedRead;
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding};
 use crate::error::Result;
 use crate::limits::{MAX_DATAGRAM, READ_CHUNK};
-use crate::transport::StreamListener;
+use crate::server::{self, Entry};
+use crate::transport::tls::Conn;
+use crate::transport::{Peer, StreamListener};
 
 /// The word that ends a conversation when it is a whole line.
 pub const BYE: &str = "bye";
@@ -86,14 +88,35 @@ enum Ending {
 /// Only accept errors that persist; a conversation's errors end that conversation.
 pub async fn listen<L: StreamListener>(
     listener: L,
+    entry: &Entry,
     lines: &mut mpsc::Receiver<String>,
     config: &TalkConfig,
 ) -> Result<()> {
-    crate::server::announce(&listener.local_display());
+    server::announce(&listener.local_display());
+    server::announce_tls(entry.tls.as_ref());
     loop {
         let (stream, peer) = listener.accept().await?;
+        let _admission = match entry.gate.admit(peer.ip) {
+            Ok(admission) => admission,
+            Err(refusal) => {
+                tracing::info!(%peer, "{refusal}");
+                let text = format!("{refusal}\n").into_bytes();
+                tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
+                continue;
+            }
+        };
+        let stream = match &entry.tls {
+            None => Conn::Plain(stream),
+            Some(tls) => match tls.accept(stream).await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    config.status(&format!("TLS handshake with {peer} failed: {err}"));
+                    continue;
+                }
+            },
+        };
         config.status(&format!("connected with {peer}"));
-        let ending = converse(stream, &peer, Some(&listener), lines, config).await;
+        let ending = converse(stream, &peer.name, Some((&listener, entry)), lines, config).await;
         if !config.keep_listening || ending == Ending::WeSaidBye && lines.is_closed() {
             return Ok(());
         }
@@ -119,7 +142,7 @@ where
 async fn converse<S, L>(
     stream: S,
     peer: &str,
-    listener: Option<&L>,
+    listener: Option<(&L, &Entry)>,
     lines: &mut mpsc::Receiver<String>,
     config: &TalkConfig,
 ) -> Ending
@@ -144,7 +167,8 @@ where
                 };
                 let mut wire = config.encoding.encode_message(&line);
                 wire.push(b'\n');
-                if let Err(err) = writer.write_all(&wire).await {
+                let written = async { writer.write_all(&wire).await?; writer.flush().await };
+                if let Err(err) = written.await {
                     config.status(&format!("{peer} is gone: {err}"));
                     return Ending::PeerLeft;
                 }
@@ -169,11 +193,11 @@ where
                     return Ending::PeerLeft;
                 }
             }
-            accepted = accept_extra(listener) => {
-                if let Ok((mut extra, who)) = accepted {
+            accepted = accept_extra(listener.map(|(l, _)| l)) => {
+                if let (Ok((extra, who)), Some((_, entry))) = (accepted, listener) {
                     tracing::info!(peer = %who, "turned away: already talking");
                     let busy = config.encoding.encode_message(&format!("* busy: talking with {peer}\n"));
-                    let _ = extra.write_all(&busy).await;
+                    tokio::spawn(server::turn_away(extra, entry.tls.clone(), busy));
                 }
             }
         }
@@ -207,7 +231,7 @@ fn show(peer: &str, message: &str) {
 /// Accepts on the listener if there is one; never completes otherwise.
 async fn accept_extra<L: StreamListener>(
     listener: Option<&L>,
-) -> std::io::Result<(L::Stream, String)> {
+) -> std::io::Result<(L::Stream, Peer)> {
     match listener {
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
@@ -220,7 +244,7 @@ struct NoListener;
 impl StreamListener for NoListener {
     type Stream = tokio::net::TcpStream;
 
-    async fn accept(&self) -> std::io::Result<(Self::Stream, String)> {
+    async fn accept(&self) -> std::io::Result<(Self::Stream, Peer)> {
         std::future::pending().await
     }
 

@@ -80,7 +80,16 @@ fn udp_counts_round_trips_and_losses() {
 
 #[test]
 fn hold_reports_connections_and_memory() {
-    let server = Proc::server(&["serve", "--tcp", "127.0.0.1:0", "--db", ":memory:"]);
+    // All from one source address: the per-address cap is lifted, as for any load test.
+    let server = Proc::server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--db",
+        ":memory:",
+        "--max-conns-per-ip",
+        "0",
+    ]);
     let pid = server.child.id().to_string();
     let report = bench(&[
         "hold",
@@ -135,4 +144,55 @@ fn bench_errors_are_one_line() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("out of range"), "{err}");
+}
+
+#[test]
+fn handshake_counts_new_connections_plain_and_tls() {
+    let plain = Proc::server(&["echo", "127.0.0.1:0"]);
+    let report = bench(&[
+        "handshake",
+        host_port(&plain.addr),
+        "--conns",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+    ]);
+    assert_eq!(report["mode"], "handshake");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+
+    let mut tls = Proc::server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
+    let fingerprint = tls.read_line();
+    let fingerprint = fingerprint
+        .trim()
+        .strip_prefix("tls certificate sha256 ")
+        .expect("the fingerprint line")
+        .to_string();
+    let report = bench(&[
+        "handshake",
+        host_port(&tls.addr),
+        "--conns",
+        "2",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+        "--tls-fingerprint",
+        &fingerprint,
+    ]);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    let report = bench(&[
+        "pingpong",
+        host_port(&tls.addr),
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--tls-fingerprint",
+        &fingerprint,
+    ]);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
 }

@@ -20,8 +20,8 @@ const READ_BUF: usize = 256 * 1024;
 /// # Errors
 /// When not even one connection could be made.
 pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
-    let (target, conns, size) = (&load.target, load.conns, load.size);
-    let (streams, mut errors) = connect_all(target, load.family, conns).await?;
+    let (conns, size) = (load.conns, load.size);
+    let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);
     let sent = Arc::new(AtomicU64::new(0));
@@ -87,7 +87,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     }
     Ok(Report {
         mode: "bulk",
-        target: target.to_string(),
+        target: load.dialer.target.to_string(),
         conns: Some(conns),
         size: Some(size),
         duration_s: secs,

@@ -17,9 +17,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
-use super::{Latency, Report, clock_ns, connect, histogram, progress};
+use super::{Dialer, Latency, Report, clock_ns, histogram, progress};
 use crate::codec::{FrameCodec, Framing};
-use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 
 /// Every run marks its lines with its own tag, so lines of an earlier run (a chat server
@@ -67,8 +66,7 @@ fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
 /// # Errors
 /// A connection could not be made, or the receivers never saw the sender's probe.
 pub async fn run(
-    target: &Endpoint,
-    family: Family,
+    dialer: &Dialer,
     receivers: usize,
     lines: u64,
     timeout: Duration,
@@ -85,7 +83,7 @@ pub async fn run(
     let stop = tokio_util::sync::CancellationToken::new();
     let mut tasks = Vec::with_capacity(receivers);
     for _ in 0..receivers {
-        let stream = connect(target, family).await?;
+        let stream = dialer.connect().await?;
         let (mark, ready_mark, stop) = (mark.clone(), ready_mark.clone(), stop.clone());
         let (ready, delivered, last_delivery, bar) = (
             ready.clone(),
@@ -141,7 +139,7 @@ pub async fn run(
         }));
     }
 
-    let mut sender = connect(target, family).await?;
+    let mut sender = dialer.connect().await?;
     let slowed = Arc::new(AtomicU64::new(0));
     // The sender's own incoming lines (its echo, server notices) are read and dropped.
     sender_probe_ready(&mut sender, &tag, &ready, receivers, timeout).await?;
@@ -165,6 +163,7 @@ pub async fn run(
         out.extend_from_slice(format!("{tag}:{seq}:{};\n", clock_ns()).as_bytes());
         sender_tx.write_all(&out).await?;
     }
+    sender_tx.flush().await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let stopper = {
         let stop = stop.clone();
@@ -199,7 +198,7 @@ pub async fn run(
         / 1e9;
     Ok(Report {
         mode: "fanout",
-        target: target.to_string(),
+        target: dialer.target.to_string(),
         conns: Some(receivers),
         size: None,
         duration_s: secs,
@@ -235,6 +234,7 @@ async fn sender_probe_ready(
         sender
             .write_all(format!("{tag}-ready {round}\n").as_bytes())
             .await?;
+        sender.flush().await?;
         round += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

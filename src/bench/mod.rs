@@ -7,6 +7,10 @@
 //! | [`udp`] | datagram ping-pong: round trips per second, latency, datagrams lost |
 //! | [`hold`] | how many idle connections a server holds, and with `--pid` its memory per connection |
 //! | [`fanout`] | a chat server: R receivers in one room, one sender of K lines: deliveries per second and latency |
+//! | [`handshake`] | new connections per second (with `--tls`: TLS handshakes) and their latency |
+//!
+//! With `--tls` (and `--tls-ca` or `--tls-fingerprint`) the stream modes speak TLS, so the cost
+//! of TLS is one flag away from the plain figure.
 //!
 //! Every run is bounded in time (and `hold`/`fanout` in count) and stops by itself. A progress
 //! bar goes to stderr (only on a terminal); the result goes to stdout as a table, or as one JSON
@@ -14,6 +18,7 @@
 
 pub mod bulk;
 pub mod fanout;
+pub mod handshake;
 pub mod hold;
 pub mod pingpong;
 pub mod report;
@@ -29,31 +34,47 @@ use tokio_util::either::Either;
 
 use crate::endpoint::{Endpoint, Family};
 use crate::error::Result;
+use crate::transport::tls::{self, Connector};
 use crate::transport::{tcp, unix};
 
 pub use report::{Latency, Report};
 
-/// A connection to the server under test: TCP or Unix.
-pub type Conn = Either<tokio::net::TcpStream, tokio::net::UnixStream>;
+/// A connection to the server under test: TCP or Unix, plain or TLS.
+pub type Conn = tls::Conn<Either<tokio::net::TcpStream, tokio::net::UnixStream>>;
 
-/// Connects to `target` over TCP or a Unix socket.
-///
-/// # Errors
-/// As [`tcp::connect`] and [`unix::connect`].
-pub async fn connect(target: &Endpoint, family: Family) -> Result<Conn> {
-    Ok(match target {
-        Endpoint::Unix(path) => Either::Right(unix::connect(path).await?),
-        Endpoint::Inet { .. } => Either::Left(tcp::connect(target, family).await?),
-    })
+/// Where and how the stream modes connect.
+#[derive(Debug, Clone)]
+pub struct Dialer {
+    /// The server.
+    pub target: Endpoint,
+    /// Address family for name resolution.
+    pub family: Family,
+    /// TLS, when on.
+    pub tls: Option<Connector>,
+}
+
+impl Dialer {
+    /// Connects to the server over TCP or a Unix socket, with the TLS handshake when TLS is on.
+    ///
+    /// # Errors
+    /// As [`tcp::connect`] and [`unix::connect`], and a failed handshake.
+    pub async fn connect(&self) -> Result<Conn> {
+        let stream = match &self.target {
+            Endpoint::Unix(path) => Either::Right(unix::connect(path).await?),
+            Endpoint::Inet { .. } => Either::Left(tcp::connect(&self.target, self.family).await?),
+        };
+        match &self.tls {
+            Some(tls) => tls.connect(&self.target.host_name(), stream).await,
+            None => Ok(tls::Conn::Plain(stream)),
+        }
+    }
 }
 
 /// What a timed benchmark (pingpong, bulk, udp) loads a server with.
 #[derive(Debug, Clone)]
 pub struct Load {
-    /// The server.
-    pub target: Endpoint,
-    /// Address family for name resolution.
-    pub family: Family,
+    /// The server, and how to connect to it.
+    pub dialer: Dialer,
     /// Connections (or sockets), all at once; at least 1.
     pub conns: usize,
     /// Message, chunk or datagram size in bytes; at least 1.
@@ -76,7 +97,7 @@ pub fn round_trip_report(
 ) -> Report {
     Report {
         mode,
-        target: load.target.to_string(),
+        target: load.dialer.target.to_string(),
         conns: Some(load.conns),
         size: Some(size),
         duration_s: window.seconds(),
@@ -93,15 +114,11 @@ pub fn round_trip_report(
 ///
 /// # Errors
 /// The first connection could not be made.
-pub async fn connect_all(
-    target: &Endpoint,
-    family: Family,
-    conns: usize,
-) -> Result<(Vec<Conn>, u64)> {
+pub async fn connect_all(dialer: &Dialer, conns: usize) -> Result<(Vec<Conn>, u64)> {
     let mut streams = Vec::with_capacity(conns);
     let mut errors = 0;
     for _ in 0..conns {
-        match connect(target, family).await {
+        match dialer.connect().await {
             Ok(stream) => streams.push(stream),
             Err(err) if streams.is_empty() => return Err(err),
             Err(_) => errors += 1,

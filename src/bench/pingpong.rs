@@ -16,8 +16,8 @@ use crate::error::Result;
 /// # Errors
 /// When not even one connection could be made.
 pub async fn run(load: &Load) -> Result<Report> {
-    let (target, conns, size) = (&load.target, load.conns, load.size);
-    let (streams, mut errors) = connect_all(target, load.family, conns).await?;
+    let (conns, size) = (load.conns, load.size);
+    let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
     let tasks: Vec<_> = streams
@@ -59,6 +59,7 @@ async fn ping<S: Stream>(
         }
         let round = async {
             stream.write_all(&message).await?;
+            stream.flush().await?;
             stream.read_exact(&mut reply).await
         };
         if round.await.is_err() {

@@ -8,7 +8,7 @@
 //! | `mode` | `pingpong`, `bulk`, `udp`, `hold` or `fanout` |
 //! | `target` | the address benchmarked |
 //! | `conns`, `size`, `duration_s` | the settings used |
-//! | `ops`, `ops_per_s` | round trips (pingpong, udp) or deliveries (fanout) measured, and per second |
+//! | `ops`, `ops_per_s` | round trips (pingpong, udp), deliveries (fanout) or connections set up (handshake) measured, and per second |
 //! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery) |
 //! | `errors` | connections or operations that failed |
 //! | `lost` | udp: datagrams without a reply in time; fanout: deliveries that never came |
@@ -117,10 +117,10 @@ impl Report {
         }
         row("measured", format!("{:.2} s", self.duration_s));
         if let (Some(ops), Some(rate)) = (self.ops, self.ops_per_s) {
-            let what = if self.mode == "fanout" {
-                "deliveries"
-            } else {
-                "round trips"
+            let what = match self.mode {
+                "fanout" => "deliveries",
+                "handshake" => "connections",
+                _ => "round trips",
             };
             row(what, format!("{} ({}/s)", group(ops as f64), group(rate)));
         }

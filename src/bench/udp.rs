@@ -21,8 +21,8 @@ const SEQ_DIGITS: usize = 16;
 /// # Errors
 /// The target does not resolve or a socket cannot be bound.
 pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
-    let (target, conns, size) = (&load.target, load.conns, load.size);
-    let peer = udp::resolve_peer(target, load.family).await?;
+    let (target, conns, size) = (&load.dialer.target, load.conns, load.size);
+    let peer = udp::resolve_peer(target, load.dialer.family).await?;
     let mut sockets = Vec::with_capacity(conns);
     for _ in 0..conns {
         sockets.push(udp::connect(peer).await?);

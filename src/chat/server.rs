@@ -2,22 +2,24 @@
 //! and the hub, and serves sessions until SIGINT/SIGTERM.
 //!
 //! Startup errors (a port in use, a database that cannot be opened or written) end the process
-//! with a clear message before anyone connects, and before "listening on" is printed. On shutdown the hub stops taking messages, delivers
-//! everything already committed, tells every member, and the database is closed cleanly.
+//! with a clear message before anyone connects, and before "listening on" is printed. On
+//! shutdown the hub stops taking messages, delivers everything already committed, tells every
+//! member, and the database is closed cleanly.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::history::{Store, Sync};
 use super::hub::{Hub, HubConfig, Request};
 use super::session::{self, SessionConfig};
+use crate::access::{AccessPolicy, Gate};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
-use crate::server;
-use crate::transport::{StreamListener, tcp, unix};
+use crate::server::{self, Entry, RefusalStyle};
+use crate::transport::{StreamListener, tcp, tls, unix};
 use crate::web::{self, OriginPolicy, WebState};
 
 /// Requests queued from sessions to the hub before senders wait.
@@ -38,6 +40,12 @@ pub struct ChatConfig {
     pub db_max_size: u64,
     /// Most connections served at once, across all listeners.
     pub max_conns: usize,
+    /// Most connections from one address at once, across all listeners (0: no cap).
+    pub max_conns_per_ip: usize,
+    /// `--allow`/`--deny`.
+    pub access: AccessPolicy,
+    /// TLS on every listener, when on.
+    pub tls: tls::ServerOptions,
     /// Per-connection settings.
     pub session: SessionConfig,
     /// Hub settings.
@@ -64,6 +72,7 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
         tcp_listeners.push(tcp::listen(endpoint, family).await?);
     }
     let unix_listener = config.unix.as_deref().map(unix::listen).transpose()?;
+    let acceptor = tls::Acceptor::new(&config.tls)?;
     let http_listener = match &config.http {
         Some(endpoint) => Some(tcp::listen(endpoint, family).await?),
         None => None,
@@ -82,7 +91,15 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
     let context = Context {
         hub_tx,
         session: Arc::new(config.session.clone()),
-        limit: Arc::new(Semaphore::new(config.max_conns)),
+        entry: Entry {
+            gate: Gate::new(
+                config.access.clone(),
+                config.max_conns,
+                config.max_conns_per_ip,
+            ),
+            tls: acceptor,
+            refusal: RefusalStyle::Line,
+        },
         shutdown,
     };
     let mut servers = tokio::task::JoinSet::new();
@@ -93,25 +110,29 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
         serve(&mut servers, listener, &context);
     }
     if let Some(listener) = http_listener {
+        let scheme = if context.entry.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let url = match listener.local_addr() {
-            Ok(addr) => format!("http://{addr}/"),
-            Err(_) => "http://?/".into(),
+            Ok(addr) => format!("{scheme}://{addr}/"),
+            Err(_) => format!("{scheme}://?/"),
         };
         server::announce(&url);
         let state = Arc::new(WebState {
             hub_tx: context.hub_tx.clone(),
             session: context.session.clone(),
-            limit: context.limit.clone(),
             shutdown: context.shutdown.clone(),
             origins: OriginPolicy {
                 allowed: config.allow_origins.clone(),
             },
         });
-        servers.spawn(async move {
-            if let Err(err) = web::serve(listener, state).await {
-                tracing::error!("web server stopped: {err}");
-            }
-        });
+        let entry = Entry {
+            refusal: RefusalStyle::Http,
+            ..context.entry.clone()
+        };
+        servers.spawn(web::serve(listener, entry, state));
     }
     // The listeners' tasks hold their own copies; the hub ends on shutdown, not on this.
     drop(context);
@@ -125,8 +146,8 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
 struct Context {
     hub_tx: mpsc::Sender<Request>,
     session: Arc<SessionConfig>,
-    /// `--max-conns`, across all listeners.
-    limit: Arc<Semaphore>,
+    /// Access rules, `--max-conns` (across all listeners) and TLS.
+    entry: Entry,
     shutdown: CancellationToken,
 }
 
@@ -136,16 +157,17 @@ fn serve<L: StreamListener>(
     context: &Context,
 ) {
     server::announce(&listener.local_display());
-    let limit = context.limit.clone();
+    server::announce_tls(context.entry.tls.as_ref());
+    let entry = context.entry.clone();
     let shutdown = context.shutdown.clone();
     let context = context.clone();
-    servers.spawn(server::run_limited(
+    servers.spawn(server::run(
         listener,
-        limit,
+        entry,
         shutdown,
-        move |stream, peer, shutdown| {
+        move |conn, peer, _, shutdown| {
             let hub_tx = context.hub_tx.clone();
-            session::serve(stream, peer, hub_tx, context.session.clone(), shutdown)
+            session::serve(conn, peer.name, hub_tx, context.session.clone(), shutdown)
         },
     ));
 }

@@ -322,7 +322,7 @@ pub async fn serve<S>(
                 throttle = None;
             }
             ready = stream.readable(), if is_reading && throttle.is_none() && !is_hub_full => {
-                let read = ready.and_then(|()| read_some(&stream, &mut input.buf));
+                let read = ready.and_then(|()| read_some(&mut stream, &mut input.buf));
                 match read {
                     Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
                     Ok(0) | Err(_) => {
@@ -384,11 +384,16 @@ async fn write_unless_kicked<S: AsyncWrite + Unpin>(
     tokio::select! {
         // A write that can finish does; only one left waiting is given up.
         biased;
-        written = stream.write_all(bytes) => written.map(|()| true),
+        // The flush matters for TLS, whose last record may wait in its buffer otherwise.
+        written = async { stream.write_all(bytes).await?; stream.flush().await } => written.map(|()| true),
         () = inbox.kicked() => {
             // Its last word goes out only if the socket takes it at once.
             if let Some(word) = inbox.last_word() {
-                let _ = tokio::time::timeout(Duration::from_millis(100), stream.write_all(&word)).await;
+                let _ = tokio::time::timeout(Duration::from_millis(100), async {
+                    stream.write_all(&word).await?;
+                    stream.flush().await
+                })
+                .await;
             }
             Ok(false)
         }
@@ -413,7 +418,7 @@ async fn continue_with_last_line(input: &mut Input, id: MemberId, hub: &mpsc::Se
 
 /// Reads what is waiting into `buf`, which is allocated here, on the first byte, rather than
 /// held through idle time.
-fn read_some<S: Readiness>(stream: &S, buf: &mut BytesMut) -> std::io::Result<usize> {
+fn read_some<S: Readiness>(stream: &mut S, buf: &mut BytesMut) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < FIRST_READ / 2 {
         buf.reserve(FIRST_READ.max(buf.len()));
     }

@@ -44,6 +44,8 @@ pub struct EchoConfig {
     pub greet: Option<String>,
     /// Close a stream connection after this long without input (zero: never).
     pub idle_timeout: Duration,
+    /// Which senders UDP answers (streams are checked at accept by [`crate::access::Gate`]).
+    pub access: crate::access::AccessPolicy,
 }
 
 /// Turns each received message into its reply, keeping the per-connection text state that
@@ -251,7 +253,8 @@ async fn write<S: AsyncWrite + Unpin>(
     }
     let result = tokio::select! {
         biased;
-        result = stream.write_all(buf) => result,
+        // The flush matters for TLS, whose last record may wait in its buffer otherwise.
+        result = async { stream.write_all(buf).await?; stream.flush().await } => result,
         () = cancelled => {
             buf.clear();
             return Err(());
@@ -280,6 +283,10 @@ pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: Can
                 continue;
             }
         };
+        if !config.access.permits(peer.ip()) {
+            tracing::debug!(%peer, "datagram ignored: sender not allowed (--allow/--deny)");
+            continue;
+        }
         tracing::debug!(%peer, len, "datagram");
         let reply = responder.reply(&mut buf[..len]);
         if let Err(err) = socket.send_to(reply, peer).await {

@@ -10,11 +10,13 @@
 //! [`StreamListener`] lets one accept loop ([`crate::server`]) serve TCP and Unix alike.
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 pub mod unix;
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -22,13 +24,29 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A listening stream socket: TCP or Unix.
 pub trait StreamListener: Send + Sync + 'static {
     /// The accepted connection type.
-    type Stream: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static;
+    type Stream: AsyncRead + AsyncWrite + Readiness + Unpin + Send + Sync + 'static;
 
-    /// Waits for the next connection and names its peer for logs.
-    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, String)>> + Send;
+    /// Waits for the next connection and says who it is from.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Peer)>> + Send;
 
     /// The bound address, in the syntax a client accepts (`tcp://127.0.0.1:7000`).
     fn local_display(&self) -> String;
+}
+
+/// Who is at the other end of an accepted connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// For logs: `127.0.0.1:50312`, `unix:pid=4242`.
+    pub name: String,
+    /// The client's IP address (IPv4-mapped IPv6 addresses given as IPv4), for access
+    /// control; `None` for Unix sockets.
+    pub ip: Option<IpAddr>,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
 }
 
 /// Waiting for input without a buffer: a server holding thousands of idle connections then
@@ -38,7 +56,7 @@ pub trait Readiness {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
 
     /// Reads what is there into `buf` without waiting; `WouldBlock` if nothing was.
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize>;
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
 }
 
 impl Readiness for tokio::net::TcpStream {
@@ -46,7 +64,7 @@ impl Readiness for tokio::net::TcpStream {
         tokio::net::TcpStream::readable(self)
     }
 
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         tokio::net::TcpStream::try_read_buf(self, buf)
     }
 }
@@ -56,7 +74,7 @@ impl Readiness for tokio::net::UnixStream {
         tokio::net::UnixStream::readable(self)
     }
 
-    fn try_read_buf(&self, buf: &mut BytesMut) -> io::Result<usize> {
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         tokio::net::UnixStream::try_read_buf(self, buf)
     }
 }

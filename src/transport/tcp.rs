@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::StreamListener;
+use super::{Peer, StreamListener};
 use crate::endpoint::{Endpoint, Family, Proto, display_addr};
 use crate::error::{Error, Result};
 use crate::limits::LISTEN_BACKLOG;
@@ -67,10 +67,16 @@ pub async fn connect(endpoint: &Endpoint, family: Family) -> Result<TcpStream> {
 impl StreamListener for TcpListener {
     type Stream = TcpStream;
 
-    async fn accept(&self) -> io::Result<(TcpStream, String)> {
+    async fn accept(&self) -> io::Result<(TcpStream, Peer)> {
         let (stream, peer) = TcpListener::accept(self).await?;
         stream.set_nodelay(true)?;
-        Ok((stream, peer.to_string()))
+        Ok((
+            stream,
+            Peer {
+                name: peer.to_string(),
+                ip: Some(peer.ip().to_canonical()),
+            },
+        ))
     }
 
     fn local_display(&self) -> String {

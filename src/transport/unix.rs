@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{UnixListener, UnixStream};
 
-use super::StreamListener;
+use super::{Peer, StreamListener};
 use crate::error::{Error, Result};
 
 /// A bound Unix listener that removes its socket file when dropped, if the file is still the one
@@ -93,14 +93,20 @@ pub async fn connect(path: &Path) -> Result<UnixStream> {
 impl StreamListener for UnixServer {
     type Stream = UnixStream;
 
-    async fn accept(&self) -> io::Result<(UnixStream, String)> {
+    async fn accept(&self) -> io::Result<(UnixStream, Peer)> {
         let (stream, _peer) = self.listener.accept().await?;
         // Unix clients are almost always unnamed; the peer's process id says more.
         let who = match stream.peer_cred().ok().and_then(|cred| cred.pid()) {
             Some(pid) => format!("unix:pid={pid}"),
             None => "unix:?".to_string(),
         };
-        Ok((stream, who))
+        Ok((
+            stream,
+            Peer {
+                name: who,
+                ip: None,
+            },
+        ))
     }
 
     fn local_display(&self) -> String {

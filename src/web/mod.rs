@@ -16,20 +16,24 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Admission;
 use crate::chat::command::{Command, parse_json};
 use crate::chat::event::Event;
 use crate::chat::hub::{Format, Request};
 use crate::chat::outbox::{Inbox, outbox};
 use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
+use crate::limits::HANDSHAKE_TIMEOUT;
+use crate::server::{self, Entry};
+use crate::transport::tls::Conn;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -76,8 +80,6 @@ pub struct WebState {
     pub hub_tx: mpsc::Sender<Request>,
     /// Limits of a chat session.
     pub session: Arc<SessionConfig>,
-    /// `--max-conns`, shared with the other listeners.
-    pub limit: Arc<Semaphore>,
     /// Server shutdown.
     pub shutdown: CancellationToken,
     /// Who may open the WebSocket.
@@ -103,18 +105,62 @@ pub fn router(state: Arc<WebState>) -> Router {
         .with_state(state)
 }
 
-/// Serves the web page and WebSocket on `listener` until `shutdown`.
-///
-/// # Errors
-/// The listener failed.
-pub async fn serve(listener: tokio::net::TcpListener, state: Arc<WebState>) -> std::io::Result<()> {
+/// Who a request came over: the connection's client and its place under `--max-conns`, which
+/// a WebSocket keeps for as long as it is open.
+#[derive(Clone)]
+struct Visitor {
+    peer: String,
+    admission: Arc<Admission>,
+}
+
+/// Serves the web page and WebSocket on `listener` until `shutdown`, under the same access
+/// rules, connection limits and TLS as the chat's other listeners (`entry`). HTTP/1.1 only: a
+/// client must send its request head within
+/// [`HANDSHAKE_TIMEOUT`](crate::limits::HANDSHAKE_TIMEOUT).
+pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<WebState>) {
     let shutdown = state.shutdown.clone();
-    axum::serve(
+    let router = router(state);
+    server::run(
         listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        entry,
+        shutdown,
+        move |conn, peer, admission, shutdown| {
+            let visitor = Visitor {
+                peer: peer.name,
+                admission,
+            };
+            serve_http(conn, visitor, router.clone(), shutdown)
+        },
     )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
+    .await;
+}
+
+async fn serve_http<S>(conn: Conn<S>, visitor: Visitor, router: Router, shutdown: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use tower::ServiceExt;
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<_>| {
+        request.extensions_mut().insert(visitor.clone());
+        router.clone().oneshot(request)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(err) = served {
+                tracing::debug!("http connection ended: {err}");
+            }
+        }
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(LAST_WORD_WAIT, connection).await;
+        }
+    }
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -139,10 +185,11 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 
 async fn upgrade(
     State(state): State<Arc<WebState>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    Extension(visitor): Extension<Visitor>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let peer = visitor.peer;
     if !state.origins.allows(&headers) {
         tracing::warn!(%peer, "websocket refused: origin not allowed (--allow-origin)");
         return (
@@ -151,17 +198,11 @@ async fn upgrade(
         )
             .into_response();
     }
-    let Ok(permit) = state.limit.clone().try_acquire_owned() else {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server full (--max-conns)\n",
-        )
-            .into_response();
-    };
     let max = state.session.max_line;
+    let admission = visitor.admission;
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| session(socket, peer.to_string(), state, permit))
+        .on_upgrade(move |socket| session(socket, peer, state, admission))
 }
 
 /// One browser: JSON requests in, JSON events out, one per text frame.
@@ -169,7 +210,7 @@ async fn session(
     mut socket: WebSocket,
     peer: String,
     state: Arc<WebState>,
-    permit: OwnedSemaphorePermit,
+    admission: Arc<Admission>,
 ) {
     let id = next_member_id();
     let (outbox, inbox) = outbox();
@@ -279,7 +320,7 @@ async fn session(
     // A client that does not read does not read this either.
     let _ = tokio::time::timeout(LAST_WORD_WAIT, socket.send(Message::Close(None))).await;
     tracing::info!(%peer, member = id, "websocket closed");
-    drop(permit);
+    drop(admission);
 }
 
 /// Sends each line of `lines` as a text frame, unless the hub cuts the member off first

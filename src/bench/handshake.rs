@@ -1,0 +1,80 @@
+//! Connection set-up: each of C workers connects (with `--tls`, also completes the TLS
+//! handshake) and closes at once, again and again. Measures new connections per second and
+//! how long each took to be ready for data.
+//!
+//! Each connection is closed with a reset (`SO_LINGER` 0) rather than a FIN, so the benchmark's
+//! own side does not pile up `TIME_WAIT` sockets and run out of ports in a long run.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::either::Either;
+
+use super::{Conn, Load, Report, Window, histogram, progress, round_trip_report, tick_until};
+use crate::error::Result;
+
+/// Runs the handshake benchmark.
+///
+/// # Errors
+/// When the first connection cannot be made.
+pub async fn run(load: &Load) -> Result<Report> {
+    // One connection first: a wrong address or an unverifiable server is an error, not a
+    // stream of counted failures.
+    abort(load.dialer.connect().await?);
+    let window = Window::new(load.warmup, load.duration);
+    let ticker = tick_until(progress(0, "handshake"), Instant::now(), window.end);
+    let tasks: Vec<_> = (0..load.conns)
+        .map(|_| {
+            let dialer = load.dialer.clone();
+            tokio::spawn(async move {
+                let mut latencies = histogram();
+                let (mut count, mut errors) = (0u64, 0u64);
+                loop {
+                    let started = Instant::now();
+                    if started >= window.end {
+                        break;
+                    }
+                    match dialer.connect().await {
+                        Ok(conn) => {
+                            if window.counts(started) {
+                                let _ =
+                                    latencies.record(started.elapsed().as_nanos().max(1) as u64);
+                                count += 1;
+                            }
+                            abort(conn);
+                        }
+                        Err(_) => {
+                            errors += 1;
+                            // A refusing server must not turn this into a busy loop.
+                            tokio::time::sleep(Duration::from_millis(1)).await;
+                        }
+                    }
+                }
+                (latencies, count, errors)
+            })
+        })
+        .collect();
+    let mut all = histogram();
+    let (mut ops, mut errors) = (0, 0);
+    for task in tasks {
+        match task.await {
+            Ok((latencies, count, failed)) => {
+                all.add(&latencies).ok();
+                ops += count;
+                errors += failed;
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let _ = ticker.await;
+    let mut report = round_trip_report("handshake", load, 0, &window, ops, &all, errors);
+    report.size = None;
+    Ok(report)
+}
+
+/// Closes `conn` with a reset.
+fn abort(conn: Conn) {
+    if let Either::Left(tcp) = conn.get_ref() {
+        let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+    }
+}

@@ -1,0 +1,591 @@
+//! TLS on every stream transport (rustls, ring provider).
+//!
+//! - Servers take a PEM certificate chain and key, or make a self-signed certificate at start
+//!   (`--tls-self-signed`) and print its SHA-256 fingerprint for clients to pin. With
+//!   `--tls-client-ca` they also require a client certificate signed by that CA.
+//! - Clients verify the server against the system's roots, or the roots in `--tls-ca`, or pin
+//!   the server's certificate by its SHA-256 fingerprint (`--tls-fingerprint`). A server that
+//!   cannot be verified is an error, never a warning.
+//! - A server's handshake runs in the connection's own task, bounded by
+//!   [`HANDSHAKE_TIMEOUT`](crate::limits::HANDSHAKE_TIMEOUT), so a client that stalls in the
+//!   handshake holds only its own connection, and only for that long.
+//!
+//! [`Conn`] is what every service reads and writes: plain or TLS, one type.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::Readiness;
+use crate::error::{Error, Result};
+use crate::limits::HANDSHAKE_TIMEOUT;
+
+/// How a server offers TLS (`--tls-cert`/`--tls-key`, `--tls-self-signed`, `--tls-client-ca`).
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: Option<PathBuf>,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<PathBuf>,
+    /// Make a self-signed certificate at start.
+    pub self_signed: bool,
+    /// Require client certificates issued by a CA in this file (PEM).
+    pub client_ca: Option<PathBuf>,
+    /// How long a client may take over its handshake (`--tls-handshake-timeout`).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            self_signed: false,
+            client_ca: None,
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl ServerOptions {
+    /// Whether TLS is on at all.
+    pub fn is_on(&self) -> bool {
+        self.self_signed || self.cert.is_some()
+    }
+}
+
+/// How a client checks the server (`--tls`, `--tls-ca`, `--tls-fingerprint`) and proves itself
+/// (`--tls-client-cert`/`--tls-client-key`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// TLS on, verified against the system's roots unless `ca` or `fingerprint` says otherwise.
+    pub enabled: bool,
+    /// Trust the CA certificates in this file (PEM) instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// Trust exactly the server certificate with this SHA-256 fingerprint (hex, colons optional).
+    pub fingerprint: Option<String>,
+    /// A client certificate chain to present (PEM).
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl ClientOptions {
+    /// Whether TLS is on: `--tls`, or any option that only makes sense with it.
+    pub fn is_on(&self) -> bool {
+        self.enabled || self.ca.is_some() || self.fingerprint.is_some()
+    }
+}
+
+/// A server's TLS setup, ready to accept.
+#[derive(Clone)]
+pub struct Acceptor {
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+    /// The SHA-256 fingerprint of the leaf certificate, `AB:CD:…`.
+    pub fingerprint: String,
+}
+
+impl std::fmt::Debug for Acceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acceptor")
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn tls_error(what: impl std::fmt::Display) -> Error {
+    Error::Tls(what.to_string())
+}
+
+impl Acceptor {
+    /// Builds the server side from `options`; `None` when TLS is off.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] naming the file and what is wrong with it.
+    pub fn new(options: &ServerOptions) -> Result<Option<Self>> {
+        if !options.is_on() {
+            return Ok(None);
+        }
+        let (chain, key) = match (&options.cert, &options.key) {
+            (Some(cert), Some(key)) => (read_certs(cert)?, read_key(key)?),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(Error::Usage("--tls-cert and --tls-key go together".into()));
+            }
+            (None, None) => self_signed()?,
+        };
+        let fingerprint = fingerprint(&chain[0]);
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let builder = match &options.client_ca {
+            Some(path) => {
+                let roots = Arc::new(read_roots(path)?);
+                let verifier =
+                    rustls::server::WebPkiClientVerifier::builder_with_provider(roots, provider())
+                        .build()
+                        .map_err(|err| tls_error(format!("{}: {err}", path.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .map_err(|err| tls_error(format!("certificate and key do not go together: {err}")))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Self {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            handshake_timeout: options.handshake_timeout,
+            fingerprint,
+        }))
+    }
+
+    /// Runs the server handshake on `stream`, for at most `--tls-handshake-timeout`.
+    ///
+    /// # Errors
+    /// The handshake failed or timed out.
+    pub async fn accept<S>(&self, stream: S) -> io::Result<Conn<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let handshake = self.acceptor.accept(stream);
+        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), false)),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "TLS handshake not done within {:?} (--tls-handshake-timeout)",
+                    self.handshake_timeout
+                ),
+            )),
+        }
+    }
+}
+
+/// A client's TLS setup, ready to connect.
+#[derive(Clone)]
+pub struct Connector {
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connector")
+    }
+}
+
+impl Connector {
+    /// Builds the client side from `options`; `None` when TLS is off.
+    ///
+    /// # Errors
+    /// [`Error::Tls`] for unreadable files, no usable roots or a malformed fingerprint.
+    pub fn new(options: &ClientOptions) -> Result<Option<Self>> {
+        if !options.is_on() {
+            return Ok(None);
+        }
+        let builder = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(tls_error)?;
+        let builder = if let Some(hex) = &options.fingerprint {
+            let pinned = Pinned {
+                sha256: parse_fingerprint(hex)?,
+                provider: provider(),
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(pinned))
+        } else {
+            let roots = match &options.ca {
+                Some(path) => read_roots(path)?,
+                None => system_roots()?,
+            };
+            builder.with_root_certificates(roots)
+        };
+        let config = match (&options.cert, &options.key) {
+            (Some(cert), Some(key)) => builder
+                .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+                .map_err(|err| tls_error(format!("client certificate: {err}")))?,
+            (None, None) => builder.with_no_client_auth(),
+            _ => {
+                return Err(Error::Usage(
+                    "--tls-client-cert and --tls-client-key go together".into(),
+                ));
+            }
+        };
+        Ok(Some(Self {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        }))
+    }
+
+    /// Runs the client handshake on `stream`, checking the certificate against `host` (a DNS
+    /// name or an IP address; unused when the certificate is pinned by fingerprint).
+    ///
+    /// # Errors
+    /// [`Error::Tls`] with rustls's reason (an unknown issuer, a name mismatch, a fingerprint
+    /// that differs, a timeout).
+    pub async fn connect<S>(&self, host: &str, stream: S) -> Result<Conn<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+            .map_err(|err| tls_error(format!("{host}: not a server name: {err}")))?;
+        let handshake = self.connector.connect(name, stream);
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), false)),
+            Ok(Err(err)) => {
+                let text = err.to_string();
+                let hint = if text.contains("UnknownIssuer") {
+                    " (a self-signed server? pin it with --tls-fingerprint, or trust its CA with --tls-ca)"
+                } else if text.contains("corrupt message") || text.contains("unexpected handshake")
+                {
+                    " (is the server speaking TLS?)"
+                } else {
+                    ""
+                };
+                Err(tls_error(format!(
+                    "TLS handshake with {host} failed: {err}{hint}"
+                )))
+            }
+            Err(_) => Err(tls_error(format!(
+                "TLS handshake with {host} not done within {HANDSHAKE_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+/// Trusts one certificate, named by its SHA-256 fingerprint: how a client talks to a server
+/// with a self-signed certificate without trusting anything else. The handshake's signatures
+/// are still checked, so only the holder of that certificate's key can pass.
+#[derive(Debug)]
+struct Pinned {
+    sha256: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let digest = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if digest.as_ref() == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(format!(
+                "certificate fingerprint {} is not the pinned {}",
+                hex_colons(digest.as_ref()),
+                hex_colons(&self.sha256)
+            )))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A certificate's SHA-256 fingerprint as `AB:CD:…`, the form `openssl x509 -fingerprint
+/// -sha256` prints.
+pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
+    hex_colons(ring::digest::digest(&ring::digest::SHA256, cert.as_ref()).as_ref())
+}
+
+fn hex_colons(bytes: &[u8]) -> String {
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02X}")).collect();
+    hex.join(":")
+}
+
+/// Parses a SHA-256 fingerprint: 64 hex digits, with or without colons, any case, an optional
+/// `sha256:` prefix.
+///
+/// # Errors
+/// [`Error::Usage`] naming what is wrong.
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
+    let trimmed = text.trim();
+    let body = trimmed
+        .strip_prefix("sha256:")
+        .or_else(|| trimmed.strip_prefix("SHA256:"))
+        .unwrap_or(trimmed);
+    let digits: String = body.chars().filter(|c| *c != ':').collect();
+    let bad = || {
+        Error::Usage(format!(
+            "--tls-fingerprint {text}: expected a SHA-256 fingerprint, 64 hex digits (colons allowed)"
+        ))
+    };
+    if digits.len() != 64 || !digits.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|err| tls_error(format!("{}: {err}", path.display())))
+}
+
+fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let pem = read_file(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|err| tls_error(format!("{}: {err}", path.display())))?;
+    if certs.is_empty() {
+        return Err(tls_error(format!(
+            "{}: no PEM certificate (-----BEGIN CERTIFICATE-----) found",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
+    let pem = read_file(path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
+        tls_error(format!(
+            "{}: no usable PEM private key: {err}",
+            path.display()
+        ))
+    })
+}
+
+fn read_roots(path: &Path) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|err| tls_error(format!("{}: {err}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+fn system_roots() -> Result<RootCertStore> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        return Err(tls_error(
+            "no system CA certificates found (install ca-certificates, or use --tls-ca FILE or --tls-fingerprint HEX)",
+        ));
+    }
+    Ok(roots)
+}
+
+/// A fresh self-signed certificate for `localhost`, 127.0.0.1 and ::1.
+fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    let made = rcgen::generate_simple_self_signed(names).map_err(tls_error)?;
+    let key = PrivateKeyDer::try_from(made.signing_key.serialize_der()).map_err(tls_error)?;
+    Ok((vec![made.cert.der().clone()], key))
+}
+
+/// A stream connection, plain or TLS: what every service reads and writes.
+pub enum Conn<S> {
+    /// No TLS.
+    Plain(S),
+    /// TLS, client or server side; the flag says decrypted bytes may be waiting in the TLS
+    /// layer (so the socket's readiness alone does not tell).
+    Tls(Box<tokio_rustls::TlsStream<S>>, bool),
+}
+
+impl<S> Conn<S> {
+    /// The socket under any TLS.
+    pub fn get_ref(&self) -> &S {
+        match self {
+            Conn::Plain(s) => s,
+            Conn::Tls(tls, _) => tls.get_ref().0,
+        }
+    }
+
+    /// Whether this connection is encrypted.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Conn::Tls(..))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(tls, _) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl<S> Readiness for Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + Sync,
+{
+    async fn readable(&self) -> io::Result<()> {
+        match self {
+            Conn::Plain(s) => s.readable().await,
+            // Bytes already decrypted are ready now; otherwise wait for the socket.
+            Conn::Tls(_, true) => Ok(()),
+            Conn::Tls(tls, false) => tls.get_ref().0.readable().await,
+        }
+    }
+
+    fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.try_read_buf(buf),
+            Conn::Tls(tls, maybe_more) => {
+                // One poll with a waker that does nothing: `readable` does the waiting.
+                let mut cx = Context::from_waker(std::task::Waker::noop());
+                match tokio_util::io::poll_read_buf(Pin::new(tls.as_mut()), &mut cx, buf) {
+                    Poll::Ready(Ok(n)) => {
+                        *maybe_more = n > 0;
+                        Ok(n)
+                    }
+                    Poll::Ready(Err(err)) => {
+                        *maybe_more = false;
+                        Err(err)
+                    }
+                    Poll::Pending => {
+                        *maybe_more = false;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_parse_in_every_common_form() {
+        let colons = "AB:".repeat(31) + "AB";
+        let plain = "ab".repeat(32);
+        for text in [colons.clone(), plain.clone(), format!("sha256:{plain}")] {
+            assert_eq!(parse_fingerprint(&text).unwrap(), [0xAB; 32], "{text}");
+        }
+        for bad in ["", "AB:CD", &"zz".repeat(32), &"é".repeat(64)] {
+            assert!(parse_fingerprint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_self_signed_acceptor_reports_its_fingerprint() {
+        let acceptor = Acceptor::new(&ServerOptions {
+            self_signed: true,
+            ..ServerOptions::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(acceptor.fingerprint.len(), 32 * 3 - 1);
+        assert!(parse_fingerprint(&acceptor.fingerprint).is_ok());
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let err = Acceptor::new(&ServerOptions {
+            cert: Some("/nonexistent/cert.pem".into()),
+            key: Some("/nonexistent/key.pem".into()),
+            ..ServerOptions::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+    }
+}

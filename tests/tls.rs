@@ -1,0 +1,534 @@
+//! TLS on every stream command: `echo`, `serve` (line protocol, web page and WebSocket) and
+//! `talk --listen` serve it; `connect`, `chat`, `talk` and `bench` speak it, verifying the
+//! server against a CA file or a pinned fingerprint. Bad certificates, unverifiable servers,
+//! plaintext clients and stalled handshakes are covered too, and a `kill -9` mid-traffic over
+//! TLS still loses no message anyone saw.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{IO_TIMEOUT, Proc, db_messages, fails_with, is_closed, python, socktalk, tcp};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+
+/// A private CA and files signed by it, in a temporary directory.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    /// A CA (`ca.pem`), a server certificate for localhost and 127.0.0.1 (`server.pem`,
+    /// `server.key`) and a client certificate (`client.pem`, `client.key`); also an unrelated
+    /// CA (`other-ca.pem`).
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca("socktalk test CA");
+        write(dir.path(), "ca.pem", &ca.pem());
+        let other = ca_pem("someone else's CA");
+        write(dir.path(), "other-ca.pem", &other);
+        for (name, sans) in [
+            (
+                "server",
+                vec!["localhost".to_string(), "127.0.0.1".to_string()],
+            ),
+            ("client", vec!["client.socktalk.test".to_string()]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(sans)
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            write(dir.path(), &format!("{name}.pem"), &cert.pem());
+            write(dir.path(), &format!("{name}.key"), &key.serialize_pem());
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn ca_pem(name: &str) -> String {
+    ca(name).pem()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts a TLS server and returns it with its certificate's fingerprint (the line after
+/// "listening on").
+fn tls_server(args: &[&str]) -> (Proc, String) {
+    let mut server = Proc::server(args);
+    let line = server.next_line();
+    let fingerprint = line
+        .strip_prefix("tls certificate sha256 ")
+        .unwrap_or_else(|| panic!("expected the fingerprint line, got {line:?}"))
+        .to_string();
+    (server, fingerprint)
+}
+
+fn host_port(addr: &str) -> &str {
+    addr.split_once("://").map_or(addr, |(_, rest)| rest)
+}
+
+/// `socktalk connect ADDR FLAGS…` with `input` on stdin: its exit code, stdout and stderr.
+fn connect(addr: &str, flags: &[&str], input: &str) -> (Option<i32>, String, String) {
+    let mut args = vec!["connect", addr];
+    args.extend_from_slice(flags);
+    let out = socktalk()
+        .args(&args)
+        .write_stdin(input.to_string())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_self_signed_echo_server_talks_to_a_client_that_pins_it() {
+    let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
+    assert_eq!(fingerprint.len(), 95, "{fingerprint}");
+    let addr = host_port(&server.addr);
+    let (code, out, err) = connect(addr, &["--tls-fingerprint", &fingerprint], "hello\n");
+    assert_eq!((code, out.as_str()), (Some(0), "hello\n"), "{err}");
+    // Also in the form `sha256sum` prints: lower case, no colons.
+    let bare = fingerprint.replace(':', "").to_lowercase();
+    let (code, out, err) = connect(addr, &["--tls-fingerprint", &bare], "again\n");
+    assert_eq!((code, out.as_str()), (Some(0), "again\n"), "{err}");
+}
+
+#[test]
+fn an_unverifiable_server_is_an_error_not_a_warning() {
+    let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
+    let addr = host_port(&server.addr);
+    // Against the system's roots, a self-signed certificate is unknown.
+    let line = fails_with(&["connect", addr, "--tls"], 1);
+    assert!(line.contains("UnknownIssuer"), "{line}");
+    assert!(line.contains("--tls-fingerprint"), "the hint: {line}");
+    // A fingerprint that differs by one byte.
+    let wrong = format!("00{}", &fingerprint[2..]);
+    let line = fails_with(&["connect", addr, "--tls-fingerprint", &wrong], 1);
+    assert!(line.contains("is not the pinned"), "{line}");
+    // A malformed fingerprint is a usage error.
+    let line = fails_with(&["connect", addr, "--tls-fingerprint", "AB:CD"], 2);
+    assert!(line.contains("64 hex digits"), "{line}");
+}
+
+#[test]
+fn certificates_from_files_are_verified_against_a_ca() {
+    let pki = Pki::new();
+    let (server, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--upper",
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+    ]);
+    let addr = host_port(&server.addr);
+    let ca = pki.path("ca.pem");
+    let (code, out, err) = connect(addr, &["--tls-ca", &ca], "hello\n");
+    assert_eq!((code, out.as_str()), (Some(0), "HELLO\n"), "{err}");
+    // By name too: the certificate names localhost.
+    let port = addr.rsplit_once(':').unwrap().1;
+    let by_name = format!("localhost:{port}");
+    let (code, out, err) = connect(&by_name, &["-4", "--tls-ca", &ca], "name\n");
+    assert_eq!((code, out.as_str()), (Some(0), "NAME\n"), "{err}");
+    // Another CA vouches for nothing here.
+    let line = fails_with(&["connect", addr, "--tls-ca", &pki.path("other-ca.pem")], 1);
+    assert!(line.contains("certificate"), "{line}");
+}
+
+/// The classic lessons' clients use Python's `ssl` module: they must talk to socktalk as is.
+#[test]
+fn python_ssl_clients_talk_to_a_tls_upper_server() {
+    let pki = Pki::new();
+    let (server, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--upper",
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+    ]);
+    let port = server.socket_addr().port().to_string();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        with socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10) as raw:\n\
+        \x20   with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n\
+        \x20       s.sendall('hello, 世界\\n'.encode())\n\
+        \x20       data = b''\n\
+        \x20       while not data.endswith(b'\\n'):\n\
+        \x20           data += s.recv(1024)\n\
+        \x20       print(s.version(), data.decode().strip())\n";
+    let out = python(program, &[&pki.path("ca.pem"), &port]);
+    assert!(out.trim().ends_with("HELLO, 世界"), "{out}");
+    assert!(out.starts_with("TLSv1."), "{out}");
+}
+
+#[test]
+fn client_certificates_are_required_with_tls_client_ca() {
+    let pki = Pki::new();
+    let (server, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("server.pem"),
+        "--tls-key",
+        &pki.path("server.key"),
+        "--tls-client-ca",
+        &pki.path("ca.pem"),
+    ]);
+    let addr = host_port(&server.addr);
+    let ca = pki.path("ca.pem");
+    let (code, out, err) = connect(
+        addr,
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-client-cert",
+            &pki.path("client.pem"),
+            "--tls-client-key",
+            &pki.path("client.key"),
+        ],
+        "with a certificate\n",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "with a certificate\n"),
+        "{err}"
+    );
+    // Without one, nothing is echoed and the client fails.
+    let (code, out, err) = connect(addr, &["--tls-ca", &ca], "without\n");
+    assert_eq!(out, "", "{err}");
+    assert_eq!(code, Some(1), "{err}");
+}
+
+#[test]
+fn bad_certificate_files_fail_at_start_naming_the_file() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = write(dir.path(), "garbage.pem", "not a certificate\n");
+    let garbage = garbage.to_str().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let missing = missing.to_str().unwrap();
+    let server_key = pki.path("server.key");
+    let client_key = pki.path("client.key");
+    let server_pem = pki.path("server.pem");
+    for (cert, key, wanted) in [
+        (missing, server_key.as_str(), "missing.pem"),
+        (garbage, server_key.as_str(), "no PEM certificate"),
+        (server_pem.as_str(), garbage, "garbage.pem"),
+        (
+            server_pem.as_str(),
+            client_key.as_str(),
+            "do not go together",
+        ),
+    ] {
+        let line = fails_with(
+            &["echo", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key],
+            1,
+        );
+        assert!(line.contains(wanted), "{wanted}: {line}");
+    }
+    // Half a pair, or TLS on UDP, is a usage error.
+    fails_with(&["echo", "127.0.0.1:0", "--tls-cert", &server_pem], 2);
+    let line = fails_with(&["echo", "-u", "127.0.0.1:0", "--tls-self-signed"], 2);
+    assert!(line.contains("UDP"), "{line}");
+}
+
+#[test]
+fn a_plaintext_client_on_a_tls_port_is_closed_and_others_carry_on() {
+    let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
+    let mut plain = tcp(server.socket_addr());
+    plain.write_all(b"GET / HTTP/1.0\r\n\r\nhello\n").unwrap();
+    // Whatever comes back is a TLS alert at most, never the echo, and then the close.
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("hello"), "{got:?}");
+    let addr = host_port(&server.addr);
+    let (code, out, err) = connect(addr, &["--tls-fingerprint", &fingerprint], "still here\n");
+    assert_eq!((code, out.as_str()), (Some(0), "still here\n"), "{err}");
+}
+
+/// A slowloris on TLS: connections that never finish the handshake are closed at
+/// `--tls-handshake-timeout`, while a real client is served meanwhile.
+#[test]
+fn stalled_handshakes_are_closed_at_the_timeout() {
+    let (server, fingerprint) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--tls-handshake-timeout",
+        "0.5",
+    ]);
+    let stalled: Vec<_> = (0..50)
+        .map(|_| {
+            let mut s = tcp(server.socket_addr());
+            // Half a ClientHello record header, then nothing.
+            s.write_all(&[0x16, 0x03]).unwrap();
+            s
+        })
+        .collect();
+    let addr = host_port(&server.addr);
+    let (code, out, err) = connect(addr, &["--tls-fingerprint", &fingerprint], "served\n");
+    assert_eq!((code, out.as_str()), (Some(0), "served\n"), "{err}");
+    for mut s in stalled {
+        assert!(is_closed(&mut s), "a stalled handshake was not closed");
+    }
+}
+
+#[test]
+fn the_chat_client_and_nc_style_clients_meet_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let (server, fingerprint) = tls_server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--db",
+        db.to_str().unwrap(),
+        "--tls-self-signed",
+    ]);
+    let addr = host_port(&server.addr).to_string();
+    let mut ann = Proc::start(&[
+        "chat",
+        &addr,
+        "--nick",
+        "ann",
+        "--color",
+        "never",
+        "--tls-fingerprint",
+        &fingerprint,
+    ]);
+    wait_for(&mut ann, |l| l == "* you are ann, talking in #lobby");
+    let mut bob = Proc::start(&["connect", &addr, "--tls-fingerprint", &fingerprint]);
+    bob.type_line("/nick bob");
+    wait_for(&mut bob, |l| l.ends_with(" is now known as bob"));
+    bob.type_line("hello over tls");
+    wait_for(&mut ann, |l| l.contains("<bob> hello over tls"));
+    ann.type_line("hi bob");
+    wait_for(&mut bob, |l| l.contains("<ann> hi bob"));
+}
+
+/// Reads `proc`'s output until a line satisfies `wanted` (at most 50 lines).
+fn wait_for(proc: &mut Proc, wanted: impl Fn(&str) -> bool) -> String {
+    let mut seen = Vec::new();
+    for _ in 0..50 {
+        let line = proc.next_line();
+        if wanted(&line) {
+            return line;
+        }
+        assert!(
+            !(line.is_empty() && proc.child.try_wait().unwrap().is_some()),
+            "exited; printed {seen:#?}"
+        );
+        seen.push(line);
+    }
+    panic!("the expected line never came; got {seen:#?}");
+}
+
+#[test]
+fn talk_works_over_tls() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0", "--tls-self-signed"]);
+    let fingerprint = listener.next_line();
+    let fingerprint = fingerprint
+        .strip_prefix("tls certificate sha256 ")
+        .unwrap()
+        .to_string();
+    let addr = host_port(&listener.addr).to_string();
+    let mut caller = Proc::start(&["talk", &addr, "--tls-fingerprint", &fingerprint]);
+    caller.type_line("ni hao");
+    wait_for(&mut listener, |l| l.ends_with("> ni hao"));
+    listener.type_line("bye");
+    wait_for(&mut caller, |l| l.ends_with("> bye"));
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+}
+
+/// The web page over HTTPS and its WebSocket over WSS, with socktalk's own TLS client
+/// pinning the self-signed certificate.
+#[tokio::test]
+async fn the_web_chat_is_served_over_https_and_wss() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let (mut server, fingerprint) = tokio::task::spawn_blocking(|| {
+        tls_server(&[
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+            "--tls-self-signed",
+        ])
+    })
+    .await
+    .unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let url = server.next_line();
+        (server, url)
+    })
+    .await
+    .unwrap();
+    let (_server, url) = url;
+    let addr = url
+        .strip_prefix("listening on https://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("expected an https URL, got {url:?}"))
+        .to_string();
+    let connector =
+        socktalk::transport::tls::Connector::new(&socktalk::transport::tls::ClientOptions {
+            fingerprint: Some(fingerprint),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut https = connector.connect("127.0.0.1", stream).await.unwrap();
+    https
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    https.flush().await.unwrap();
+    let mut page = Vec::new();
+    tokio::time::timeout(IO_TIMEOUT, https.read_to_end(&mut page))
+        .await
+        .expect("the page in time")
+        .unwrap();
+    let page = String::from_utf8_lossy(&page);
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<!doctype html>") || page.contains("<!DOCTYPE html>"));
+
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let wss = connector.connect("127.0.0.1", stream).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://{addr}/ws"), wss)
+        .await
+        .expect("the WebSocket upgrade over TLS");
+    ws.send(Message::text(r#"{"type":"nick","nick":"webby"}"#))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the nick change in time")
+            .expect("an open socket")
+            .unwrap();
+        if let Message::Text(text) = frame
+            && text.contains("webby")
+        {
+            break;
+        }
+    }
+}
+
+/// SIGKILL mid-traffic over TLS: every message any client saw is in the database.
+#[test]
+fn kill_9_over_tls_loses_no_message_anyone_saw() {
+    const SENDERS: usize = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let db_arg = db.to_str().unwrap().to_string();
+    let (mut server, fingerprint) = tls_server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--db",
+        &db_arg,
+        "--max-rate",
+        "0",
+        "--tls-self-signed",
+    ]);
+    let addr = host_port(&server.addr).to_string();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for i in 0..SENDERS {
+        let mut member = Proc::start(&["connect", &addr, "--tls-fingerprint", &fingerprint]);
+        member.type_line(&format!("/nick s{i}"));
+        wait_for(&mut member, |l| {
+            l.ends_with(&format!(" is now known as s{i}"))
+        });
+        let mut stdin = member.stdin.take().unwrap();
+        writers.push(std::thread::spawn(move || {
+            let mut sent = 0;
+            while sent < 50_000 {
+                let batch: String = (sent..sent + 10).map(|n| format!("s{i}:{n}\n")).collect();
+                if stdin.write_all(batch.as_bytes()).is_err() {
+                    break;
+                }
+                sent += 10;
+            }
+        }));
+        let received = received.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            // The client exits when the server dies; its stdout then ends.
+            for line in (&mut member.stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("[#lobby] <s") {
+                    let (_, text) = rest.split_once("> ").expect("a message line");
+                    seen.push(text.to_string());
+                    received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            drop(member);
+            seen
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while received.load(std::sync::atomic::Ordering::Relaxed) < 3000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "traffic never got going"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.signal("KILL");
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), None, "killed by a signal: {status}");
+    let seen: HashSet<String> = readers
+        .into_iter()
+        .flat_map(|r| r.join().unwrap())
+        .collect();
+    for w in writers {
+        let _ = w.join();
+    }
+    assert!(!seen.is_empty());
+    let stored: HashSet<String> = db_messages(&db)
+        .iter()
+        .map(|r| r["text"].as_str().unwrap().to_string())
+        .collect();
+    let lost: Vec<&String> = seen.difference(&stored).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} received messages are missing after kill -9 over TLS, e.g. {:?}",
+        lost.len(),
+        seen.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+}
