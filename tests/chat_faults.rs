@@ -489,9 +489,8 @@ fn a_connection_flood_is_refused_cleanly_while_members_chat_without_loss() {
 
 /// Runs `serve` on `db`, which must fail at start: exit status 1, one error line, and no
 /// "listening on" (nobody was ever told to connect). Returns the error line.
-fn fails_to_start(db: &str, extra: &[&str]) -> String {
-    let mut args = vec!["serve", "--tcp", "127.0.0.1:0", "--db", db];
-    args.extend_from_slice(extra);
+fn fails_to_start(db: &str) -> String {
+    let args = ["serve", "--tcp", "127.0.0.1:0", "--db", db];
     let out = socktalk().args(&args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
@@ -514,14 +513,14 @@ fn a_database_that_cannot_be_opened_stops_the_server_at_start() {
 
     let missing = format!("{here}/no/such/dir/chat.db");
     assert_eq!(
-        fails_to_start(&missing, &[]),
+        fails_to_start(&missing),
         format!(
             "socktalk: error: cannot open history database {missing}: directory {here}/no/such/dir does not exist"
         )
     );
 
     assert_eq!(
-        fails_to_start(here, &[]),
+        fails_to_start(here),
         format!(
             "socktalk: error: cannot open history database {here}: it is a directory; name a file in it"
         )
@@ -533,7 +532,7 @@ fn a_database_that_cannot_be_opened_stops_the_server_at_start() {
     std::fs::write(&notes, &text).unwrap();
     let notes = path_str(&notes);
     assert_eq!(
-        fails_to_start(notes, &[]),
+        fails_to_start(notes),
         format!(
             "socktalk: error: cannot open history database {notes}: not a SQLite database (is it the right file?)"
         )
@@ -543,7 +542,7 @@ fn a_database_that_cannot_be_opened_stops_the_server_at_start() {
     assert_eq!(entries.len(), 1, "files were left behind: {entries:?}");
 
     // A location where no one, not even root, may create a file.
-    let line = fails_to_start("/proc/socktalk-test.db", &[]);
+    let line = fails_to_start("/proc/socktalk-test.db");
     assert!(
         line.starts_with(
             "socktalk: error: cannot open history database /proc/socktalk-test.db: cannot create it: "
