@@ -467,12 +467,18 @@ fn kill_9_over_tls_loses_no_message_anyone_saw() {
     let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
-    for i in 0..SENDERS {
-        let mut member = Proc::start(&["connect", &addr, "--tls-fingerprint", &fingerprint]);
-        member.type_line(&format!("/nick s{i}"));
-        wait_for(&mut member, |l| {
-            l.ends_with(&format!(" is now known as s{i}"))
-        });
+    // Everyone has a nick before anyone floods the room.
+    let members: Vec<Proc> = (0..SENDERS)
+        .map(|i| {
+            let mut member = Proc::start(&["connect", &addr, "--tls-fingerprint", &fingerprint]);
+            member.type_line(&format!("/nick s{i}"));
+            wait_for(&mut member, |l| {
+                l.ends_with(&format!(" is now known as s{i}"))
+            });
+            member
+        })
+        .collect();
+    for (i, mut member) in members.into_iter().enumerate() {
         let mut stdin = member.stdin.take().unwrap();
         writers.push(std::thread::spawn(move || {
             let mut sent = 0;
