@@ -217,6 +217,81 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CommandError> {
     Ok(Some(command))
 }
 
+/// Commands whose arguments hold a password, with how many leading words (a nick) may show.
+const SECRET_COMMANDS: [(&str, usize); 5] = [
+    ("register", 0),
+    ("login", 1),
+    ("identify", 1),
+    ("password", 0),
+    ("passwd", 0),
+];
+
+/// A received line (typed or JSON) fit for a log: the passwords of `/register`, `/login` and
+/// `/password` lines and of `register`, `login` and `password` requests are replaced by
+/// `<redacted>`. Anything logging what members send must log it through this.
+pub fn loggable(line: &str) -> std::borrow::Cow<'_, str> {
+    const HIDDEN: &str = "<redacted>";
+    let trimmed = line.trim_start();
+    if let Some(rest) = trimmed.strip_prefix('/') {
+        let mut words = rest.split_whitespace();
+        let name = words.next().unwrap_or("").to_ascii_lowercase();
+        if let Some((_, shown)) = SECRET_COMMANDS.iter().find(|(n, _)| *n == name) {
+            let mut out = format!("/{name}");
+            for word in words.by_ref().take(*shown) {
+                out.push(' ');
+                out.push_str(word);
+            }
+            if words.next().is_some() {
+                out.push(' ');
+                out.push_str(HIDDEN);
+            }
+            return out.into();
+        }
+        return line.into();
+    }
+    if !trimmed.starts_with('{') {
+        return line.into();
+    }
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(trimmed) else {
+        // Not JSON the server would act on; it may still hold a password.
+        let lower = trimmed.to_ascii_lowercase();
+        let is_suspect = [
+            "password",
+            "\"old\"",
+            "\"new\"",
+            "/login",
+            "/identify",
+            "/register",
+            "/passwd",
+        ]
+        .iter()
+        .any(|mark| lower.contains(mark));
+        return if is_suspect {
+            format!("{{unparsed JSON, {} bytes, {HIDDEN}}}", line.len()).into()
+        } else {
+            line.into()
+        };
+    };
+    let mut is_changed = false;
+    for key in ["password", "old", "new"] {
+        if let Some(value) = object.get_mut(key) {
+            *value = serde_json::Value::from(HIDDEN);
+            is_changed = true;
+        }
+    }
+    if let Some(serde_json::Value::String(text)) = object.get_mut("text")
+        && let std::borrow::Cow::Owned(safe) = loggable(text)
+    {
+        *text = safe;
+        is_changed = true;
+    }
+    if is_changed {
+        serde_json::Value::Object(object).to_string().into()
+    } else {
+        line.into()
+    }
+}
+
 fn no_args(words: &[&str], name: &str, command: Command) -> Result<Command, CommandError> {
     if words.is_empty() {
         Ok(command)
@@ -665,6 +740,35 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn loggable_lines_hide_passwords() {
+        assert_eq!(loggable("/login ann hunter2"), "/login ann <redacted>");
+        assert_eq!(
+            loggable("  /LOGIN ann   hunter2 x"),
+            "/login ann <redacted>"
+        );
+        assert_eq!(loggable("/register hunter2"), "/register <redacted>");
+        assert_eq!(loggable("/password old new"), "/password <redacted>");
+        assert_eq!(loggable("/login"), "/login");
+        assert_eq!(loggable("/msg bob hi"), "/msg bob hi");
+        assert_eq!(loggable("hello"), "hello");
+        let json = loggable(r#"{"type":"login","nick":"ann","password":"hunter2"}"#);
+        assert!(!json.contains("hunter2") && json.contains("ann"), "{json}");
+        let json = loggable(r#"{"type":"password","old":"hunter2","new":"hunter3"}"#);
+        assert!(!json.contains("hunter"), "{json}");
+        let json = loggable(r#"{"type":"line","text":"/register hunter2"}"#);
+        assert!(
+            !json.contains("hunter2") && json.contains("/register"),
+            "{json}"
+        );
+        let broken = loggable(r#"{"type":"login","password":"hunter2""#);
+        assert!(!broken.contains("hunter2"), "{broken}");
+        assert_eq!(
+            loggable(r#"{"type":"say","text":"hi"}"#),
+            r#"{"type":"say","text":"hi"}"#
+        );
     }
 
     #[test]
