@@ -453,3 +453,67 @@ fn json_mode_registers_logs_in_and_gets_mail() {
     let out = other.expect_json(|v| v["type"] == "logged_out");
     assert_eq!(out["nick"], "ann");
 }
+
+#[tokio::test]
+async fn a_websocket_member_logs_in_and_gets_its_mail() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let mut server = common::Proc::server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--db",
+        ":memory:",
+    ]);
+    let addr = server.socket_addr();
+    let line = server.next_line();
+    let http = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("expected the web address, got {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+
+    let mut ann = registered(addr, "ann", PASSWORD);
+    ann.send("/quit");
+    ann.read_until_closed(Duration::from_secs(10));
+    let mut bob = ChatClient::login(addr, "bob");
+    bob.send("/msg ann from the terminal");
+    bob.expect("* ann is offline; your message is kept and delivered when they log in");
+
+    let (mut ws, _) = tokio::time::timeout(
+        common::IO_TIMEOUT,
+        tokio_tungstenite::connect_async(format!("ws://{http}/ws")),
+    )
+    .await
+    .expect("connect in time")
+    .expect("websocket handshake");
+    let next_of = async |ws: &mut tokio_tungstenite::WebSocketStream<_>, kind: &str| loop {
+        let frame = tokio::time::timeout(common::IO_TIMEOUT, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} event in time"))
+            .expect("the connection is open")
+            .expect("a frame");
+        if let Message::Text(text) = frame {
+            let event: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    };
+    let request = json!({"type": "login", "nick": "ann", "password": "wrong-password"});
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    let error = next_of(&mut ws, "error").await;
+    assert_eq!(error["text"], "wrong password for 'ann'");
+    let request = json!({"type": "login", "nick": "ann", "password": PASSWORD});
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    assert_eq!(next_of(&mut ws, "logged_in").await["nick"], "ann");
+    let mail = next_of(&mut ws, "mail").await;
+    assert_eq!(mail["messages"][0]["nick"], "bob");
+    assert_eq!(mail["messages"][0]["text"], "from the terminal");
+    bob.send("/msg ann and now live");
+    let live = next_of(&mut ws, "private").await;
+    assert_eq!(live["text"], "and now live");
+}
