@@ -452,6 +452,10 @@ pub struct ServeArgs {
     /// Lines queued for a member before it is disconnected as not reading.
     #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]
     pub outbox: usize,
+
+    /// Private messages kept per registered nick while it is offline (0: keep none).
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_MAIL)]
+    pub max_mail: usize,
 }
 
 /// `socktalk chat`.
