@@ -462,6 +462,45 @@ test('an error from the server is shown on the page', { timeout: 60_000 }, async
   }
 });
 
+test('a typed /login is masked, never shown or kept, and brings the mail kept', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const password = 'correct-horse-battery';
+    const owner = await LineClient.connect(server.tcpPort);
+    await owner.setNick('ann');
+    owner.send(`/register ${password}`);
+    await owner.expect((l) => l.startsWith('* ann is registered to you now'), 'the registration');
+    owner.send('/quit');
+    await owner.expect((l) => l === '* bye', 'bye');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    carl.send('/msg ann kept for you');
+    await carl.expect((l) => l.startsWith('* ann is offline; your message is kept'), 'kept mail');
+
+    const ann = await openPage(server);
+    await ann.page.fill('#text', `/login ann ${password}`);
+    assert.ok(await ann.page.$eval('#text', (input) => input.classList.contains('secret')));
+    await ann.page.press('#text', 'Enter');
+    await ann.page.waitForFunction(() => document.getElementById('text').value === '');
+    assert.ok(!(await ann.page.$eval('#text', (input) => input.classList.contains('secret'))));
+    await ann.page.locator('#messages li.notice', { hasText: 'you are logged in as ann' }).waitFor();
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor({ state: 'attached' }); // also behind ☰
+    // The message kept while ann was away waits in its own conversation.
+    await ann.page.locator('#rooms li', { hasText: '✉ carl' }).locator('button').click();
+    await seeMessage(ann.page, 'carl', 'kept for you');
+    // The password is nowhere on the page, in the form, or in the page's storage.
+    const everything = await ann.page.evaluate(() => document.body.innerText
+      + document.getElementById('text').value
+      + JSON.stringify(sessionStorage) + JSON.stringify(localStorage));
+    assert.ok(!everything.includes(password), everything);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('screenshots: a conversation on a desktop, and the phone layout', { timeout: 90_000 }, async () => {
   const server = await startServer();
   try {

@@ -325,6 +325,7 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
             max_rooms: args.max_rooms.max(1),
             outbox: args.outbox.max(2),
             announce_limit: args.announce_limit,
+            max_mail: args.max_mail,
         },
         http,
         allow_origins: args.allow_origins,

@@ -453,6 +453,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]
     pub outbox: usize,
 
+    /// Private messages kept per registered nick while it is offline (0: keep none).
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_MAIL)]
+    pub max_mail: usize,
+
     /// Largest size of the history database file, in bytes (0: no cap). Once reached, new
     /// messages are refused ("not sent") and logged, never lost silently.
     #[arg(long, value_name = "BYTES", default_value_t = limits::DB_MAX_SIZE)]

@@ -96,6 +96,40 @@ pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// without a reason line.
 pub const REFUSALS_AT_ONCE: usize = 64;
 
+/// `serve --max-mail`: private messages kept for one registered nick while it is offline. A
+/// sender whose message would pass it gets an error; the mailbox empties when its owner logs in.
+pub const MAX_MAIL: usize = 100;
+
+/// The shortest password `/register` and `/password` accept, in characters.
+pub const MIN_PASSWORD: usize = 8;
+
+/// The longest password accepted, in bytes: hashing cost grows with length, and no one types
+/// more. A longer one is refused with an error before any hashing.
+pub const MAX_PASSWORD: usize = 1024;
+
+/// Failed logins for one nick within [`LOGIN_WINDOW`] after which further `/login`s for it are
+/// refused ("too many failed logins; try again in Ns") without checking the password, until
+/// the window ends. Slows password guessing against one account to this many a window.
+pub const LOGIN_FAILURES_PER_NICK: u32 = 5;
+
+/// Failed logins from one client address (an IPv4 address, an IPv6 /64, or the Unix socket as a
+/// whole) within [`LOGIN_WINDOW`] after which further logins from it are refused until the
+/// window ends. Higher than the per-nick limit because many people may share one address.
+pub const LOGIN_FAILURES_PER_SOURCE: u32 = 20;
+
+/// The window the login failure limits count in: it starts at the first failure and, once
+/// over, the count starts again.
+pub const LOGIN_WINDOW: Duration = Duration::from_secs(60);
+
+/// Password hashes (argon2: deliberately slow, about 19 MiB each) computed at once, on blocking
+/// threads, never on the hub or a runtime worker. A login flood queues behind these instead of
+/// exhausting memory and CPU.
+pub const HASH_CONCURRENCY: usize = 2;
+
+/// Password checks waiting for a hashing slot at most; past it `/login`, `/register` and
+/// `/password` are refused with "the server is busy" until the queue shrinks.
+pub const HASH_QUEUE: usize = 64;
+
 /// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the
 /// default) is no cap. Once a commit would pass it, new messages are refused with an error to
 /// their sender and a log line, never lost silently. The `-wal` file is not counted.

@@ -491,7 +491,7 @@ fn a_connection_flood_is_refused_cleanly_while_members_chat_without_loss() {
 /// "listening on" (nobody was ever told to connect). Returns the error line.
 fn fails_to_start(db: &str) -> String {
     let args = ["serve", "--tcp", "127.0.0.1:0", "--db", db];
-    let out = socktalk().args(&args).output().unwrap();
+    let out = socktalk().args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
     assert!(

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChatClient, Read1, chat_server, db_messages};
+use common::{ChatClient, Read1, assert_all_stored, chat_server, db_messages};
 
 /// Checks a replayed line `[#room YYYY-MM-DD HH:MM] <nick> text` and returns `<nick> text`.
 fn replayed(line: &str, room: &str) -> String {
@@ -214,19 +214,7 @@ fn every_message_anyone_received_survives_kill_9() {
 
     // The server starts again on the same file.
     let server = chat_server(db_arg, &["--max-rate", "0"]);
-    let rows = db_messages(&db);
-    let stored: HashSet<String> = rows
-        .iter()
-        .map(|r| r["text"].as_str().unwrap().to_string())
-        .collect();
-    let lost: Vec<&String> = seen.difference(&stored).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} received messages are not in the database after kill -9, e.g. {:?}",
-        lost.len(),
-        seen.len(),
-        lost.iter().take(5).collect::<Vec<_>>()
-    );
+    let rows = assert_all_stored(&seen, &db);
     // Each sender's stored messages are exactly its first N, in order: no gaps, no duplicates.
     let mut by_sender: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for row in &rows {

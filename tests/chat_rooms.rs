@@ -239,7 +239,7 @@ fn help_lists_the_commands() {
     ann.send("/help");
     ann.expect_next("* commands:");
     let mut help = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..15 {
         help.push(ann.next_line());
     }
     for command in [
@@ -253,6 +253,9 @@ fn help_lists_the_commands() {
         "/history [N]",
         "/encoding LABEL",
         "/json",
+        "/register PASSWORD",
+        "/login NICK PASSWORD",
+        "/password OLD NEW",
         "/quit [reason]",
     ] {
         assert!(

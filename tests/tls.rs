@@ -7,12 +7,12 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{IO_TIMEOUT, Proc, db_messages, fails_with, is_closed, python, socktalk, tcp};
+use common::{IO_TIMEOUT, Proc, assert_all_stored, fails_with, is_closed, python, socktalk, tcp};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 
 /// A private CA and files signed by it, in a temporary directory.
@@ -50,6 +50,15 @@ impl Pki {
 
     fn path(&self, name: &str) -> String {
         self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    /// `socktalk echo 127.0.0.1:0 EXTRA… --tls-cert server.pem --tls-key server.key`.
+    fn echo_server(&self, extra: &[&str]) -> Proc {
+        let (cert, key) = (self.path("server.pem"), self.path("server.key"));
+        let mut args = vec!["echo", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--tls-cert", &cert, "--tls-key", &key]);
+        tls_server(&args).0
     }
 }
 
@@ -135,15 +144,7 @@ fn an_unverifiable_server_is_an_error_not_a_warning() {
 #[test]
 fn certificates_from_files_are_verified_against_a_ca() {
     let pki = Pki::new();
-    let (server, _) = tls_server(&[
-        "echo",
-        "127.0.0.1:0",
-        "--upper",
-        "--tls-cert",
-        &pki.path("server.pem"),
-        "--tls-key",
-        &pki.path("server.key"),
-    ]);
+    let server = pki.echo_server(&["--upper"]);
     let addr = host_port(&server.addr);
     let ca = pki.path("ca.pem");
     let (code, out, err) = connect(addr, &["--tls-ca", &ca], "hello\n");
@@ -162,15 +163,7 @@ fn certificates_from_files_are_verified_against_a_ca() {
 #[test]
 fn python_ssl_clients_talk_to_a_tls_upper_server() {
     let pki = Pki::new();
-    let (server, _) = tls_server(&[
-        "echo",
-        "127.0.0.1:0",
-        "--upper",
-        "--tls-cert",
-        &pki.path("server.pem"),
-        "--tls-key",
-        &pki.path("server.key"),
-    ]);
+    let server = pki.echo_server(&["--upper"]);
     let port = server.socket_addr().port().to_string();
     let program = "import socket, ssl, sys\n\
         ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
@@ -189,16 +182,7 @@ fn python_ssl_clients_talk_to_a_tls_upper_server() {
 #[test]
 fn client_certificates_are_required_with_tls_client_ca() {
     let pki = Pki::new();
-    let (server, _) = tls_server(&[
-        "echo",
-        "127.0.0.1:0",
-        "--tls-cert",
-        &pki.path("server.pem"),
-        "--tls-key",
-        &pki.path("server.key"),
-        "--tls-client-ca",
-        &pki.path("ca.pem"),
-    ]);
+    let server = pki.echo_server(&["--tls-client-ca", &pki.path("ca.pem")]);
     let addr = host_port(&server.addr);
     let ca = pki.path("ca.pem");
     let (code, out, err) = connect(
@@ -467,12 +451,18 @@ fn kill_9_over_tls_loses_no_message_anyone_saw() {
     let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut readers = Vec::new();
     let mut writers = Vec::new();
-    for i in 0..SENDERS {
-        let mut member = Proc::start(&["connect", &addr, "--tls-fingerprint", &fingerprint]);
-        member.type_line(&format!("/nick s{i}"));
-        wait_for(&mut member, |l| {
-            l.ends_with(&format!(" is now known as s{i}"))
-        });
+    // Everyone has a nick before anyone floods the room.
+    let members: Vec<Proc> = (0..SENDERS)
+        .map(|i| {
+            let mut member = Proc::start(&["connect", &addr, "--tls-fingerprint", &fingerprint]);
+            member.type_line(&format!("/nick s{i}"));
+            wait_for(&mut member, |l| {
+                l.ends_with(&format!(" is now known as s{i}"))
+            });
+            member
+        })
+        .collect();
+    for (i, mut member) in members.into_iter().enumerate() {
         let mut stdin = member.stdin.take().unwrap();
         writers.push(std::thread::spawn(move || {
             let mut sent = 0;
@@ -519,16 +509,51 @@ fn kill_9_over_tls_loses_no_message_anyone_saw() {
         let _ = w.join();
     }
     assert!(!seen.is_empty());
-    let stored: HashSet<String> = db_messages(&db)
-        .iter()
-        .map(|r| r["text"].as_str().unwrap().to_string())
-        .collect();
-    let lost: Vec<&String> = seen.difference(&stored).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} received messages are missing after kill -9 over TLS, e.g. {:?}",
-        lost.len(),
-        seen.len(),
-        lost.iter().take(5).collect::<Vec<_>>()
-    );
+    assert_all_stored(&seen, &db);
+}
+
+/// A client may send its first line in the same packet as its last handshake message; the
+/// server's handshake then reads that line along with it, and the session must not wait on
+/// the socket for bytes that already arrived.
+#[test]
+fn a_first_line_sent_with_the_handshake_is_read_at_once() {
+    let (server, fingerprint) = tls_server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--db",
+        ":memory:",
+        "--tls-self-signed",
+    ]);
+    let config =
+        socktalk::transport::tls::client_config(&socktalk::transport::tls::ClientOptions {
+            fingerprint: Some(fingerprint),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+    for round in 0..20 {
+        let mut conn =
+            rustls::ClientConnection::new(config.clone(), "127.0.0.1".try_into().unwrap()).unwrap();
+        // Queued before the handshake: rustls sends it right behind the client's Finished.
+        conn.writer()
+            .write_all(format!("/nick early{round}\n").as_bytes())
+            .unwrap();
+        let mut socket = tcp(server.socket_addr());
+        let mut tls = BufReader::new(rustls::StreamOwned::new(conn, &mut socket));
+        let wanted = format!(" is now known as early{round}");
+        let mut seen = Vec::new();
+        loop {
+            let mut line = String::new();
+            let read = tls.read_line(&mut line);
+            assert!(
+                matches!(read, Ok(n) if n > 0),
+                "round {round}: {read:?} before the nick change; got {seen:?}"
+            );
+            if line.trim_end().ends_with(&wanted) {
+                break;
+            }
+            seen.push(line);
+        }
+    }
 }

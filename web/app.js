@@ -142,6 +142,27 @@ function handle(m) {
     case 'error':
       showError(m.text);
       break;
+    case 'registered':
+      notice(state.current, `${m.nick} is registered to you now; /login ${m.nick} PASSWORD claims it from anywhere`);
+      break;
+    case 'logged_in':
+      notice(state.current, `you are logged in as ${m.nick}`);
+      break;
+    case 'logged_out':
+      notice(state.current, `you are no longer logged in as ${m.nick}: ${m.reason}`);
+      break;
+    case 'password_changed':
+      notice(state.current, `the password of ${m.nick} is changed`);
+      break;
+    case 'mail':
+      // Private messages kept while this nick was offline: each in its conversation.
+      notice(state.current, `${m.messages.length} message${m.messages.length === 1 ? '' : 's'} kept for you while you were away`);
+      for (const kept of m.messages) add('@' + kept.nick, kept);
+      break;
+    case 'kept':
+      add('@' + m.to, m);
+      notice('@' + m.to, `${m.to} is offline; your message is kept and delivered when they log in`);
+      break;
   }
 }
 
@@ -335,9 +356,19 @@ $('send-form').addEventListener('submit', (event) => {
   else if (state.current) ok = send({ type: 'say', room: state.current, text });
   else { showError('join a room first'); return; }
   if (ok) input.value = '';
+  if (ok) maskIfSecret();
   const typedJoin = /^\/j(?:oin)?\s+(\S+)\s*$/i.exec(text);
   if (ok && typedJoin) state.showNext = roomName(typedJoin[1]);
 });
+
+// A typed /login, /register or /password line holds a password: the box shows it as dots, and
+// it is never echoed, kept or stored by the page (only the server's answer is shown).
+const SECRET = /^\/(login|identify|register|password|passwd)\s/i;
+function maskIfSecret() {
+  const input = $('text');
+  input.classList.toggle('secret', SECRET.test(input.value));
+}
+$('text').addEventListener('input', maskIfSecret);
 
 // A room as the server names it: `dev` and `#Dev` are `#dev`.
 function roomName(text) {

@@ -233,6 +233,42 @@ impl View {
                 }
             }
             "warning" => self.print(&self.paint(YELLOW, &format!("! warning: {}", s("text")))),
+            "registered" => self.status(&format!(
+                "{0} is registered to you now; /login {0} PASSWORD claims it from any connection",
+                s("nick")
+            )),
+            "logged_in" => {
+                self.print(&self.paint(GREEN, &format!("* you are logged in as {}", s("nick"))));
+            }
+            "logged_out" => self.status(&format!(
+                "you are no longer logged in as {}: {}",
+                s("nick"),
+                s("reason")
+            )),
+            "password_changed" => {
+                self.status(&format!("the password of {} is changed", s("nick")));
+            }
+            "mail" => {
+                let messages = event.get("messages").and_then(Value::as_array);
+                let messages = messages.map_or(&[][..], Vec::as_slice);
+                self.status(&format!(
+                    "{} message{} kept for you while you were away:",
+                    messages.len(),
+                    if messages.len() == 1 { "" } else { "s" }
+                ));
+                for message in messages {
+                    let rendered = self.record(message, true);
+                    self.print(&rendered);
+                }
+            }
+            "kept" => {
+                let rendered = self.record(&event, false);
+                self.print(&rendered);
+                self.status(&format!(
+                    "{} is offline; your message is kept and delivered when they log in",
+                    s("to")
+                ));
+            }
             "error" => self.print(&self.paint(RED, &format!("! error: {}", s("text")))),
             _ => self.print(line),
         }

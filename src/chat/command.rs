@@ -9,9 +9,13 @@
 //! A plain line is a message to your current room; `//text` sends `/text` literally.
 //! Commands: `/nick NAME`, `/join #room`, `/part [#room]`, `/msg NICK text`, `/who [#room]`,
 //! `/rooms`, `/history [N]`, `/me action`, `/encoding LABEL`, `/json`, `/quit [reason]`,
-//! `/help`.
+//! `/help`, and for accounts `/register PASSWORD`, `/login NICK PASSWORD`, `/password OLD NEW`.
+//!
+//! Passwords are [`Password`]s, whose `Debug` is redacted, and no error message ever repeats one.
 
 use serde::Deserialize;
+
+pub use super::account::Password;
 
 /// Longest nick, in characters.
 pub const MAX_NICK_CHARS: usize = 24;
@@ -70,6 +74,22 @@ pub enum Command {
     Quit(Option<String>),
     /// List the commands.
     Help,
+    /// Protect the nick held now with a password.
+    Register(Password),
+    /// Claim a registered nick.
+    Login {
+        /// The nick.
+        nick: String,
+        /// Its password.
+        password: Password,
+    },
+    /// Change the password of the nick logged in as.
+    Password {
+        /// The current password.
+        old: Password,
+        /// The new one.
+        new: Password,
+    },
 }
 
 /// Why a line is not a valid command. The text is shown to the member after `! error: `.
@@ -170,12 +190,106 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CommandError> {
             _ => return err("usage: /encoding LABEL (utf-8, gbk, big5, …)"),
         },
         "json" => no_args(&words, "/json", Command::Json)?,
+        "register" => match words[..] {
+            [password] => Command::Register(Password::chosen(password)?),
+            [] => return err("usage: /register PASSWORD"),
+            _ => return err("usage: /register PASSWORD (one word, no spaces)"),
+        },
+        "login" | "identify" => match words[..] {
+            [nick, password] => Command::Login {
+                nick: valid_nick(nick)?,
+                password: Password::given(password)?,
+            },
+            _ => return err("usage: /login NICK PASSWORD"),
+        },
+        "password" | "passwd" => match words[..] {
+            [old, new] => Command::Password {
+                old: Password::given(old)?,
+                new: Password::chosen(new)?,
+            },
+            _ => return err("usage: /password OLD NEW"),
+        },
         "quit" | "exit" => Command::Quit((!args.is_empty()).then(|| args.to_string())),
         "help" | "?" => Command::Help,
         "" => return err("empty command; type /help, or //text to send a line starting with /"),
         other => return err(format!("unknown command /{other} (type /help)")),
     };
     Ok(Some(command))
+}
+
+/// Commands whose arguments hold a password, with how many leading words (a nick) may show.
+const SECRET_COMMANDS: [(&str, usize); 5] = [
+    ("register", 0),
+    ("login", 1),
+    ("identify", 1),
+    ("password", 0),
+    ("passwd", 0),
+];
+
+/// A received line (typed or JSON) fit for a log: the passwords of `/register`, `/login` and
+/// `/password` lines and of `register`, `login` and `password` requests are replaced by
+/// `<redacted>`. Anything logging what members send must log it through this.
+pub fn loggable(line: &str) -> std::borrow::Cow<'_, str> {
+    const HIDDEN: &str = "<redacted>";
+    let trimmed = line.trim_start();
+    if let Some(rest) = trimmed.strip_prefix('/') {
+        let mut words = rest.split_whitespace();
+        let name = words.next().unwrap_or("").to_ascii_lowercase();
+        if let Some((_, shown)) = SECRET_COMMANDS.iter().find(|(n, _)| *n == name) {
+            let mut out = format!("/{name}");
+            for word in words.by_ref().take(*shown) {
+                out.push(' ');
+                out.push_str(word);
+            }
+            if words.next().is_some() {
+                out.push(' ');
+                out.push_str(HIDDEN);
+            }
+            return out.into();
+        }
+        return line.into();
+    }
+    if !trimmed.starts_with('{') {
+        return line.into();
+    }
+    let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str(trimmed) else {
+        // Not JSON the server would act on; it may still hold a password.
+        let lower = trimmed.to_ascii_lowercase();
+        let is_suspect = [
+            "password",
+            "\"old\"",
+            "\"new\"",
+            "/login",
+            "/identify",
+            "/register",
+            "/passwd",
+        ]
+        .iter()
+        .any(|mark| lower.contains(mark));
+        return if is_suspect {
+            format!("{{unparsed JSON, {} bytes, {HIDDEN}}}", line.len()).into()
+        } else {
+            line.into()
+        };
+    };
+    let mut is_changed = false;
+    for key in ["password", "old", "new"] {
+        if let Some(value) = object.get_mut(key) {
+            *value = serde_json::Value::from(HIDDEN);
+            is_changed = true;
+        }
+    }
+    if let Some(serde_json::Value::String(text)) = object.get_mut("text")
+        && let std::borrow::Cow::Owned(safe) = loggable(text)
+    {
+        *text = safe;
+        is_changed = true;
+    }
+    if is_changed {
+        serde_json::Value::Object(object).to_string().into()
+    } else {
+        line.into()
+    }
 }
 
 fn no_args(words: &[&str], name: &str, command: Command) -> Result<Command, CommandError> {
@@ -289,6 +403,30 @@ enum JsonRequest {
         reason: Option<String>,
     },
     Help {},
+    // Passwords are read as any JSON value and checked afterwards, so that a wrong type is
+    // refused without serde quoting the value in its error.
+    Register {
+        password: serde_json::Value,
+    },
+    Login {
+        nick: String,
+        password: serde_json::Value,
+    },
+    Password {
+        old: serde_json::Value,
+        new: serde_json::Value,
+    },
+}
+
+/// A password field of a JSON request, checked with `check` (given or chosen rules).
+fn json_password(
+    value: &serde_json::Value,
+    check: fn(&str) -> Result<Password, CommandError>,
+) -> Result<Password, CommandError> {
+    match value {
+        serde_json::Value::String(text) => check(text),
+        _ => err("a password must be a JSON string"),
+    }
 }
 
 /// Parses one JSON-mode line. `Ok(None)` for a blank line or an empty message.
@@ -337,6 +475,18 @@ pub fn parse_json(line: &str) -> Result<Option<Command>, CommandError> {
         }),
         JsonRequest::Quit { reason } => Some(Command::Quit(reason)),
         JsonRequest::Help {} => Some(Command::Help),
+        JsonRequest::Register { password } => Some(Command::Register(json_password(
+            &password,
+            Password::chosen,
+        )?)),
+        JsonRequest::Login { nick, password } => Some(Command::Login {
+            nick: valid_nick(&nick)?,
+            password: json_password(&password, Password::given)?,
+        }),
+        JsonRequest::Password { old, new } => Some(Command::Password {
+            old: json_password(&old, Password::given)?,
+            new: json_password(&new, Password::chosen)?,
+        }),
     })
 }
 
@@ -356,18 +506,21 @@ fn with_room(
 /// The `/help` text, one command per line.
 pub const HELP: &str = "\
 commands:
-  text            send text to your current room (//text sends a line starting with /)
-  /nick NAME      change your nick
-  /join #room     join a room (created on first join) and make it current
-  /part [#room]   leave the current room, or the one named
-  /msg NICK text  private message: only NICK sees it
-  /me action      an action: * nick waves
-  /who [#room]    who is in the room
-  /rooms          list the rooms
-  /history [N]    the room's last N messages
-  /encoding LABEL your text encoding (utf-8, gbk, big5, …)
-  /json           switch this connection to JSON lines
-  /quit [reason]  leave";
+  text                  send text to your current room (//text sends a line starting with /)
+  /nick NAME            change your nick
+  /join #room           join a room (created on first join) and make it current
+  /part [#room]         leave the current room, or the one named
+  /msg NICK text        private message: only NICK sees it (kept for a registered NICK offline)
+  /me action            an action: * nick waves
+  /who [#room]          who is in the room
+  /rooms                list the rooms
+  /history [N]          the room's last N messages
+  /encoding LABEL       your text encoding (utf-8, gbk, big5, …)
+  /json                 switch this connection to JSON lines
+  /register PASSWORD    protect your current nick with a password
+  /login NICK PASSWORD  claim a registered nick; mail kept for it is delivered
+  /password OLD NEW     change the password of the nick you are logged in as
+  /quit [reason]        leave";
 
 #[cfg(test)]
 mod tests {
@@ -496,6 +649,139 @@ mod tests {
         );
         assert_eq!(one(r#"{"type":"rooms"}"#), Command::Rooms);
         assert_eq!(parse_json(r#"{"type":"say","text":"  "}"#).unwrap(), None);
+    }
+
+    #[test]
+    fn account_commands_parse() {
+        let pw = |text: &str| Password::given(text).unwrap();
+        assert_eq!(
+            ok("/register hunter2-long"),
+            Command::Register(pw("hunter2-long"))
+        );
+        assert_eq!(
+            ok("/login Ann hunter2-long"),
+            Command::Login {
+                nick: "Ann".into(),
+                password: pw("hunter2-long")
+            }
+        );
+        assert_eq!(ok("/identify ann x"), ok("/login ann x"));
+        assert_eq!(
+            ok("/password old-one new-password"),
+            Command::Password {
+                old: pw("old-one"),
+                new: pw("new-password")
+            }
+        );
+        let one = |json: &str| parse_json(json).unwrap().unwrap();
+        assert_eq!(
+            one(r#"{"type":"register","password":"hunter2-long"}"#),
+            Command::Register(pw("hunter2-long"))
+        );
+        assert_eq!(
+            one(r#"{"type":"login","nick":"ann","password":"x y"}"#),
+            Command::Login {
+                nick: "ann".into(),
+                password: pw("x y")
+            }
+        );
+        assert_eq!(
+            one(r#"{"type":"password","old":"a","new":"brand-new-one"}"#),
+            Command::Password {
+                old: pw("a"),
+                new: pw("brand-new-one")
+            }
+        );
+        assert_eq!(
+            one(r#"{"type":"line","text":"/login ann secret"}"#),
+            ok("/login ann secret")
+        );
+    }
+
+    #[test]
+    fn bad_account_commands_say_why_and_never_echo_the_password() {
+        let long = format!("/register {}", "p".repeat(2000));
+        for (line, expected) in [
+            ("/register", "usage: /register PASSWORD"),
+            ("/register two words", "one word"),
+            ("/register short", "at least 8 characters"),
+            (long.as_str(), "longer than 1024 bytes"),
+            ("/login", "usage: /login NICK PASSWORD"),
+            ("/login ann", "usage: /login NICK PASSWORD"),
+            ("/login ann sec ret", "usage: /login NICK PASSWORD"),
+            ("/login 9ann secret", "must start with a letter"),
+            ("/password", "usage: /password OLD NEW"),
+            ("/password only-one", "usage: /password OLD NEW"),
+            ("/password old-secret tiny", "at least 8 characters"),
+        ] {
+            let text = bad(line);
+            assert!(text.contains(expected), "{line}: {text}");
+            assert!(!text.contains("secret") && !text.contains("ppp"), "{text}");
+        }
+        for (json, expected) in [
+            (r#"{"type":"register"}"#, "missing field `password`"),
+            (r#"{"type":"register","password":""}"#, "empty"),
+            (r#"{"type":"register","password":12345678}"#, "JSON string"),
+            (
+                r#"{"type":"login","nick":"ann","password":98765432}"#,
+                "JSON string",
+            ),
+            (r#"{"type":"login","password":"x"}"#, "missing field `nick`"),
+            (r#"{"type":"password","old":"x"}"#, "missing field `new`"),
+            (
+                r#"{"type":"password","old":"x","new":"tiny"}"#,
+                "at least 8",
+            ),
+        ] {
+            let text = parse_json(json).unwrap_err().0;
+            assert!(text.contains(expected), "{json}: {text}");
+            assert!(
+                !text.contains("12345678") && !text.contains("98765432"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn loggable_lines_hide_passwords() {
+        assert_eq!(loggable("/login ann hunter2"), "/login ann <redacted>");
+        assert_eq!(
+            loggable("  /LOGIN ann   hunter2 x"),
+            "/login ann <redacted>"
+        );
+        assert_eq!(loggable("/register hunter2"), "/register <redacted>");
+        assert_eq!(loggable("/password old new"), "/password <redacted>");
+        assert_eq!(loggable("/login"), "/login");
+        assert_eq!(loggable("/msg bob hi"), "/msg bob hi");
+        assert_eq!(loggable("hello"), "hello");
+        let json = loggable(r#"{"type":"login","nick":"ann","password":"hunter2"}"#);
+        assert!(!json.contains("hunter2") && json.contains("ann"), "{json}");
+        let json = loggable(r#"{"type":"password","old":"hunter2","new":"hunter3"}"#);
+        assert!(!json.contains("hunter"), "{json}");
+        let json = loggable(r#"{"type":"line","text":"/register hunter2"}"#);
+        assert!(
+            !json.contains("hunter2") && json.contains("/register"),
+            "{json}"
+        );
+        let broken = loggable(r#"{"type":"login","password":"hunter2""#);
+        assert!(!broken.contains("hunter2"), "{broken}");
+        assert_eq!(
+            loggable(r#"{"type":"say","text":"hi"}"#),
+            r#"{"type":"say","text":"hi"}"#
+        );
+    }
+
+    #[test]
+    fn commands_print_without_their_passwords() {
+        let shown = format!(
+            "{:?} {:?}",
+            ok("/login ann hunter2-long"),
+            ok("/password hunter2-long other-secret")
+        );
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("other-secret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -157,6 +157,41 @@ pub enum Event {
         /// What and why.
         text: String,
     },
+    /// `/register` succeeded: the nick held now is protected by the password given.
+    Registered {
+        /// The nick.
+        nick: String,
+    },
+    /// `/login` succeeded (or `/register` did, which logs in too): the member holds `nick`.
+    #[serde(rename = "logged_in")]
+    LoggedIn {
+        /// The nick.
+        nick: String,
+    },
+    /// The member is no longer logged in as `nick`: another connection logged in as it, or
+    /// the member changed nick.
+    #[serde(rename = "logged_out")]
+    LoggedOut {
+        /// The nick.
+        nick: String,
+        /// Why.
+        reason: String,
+    },
+    /// `/password` succeeded.
+    #[serde(rename = "password_changed")]
+    PasswordChanged {
+        /// The account's nick.
+        nick: String,
+    },
+    /// Private messages kept for the member while it was offline, oldest first, with their
+    /// original times and senders (sent once at login).
+    Mail {
+        /// The messages (`private` records without `type`).
+        messages: Vec<Record>,
+    },
+    /// The sender's confirmation of a private message to a registered nick that is offline:
+    /// stored, and delivered when that nick logs in.
+    Kept(Record),
 }
 
 impl Event {
@@ -225,6 +260,35 @@ impl Event {
             }
             Event::Warning { text } => out.push_str(&format!("! warning: {text}\n")),
             Event::Error { text } => out.push_str(&format!("! error: {text}\n")),
+            Event::Registered { nick } => out.push_str(&format!(
+                "* {nick} is registered to you now; /login {nick} PASSWORD claims it from any connection\n"
+            )),
+            Event::LoggedIn { nick } => {
+                out.push_str(&format!("* you are logged in as {nick}\n"));
+            }
+            Event::LoggedOut { nick, reason } => {
+                out.push_str(&format!("* you are no longer logged in as {nick}: {reason}\n"));
+            }
+            Event::PasswordChanged { nick } => {
+                out.push_str(&format!("* the password of {nick} is changed\n"));
+            }
+            Event::Mail { messages } => {
+                out.push_str(&format!(
+                    "* {} message{} kept for you while you were away:\n",
+                    messages.len(),
+                    if messages.len() == 1 { "" } else { "s" }
+                ));
+                for record in messages {
+                    push_record(&mut out, record, viewer, true);
+                }
+            }
+            Event::Kept(record) => {
+                push_record(&mut out, record, viewer, false);
+                out.push_str(&format!(
+                    "* {} is offline; your message is kept and delivered when they log in\n",
+                    record.to.as_deref().unwrap_or("?")
+                ));
+            }
         }
         out
     }
@@ -380,6 +444,61 @@ mod tests {
         let err: serde_json::Value =
             serde_json::from_str(&Event::Error { text: "x".into() }.to_json()).unwrap();
         assert_eq!(err["type"], "error");
+    }
+
+    #[test]
+    fn account_events_read_as_documented() {
+        let logged_in = Event::LoggedIn { nick: "ann".into() };
+        assert_eq!(logged_in.to_text("ann"), "* you are logged in as ann\n");
+        let value: serde_json::Value = serde_json::from_str(&logged_in.to_json()).unwrap();
+        assert_eq!(value["type"], "logged_in");
+        assert_eq!(value["nick"], "ann");
+        let out = Event::LoggedOut {
+            nick: "ann".into(),
+            reason: "logged in from another connection".into(),
+        };
+        assert_eq!(
+            out.to_text("guest3"),
+            "* you are no longer logged in as ann: logged in from another connection\n"
+        );
+        assert!(
+            out.to_json()
+                .starts_with(r#"{"type":"logged_out","nick":"ann","#)
+        );
+        let changed = Event::PasswordChanged { nick: "ann".into() };
+        assert!(
+            changed
+                .to_json()
+                .starts_with(r#"{"type":"password_changed""#)
+        );
+        let registered = Event::Registered { nick: "ann".into() };
+        assert!(registered.to_json().starts_with(r#"{"type":"registered""#));
+
+        let mut pm = record(Kind::Private, None, Some("bob"));
+        pm.text = "are you there?".into();
+        let mail = Event::Mail {
+            messages: vec![pm.clone()],
+        };
+        assert_eq!(
+            mail.to_text("bob"),
+            "* 1 message kept for you while you were away:\n\
+             [pm 2025-11-21 14:03] <ann> are you there?\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(&mail.to_json()).unwrap();
+        assert_eq!(value["type"], "mail");
+        assert_eq!(value["messages"][0]["ts"], 1_763_733_780_000_i64);
+        assert_eq!(value["messages"][0]["nick"], "ann");
+
+        let kept = Event::Kept(pm);
+        assert_eq!(
+            kept.to_text("ann"),
+            "[pm to bob] <ann> are you there?\n\
+             * bob is offline; your message is kept and delivered when they log in\n"
+        );
+        let value: serde_json::Value = serde_json::from_str(&kept.to_json()).unwrap();
+        assert_eq!(value["type"], "kept");
+        assert_eq!(value["to"], "bob");
+        assert_eq!(value["text"], "are you there?");
     }
 
     #[test]

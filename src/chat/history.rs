@@ -36,7 +36,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, ErrorCode, MAIN_DB, OpenFlags, params};
 use tokio::sync::mpsc;
 
-use super::event::{Kind, Record};
+use super::account;
+use super::event::{Kind, Record, now_ms};
 
 /// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
@@ -89,6 +90,9 @@ pub struct Pending<A> {
     pub author: A,
     /// The message; its `id` is set by the commit.
     pub record: Record,
+    /// A private message to a registered nick that is offline: it is also put in the mailbox
+    /// of its recipient (`record.to`), in the same transaction.
+    pub is_mail: bool,
 }
 
 /// A batch back from the writer: committed (ids set) or failed with a reason.
@@ -186,7 +190,19 @@ impl Store {
                  recipient TEXT,
                  text  TEXT NOT NULL
              );
-             CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);",
+             CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, id);
+             CREATE TABLE IF NOT EXISTS accounts (
+                 nick_key TEXT PRIMARY KEY,
+                 nick     TEXT NOT NULL,
+                 hash     TEXT NOT NULL,
+                 created  INTEGER NOT NULL,
+                 updated  INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS mail (
+                 message_id INTEGER PRIMARY KEY REFERENCES messages (id),
+                 recipient  TEXT NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS mail_by_recipient ON mail (recipient, message_id);",
         )
         .map_err(explain)?;
         // Take the write lock once: a database that cannot be written (its -wal file, say)
@@ -255,6 +271,107 @@ impl Store {
         )
     }
 
+    /// Every account as `(key, nick)`: the lower-cased nick it is registered under, and the
+    /// nick as its owner spelled it.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn accounts(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare("SELECT nick_key, nick FROM accounts")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// The account registered under `key`, as `(nick, PHC hash)`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn account(&self, key: &str) -> Result<Option<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut statement =
+            conn.prepare_cached("SELECT nick, hash FROM accounts WHERE nick_key = ?1")?;
+        let mut rows = statement.query_map([key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        Ok(rows.next().transpose()?)
+    }
+
+    /// Creates the account `key` (`nick` as spelled) with password hash `hash`; `false` if it
+    /// exists already (then nothing changes).
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn create_account(&self, key: &str, nick: &str, hash: &str) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let now = now_ms();
+        let added = conn.execute(
+            "INSERT OR IGNORE INTO accounts (nick_key, nick, hash, created, updated)
+             VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![key, nick, hash, now],
+        )?;
+        Ok(added == 1)
+    }
+
+    /// Replaces the password hash of account `key`; `false` if there is no such account.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn set_password(&self, key: &str, hash: &str) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let changed = conn.execute(
+            "UPDATE accounts SET hash = ?2, updated = ?3 WHERE nick_key = ?1",
+            params![key, hash, now_ms()],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// The messages in `recipient`'s mailbox with `id <= up_to`, oldest first (newer ones are
+    /// committed but still on their way through the hub, which delivers them itself).
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn mail(&self, recipient: &str, up_to: i64) -> Result<Vec<Record>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached(
+            "SELECT m.id, m.ts, m.kind, m.room, m.nick, m.recipient, m.text
+             FROM mail JOIN messages m ON m.id = mail.message_id
+             WHERE mail.recipient = ?1 AND mail.message_id <= ?2 ORDER BY m.id",
+        )?;
+        let rows = statement.query_map(params![recipient, up_to], record_from_row)?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// How many messages with `id <= up_to` wait in `recipient`'s mailbox.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn mail_count(&self, recipient: &str, up_to: i64) -> Result<usize, StoreError> {
+        let conn = self.lock();
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM mail WHERE recipient = ?1 AND message_id <= ?2",
+            params![recipient, up_to],
+            |row| row.get(0),
+        )?;
+        Ok(usize::try_from(count).unwrap_or(0))
+    }
+
+    /// Takes delivered messages out of their mailboxes (the messages stay in history, as every
+    /// private message does).
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn remove_mail(&self, ids: &[i64]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut delete = tx.prepare_cached("DELETE FROM mail WHERE message_id = ?1")?;
+            for id in ids {
+                delete.execute([id])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back), so a poisoned lock is still usable.
@@ -272,10 +389,16 @@ impl Store {
                 "INSERT INTO messages (ts, kind, room, nick, recipient, text)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
+            let mut mail =
+                tx.prepare_cached("INSERT INTO mail (message_id, recipient) VALUES (?1, ?2)")?;
             for item in items.iter_mut() {
                 let r = &item.record;
                 insert.execute(params![r.ts, r.kind.as_str(), r.room, r.nick, r.to, r.text])?;
                 item.record.id = tx.last_insert_rowid();
+                if item.is_mail {
+                    let recipient = item.record.to.as_deref().map(account::key);
+                    mail.execute(params![item.record.id, recipient])?;
+                }
             }
         }
         tx.commit()
@@ -647,6 +770,7 @@ mod tests {
                 .submit(Pending {
                     author: i,
                     record: say(if i % 2 == 0 { "#a" } else { "#b" }, &format!("m{i}")),
+                    is_mail: false,
                 })
                 .unwrap();
         }
@@ -679,6 +803,7 @@ mod tests {
             .map(|i| Pending {
                 author: i,
                 record: say("#a", &format!("{i:04} {padding}")),
+                is_mail: false,
             })
             .collect();
         let (saved, refused) = store.commit_what_fits(items);
@@ -699,6 +824,85 @@ mod tests {
         let stored = store.all().unwrap();
         let ids: Vec<i64> = saved.items.iter().map(|item| item.record.id).collect();
         assert_eq!(stored.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    }
+
+    #[test]
+    fn a_database_from_before_accounts_opens_and_keeps_its_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE messages (
+                     id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL,
+                     room TEXT, nick TEXT NOT NULL, recipient TEXT, text TEXT NOT NULL);
+                 INSERT INTO messages (ts, kind, room, nick, text)
+                     VALUES (1, 'say', '#a', 'ann', 'from before');",
+            )
+            .unwrap();
+        }
+        let store = Store::open(path.to_str().unwrap(), Sync::Normal, 0).unwrap();
+        assert_eq!(store.all().unwrap()[0].text, "from before");
+        assert!(store.accounts().unwrap().is_empty());
+        assert!(store.create_account("ann", "Ann", "$argon2id$x").unwrap());
+        assert_eq!(store.mail_count("ann", i64::MAX).unwrap(), 0);
+    }
+
+    #[test]
+    fn accounts_and_mailboxes() {
+        let store = Store::open(":memory:", Sync::Normal, 0).unwrap();
+        assert!(store.create_account("ann", "Ann", "h1").unwrap());
+        assert!(!store.create_account("ann", "ANN", "h2").unwrap());
+        assert_eq!(
+            store.account("ann").unwrap(),
+            Some(("Ann".to_string(), "h1".to_string()))
+        );
+        assert_eq!(store.account("bob").unwrap(), None);
+        assert!(store.set_password("ann", "h3").unwrap());
+        assert!(!store.set_password("bob", "h3").unwrap());
+        assert_eq!(store.account("ann").unwrap().unwrap().1, "h3");
+        assert_eq!(
+            store.accounts().unwrap(),
+            [("ann".to_string(), "Ann".to_string())]
+        );
+
+        let (committed_tx, mut committed_rx) = mpsc::unbounded_channel();
+        let mut writer = store.spawn_writer::<()>(committed_tx).unwrap();
+        for (i, mailbox) in [Some("ann"), None, Some("ann"), Some("cat")]
+            .into_iter()
+            .enumerate()
+        {
+            let mut record = say("#a", &format!("m{i}"));
+            record.room = None;
+            record.kind = Kind::Private;
+            record.to = mailbox.map(str::to_string);
+            writer
+                .submit(Pending {
+                    author: (),
+                    record,
+                    is_mail: mailbox.is_some(),
+                })
+                .unwrap();
+        }
+        writer.finish();
+        let mut ids = Vec::new();
+        while let Ok(batch) = committed_rx.try_recv() {
+            assert!(batch.error.is_none());
+            ids.extend(batch.items.iter().map(|item| item.record.id));
+        }
+        let mail = store.mail("ann", i64::MAX).unwrap();
+        let texts: Vec<_> = mail.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["m0", "m2"]);
+        assert_eq!(mail[0].kind, Kind::Private);
+        assert_eq!(store.mail_count("ann", i64::MAX).unwrap(), 2);
+        // Mail newer than what the hub has delivered is left for the hub.
+        assert_eq!(store.mail("ann", ids[0]).unwrap().len(), 1);
+        assert_eq!(store.mail_count("ann", ids[1]).unwrap(), 1);
+        store.remove_mail(&[mail[0].id, mail[1].id]).unwrap();
+        assert!(store.mail("ann", i64::MAX).unwrap().is_empty());
+        assert_eq!(store.mail_count("cat", i64::MAX).unwrap(), 1);
+        // The messages themselves stay in history.
+        assert_eq!(store.all().unwrap().len(), 4);
     }
 
     #[test]

@@ -20,18 +20,34 @@
 //! Outboxes are bounded and filled with `try_send`, so the hub never waits for anyone. A member
 //! whose outbox passes half full is warned once; one whose outbox is full is disconnected with
 //! a reason, and the room carries on.
+//!
+//! # Accounts
+//! A registered nick is held only by a member logged in as it: `/nick` to it is refused, guest
+//! nicks skip it, and a login from another connection takes it over (the old holder becomes a
+//! guest). Passwords are checked off the hub by the [`Checker`]; the hub applies each result
+//! against its state of that moment. A private message to a registered nick that nobody holds
+//! is stored with a mailbox mark (in the same commit) and delivered at that nick's next login.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::account::{self, Checked, Checker, FailureLimit, Job, JobKind, Outcome, Password};
 use super::command::{Command, HELP};
 use super::event::{Event, Kind, Record, RoomInfo, now_ms};
 use super::history::{Batch, Pending, Store, Writer};
 use super::outbox::{Outbox, Push};
 use crate::codec::WireEncoding;
+use crate::limits::{LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW};
+
+/// The answer to an account command while the member's previous one is still being checked.
+const STILL_CHECKING: &str = "still checking your password; wait for the answer";
+
+/// The answer when too many password checks are queued.
+const BUSY: &str = "the server is busy checking passwords; try again in a moment";
 
 /// Identifies a connection for its whole life (nicks change; ids don't).
 pub type MemberId = u64;
@@ -71,6 +87,9 @@ pub enum Request {
     SetEncoding(MemberId, WireEncoding),
     /// Something to tell the member in order with everything else (a parse error, a warning).
     Notice(MemberId, Event),
+    /// Where the connection comes from (`127.0.0.1:5000`, `unix:pid=7`), sent right after
+    /// `Connect`: failed logins are counted per client address as well as per nick.
+    Address(MemberId, String),
     /// The connection ended.
     Leave(MemberId, Option<String>),
 }
@@ -88,6 +107,8 @@ pub struct HubConfig {
     /// to everyone (only to the member concerned): in a big room they are noise, and they
     /// would cost O(members²) lines as a crowd arrives.
     pub announce_limit: usize,
+    /// Private messages kept per registered nick while it is offline (0: none are kept).
+    pub max_mail: usize,
 }
 
 /// Who a stored message goes to once committed.
@@ -110,6 +131,12 @@ struct Member {
     current: Option<String>,
     /// Warned about a filling outbox, and not yet caught up.
     is_warned: bool,
+    /// What failed logins from this connection count against (its address), if known.
+    source: Option<String>,
+    /// Holds its nick as the registered owner (logged in or just registered).
+    is_logged_in: bool,
+    /// An account command of this member's is being checked.
+    is_checking: bool,
 }
 
 impl Member {
@@ -212,6 +239,20 @@ pub struct Hub {
     /// Members to disconnect once the current fan-out is done, with the reason.
     doomed: Vec<(MemberId, String)>,
     is_closing: bool,
+    /// Registered nicks: account key (lower-cased nick) to the nick as registered.
+    accounts: HashMap<String, String>,
+    /// Nicks being registered (hashing): no one else may take them meanwhile.
+    registering: HashSet<String>,
+    /// Runs password hashing and checks off the hub.
+    checker: Checker,
+    /// Where the checker's results arrive; taken by [`Hub::run`].
+    checked: Option<mpsc::UnboundedReceiver<Checked>>,
+    /// Failed logins per account key.
+    nick_failures: FailureLimit,
+    /// Failed logins per client address.
+    source_failures: FailureLimit,
+    /// Mail handed to the writer and not yet back, per recipient key.
+    mail_in_flight: HashMap<String, usize>,
 }
 
 impl Hub {
@@ -225,6 +266,8 @@ impl Hub {
         writer: Writer<Route>,
     ) -> Result<Hub, super::history::StoreError> {
         let delivered_up_to = store.last_id()?;
+        let accounts = store.accounts()?.into_iter().collect();
+        let (checker, checked) = Checker::new(store.clone());
         Ok(Hub {
             config,
             members: HashMap::new(),
@@ -237,6 +280,13 @@ impl Hub {
             guests: 0,
             doomed: Vec::new(),
             is_closing: false,
+            accounts,
+            registering: HashSet::new(),
+            checker,
+            checked: Some(checked),
+            nick_failures: FailureLimit::new(LOGIN_FAILURES_PER_NICK, LOGIN_WINDOW),
+            source_failures: FailureLimit::new(LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW),
+            mail_in_flight: HashMap::new(),
         })
     }
 
@@ -248,6 +298,10 @@ impl Hub {
         mut committed: mpsc::UnboundedReceiver<Batch<Route>>,
         shutdown: CancellationToken,
     ) {
+        let mut checked = self
+            .checked
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         loop {
             tokio::select! {
                 biased;
@@ -256,6 +310,8 @@ impl Hub {
                     // The writer has committed its last batch (after close).
                     None => break,
                 },
+                // The hub keeps a sender for new jobs, so this channel never ends.
+                Some(result) = checked.recv() => self.apply_check(result),
                 request = requests.recv(), if self.in_flight < self.max_in_flight() => match request {
                     Some(request) => self.handle(request),
                     None => self.close_writer(),
@@ -303,18 +359,31 @@ impl Hub {
                 }
             }
             Request::Notice(id, event) => self.tell(id, &event),
+            Request::Address(id, peer) => {
+                if let Some(member) = self.members.get_mut(&id) {
+                    member.source = Some(account::source_key(&peer));
+                }
+            }
             Request::Leave(id, reason) => self.remove(id, reason, None),
         }
     }
 
-    fn connect(&mut self, id: MemberId, outbox: Outbox, encoding: WireEncoding, format: Format) {
-        let nick = loop {
+    /// The next `guestN` nick that nobody holds and nobody has registered.
+    fn fresh_guest(&mut self) -> String {
+        loop {
             self.guests += 1;
             let nick = format!("guest{}", self.guests);
-            if !self.nicks.contains_key(&nick) {
-                break nick;
+            if !self.nicks.contains_key(&nick)
+                && !self.accounts.contains_key(&nick)
+                && !self.registering.contains(&nick)
+            {
+                return nick;
             }
-        };
+        }
+    }
+
+    fn connect(&mut self, id: MemberId, outbox: Outbox, encoding: WireEncoding, format: Format) {
+        let nick = self.fresh_guest();
         self.nicks.insert(nick.clone(), id);
         self.members.insert(
             id,
@@ -326,6 +395,9 @@ impl Hub {
                 rooms: Vec::new(),
                 current: None,
                 is_warned: false,
+                source: None,
+                is_logged_in: false,
+                is_checking: false,
             }),
         );
         self.tell(
@@ -350,6 +422,15 @@ impl Hub {
             )
         {
             self.error(id, "the server is shutting down; message not sent");
+            return;
+        }
+        if self.is_closing
+            && matches!(
+                command,
+                Command::Register(_) | Command::Login { .. } | Command::Password { .. }
+            )
+        {
+            self.error(id, "the server is shutting down; try again later");
             return;
         }
         match command {
@@ -415,6 +496,9 @@ impl Hub {
                 self.remove(id, reason, None);
             }
             Command::Help => self.tell(id, &Event::Info { text: HELP.into() }),
+            Command::Register(password) => self.register(id, password),
+            Command::Login { nick, password } => self.login(id, nick, password),
+            Command::Password { old, new } => self.change_password(id, old, new),
         }
     }
 
@@ -435,11 +519,15 @@ impl Hub {
             to: None,
             text,
         };
-        self.submit(Route { from: id, to: None }, record);
+        self.submit(Route { from: id, to: None }, record, false);
     }
 
     fn private(&mut self, id: MemberId, to: &str, text: String) {
-        let Some(&target) = self.nicks.get(&to.to_lowercase()) else {
+        let key = account::key(to);
+        let Some(&target) = self.nicks.get(&key) else {
+            if let Some(owner) = self.accounts.get(&key).cloned() {
+                return self.keep(id, key, owner, text);
+            }
             return self.error(id, &format!("no one called '{to}' is here (see /who)"));
         };
         let record = Record {
@@ -457,27 +545,78 @@ impl Hub {
                 to: Some(target),
             },
             record,
+            false,
         );
     }
 
-    fn submit(&mut self, route: Route, record: Record) {
+    /// A private message to `owner`, registered and offline: stored with a mailbox mark, if
+    /// the mailbox has room.
+    fn keep(&mut self, id: MemberId, key: String, owner: String, text: String) {
+        if self.config.max_mail == 0 {
+            let text = format!("{owner} is offline, and this server keeps no mail (--max-mail 0)");
+            return self.error(id, &text);
+        }
+        let stored = match self.store.mail_count(&key, self.delivered_up_to) {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::error!("mailbox count failed: {err}");
+                return self.error(id, "mail is unavailable right now; message not sent");
+            }
+        };
+        let waiting = stored + self.mail_in_flight.get(&key).copied().unwrap_or(0);
+        if waiting >= self.config.max_mail {
+            let text = format!(
+                "{owner}'s mailbox is full ({waiting} messages kept, the most allowed: --max-mail); \
+                 message not sent"
+            );
+            return self.error(id, &text);
+        }
+        let record = Record {
+            id: 0,
+            ts: now_ms(),
+            kind: Kind::Private,
+            room: None,
+            nick: self.members[&id].nick.clone(),
+            to: Some(owner),
+            text,
+        };
+        let route = Route { from: id, to: None };
+        if self.submit(route, record, true) {
+            *self.mail_in_flight.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Hands a message to the writer; `false` (and the sender told) if it has stopped.
+    fn submit(&mut self, route: Route, record: Record, is_mail: bool) -> bool {
         if self
             .writer
             .submit(Pending {
                 author: route,
                 record,
+                is_mail,
             })
             .is_err()
         {
             self.error(route.from, "history is not being saved; message not sent");
+            false
         } else {
             self.in_flight += 1;
+            true
         }
     }
 
     /// Delivers a committed batch (or tells the senders it failed).
     fn deliver(&mut self, batch: Batch<Route>) {
         self.in_flight = self.in_flight.saturating_sub(batch.items.len());
+        let mailboxes = batch.items.iter().filter(|item| item.is_mail);
+        for key in mailboxes.filter_map(|item| item.record.to.as_deref().map(account::key)) {
+            if let Some(count) = self.mail_in_flight.get_mut(&key) {
+                *count = count.saturating_sub(1);
+                if *count == 0 {
+                    self.mail_in_flight.remove(&key);
+                }
+            }
+        }
         if let Some(reason) = batch.error {
             for item in batch.items {
                 let text = format!("not sent: the server could not save it ({reason})");
@@ -489,7 +628,12 @@ impl Hub {
         // one write per member for the whole run, however many messages it holds.
         let mut run: Vec<Event> = Vec::new();
         let mut run_room = String::new();
-        for Pending { author, record } in batch.items {
+        for Pending {
+            author,
+            record,
+            is_mail,
+        } in batch.items
+        {
             self.delivered_up_to = record.id;
             if !run.is_empty() && record.room.as_deref() != Some(run_room.as_str()) {
                 self.broadcast_run(&run_room, &std::mem::take(&mut run));
@@ -499,6 +643,7 @@ impl Hub {
                     run_room = room;
                     run.push(Event::Message(record));
                 }
+                None if is_mail => self.deliver_kept(author.from, record),
                 None => {
                     let event = Event::Private(record);
                     self.tell(author.from, &event);
@@ -514,14 +659,38 @@ impl Hub {
     }
 
     fn nick(&mut self, id: MemberId, nick: String) {
-        let key = nick.to_lowercase();
+        let key = account::key(&nick);
         match self.nicks.get(&key) {
             Some(&owner) if owner != id => {
                 return self.error(id, &format!("nick '{nick}' is taken"));
             }
-            _ => {}
+            // Its own nick, in another case: a registered one stays its own.
+            Some(_) => {}
+            None => {
+                if self.members[&id].is_checking {
+                    return self.error(id, STILL_CHECKING);
+                }
+                if self.accounts.contains_key(&key) {
+                    let text = format!(
+                        "nick '{nick}' is registered; /login {nick} PASSWORD if it is yours"
+                    );
+                    return self.error(id, &text);
+                }
+                if self.registering.contains(&key) {
+                    let text = format!("nick '{nick}' is being registered; choose another");
+                    return self.error(id, &text);
+                }
+            }
         }
-        let member = self.members.get_mut(&id).expect("checked by caller");
+        self.rename(id, nick);
+    }
+
+    /// Gives `id` the nick `nick` (free, or its own in another case) and tells everyone who
+    /// shares a room with it. Moving off a registered nick logs it out of that nick.
+    fn rename(&mut self, id: MemberId, nick: String) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
         let old = std::mem::replace(&mut member.nick, nick.clone());
         if old == nick {
             return self.tell(
@@ -531,13 +700,316 @@ impl Hub {
                 },
             );
         }
-        self.nicks.remove(&old.to_lowercase());
+        let (old_key, key) = (account::key(&old), account::key(&nick));
+        let is_logged_out = member.is_logged_in && old_key != key;
+        if is_logged_out {
+            member.is_logged_in = false;
+        }
+        self.nicks.remove(&old_key);
         self.nicks.insert(key, id);
-        let event = Event::Nick { old, new: nick };
+        let event = Event::Nick {
+            old: old.clone(),
+            new: nick,
+        };
         for peer in self.audience(id) {
             self.tell(peer, &event);
         }
+        if is_logged_out {
+            let reason = format!("you changed nick; /login {old} PASSWORD to be {old} again");
+            self.tell(id, &Event::LoggedOut { nick: old, reason });
+        }
         self.tell_state(id);
+    }
+
+    /// `/register`: protects the nick `id` holds with `password` (hashed off the hub).
+    fn register(&mut self, id: MemberId, password: Password) {
+        let member = &self.members[&id];
+        if member.is_checking {
+            return self.error(id, STILL_CHECKING);
+        }
+        let nick = member.nick.clone();
+        let key = account::key(&nick);
+        if member.is_logged_in {
+            let text = format!(
+                "{nick} is registered to you already; /password OLD NEW changes its password"
+            );
+            return self.error(id, &text);
+        }
+        if self.accounts.contains_key(&key) || self.registering.contains(&key) {
+            return self.error(id, &format!("nick '{nick}' is registered already"));
+        }
+        if is_guest_nick(&key) {
+            return self.error(
+                id,
+                "guest nicks cannot be registered; choose a nick with /nick NAME first",
+            );
+        }
+        if self.checker.is_full() {
+            return self.error(id, BUSY);
+        }
+        let source = member.source.clone();
+        self.registering.insert(key.clone());
+        self.members.get_mut(&id).expect("present").is_checking = true;
+        self.checker.start(
+            id,
+            key,
+            nick.clone(),
+            source,
+            Job::Register { nick, password },
+        );
+    }
+
+    /// Whether failed logins for `key` or from `source` are over their limit: the error to
+    /// give, without checking any password.
+    fn login_refusal(
+        &self,
+        key: Option<&str>,
+        source: Option<&str>,
+        now: Instant,
+    ) -> Option<String> {
+        let wait = [
+            key.and_then(|key| self.nick_failures.wait(key, now)),
+            source.and_then(|source| self.source_failures.wait(source, now)),
+        ]
+        .into_iter()
+        .flatten()
+        .max()?;
+        Some(account::retry_text(wait))
+    }
+
+    /// Counts a login attempt (given back if it succeeds).
+    fn count_attempt(&mut self, key: Option<&str>, source: Option<&str>, now: Instant) {
+        if let Some(key) = key {
+            self.nick_failures.attempt(key, now);
+        }
+        if let Some(source) = source {
+            self.source_failures.attempt(source, now);
+        }
+    }
+
+    /// `/login`: claims the registered `nick` if `password` is right (checked off the hub).
+    fn login(&mut self, id: MemberId, nick: String, password: Password) {
+        let member = &self.members[&id];
+        if member.is_checking {
+            return self.error(id, STILL_CHECKING);
+        }
+        let key = account::key(&nick);
+        if member.is_logged_in && account::key(&member.nick) == key {
+            let text = format!("you are logged in as {} already", member.nick);
+            return self.tell(id, &Event::Info { text });
+        }
+        let source = member.source.clone();
+        let now = Instant::now();
+        if let Some(text) = self.login_refusal(None, source.as_deref(), now) {
+            return self.error(id, &text);
+        }
+        if !self.accounts.contains_key(&key) {
+            // Trying nick after nick is guessing too: it counts against the address.
+            self.count_attempt(None, source.as_deref(), now);
+            return self.error(id, &format!("nick '{nick}' is not registered"));
+        }
+        if let Some(text) = self.login_refusal(Some(&key), None, now) {
+            return self.error(id, &text);
+        }
+        if self.checker.is_full() {
+            return self.error(id, BUSY);
+        }
+        self.count_attempt(Some(&key), source.as_deref(), now);
+        self.members.get_mut(&id).expect("present").is_checking = true;
+        self.checker
+            .start(id, key, nick, source, Job::Login { password });
+    }
+
+    /// `/password`: changes the password of the nick `id` is logged in as, if `old` is right.
+    fn change_password(&mut self, id: MemberId, old: Password, new: Password) {
+        let member = &self.members[&id];
+        if member.is_checking {
+            return self.error(id, STILL_CHECKING);
+        }
+        if !member.is_logged_in {
+            return self.error(
+                id,
+                "you are not logged in; /login NICK PASSWORD first (or /register PASSWORD)",
+            );
+        }
+        let nick = member.nick.clone();
+        let key = account::key(&nick);
+        let source = member.source.clone();
+        let now = Instant::now();
+        if let Some(text) = self.login_refusal(Some(&key), source.as_deref(), now) {
+            return self.error(id, &text);
+        }
+        if self.checker.is_full() {
+            return self.error(id, BUSY);
+        }
+        self.count_attempt(Some(&key), source.as_deref(), now);
+        self.members.get_mut(&id).expect("present").is_checking = true;
+        self.checker
+            .start(id, key, nick, source, Job::ChangePassword { old, new });
+    }
+
+    /// Applies a finished password job to the state of now: the member may have left, and
+    /// someone else may hold the nick by now.
+    fn apply_check(&mut self, result: Checked) {
+        self.checker.finished();
+        let Checked {
+            member: id,
+            key,
+            nick,
+            source,
+            kind,
+            outcome,
+        } = result;
+        if let Some(member) = self.members.get_mut(&id) {
+            member.is_checking = false;
+        }
+        let succeeded = |hub: &mut Hub| {
+            hub.nick_failures.succeeded(&key);
+            if let Some(source) = &source {
+                hub.source_failures.succeeded(source);
+            }
+        };
+        match (kind, outcome) {
+            (JobKind::Register, Outcome::Registered) => {
+                self.registering.remove(&key);
+                self.accounts.insert(key.clone(), nick.clone());
+                // Its nick could not change while this was checked; it may have left.
+                if let Some(member) = self.members.get_mut(&id)
+                    && account::key(&member.nick) == key
+                {
+                    member.is_logged_in = true;
+                    self.tell(id, &Event::Registered { nick });
+                }
+            }
+            (JobKind::Register, Outcome::AlreadyRegistered) => {
+                // Registered in the database behind this hub's back: it is protected now.
+                self.registering.remove(&key);
+                self.accounts.insert(key.clone(), nick.clone());
+                self.error(id, &format!("nick '{nick}' is registered already"));
+                if self.nicks.get(&key) == Some(&id) {
+                    let guest = self.fresh_guest();
+                    self.rename(id, guest);
+                }
+            }
+            (JobKind::Register, _) => {
+                self.registering.remove(&key);
+                let text = format!("could not register {nick}: server error; try again later");
+                self.error(id, &text);
+            }
+            (JobKind::Login, Outcome::Verified { nick }) => {
+                succeeded(self);
+                self.apply_login(id, nick);
+            }
+            (JobKind::Login, Outcome::WrongPassword) => {
+                self.error(id, &format!("wrong password for '{nick}'"));
+            }
+            (JobKind::Login, Outcome::NoAccount) => {
+                self.error(id, &format!("nick '{nick}' is not registered"));
+            }
+            (JobKind::Login, _) => {
+                self.error(id, "login failed: server error; try again later");
+            }
+            (JobKind::ChangePassword, Outcome::PasswordChanged) => {
+                succeeded(self);
+                let nick = self.accounts.get(&key).cloned().unwrap_or(nick);
+                self.tell(id, &Event::PasswordChanged { nick });
+            }
+            (JobKind::ChangePassword, Outcome::WrongPassword) => {
+                self.error(id, "wrong password; the password is unchanged");
+            }
+            (JobKind::ChangePassword, _) => {
+                self.error(
+                    id,
+                    "could not change the password: server error; try again later",
+                );
+            }
+        }
+    }
+
+    /// `id` proved it owns `nick`: it takes the nick (from whoever holds it, who becomes a
+    /// guest) and gets the mail kept for it.
+    fn apply_login(&mut self, id: MemberId, nick: String) {
+        if !self.members.contains_key(&id) {
+            return;
+        }
+        let key = account::key(&nick);
+        if let Some(&holder) = self.nicks.get(&key)
+            && holder != id
+        {
+            // Only a member logged in as a registered nick holds it.
+            let guest = self.fresh_guest();
+            if let Some(member) = self.members.get_mut(&holder) {
+                member.is_logged_in = false;
+            }
+            let reason = format!("{nick} logged in from another connection; you are {guest} now");
+            self.tell(
+                holder,
+                &Event::LoggedOut {
+                    nick: nick.clone(),
+                    reason,
+                },
+            );
+            self.rename(holder, guest);
+        }
+        self.rename(id, nick.clone());
+        if let Some(member) = self.members.get_mut(&id) {
+            member.is_logged_in = true;
+        }
+        self.tell(id, &Event::LoggedIn { nick });
+        self.deliver_mail(id, &key);
+    }
+
+    /// Sends `id` the mail kept for account `key`, then takes it out of the mailbox (unless the
+    /// member turned out unable to take it).
+    fn deliver_mail(&mut self, id: MemberId, key: &str) {
+        let messages = match self.store.mail(key, self.delivered_up_to) {
+            Ok(messages) => messages,
+            Err(err) => {
+                tracing::error!("mailbox read failed: {err}");
+                return self.error(id, "your kept messages cannot be read now; they stay kept");
+            }
+        };
+        if messages.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = messages.iter().map(|record| record.id).collect();
+        self.tell(id, &Event::Mail { messages });
+        self.remove_delivered_mail(id, &ids);
+    }
+
+    /// Takes messages `ids`, just queued for `id`, out of the mailbox; left there if `id` is
+    /// being disconnected, so they are delivered at its next login instead.
+    fn remove_delivered_mail(&mut self, id: MemberId, ids: &[i64]) {
+        if self.doomed.iter().any(|(d, _)| *d == id) || !self.members.contains_key(&id) {
+            return;
+        }
+        if let Err(err) = self.store.remove_mail(ids) {
+            // Left in the mailbox: delivered again at the next login rather than lost.
+            tracing::error!("mailbox cleanup failed: {err}");
+        }
+    }
+
+    /// A committed message for a mailbox: kept for later (the sender is told), unless its
+    /// owner logged in while it was being stored, who then gets it now.
+    fn deliver_kept(&mut self, from: MemberId, record: Record) {
+        let key = record.to.as_deref().map(account::key).unwrap_or_default();
+        let owner = self
+            .nicks
+            .get(&key)
+            .copied()
+            .filter(|owner| self.members.get(owner).is_some_and(|m| m.is_logged_in));
+        match owner {
+            Some(owner) => {
+                let id = record.id;
+                let event = Event::Private(record);
+                self.tell(from, &event);
+                if owner != from {
+                    self.tell(owner, &event);
+                }
+                self.remove_delivered_mail(owner, &[id]);
+            }
+            None => self.tell(from, &Event::Kept(record)),
+        }
     }
 
     fn join(&mut self, id: MemberId, room: String) {
@@ -754,6 +1226,12 @@ impl Hub {
             self.remove(id, None, Some(reason));
         }
     }
+}
+
+/// Whether `key` (a lower-cased nick) is of the `guestN` form the server hands out.
+fn is_guest_nick(key: &str) -> bool {
+    key.strip_prefix("guest")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Queues `bytes` (`lines` lines) for `member` without waiting; warns it at half full and

@@ -1,5 +1,6 @@
 //! The multi-user chat server (`socktalk serve`) and its terminal client (`socktalk chat`).
 //!
+//! - [`account`]: registered nicks: argon2 password hashing off the hub, login rate limits.
 //! - [`command`]: parsing what members type (`/join #dev`) or send as JSON.
 //! - [`event`]: what the server says, rendered as readable lines or JSON lines.
 //! - [`hub`]: the one task that owns rooms, members and nicks, and fans out messages.
@@ -10,6 +11,7 @@
 //! - [`server`]: binds the listeners, opens the database and wires the rest together.
 //! - [`client`]: the terminal client, speaking JSON mode.
 
+pub mod account;
 pub mod client;
 pub mod command;
 pub mod event;

@@ -185,6 +185,8 @@ pub async fn serve<S>(
     if hub.send(connect).await.is_err() {
         return;
     }
+    // Failed logins count per client address too.
+    let _ = hub.send(Request::Address(id, peer.clone())).await;
     tracing::debug!(%peer, member = id, "joined the chat");
 
     let mut input = Input {

@@ -165,7 +165,7 @@ impl Acceptor {
     {
         let handshake = self.acceptor.accept(stream);
         match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), false)),
+            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -196,40 +196,8 @@ impl Connector {
     /// # Errors
     /// [`Error::Tls`] for unreadable files, no usable roots or a malformed fingerprint.
     pub fn new(options: &ClientOptions) -> Result<Option<Self>> {
-        if !options.is_on() {
-            return Ok(None);
-        }
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(tls_error)?;
-        let builder = if let Some(hex) = &options.fingerprint {
-            let pinned = Pinned {
-                sha256: parse_fingerprint(hex)?,
-                provider: provider(),
-            };
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(pinned))
-        } else {
-            let roots = match &options.ca {
-                Some(path) => read_roots(path)?,
-                None => system_roots()?,
-            };
-            builder.with_root_certificates(roots)
-        };
-        let config = match (&options.cert, &options.key) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
-                .map_err(|err| tls_error(format!("client certificate: {err}")))?,
-            (None, None) => builder.with_no_client_auth(),
-            _ => {
-                return Err(Error::Usage(
-                    "--tls-client-cert and --tls-client-key go together".into(),
-                ));
-            }
-        };
-        Ok(Some(Self {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        Ok(client_config(options)?.map(|config| Self {
+            connector: tokio_rustls::TlsConnector::from(config),
         }))
     }
 
@@ -247,7 +215,7 @@ impl Connector {
             .map_err(|err| tls_error(format!("{host}: not a server name: {err}")))?;
         let handshake = self.connector.connect(name, stream);
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), false)),
+            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
             Ok(Err(err)) => {
                 let text = err.to_string();
                 let hint = if text.contains("UnknownIssuer") {
@@ -267,6 +235,47 @@ impl Connector {
             ))),
         }
     }
+}
+
+/// The rustls client configuration [`Connector`] uses, for programs that drive rustls
+/// themselves; `None` when TLS is off.
+///
+/// # Errors
+/// As [`Connector::new`].
+pub fn client_config(options: &ClientOptions) -> Result<Option<Arc<ClientConfig>>> {
+    if !options.is_on() {
+        return Ok(None);
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_error)?;
+    let builder = if let Some(hex) = &options.fingerprint {
+        let pinned = Pinned {
+            sha256: parse_fingerprint(hex)?,
+            provider: provider(),
+        };
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(pinned))
+    } else {
+        let roots = match &options.ca {
+            Some(path) => read_roots(path)?,
+            None => system_roots()?,
+        };
+        builder.with_root_certificates(roots)
+    };
+    let config = match (&options.cert, &options.key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
+            .map_err(|err| tls_error(format!("client certificate: {err}")))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => {
+            return Err(Error::Usage(
+                "--tls-client-cert and --tls-client-key go together".into(),
+            ));
+        }
+    };
+    Ok(Some(Arc::new(config)))
 }
 
 /// Trusts one certificate, named by its SHA-256 fingerprint: how a client talks to a server
@@ -435,7 +444,9 @@ pub enum Conn<S> {
     /// No TLS.
     Plain(S),
     /// TLS, client or server side; the flag says decrypted bytes may be waiting in the TLS
-    /// layer (so the socket's readiness alone does not tell).
+    /// layer (so the socket's readiness alone does not tell). It starts set: the handshake may
+    /// have read the peer's first application data along with its last handshake message, and
+    /// waiting for the socket then would wait for bytes that have already arrived.
     Tls(Box<tokio_rustls::TlsStream<S>>, bool),
 }
 

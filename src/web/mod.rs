@@ -223,6 +223,8 @@ async fn session(
     if state.hub_tx.send(connect).await.is_err() {
         return;
     }
+    // Failed logins are limited per client address too.
+    let _ = state.hub_tx.send(Request::Address(id, peer.clone())).await;
     tracing::info!(%peer, member = id, "websocket connected");
     let config = &state.session;
     let mut limit = RateLimit::new(config.max_rate, config.burst);

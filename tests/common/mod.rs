@@ -387,6 +387,29 @@ pub fn db_messages(db: &Path) -> Vec<serde_json::Value> {
     }
 }
 
+/// Asserts that every message text in `seen` (what clients received) is stored in the chat
+/// database `db`, and returns the stored rows.
+pub fn assert_all_stored(
+    seen: &std::collections::HashSet<String>,
+    db: &Path,
+) -> Vec<serde_json::Value> {
+    let rows = db_messages(db);
+    let stored: std::collections::HashSet<&str> =
+        rows.iter().map(|r| r["text"].as_str().unwrap()).collect();
+    let lost: Vec<&String> = seen
+        .iter()
+        .filter(|t| !stored.contains(t.as_str()))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} received messages are not in the database, e.g. {:?}",
+        lost.len(),
+        seen.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+    rows
+}
+
 /// A chat connection over TCP or a Unix socket.
 pub enum ChatConn {
     Tcp(TcpStream),
