@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{ChatClient, IO_TIMEOUT, Read1, chat_server, db_messages, one_line_error, socktalk};
+use common::{
+    ChatClient, IO_TIMEOUT, Proc, Read1, chat_server, db_messages, one_line_error, socktalk,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -240,6 +242,59 @@ fn an_unfinished_line_is_not_activity_but_a_finished_one_is() {
     watcher.expect("* 1 earlier message in #lobby:");
     let line = watcher.next_line();
     assert!(line.ends_with("<typist> slow but whole"), "{line}");
+}
+
+/// The same rule in the browser: only a whole WebSocket message is activity. A client that
+/// keeps the connection busy with pings, and no message, is closed at the idle timeout.
+#[test]
+fn a_websocket_that_only_pings_is_closed_at_the_idle_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut server = Proc::server(&[
+        "serve",
+        "--tcp",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--db",
+        ":memory:",
+        "--idle-timeout",
+        "1.5",
+    ]);
+    let line = server.next_line();
+    let http = line
+        .strip_prefix("listening on http://")
+        .unwrap_or_else(|| panic!("expected the web address, got {line:?}"))
+        .trim_end_matches('/')
+        .to_string();
+    let events = runtime().block_on(async move {
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+            .await
+            .expect("websocket handshake");
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut events = Vec::new();
+        let deadline = tokio::time::sleep(IO_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                frame = ws.next() => match frame {
+                    Some(Ok(Message::Text(text))) => events.push(text.to_string()),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return events,
+                    Some(Ok(_)) => {}
+                },
+                _ = tick.tick() => {
+                    let _ = ws.send(Message::Ping(Vec::new().into())).await;
+                }
+                () = &mut deadline => panic!("still open after {IO_TIMEOUT:?} of pings: {events:?}"),
+            }
+        }
+    });
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("closing: idle for 1.5s (--idle-timeout)")),
+        "{events:?}"
+    );
 }
 
 // ----------------------------------------------------------------------------------------------
