@@ -8,8 +8,8 @@
 //! The rules, in order:
 //! 1. An address in any `--deny` range is refused.
 //! 2. With any `--allow` given, an address in none of them is refused.
-//! 3. Past `--max-conns` connections in all, or `--max-conns-per-ip` from this address, the
-//!    connection is refused.
+//! 3. Past `--max-conns` connections in all, or `--max-conns-per-ip` from this address (an
+//!    IPv6 client: from its /64), the connection is refused.
 //!
 //! Unix-socket clients have no address: only `--max-conns` applies to them. IPv4 clients of a
 //! dual-stack `[::]` listener are matched as IPv4 (`::ffff:10.0.0.1` is `10.0.0.1`).
@@ -46,8 +46,35 @@ pub enum Refusal {
     Denied(IpAddr),
     /// `--max-conns` connections are open.
     Full(usize),
-    /// `--max-conns-per-ip` connections from this address are open.
-    PerIp(IpAddr, usize),
+    /// `--max-conns-per-ip` connections from this address (for IPv6, this /64) are open.
+    PerIp(Source, usize),
+}
+
+/// Where connections are counted from: an IPv4 address, or an IPv6 /64 (one host usually has a
+/// whole /64, so counting single IPv6 addresses would give it millions of caps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source(IpAddr);
+
+impl Source {
+    /// The source `ip` counts under.
+    pub fn of(ip: IpAddr) -> Self {
+        match ip.to_canonical() {
+            IpAddr::V6(v6) if !v6.is_loopback() => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                Source(IpAddr::V6(bits.into()))
+            }
+            other => Source(other),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            IpAddr::V6(v6) if !v6.is_loopback() => write!(f, "{v6}/64"),
+            ip => write!(f, "{ip}"),
+        }
+    }
 }
 
 impl std::fmt::Display for Refusal {
@@ -55,9 +82,9 @@ impl std::fmt::Display for Refusal {
         match self {
             Refusal::Denied(ip) => write!(f, "refused: {ip} is not allowed here (--allow/--deny)"),
             Refusal::Full(max) => write!(f, "refused: server full (--max-conns {max})"),
-            Refusal::PerIp(ip, max) => write!(
+            Refusal::PerIp(source, max) => write!(
                 f,
-                "refused: too many connections from {ip} (--max-conns-per-ip {max})"
+                "refused: too many connections from {source} (--max-conns-per-ip {max})"
             ),
         }
     }
@@ -71,7 +98,7 @@ pub struct Gate {
     /// 0: no cap.
     max_per_ip: usize,
     slots: Arc<Semaphore>,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<Source, usize>>,
 }
 
 impl Gate {
@@ -107,13 +134,14 @@ impl Gate {
         };
         let counted = match ip {
             Some(ip) if self.max_per_ip > 0 => {
+                let source = Source::of(ip);
                 let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-                let count = per_ip.entry(ip).or_insert(0);
+                let count = per_ip.entry(source).or_insert(0);
                 if *count >= self.max_per_ip {
-                    return Err(Refusal::PerIp(ip, self.max_per_ip));
+                    return Err(Refusal::PerIp(source, self.max_per_ip));
                 }
                 *count += 1;
-                Some(ip)
+                Some(source)
             }
             _ => None,
         };
@@ -124,10 +152,10 @@ impl Gate {
         })
     }
 
-    /// Connections from `ip` admitted and not yet closed (for tests and logs).
+    /// Connections from `ip`'s source admitted and not yet closed (for tests and logs).
     pub fn open_from(&self, ip: IpAddr) -> usize {
         let per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        per_ip.get(&ip).copied().unwrap_or(0)
+        per_ip.get(&Source::of(ip)).copied().unwrap_or(0)
     }
 }
 
@@ -135,19 +163,19 @@ impl Gate {
 #[derive(Debug)]
 pub struct Admission {
     _slot: OwnedSemaphorePermit,
-    /// The address whose per-address count this holds, if counted.
-    counted: Option<IpAddr>,
+    /// The source whose count this holds, if counted.
+    counted: Option<Source>,
     gate: Arc<Gate>,
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        if let Some(ip) = self.counted {
+        if let Some(source) = self.counted {
             let mut per_ip = self.gate.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&ip) {
+            if let Some(count) = per_ip.get_mut(&source) {
                 *count -= 1;
                 if *count == 0 {
-                    per_ip.remove(&ip);
+                    per_ip.remove(&source);
                 }
             }
         }
@@ -193,11 +221,30 @@ mod tests {
         let a = ip("127.0.0.1");
         let first = gate.admit(Some(a)).unwrap();
         let _second = gate.admit(Some(a)).unwrap();
-        assert_eq!(gate.admit(Some(a)).unwrap_err(), Refusal::PerIp(a, 2));
+        assert_eq!(
+            gate.admit(Some(a)).unwrap_err(),
+            Refusal::PerIp(Source::of(a), 2)
+        );
         assert!(gate.admit(Some(ip("127.0.0.2"))).is_ok());
         drop(first);
         assert_eq!(gate.open_from(a), 1);
         assert!(gate.admit(Some(a)).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_slash_64() {
+        let gate = Gate::new(AccessPolicy::default(), 10, 1);
+        let _held = gate.admit(Some(ip("2001:db8:1:2::10"))).unwrap();
+        let refusal = gate.admit(Some(ip("2001:db8:1:2:ffff::1"))).unwrap_err();
+        assert_eq!(
+            refusal.to_string(),
+            "refused: too many connections from 2001:db8:1:2::/64 (--max-conns-per-ip 1)"
+        );
+        assert!(gate.admit(Some(ip("2001:db8:1:3::10"))).is_ok());
+        assert_eq!(
+            Source::of(ip("::ffff:10.1.2.3")),
+            Source::of(ip("10.1.2.3"))
+        );
     }
 
     #[test]
@@ -214,7 +261,7 @@ mod tests {
         for refusal in [
             Refusal::Denied(ip("10.0.0.1")),
             Refusal::Full(100),
-            Refusal::PerIp(ip("::1"), 3),
+            Refusal::PerIp(Source::of(ip("::1")), 3),
         ] {
             let line = refusal.to_string();
             assert!(

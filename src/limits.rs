@@ -107,14 +107,22 @@ pub const MIN_PASSWORD: usize = 8;
 /// more. A longer one is refused with an error before any hashing.
 pub const MAX_PASSWORD: usize = 1024;
 
-/// Failed logins for one nick within [`LOGIN_WINDOW`] after which further `/login`s for it are
-/// refused ("too many failed logins; try again in Ns") without checking the password, until
-/// the window ends. Slows password guessing against one account to this many a window.
+/// Failed logins for one nick from one client address within [`LOGIN_WINDOW`] after which
+/// further `/login`s for it from there are refused ("too many failed logins; try again in Ns")
+/// without checking the password, until the window ends. Slows password guessing against one
+/// account to this many a window per address, while its owner, elsewhere, can still log in.
 pub const LOGIN_FAILURES_PER_NICK: u32 = 5;
+
+/// Failed logins for one nick from all addresses together within [`LOGIN_WINDOW`] after which
+/// its logins are refused from everywhere: bounds guessing spread over many addresses. High
+/// enough that one address (capped by [`LOGIN_FAILURES_PER_SOURCE`]) cannot lock the owner out.
+pub const LOGIN_FAILURES_PER_NICK_TOTAL: u32 = 50;
 
 /// Failed logins from one client address (an IPv4 address, an IPv6 /64, or the Unix socket as a
 /// whole) within [`LOGIN_WINDOW`] after which further logins from it are refused until the
 /// window ends. Higher than the per-nick limit because many people may share one address.
+/// Every `/register` and every `/password` counts here too, failed or not: each costs argon2
+/// work, and this bounds how much one address can ask for.
 pub const LOGIN_FAILURES_PER_SOURCE: u32 = 20;
 
 /// The window the login failure limits count in: it starts at the first failure and, once
@@ -129,6 +137,10 @@ pub const HASH_CONCURRENCY: usize = 2;
 /// Password checks waiting for a hashing slot at most; past it `/login`, `/register` and
 /// `/password` are refused with "the server is busy" until the queue shrinks.
 pub const HASH_QUEUE: usize = 64;
+
+/// How long closing a connection may wait on the client (a TLS `close_notify` queued behind data
+/// it never read): a client that stopped reading cannot hold its connection open past it.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the
 /// default) is no cap. Once a commit would pass it, new messages are refused with an error to

@@ -199,9 +199,10 @@ fn failed_logins_are_rate_limited_per_nick_and_per_address() {
     other.send(&format!("/login bob {PASSWORD}"));
     other.expect("* you are logged in as bob");
 
-    // Per address: after LOGIN_FAILURES_PER_SOURCE failures from it (5 so far, and trying
-    // unknown nicks counts too), every login from it is refused, for any nick.
-    for n in 0..15 {
+    // Per address: after LOGIN_FAILURES_PER_SOURCE attempts from it (5 failures and 2
+    // registrations so far; trying unknown nicks counts too), every login from it is refused,
+    // for any nick.
+    for n in 0..13 {
         eve.send(&format!("/login nobody{n} whatever-password"));
         eve.expect(&format!("! error: nick 'nobody{n}' is not registered"));
     }
@@ -209,6 +210,34 @@ fn failed_logins_are_rate_limited_per_nick_and_per_address() {
     expect_error(&mut eve, "too many failed logins; try again in ");
     eve.send("/login nobody whatever-password");
     expect_error(&mut eve, "too many failed logins; try again in ");
+}
+
+/// Guessing from one address does not lock the owner, at another address, out.
+#[test]
+fn a_guesser_cannot_lock_the_owner_out() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut owner = registered(addr, "ann", PASSWORD);
+    owner.send("/quit");
+    owner.read_until_closed(common::IO_TIMEOUT);
+    let mut eve = ChatClient::guest(addr);
+    for _ in 0..5 {
+        eve.send("/login ann guess-guess");
+        eve.expect_next("! error: wrong password for 'ann'");
+    }
+    eve.send(&format!("/login ann {PASSWORD}"));
+    expect_error(&mut eve, "too many failed logins; try again in ");
+
+    // The owner, from 127.0.0.2.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    let mut ann = ChatClient::over(common::ChatConn::Tcp(stream)).welcomed();
+    ann.send(&format!("/login ann {PASSWORD}"));
+    ann.expect("* you are logged in as ann");
 }
 
 #[test]

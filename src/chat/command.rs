@@ -110,7 +110,9 @@ pub fn parse_line(line: &str) -> Result<Option<Command>, CommandError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let Some(rest) = line.strip_prefix('/') else {
+    // Spaces before a command do not make it a message: a mistyped ` /login ann secret` must
+    // not be broadcast (and stored) with its password.
+    let Some(rest) = line.trim_start().strip_prefix('/') else {
         return Ok(Some(Command::Say {
             room: None,
             text: line.to_string(),
@@ -552,6 +554,18 @@ mod tests {
         );
         assert_eq!(parse_line("").unwrap(), None);
         assert_eq!(parse_line("   \r\n").unwrap(), None);
+        // Leading spaces are kept in a message, but do not turn a command into one.
+        assert_eq!(
+            ok("  indented"),
+            Command::Say {
+                room: None,
+                text: "  indented".into()
+            }
+        );
+        assert!(matches!(
+            ok("  /login ann secret-pw"),
+            Command::Login { .. }
+        ));
     }
 
     #[test]

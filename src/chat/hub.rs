@@ -41,7 +41,9 @@ use super::event::{Event, Kind, Record, RoomInfo, now_ms};
 use super::history::{Batch, Pending, Store, Writer};
 use super::outbox::{Outbox, Push};
 use crate::codec::WireEncoding;
-use crate::limits::{LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW};
+use crate::limits::{
+    LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW,
+};
 
 /// The answer to an account command while the member's previous one is still being checked.
 const STILL_CHECKING: &str = "still checking your password; wait for the answer";
@@ -247,8 +249,10 @@ pub struct Hub {
     checker: Checker,
     /// Where the checker's results arrive; taken by [`Hub::run`].
     checked: Option<mpsc::UnboundedReceiver<Checked>>,
-    /// Failed logins per account key.
+    /// Failed logins per account key and client address.
     nick_failures: FailureLimit,
+    /// Failed logins per account key, from all addresses.
+    nick_total_failures: FailureLimit,
     /// Failed logins per client address.
     source_failures: FailureLimit,
     /// Mail handed to the writer and not yet back, per recipient key.
@@ -285,6 +289,7 @@ impl Hub {
             checker,
             checked: Some(checked),
             nick_failures: FailureLimit::new(LOGIN_FAILURES_PER_NICK, LOGIN_WINDOW),
+            nick_total_failures: FailureLimit::new(LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_WINDOW),
             source_failures: FailureLimit::new(LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW),
             mail_in_flight: HashMap::new(),
         })
@@ -744,10 +749,16 @@ impl Hub {
                 "guest nicks cannot be registered; choose a nick with /nick NAME first",
             );
         }
+        let source = member.source.clone();
+        // Each registration costs a hash: it counts against the address, success or not.
+        let now = Instant::now();
+        if let Some(text) = self.login_refusal(None, source.as_deref(), now) {
+            return self.error(id, &text);
+        }
         if self.checker.is_full() {
             return self.error(id, BUSY);
         }
-        let source = member.source.clone();
+        self.count_attempt(None, source.as_deref(), now);
         self.registering.insert(key.clone());
         self.members.get_mut(&id).expect("present").is_checking = true;
         self.checker.start(
@@ -768,7 +779,8 @@ impl Hub {
         now: Instant,
     ) -> Option<String> {
         let wait = [
-            key.and_then(|key| self.nick_failures.wait(key, now)),
+            key.and_then(|key| self.nick_failures.wait(&per_source(key, source), now)),
+            key.and_then(|key| self.nick_total_failures.wait(key, now)),
             source.and_then(|source| self.source_failures.wait(source, now)),
         ]
         .into_iter()
@@ -780,7 +792,8 @@ impl Hub {
     /// Counts a login attempt (given back if it succeeds).
     fn count_attempt(&mut self, key: Option<&str>, source: Option<&str>, now: Instant) {
         if let Some(key) = key {
-            self.nick_failures.attempt(key, now);
+            self.nick_failures.attempt(&per_source(key, source), now);
+            self.nick_total_failures.attempt(key, now);
         }
         if let Some(source) = source {
             self.source_failures.attempt(source, now);
@@ -808,7 +821,7 @@ impl Hub {
             self.count_attempt(None, source.as_deref(), now);
             return self.error(id, &format!("nick '{nick}' is not registered"));
         }
-        if let Some(text) = self.login_refusal(Some(&key), None, now) {
+        if let Some(text) = self.login_refusal(Some(&key), source.as_deref(), now) {
             return self.error(id, &text);
         }
         if self.checker.is_full() {
@@ -863,9 +876,15 @@ impl Hub {
         if let Some(member) = self.members.get_mut(&id) {
             member.is_checking = false;
         }
-        let succeeded = |hub: &mut Hub| {
-            hub.nick_failures.succeeded(&key);
-            if let Some(source) = &source {
+        // A success gives its attempt back; the address keeps the cost of a /password (two
+        // hashes) counted, so it cannot ask for hashing without end.
+        let succeeded = |hub: &mut Hub, gives_back_source: bool| {
+            hub.nick_failures
+                .succeeded(&per_source(&key, source.as_deref()));
+            hub.nick_total_failures.succeeded(&key);
+            if let Some(source) = &source
+                && gives_back_source
+            {
                 hub.source_failures.succeeded(source);
             }
         };
@@ -897,7 +916,7 @@ impl Hub {
                 self.error(id, &text);
             }
             (JobKind::Login, Outcome::Verified { nick }) => {
-                succeeded(self);
+                succeeded(self, true);
                 self.apply_login(id, nick);
             }
             (JobKind::Login, Outcome::WrongPassword) => {
@@ -910,7 +929,7 @@ impl Hub {
                 self.error(id, "login failed: server error; try again later");
             }
             (JobKind::ChangePassword, Outcome::PasswordChanged) => {
-                succeeded(self);
+                succeeded(self, false);
                 let nick = self.accounts.get(&key).cloned().unwrap_or(nick);
                 self.tell(id, &Event::PasswordChanged { nick });
             }
@@ -1270,4 +1289,9 @@ fn push(
         )),
         Push::Gone => doomed.push((id, "connection closed".into())),
     }
+}
+
+/// The failure-count key of an account tried from one address.
+fn per_source(key: &str, source: Option<&str>) -> String {
+    format!("{key} {}", source.unwrap_or("-"))
 }

@@ -34,6 +34,7 @@ use super::event::Event;
 use super::hub::{Format, MemberId, Request};
 use super::outbox::{Inbox, outbox};
 use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
+use crate::limits::CLOSE_TIMEOUT;
 use crate::transport::Readiness;
 
 /// The first read buffer; it grows only for long lines.
@@ -361,7 +362,7 @@ pub async fn serve<S>(
         }
     }
     let _ = hub.send(Request::Leave(id, None)).await;
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
     tracing::debug!(%peer, member = id, "left the chat");
 }
 

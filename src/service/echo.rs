@@ -15,7 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
-use crate::limits::{MAX_DATAGRAM, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM, READ_CHUNK};
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
 const FIRST_READ: usize = 4 * 1024;
@@ -215,7 +215,7 @@ pub async fn serve_stream<S>(
         }
     }
     // The peer half-closed: everything owed has been written, so finish our side too.
-    let _ = stream.shutdown().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
 }
 
 /// Decodes every complete frame in `input` and appends each reply, framed, to `output`.

@@ -33,6 +33,7 @@ use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
 use crate::limits::HANDSHAKE_TIMEOUT;
 use crate::server::{self, Entry};
+use crate::transport::deadline::WriteDeadline;
 use crate::transport::tls::Conn;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -116,9 +117,13 @@ struct Visitor {
 /// Serves the web page and WebSocket on `listener` until `shutdown`, under the same access
 /// rules, connection limits and TLS as the chat's other listeners (`entry`). HTTP/1.1 only: a
 /// client must send its request head within
-/// [`HANDSHAKE_TIMEOUT`](crate::limits::HANDSHAKE_TIMEOUT).
+/// [`HANDSHAKE_TIMEOUT`](crate::limits::HANDSHAKE_TIMEOUT), and a write the client leaves unread
+/// for `--idle-timeout` ends its connection.
 pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<WebState>) {
     let shutdown = state.shutdown.clone();
+    // A client that stops reading (pipelined requests, a WebSocket in a quiet room) is given
+    // up after the chat's idle timeout, as on the line protocol.
+    let stall = state.session.idle_timeout;
     let router = router(state);
     server::run(
         listener,
@@ -129,14 +134,19 @@ pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<W
                 peer: peer.name,
                 admission,
             };
+            let conn = WriteDeadline::new(conn, stall);
             serve_http(conn, visitor, router.clone(), shutdown)
         },
     )
     .await;
 }
 
-async fn serve_http<S>(conn: Conn<S>, visitor: Visitor, router: Router, shutdown: CancellationToken)
-where
+async fn serve_http<S>(
+    conn: WriteDeadline<Conn<S>>,
+    visitor: Visitor,
+    router: Router,
+    shutdown: CancellationToken,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
