@@ -92,8 +92,8 @@ pub const ECHO_MAX_CONNS_PER_IP: usize = 0;
 /// client already sent, so the close is clean rather than a reset).
 pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
-/// Refused connections lingering at once; beyond this (a flood) they are closed at once,
-/// without a reason line.
+/// Refused connections lingering at once; beyond this (a flood) the reason line is written
+/// only if the socket takes it without waiting, and the connection is closed at once.
 pub const REFUSALS_AT_ONCE: usize = 64;
 
 /// `serve --max-mail`: private messages kept for one registered nick while it is offline. A

@@ -20,7 +20,7 @@ use crate::limits::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, DRAIN_TIMEOUT, REFUSAL_LINGER, REFUSALS_AT_ONCE,
 };
 use crate::transport::tls::{Acceptor, Conn};
-use crate::transport::{Peer, StreamListener};
+use crate::transport::{Peer, Readiness, StreamListener};
 
 /// How a listener lets connections in: who may ([`Gate`]), whether they speak TLS, and how a
 /// refusal is worded on the wire.
@@ -80,8 +80,8 @@ impl RefusalStyle {
 /// shutdown)` in a task per admitted connection, after its TLS handshake when TLS is on.
 ///
 /// A connection the [`Gate`] refuses gets a one-line reason and is closed (at most
-/// [`REFUSALS_AT_ONCE`] are lingering at a time; beyond that, in a flood, they are closed at
-/// once). Accept errors (such as running out of file descriptors) are logged and retried with
+/// [`REFUSALS_AT_ONCE`] linger at a time to deliver it cleanly; beyond that, in a flood, the
+/// reason is written only if the socket takes it at once, and the connection closed at once). Accept errors (such as running out of file descriptors) are logged and retried with
 /// exponential back-off; they never end the server.
 ///
 /// The handler gets the connection's [`Admission`] too, to keep the connection's place for
@@ -122,13 +122,17 @@ where
             Ok(admission) => Arc::new(admission),
             Err(refusal) => {
                 refusals.note(&peer, &refusal);
+                let text = entry.refusal.render(&refusal);
                 if let Ok(place) = lingering.clone().try_acquire_owned() {
-                    let text = entry.refusal.render(&refusal);
                     let tls = entry.tls.clone();
                     tokio::spawn(async move {
                         turn_away(stream, tls, text).await;
                         drop(place);
                     });
+                } else if entry.tls.is_none() {
+                    // Too many lingering already: the reason still goes out if the socket
+                    // takes it at once (a new socket's buffer is empty), then it is closed.
+                    let _ = stream.try_write(&text);
                 }
                 continue;
             }

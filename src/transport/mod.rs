@@ -58,6 +58,9 @@ pub trait Readiness {
 
     /// Reads what is there into `buf` without waiting; `WouldBlock` if nothing was.
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize>;
+
+    /// Writes what the socket takes at once, without waiting; `WouldBlock` if it takes nothing.
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
 impl Readiness for tokio::net::TcpStream {
@@ -68,6 +71,10 @@ impl Readiness for tokio::net::TcpStream {
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         tokio::net::TcpStream::try_read_buf(self, buf)
     }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        tokio::net::TcpStream::try_write(self, buf)
+    }
 }
 
 impl Readiness for tokio::net::UnixStream {
@@ -77,5 +84,9 @@ impl Readiness for tokio::net::UnixStream {
 
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         tokio::net::UnixStream::try_read_buf(self, buf)
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        tokio::net::UnixStream::try_write(self, buf)
     }
 }

@@ -536,6 +536,14 @@ where
         }
     }
 
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Plain(s) => s.try_write(buf),
+            // Plaintext cannot go out under TLS; writes go through `AsyncWrite`.
+            Conn::Tls(..) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => s.try_read_buf(buf),
