@@ -128,10 +128,30 @@ fn a_self_signed_echo_server_talks_to_a_client_that_pins_it() {
 fn an_unverifiable_server_is_an_error_not_a_warning() {
     let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
     let addr = host_port(&server.addr);
-    // Against the system's roots, a self-signed certificate is unknown.
-    let line = fails_with(&["connect", addr, "--tls"], 1);
+    // Against the system's roots, a self-signed certificate is unknown. The system's roots are
+    // pinned to one CA file with SSL_CERT_FILE (as OpenSSL honours it), so the test does not
+    // depend on what the machine has installed.
+    let pki = Pki::new();
+    let out = socktalk()
+        .args(["connect", addr, "--tls"])
+        .env("SSL_CERT_FILE", pki.path("other-ca.pem"))
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = common::one_line_error(&out.stderr);
     assert!(line.contains("UnknownIssuer"), "{line}");
     assert!(line.contains("--tls-fingerprint"), "the hint: {line}");
+    // No roots at all is an error too, naming the way out.
+    let out = socktalk()
+        .args(["connect", addr, "--tls"])
+        .env("SSL_CERT_FILE", "/nonexistent/ca.pem")
+        .env_remove("SSL_CERT_DIR")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = common::one_line_error(&out.stderr);
+    assert!(line.contains("no system CA certificates"), "{line}");
     // A fingerprint that differs by one byte.
     let wrong = format!("00{}", &fingerprint[2..]);
     let line = fails_with(&["connect", addr, "--tls-fingerprint", &wrong], 1);
