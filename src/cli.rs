@@ -57,6 +57,8 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         socktalk serve                                   # 127.0.0.1:7878, history in ./socktalk.db\n  \
         socktalk serve --tcp '[::]:7878' --unix /tmp/chat.sock --db :memory:\n  \
+        socktalk serve --tcp '[::]:7878' --http '[::]:8443' --tls-cert cert.pem --tls-key key.pem\n  \
+        socktalk serve --deny 203.0.113.0/24 --max-conns-per-ip 16\n  \
         nc 127.0.0.1 7878                                # then type /help")]
     Serve(ServeArgs),
 
@@ -81,14 +83,16 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         socktalk echo 127.0.0.1:7000\n  \
         socktalk echo --upper -u '[::1]:7000'\n  \
-        socktalk echo -U /tmp/echo.sock --frame line --greet 'welcome'")]
+        socktalk echo -U /tmp/echo.sock --frame line --greet 'welcome'\n  \
+        socktalk echo 127.0.0.1:7000 --tls-self-signed --allow 127.0.0.0/8")]
     Echo(EchoArgs),
 
     /// Netcat-style client: stdin to the socket, the socket to stdout.
     #[command(after_help = "Examples:\n  \
         printf 'hi\\n' | socktalk connect 127.0.0.1:7000\n  \
         socktalk connect -u 127.0.0.1:7000\n  \
-        socktalk connect --frame len --encoding gbk localhost:7000")]
+        socktalk connect --frame len --encoding gbk localhost:7000\n  \
+        socktalk connect 127.0.0.1:7000 --tls-fingerprint 9B:40:…:6E:12")]
     Connect(ConnectArgs),
 
     /// One-to-one chat, full duplex; a line 'bye' ends it.
