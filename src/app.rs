@@ -132,6 +132,7 @@ async fn serve_echo<L: StreamListener>(
     config: Arc<EchoConfig>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    server::reload_on_sighup(entry.tls.as_ref());
     server::announce(&listener.local_display());
     server::announce_tls(entry.tls.as_ref());
     server::run(listener, entry, shutdown, move |conn, peer, _, shutdown| {

@@ -236,7 +236,33 @@ pub fn announce_tls(tls: Option<&Acceptor>) {
     use std::io::Write;
     if let Some(tls) = tls {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "tls certificate sha256 {}", tls.fingerprint);
+        let _ = writeln!(out, "tls certificate sha256 {}", tls.fingerprint());
         let _ = out.flush();
     }
+}
+
+/// With a certificate from files, SIGHUP reads them again (a renewed certificate, without a
+/// restart): handshakes from then on present the new one, whose fingerprint is printed like the
+/// first. A certificate that cannot be read is logged and the current one kept. Installed at
+/// start, before the server announces itself, so a SIGHUP never finds the default action
+/// (ending the process) in place.
+pub fn reload_on_sighup(tls: Option<&Acceptor>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Some(tls) = tls.filter(|tls| tls.is_reloadable()).cloned() else {
+        return;
+    };
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match tls.reload() {
+                Ok(_) => {
+                    tracing::info!("reloaded the TLS certificate");
+                    announce_tls(Some(&tls));
+                }
+                Err(err) => tracing::error!("kept the current TLS certificate: {err}"),
+            }
+        }
+    });
 }

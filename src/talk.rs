@@ -92,6 +92,7 @@ pub async fn listen<L: StreamListener>(
     lines: &mut mpsc::Receiver<String>,
     config: &TalkConfig,
 ) -> Result<()> {
+    server::reload_on_sighup(entry.tls.as_ref());
     server::announce(&listener.local_display());
     server::announce_tls(entry.tls.as_ref());
     loop {

@@ -577,3 +577,50 @@ fn a_first_line_sent_with_the_handshake_is_read_at_once() {
         }
     }
 }
+
+/// A renewed certificate is picked up on SIGHUP without a restart: new handshakes present it,
+/// its fingerprint is printed, and files that do not go together keep the current one.
+#[test]
+fn sighup_reloads_a_renewed_certificate() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let (mut server, first) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let addr = host_port(&server.addr).to_string();
+    let (code, _, err) = connect(&addr, &["--tls-fingerprint", &first], "old\n");
+    assert_eq!(code, Some(0), "{err}");
+
+    // Renewed: a new key and certificate from the same CA.
+    let renewed = Pki::new();
+    std::fs::copy(renewed.path("server.pem"), &cert).unwrap();
+    std::fs::copy(renewed.path("server.key"), &key).unwrap();
+    server.signal("HUP");
+    let line = server.next_line();
+    let second = line
+        .strip_prefix("tls certificate sha256 ")
+        .unwrap_or_else(|| panic!("expected the new fingerprint, got {line:?}"))
+        .to_string();
+    assert_ne!(first, second);
+    let (code, out, err) = connect(&addr, &["--tls-fingerprint", &second], "new\n");
+    assert_eq!((code, out.as_str()), (Some(0), "new\n"), "{err}");
+    let (code, _, _) = connect(&addr, &["--tls-fingerprint", &first], "old\n");
+    assert_eq!(code, Some(1), "the old certificate is gone");
+
+    // A half-renewed pair (the old key with the new certificate) is refused; the server keeps
+    // presenting the certificate it has.
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("kept the current TLS certificate"), "{line}");
+    let (code, out, err) = connect(&addr, &["--tls-fingerprint", &second], "still\n");
+    assert_eq!((code, out.as_str()), (Some(0), "still\n"), "{err}");
+}

@@ -73,6 +73,7 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
     }
     let unix_listener = config.unix.as_deref().map(unix::listen).transpose()?;
     let acceptor = tls::Acceptor::new(&config.tls)?;
+    server::reload_on_sighup(acceptor.as_ref());
     let http_listener = match &config.http {
         Some(endpoint) => Some(tcp::listen(endpoint, family).await?),
         None => None,

@@ -24,6 +24,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -93,16 +94,46 @@ impl ClientOptions {
 pub struct Acceptor {
     acceptor: tokio_rustls::TlsAcceptor,
     handshake_timeout: Duration,
-    /// The SHA-256 fingerprint of the leaf certificate, `AB:CD:…`.
-    pub fingerprint: String,
+    certificate: Arc<Certificate>,
 }
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Acceptor")
-            .field("fingerprint", &self.fingerprint)
+            .field("fingerprint", &self.fingerprint())
             .finish()
     }
+}
+
+/// The certificate a server presents, replaceable while it runs: [`Acceptor::reload`] reads
+/// the files again (on SIGHUP), and handshakes from then on use the new one.
+#[derive(Debug)]
+struct Certificate {
+    current: std::sync::RwLock<Arc<CertifiedKey>>,
+    /// `--tls-cert` and `--tls-key`; none for a self-signed certificate.
+    files: Option<(PathBuf, PathBuf)>,
+}
+
+impl Certificate {
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+/// The chain and key in `cert` and `key`, checked to belong together.
+fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey> {
+    let (chain, key) = (read_certs(cert)?, read_key(key)?);
+    CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|err| tls_error(format!("certificate and key do not go together: {err}")))
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -122,14 +153,23 @@ impl Acceptor {
         if !options.is_on() {
             return Ok(None);
         }
-        let (chain, key) = match (&options.cert, &options.key) {
-            (Some(cert), Some(key)) => (read_certs(cert)?, read_key(key)?),
+        let (pair, files) = match (&options.cert, &options.key) {
+            (Some(cert), Some(key)) => (load_pair(cert, key)?, Some((cert.clone(), key.clone()))),
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::Usage("--tls-cert and --tls-key go together".into()));
             }
-            (None, None) => self_signed()?,
+            (None, None) => {
+                let (chain, key) = self_signed()?;
+                (
+                    CertifiedKey::from_der(chain, key, &provider()).map_err(tls_error)?,
+                    None,
+                )
+            }
         };
-        let fingerprint = fingerprint(&chain[0]);
+        let certificate = Arc::new(Certificate {
+            current: std::sync::RwLock::new(Arc::new(pair)),
+            files,
+        });
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(tls_error)?;
@@ -144,15 +184,42 @@ impl Acceptor {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .map_err(|err| tls_error(format!("certificate and key do not go together: {err}")))?;
+        let mut config = builder.with_cert_resolver(certificate.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Some(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             handshake_timeout: options.handshake_timeout,
-            fingerprint,
+            certificate,
         }))
+    }
+
+    /// The SHA-256 fingerprint of the certificate presented now, `AB:CD:…`.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.certificate.get().cert[0])
+    }
+
+    /// Reads `--tls-cert` and `--tls-key` again and presents them from the next handshake on
+    /// (a renewed certificate, without a restart); returns the new fingerprint. A self-signed
+    /// certificate has no files: `Ok(None)`.
+    ///
+    /// # Errors
+    /// The files could not be read or do not go together; the current certificate stays.
+    pub fn reload(&self) -> Result<Option<String>> {
+        let Some((cert, key)) = &self.certificate.files else {
+            return Ok(None);
+        };
+        let pair = Arc::new(load_pair(cert, key)?);
+        *self
+            .certificate
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = pair;
+        Ok(Some(self.fingerprint()))
+    }
+
+    /// Whether the certificate comes from files that [`Acceptor::reload`] can read again.
+    pub fn is_reloadable(&self) -> bool {
+        self.certificate.files.is_some()
     }
 
     /// Runs the server handshake on `stream`, for at most `--tls-handshake-timeout`.
@@ -593,8 +660,10 @@ mod tests {
         })
         .unwrap()
         .unwrap();
-        assert_eq!(acceptor.fingerprint.len(), 32 * 3 - 1);
-        assert!(parse_fingerprint(&acceptor.fingerprint).is_ok());
+        assert_eq!(acceptor.fingerprint().len(), 32 * 3 - 1);
+        assert!(parse_fingerprint(&acceptor.fingerprint()).is_ok());
+        assert!(!acceptor.is_reloadable());
+        assert_eq!(acceptor.reload().unwrap(), None);
     }
 
     #[test]
