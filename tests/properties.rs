@@ -160,8 +160,20 @@ fn endpoint() -> impl Strategy<Value = Endpoint> {
 /// Nicks as `valid_nick` describes them: a letter (any script) or `_`, then letters, digits,
 /// `_` or `-`, 24 characters at most.
 fn nick() -> impl Strategy<Value = String> {
-    let first = prop_oneof![prop::char::range('a', 'z'), prop::char::range('A', 'Z'), Just('_'), prop::char::range('\u{4e00}', '\u{9fa5}'), Just('é')];
-    let rest = prop_oneof![prop::char::range('a', 'z'), prop::char::range('0', '9'), Just('_'), Just('-'), prop::char::range('\u{4e00}', '\u{9fa5}')];
+    let first = prop_oneof![
+        prop::char::range('a', 'z'),
+        prop::char::range('A', 'Z'),
+        Just('_'),
+        prop::char::range('\u{4e00}', '\u{9fa5}'),
+        Just('é')
+    ];
+    let rest = prop_oneof![
+        prop::char::range('a', 'z'),
+        prop::char::range('0', '9'),
+        Just('_'),
+        Just('-'),
+        prop::char::range('\u{4e00}', '\u{9fa5}')
+    ];
     (first, prop::collection::vec(rest, 0..MAX_NICK_CHARS))
         .prop_map(|(first, rest)| std::iter::once(first).chain(rest).collect())
 }
@@ -177,12 +189,14 @@ fn room_input() -> impl Strategy<Value = String> {
         1 => Just('Σ'),
         1 => prop::char::range('\u{4e00}', '\u{9fa5}'),
     ];
-    (any::<bool>(), prop::collection::vec(letter, 1..MAX_ROOM_CHARS + 2)).prop_map(
-        |(hash, chars)| {
+    (
+        any::<bool>(),
+        prop::collection::vec(letter, 1..MAX_ROOM_CHARS + 2),
+    )
+        .prop_map(|(hash, chars)| {
             let name: String = chars.into_iter().collect();
             if hash { format!("#{name}") } else { name }
-        },
-    )
+        })
 }
 
 proptest! {

@@ -120,13 +120,13 @@ pub fn run(framing: Framing, input: Input) {
         .messages
         .into_iter()
         .map(|mut m| {
+            m.truncate(max_frame);
             if framing == Framing::Line {
                 m.retain(|&b| b != b'\n');
                 while m.last() == Some(&b'\r') {
                     m.pop();
                 }
             }
-            m.truncate(max_frame);
             m
         })
         .collect();
