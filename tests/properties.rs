@@ -301,11 +301,19 @@ proptest! {
     }
 
     #[test]
-    fn typed_addresses_parse_to_what_they_display(endpoint in endpoint()) {
-        // Whatever a user types, the parsed form displays to text that parses to it again.
-        let typed = format!("  {endpoint} ");
-        let parsed: Endpoint = typed.parse().unwrap();
-        prop_assert_eq!(parsed.to_string().parse::<Endpoint>().unwrap(), parsed);
+    fn blanks_around_an_address_are_ignored(endpoint in endpoint()) {
+        prop_assert_eq!(format!(" \t{endpoint}  ").parse::<Endpoint>().unwrap(), endpoint);
+    }
+
+    #[test]
+    fn a_bare_port_means_localhost(port in any::<u16>(), scheme in prop::sample::select(vec!["", "tcp://", "udp://"])) {
+        let endpoint: Endpoint = format!("{scheme}{port}").parse().unwrap();
+        let Endpoint::Inet { host, port: parsed, .. } = &endpoint else {
+            panic!("{endpoint:?}");
+        };
+        prop_assert_eq!(host, &Host::Name("localhost".into()));
+        prop_assert_eq!(*parsed, port);
+        prop_assert_eq!(endpoint.to_string(), format!("{scheme}localhost:{port}"));
     }
 
     #[test]
