@@ -187,6 +187,11 @@ impl Endpoint {
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // The parser drops a `//` after `unix:`, so a path that itself starts with `//` is
+            // written after one more `//` to read back the same.
+            Endpoint::Unix(path) if path.to_string_lossy().starts_with("//") => {
+                write!(f, "unix://{}", path.display())
+            }
             Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
             Endpoint::Inet { host, port, scheme } => {
                 if let Some(scheme) = scheme {
@@ -367,6 +372,18 @@ mod tests {
             assert_eq!(endpoint.to_string(), text);
             assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
         }
+    }
+
+    #[test]
+    fn a_unix_path_starting_with_two_slashes_round_trips() {
+        // Found by the `endpoint` fuzzer: "unix:////s" is the path "//s", but it displayed as
+        // "unix://s", which reads back as the path "s".
+        let endpoint: Endpoint = "unix:////s".parse().unwrap();
+        assert_eq!(endpoint, Endpoint::Unix("//s".into()));
+        assert_eq!(endpoint.to_string(), "unix:////s");
+        assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
+        let endpoint = Endpoint::Unix("//".into());
+        assert_eq!(endpoint.to_string().parse::<Endpoint>().unwrap(), endpoint);
     }
 
     #[test]

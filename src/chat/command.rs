@@ -330,6 +330,9 @@ pub fn valid_nick(nick: &str) -> Result<String, CommandError> {
 
 /// Checks and normalizes a room name: `dev` and `#Dev` both become `#dev`.
 ///
+/// Lower-casing goes character by character, one character for one (`İ` becomes `i`), so the
+/// normal form has as many characters as the name and is itself a valid, unchanged room name.
+///
 /// # Errors
 /// [`CommandError`] saying what is wrong.
 pub fn valid_room(room: &str) -> Result<String, CommandError> {
@@ -349,7 +352,8 @@ pub fn valid_room(room: &str) -> Result<String, CommandError> {
             "room '{room}' may use letters, digits, _ and - after the #"
         ));
     }
-    Ok(format!("#{}", name.to_lowercase()))
+    let lower = name.chars().map(|c| c.to_lowercase().next().unwrap_or(c));
+    Ok(std::iter::once('#').chain(lower).collect())
 }
 
 /// A request in JSON mode: one object per line, `type` naming it.
@@ -630,6 +634,19 @@ mod tests {
         assert!(bad("/me").contains("usage: /me"));
         assert!(bad("/rooms now").contains("takes no arguments"));
         assert!(bad("/").contains("empty command"));
+    }
+
+    #[test]
+    fn room_names_lower_case_one_character_for_one() {
+        // Found by tests/properties.rs: `İ` lower-cases to `i` plus U+0307 COMBINING DOT, so
+        // "#İ" was accepted as "#i\u{307}", which is no valid room name itself, and 31 of them
+        // made a 63-character room.
+        assert_eq!(valid_room("İ"), Ok("#i".into()));
+        let long = format!("#{}", "İ".repeat(MAX_ROOM_CHARS - 1));
+        let normal = valid_room(&long).unwrap();
+        assert_eq!(normal.chars().count(), MAX_ROOM_CHARS);
+        assert_eq!(valid_room(&normal), Ok(normal.clone()));
+        assert_eq!(ok("/join #ΣΟΦΙΑ"), Command::Join("#σοφια".into()));
     }
 
     #[test]
