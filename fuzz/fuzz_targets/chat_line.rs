@@ -12,7 +12,8 @@ fuzz_target!(|line: &str| {
         Ok(Some(command)) => {
             chat_common::check(&command);
             let typed = line.trim_end_matches(['\r', '\n']);
-            if !typed.starts_with('/') {
+            // Blanks before a `/` still make a command.
+            if !typed.trim_start().starts_with('/') {
                 assert_eq!(
                     command,
                     Command::Say {
@@ -20,7 +21,7 @@ fuzz_target!(|line: &str| {
                         text: typed.to_string()
                     }
                 );
-            } else if let Some(escaped) = typed.strip_prefix("//") {
+            } else if let Some(escaped) = typed.trim_start().strip_prefix("//") {
                 assert_eq!(
                     command,
                     Command::Say {
