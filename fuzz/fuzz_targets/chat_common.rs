@@ -57,5 +57,37 @@ pub fn check(command: &Command) {
         }
         Command::Encoding(label) => assert!(!label.is_empty()),
         Command::Rooms | Command::Json | Command::Quit(_) | Command::Help => {}
+        Command::Login { nick, .. } => {
+            check_nick(nick);
+            assert_redacted(command);
+        }
+        Command::Register(_) | Command::Password { .. } => assert_redacted(command),
+    }
+}
+
+/// A command holding a password never shows it when printed (logged).
+fn assert_redacted(command: &Command) {
+    let printed = format!("{command:?}");
+    assert!(printed.contains("<redacted>"), "{printed}");
+}
+
+/// An error about a line with a password never repeats the password: the words after
+/// `/register`, `/login NICK` and `/password` that are long enough to be told apart from the
+/// error texts' own words.
+pub fn check_no_password_in(line: &str, error: &str) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let secrets: &[&str] = match words.first().map(|w| w.to_ascii_lowercase()).as_deref() {
+        Some("/register") => words.get(1..).unwrap_or(&[]),
+        Some("/login" | "/identify") => words.get(2..).unwrap_or(&[]),
+        Some("/password" | "/passwd") => words.get(1..).unwrap_or(&[]),
+        _ => &[],
+    };
+    let public = &words[..words.len() - secrets.len()];
+    for secret in secrets.iter().filter(|w| w.len() >= 12) {
+        // The error may quote a public word (an invalid nick) that happens to contain it.
+        if public.iter().any(|word| word.contains(secret)) {
+            continue;
+        }
+        assert!(!error.contains(secret), "error {error:?} repeats a password");
     }
 }

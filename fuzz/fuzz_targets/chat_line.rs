@@ -32,6 +32,9 @@ fuzz_target!(|line: &str| {
             }
         }
         Ok(None) => assert!(line.trim().is_empty(), "{line:?} ignored"),
-        Err(err) => assert!(!err.0.is_empty()),
+        Err(err) => {
+            assert!(!err.0.is_empty());
+            chat_common::check_no_password_in(line, &err.0);
+        }
     }
 });
