@@ -488,22 +488,9 @@ async fn a_websocket_member_logs_in_and_gets_its_mail() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let mut server = common::Proc::server(&[
-        "serve",
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--db",
-        ":memory:",
-    ]);
-    let addr = server.socket_addr();
-    let line = server.next_line();
-    let http = line
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("expected the web address, got {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let server = common::WebServer::start(&[]);
+    let addr = server.tcp;
+    let http = server.http.to_string();
 
     let mut ann = registered(addr, "ann", PASSWORD);
     ann.send("/quit");

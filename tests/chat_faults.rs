@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{
-    ChatClient, IO_TIMEOUT, Proc, Read1, chat_server, db_messages, one_line_error, socktalk,
-};
+use common::{ChatClient, IO_TIMEOUT, Read1, chat_server, db_messages, one_line_error, socktalk};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
@@ -250,23 +248,8 @@ fn an_unfinished_line_is_not_activity_but_a_finished_one_is() {
 fn a_websocket_that_only_pings_is_closed_at_the_idle_timeout() {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let mut server = Proc::server(&[
-        "serve",
-        "--tcp",
-        "127.0.0.1:0",
-        "--http",
-        "127.0.0.1:0",
-        "--db",
-        ":memory:",
-        "--idle-timeout",
-        "1.5",
-    ]);
-    let line = server.next_line();
-    let http = line
-        .strip_prefix("listening on http://")
-        .unwrap_or_else(|| panic!("expected the web address, got {line:?}"))
-        .trim_end_matches('/')
-        .to_string();
+    let server = common::WebServer::start(&["--idle-timeout", "1.5"]);
+    let http = server.http.to_string();
     let events = runtime().block_on(async move {
         let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
             .await

@@ -20,48 +20,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use common::{ChatClient, IO_TIMEOUT, Proc};
-
-/// A chat server with a TCP listener and the web listener, both on ephemeral loopback ports.
-struct WebServer {
-    /// Killed when dropped.
-    _proc: Proc,
-    /// The TCP chat listener.
-    tcp: SocketAddr,
-    /// The web listener (`127.0.0.1:PORT`).
-    http: SocketAddr,
-}
-
-impl WebServer {
-    fn start(extra: &[&str]) -> WebServer {
-        let mut args = vec![
-            "serve",
-            "--tcp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--db",
-            ":memory:",
-        ];
-        args.extend_from_slice(extra);
-        let mut proc = Proc::server(&args);
-        let tcp = proc.socket_addr();
-        let line = proc.next_line();
-        let url = line
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("expected 'listening on http://…', got {line:?}"));
-        let http = url.trim_end_matches('/').parse().expect("an address");
-        WebServer {
-            _proc: proc,
-            tcp,
-            http,
-        }
-    }
-
-    fn ws_url(&self) -> String {
-        format!("ws://{}/ws", self.http)
-    }
-}
+use common::{ChatClient, IO_TIMEOUT, WebServer};
 
 type Stream = WebSocketStream<MaybeTlsStream<AsyncTcpStream>>;
 

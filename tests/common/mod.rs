@@ -744,3 +744,40 @@ impl ChatClient {
         serde_json::from_str(&line).unwrap()
     }
 }
+
+/// A chat server with a TCP listener and the web listener, both on ephemeral loopback ports.
+pub struct WebServer {
+    /// Killed when dropped.
+    pub proc: Proc,
+    /// The TCP chat listener.
+    pub tcp: SocketAddr,
+    /// The web listener (`127.0.0.1:PORT`).
+    pub http: SocketAddr,
+}
+
+impl WebServer {
+    pub fn start(extra: &[&str]) -> WebServer {
+        let mut args = vec![
+            "serve",
+            "--tcp",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--db",
+            ":memory:",
+        ];
+        args.extend_from_slice(extra);
+        let mut proc = Proc::server(&args);
+        let tcp = proc.socket_addr();
+        let line = proc.next_line();
+        let url = line
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("expected 'listening on http://…', got {line:?}"));
+        let http = url.trim_end_matches('/').parse().expect("an address");
+        WebServer { proc, tcp, http }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+}
