@@ -751,23 +751,41 @@ impl Hub {
         }
         let source = member.source.clone();
         // Each registration costs a hash: it counts against the address, success or not.
+        let job = Job::Register {
+            nick: nick.clone(),
+            password,
+        };
+        if self.start_check(id, key.clone(), nick, source, false, job) {
+            self.registering.insert(key);
+        }
+    }
+
+    /// Starts a password job for `id`, unless the failure limits (of the address, and of the
+    /// account too with `counts_nick`) or a full checker refuse it, telling `id` why; counts
+    /// the attempt. Whether it started.
+    fn start_check(
+        &mut self,
+        id: MemberId,
+        key: String,
+        nick: String,
+        source: Option<String>,
+        counts_nick: bool,
+        job: Job,
+    ) -> bool {
         let now = Instant::now();
-        if let Some(text) = self.login_refusal(None, source.as_deref(), now) {
-            return self.error(id, &text);
+        let counted = counts_nick.then_some(key.as_str());
+        if let Some(text) = self.login_refusal(counted, source.as_deref(), now) {
+            self.error(id, &text);
+            return false;
         }
         if self.checker.is_full() {
-            return self.error(id, BUSY);
+            self.error(id, BUSY);
+            return false;
         }
-        self.count_attempt(None, source.as_deref(), now);
-        self.registering.insert(key.clone());
+        self.count_attempt(counted, source.as_deref(), now);
         self.members.get_mut(&id).expect("present").is_checking = true;
-        self.checker.start(
-            id,
-            key,
-            nick.clone(),
-            source,
-            Job::Register { nick, password },
-        );
+        self.checker.start(id, key, nick, source, job);
+        true
     }
 
     /// Whether failed logins for `key` or from `source` are over their limit: the error to
@@ -821,16 +839,7 @@ impl Hub {
             self.count_attempt(None, source.as_deref(), now);
             return self.error(id, &format!("nick '{nick}' is not registered"));
         }
-        if let Some(text) = self.login_refusal(Some(&key), source.as_deref(), now) {
-            return self.error(id, &text);
-        }
-        if self.checker.is_full() {
-            return self.error(id, BUSY);
-        }
-        self.count_attempt(Some(&key), source.as_deref(), now);
-        self.members.get_mut(&id).expect("present").is_checking = true;
-        self.checker
-            .start(id, key, nick, source, Job::Login { password });
+        self.start_check(id, key, nick, source, true, Job::Login { password });
     }
 
     /// `/password`: changes the password of the nick `id` is logged in as, if `old` is right.
@@ -848,17 +857,8 @@ impl Hub {
         let nick = member.nick.clone();
         let key = account::key(&nick);
         let source = member.source.clone();
-        let now = Instant::now();
-        if let Some(text) = self.login_refusal(Some(&key), source.as_deref(), now) {
-            return self.error(id, &text);
-        }
-        if self.checker.is_full() {
-            return self.error(id, BUSY);
-        }
-        self.count_attempt(Some(&key), source.as_deref(), now);
-        self.members.get_mut(&id).expect("present").is_checking = true;
-        self.checker
-            .start(id, key, nick, source, Job::ChangePassword { old, new });
+        let job = Job::ChangePassword { old, new };
+        self.start_check(id, key, nick, source, true, job);
     }
 
     /// Applies a finished password job to the state of now: the member may have left, and
