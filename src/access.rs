@@ -12,7 +12,7 @@
 //!    IPv6 client: from its /64), the connection is refused.
 //!
 //! Unix-socket clients have no address: only `--max-conns` applies to them. IPv4 clients of a
-//! dual-stack `[::]` listener are matched as IPv4 (`::ffff:10.0.0.1` is `10.0.0.1`).
+//! dual-stack `[::]` listener are matched as IPv4 (`::ffff:192.0.2.1` is `192.0.2.1`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -197,12 +197,12 @@ mod tests {
     #[test]
     fn deny_wins_over_allow() {
         let policy = AccessPolicy {
-            allow: nets(&["10.0.0.0/8"]),
-            deny: nets(&["10.1.0.0/16"]),
+            allow: nets(&["198.51.100.0/24"]),
+            deny: nets(&["198.51.100.128/25"]),
         };
-        assert!(policy.permits(ip("10.2.3.4")));
-        assert!(!policy.permits(ip("10.1.3.4")));
-        assert!(!policy.permits(ip("192.168.1.1")));
+        assert!(policy.permits(ip("198.51.100.4")));
+        assert!(!policy.permits(ip("198.51.100.200")));
+        assert!(!policy.permits(ip("203.0.113.1")));
     }
 
     #[test]
@@ -242,8 +242,8 @@ mod tests {
         );
         assert!(gate.admit(Some(ip("2001:db8:1:3::10"))).is_ok());
         assert_eq!(
-            Source::of(ip("::ffff:10.1.2.3")),
-            Source::of(ip("10.1.2.3"))
+            Source::of(ip("::ffff:192.0.2.3")),
+            Source::of(ip("192.0.2.3"))
         );
     }
 
@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn refusals_read_as_one_line() {
         for refusal in [
-            Refusal::Denied(ip("10.0.0.1")),
+            Refusal::Denied(ip("192.0.2.1")),
             Refusal::Full(100),
             Refusal::PerIp(Source::of(ip("::1")), 3),
         ] {

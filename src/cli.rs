@@ -159,7 +159,7 @@ impl TargetArgs {
 /// `--allow`/`--deny`: which client addresses a server lets in.
 #[derive(Debug, Args)]
 pub struct AccessArgs {
-    /// Let in only clients in CIDR (repeatable): 10.0.0.0/8, 2001:db8::/32, or one address.
+    /// Let in only clients in CIDR (repeatable): 192.0.2.0/24, 2001:db8::/32, or one address.
     #[arg(long, value_name = "CIDR", value_parser = parse_net)]
     pub allow: Vec<ipnet::IpNet>,
 
@@ -181,7 +181,7 @@ impl AccessArgs {
 fn parse_net(text: &str) -> std::result::Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("'{text}' is not an address range like 10.0.0.0/8 or ::1/128"))
+        .map_err(|_| format!("'{text}' is not an address range like 192.0.2.0/24 or ::1/128"))
 }
 
 /// TLS on a server: `--tls-cert`/`--tls-key` or `--tls-self-signed`, and `--tls-client-ca`.

@@ -48,7 +48,7 @@ fn a_denied_address_is_told_why_and_closed() {
 
 #[test]
 fn allow_lets_in_only_its_ranges_and_deny_wins() {
-    let outside = Proc::server(&["echo", "127.0.0.1:0", "--allow", "10.0.0.0/8"]);
+    let outside = Proc::server(&["echo", "127.0.0.1:0", "--allow", "198.51.100.0/24"]);
     assert!(refusal(outside.socket_addr()).starts_with("refused: 127.0.0.1 is not allowed"));
 
     let server = Proc::server(&[
@@ -207,7 +207,7 @@ fn talk_turns_away_denied_callers() {
 
 #[test]
 fn bad_ranges_are_usage_errors() {
-    for bad in ["10.0.0.0/33", "nonsense", "::1/129", ""] {
+    for bad in ["198.51.100.0/33", "nonsense", "::1/129", ""] {
         let line = fails_with(&["echo", "127.0.0.1:0", "--allow", bad], 2);
         assert!(
             line.contains("address range") || line.contains("allow"),

@@ -486,7 +486,7 @@ mod tests {
     #[test]
     fn sources_group_addresses() {
         assert_eq!(source_key("127.0.0.1:5000"), "127.0.0.1");
-        assert_eq!(source_key("[::ffff:10.1.2.3]:80"), "10.1.2.3");
+        assert_eq!(source_key("[::ffff:192.0.2.3]:80"), "192.0.2.3");
         assert_eq!(
             source_key("[2001:db8:1:2:3:4:5:6]:443"),
             "2001:db8:1:2::/64"
