@@ -91,9 +91,12 @@ fn init_logging(verbose: u8, quiet: bool) {
     };
     let filter = EnvFilter::try_from_env("SOCKTALK_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("socktalk={default}")));
+    // Colour only on a terminal: a log file or a pipe gets plain text.
+    let is_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(is_terminal && std::env::var_os("NO_COLOR").is_none())
         .with_target(false)
         .init();
 }

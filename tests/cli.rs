@@ -226,3 +226,15 @@ fn no_arguments_shows_usage_with_code_2() {
     assert!(text.contains("Usage:"), "{text}");
     assert!(!text.contains("panicked") && !text.contains("backtrace"));
 }
+
+/// Logs written to a file or a pipe are plain text: no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_carry_no_colour_codes() {
+    let mut server = Proc::server(&["-v", "echo", "127.0.0.1:0"]);
+    let _client = common::tcp(server.socket_addr());
+    server.signal("INT");
+    assert!(server.wait_exit(common::IO_TIMEOUT).success());
+    let log = server.stderr_text();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in {log:?}");
+}
