@@ -173,22 +173,7 @@ fn a_member_cut_off_for_not_reading_frees_its_connection() {
         }
     }
     // The sink still never reads; its slot must come free for a newcomer.
-    let deadline = Instant::now() + common::IO_TIMEOUT;
-    loop {
-        let mut next = tcp(addr);
-        let mut line = [0u8; 22];
-        use std::io::Read;
-        // Until the slot is free, the newcomer is told the server is full.
-        if next.read_exact(&mut line).is_ok() && !line.starts_with(b"refused: ") {
-            assert_eq!(&line, b"* welcome to socktalk,");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the cut-off member still holds its connection"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
+    await_welcome(addr, "the cut-off member still holds its connection");
     drop(sink);
 }
 
@@ -389,17 +374,7 @@ fn max_conns_closes_the_extra_connection_cleanly() {
     assert_eq!(first.say("still two"), "[#lobby] <first> still two");
     first.send("/quit");
     first.read_until_closed(common::IO_TIMEOUT);
-    let deadline = Instant::now() + common::IO_TIMEOUT;
-    loop {
-        let mut next = tcp(addr);
-        let mut line = [0u8; 22];
-        if next.read_exact(&mut line).is_ok() && !line.starts_with(b"refused: ") {
-            assert_eq!(&line, b"* welcome to socktalk,");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the freed slot was never reused");
-        thread::sleep(Duration::from_millis(10));
-    }
+    await_welcome(addr, "the freed slot was never reused");
 }
 
 #[test]
@@ -501,5 +476,23 @@ fn a_client_held_back_by_the_rate_limit_is_not_idle() {
         // Bob keeps talking to the server (he is not the idle one).
         bob.send("/rooms");
         bob.expect(&format!("[#lobby] <ann> paced {i}"));
+    }
+}
+
+/// Connects again and again until a newcomer is welcomed rather than told the server is full
+/// (a slot comes free only once the server has noticed a connection end); fails with `what`
+/// if none is within the IO timeout.
+fn await_welcome(addr: std::net::SocketAddr, what: &str) {
+    use std::io::Read;
+    let deadline = Instant::now() + common::IO_TIMEOUT;
+    loop {
+        let mut next = tcp(addr);
+        let mut line = [0u8; 22];
+        if next.read_exact(&mut line).is_ok() && !line.starts_with(b"refused: ") {
+            assert_eq!(&line, b"* welcome to socktalk,");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(10));
     }
 }
