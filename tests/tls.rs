@@ -377,32 +377,11 @@ async fn the_web_chat_is_served_over_https_and_wss() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_tungstenite::tungstenite::Message;
 
-    let (mut server, fingerprint) = tokio::task::spawn_blocking(|| {
-        tls_server(&[
-            "serve",
-            "--tcp",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--db",
-            ":memory:",
-            "--tls-self-signed",
-        ])
-    })
-    .await
-    .unwrap();
-    let url = tokio::task::spawn_blocking(move || {
-        let url = server.next_line();
-        (server, url)
-    })
-    .await
-    .unwrap();
-    let (_server, url) = url;
-    let addr = url
-        .strip_prefix("listening on https://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("expected an https URL, got {url:?}"))
-        .to_string();
+    let server = tokio::task::spawn_blocking(|| common::WebServer::start(&["--tls-self-signed"]))
+        .await
+        .unwrap();
+    let addr = server.http.to_string();
+    let fingerprint = server.fingerprint.clone().expect("a fingerprint");
     let connector =
         socktalk::transport::tls::Connector::new(&socktalk::transport::tls::ClientOptions {
             fingerprint: Some(fingerprint),

@@ -753,6 +753,9 @@ pub struct WebServer {
     pub tcp: SocketAddr,
     /// The web listener (`127.0.0.1:PORT`).
     pub http: SocketAddr,
+    /// With `--tls-self-signed`: the certificate's SHA-256 fingerprint (the web listener then
+    /// speaks HTTPS).
+    pub fingerprint: Option<String>,
 }
 
 impl WebServer {
@@ -769,12 +772,24 @@ impl WebServer {
         args.extend_from_slice(extra);
         let mut proc = Proc::server(&args);
         let tcp = proc.socket_addr();
-        let line = proc.next_line();
+        let mut line = proc.next_line();
+        let fingerprint = line
+            .strip_prefix("tls certificate sha256 ")
+            .map(str::to_string);
+        if fingerprint.is_some() {
+            line = proc.next_line();
+        }
         let url = line
             .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("expected 'listening on http://…', got {line:?}"));
+            .or_else(|| line.strip_prefix("listening on https://"))
+            .unwrap_or_else(|| panic!("expected 'listening on http(s)://…', got {line:?}"));
         let http = url.trim_end_matches('/').parse().expect("an address");
-        WebServer { proc, tcp, http }
+        WebServer {
+            proc,
+            tcp,
+            http,
+            fingerprint,
+        }
     }
 
     pub fn ws_url(&self) -> String {
