@@ -535,15 +535,7 @@ impl Hub {
             }
             return self.error(id, &format!("no one called '{to}' is here (see /who)"));
         };
-        let record = Record {
-            id: 0,
-            ts: now_ms(),
-            kind: Kind::Private,
-            room: None,
-            nick: self.members[&id].nick.clone(),
-            to: Some(self.members[&target].nick.clone()),
-            text,
-        };
+        let record = self.private_record(id, self.members[&target].nick.clone(), text);
         self.submit(
             Route {
                 from: id,
@@ -552,6 +544,19 @@ impl Hub {
             record,
             false,
         );
+    }
+
+    /// A private message from `id` to the nick `to`, not yet stored.
+    fn private_record(&self, id: MemberId, to: String, text: String) -> Record {
+        Record {
+            id: 0,
+            ts: now_ms(),
+            kind: Kind::Private,
+            room: None,
+            nick: self.members[&id].nick.clone(),
+            to: Some(to),
+            text,
+        }
     }
 
     /// A private message to `owner`, registered and offline: stored with a mailbox mark, if
@@ -576,15 +581,7 @@ impl Hub {
             );
             return self.error(id, &text);
         }
-        let record = Record {
-            id: 0,
-            ts: now_ms(),
-            kind: Kind::Private,
-            room: None,
-            nick: self.members[&id].nick.clone(),
-            to: Some(owner),
-            text,
-        };
+        let record = self.private_record(id, owner, text);
         let route = Route { from: id, to: None };
         if self.submit(route, record, true) {
             *self.mail_in_flight.entry(key).or_default() += 1;
