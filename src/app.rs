@@ -436,10 +436,12 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             conns,
             lines,
             timeout,
+            pid,
         } => {
             let timeout = seconds("--timeout", timeout)?;
+            let dialer = dialer(&common)?;
             let report =
-                bench::fanout::run(&dialer(&common)?, conns.max(1), lines.max(1), timeout).await?;
+                bench::fanout::run(&dialer, conns.max(1), lines.max(1), timeout, pid).await?;
             (report, common.json)
         }
     };

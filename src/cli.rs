@@ -75,7 +75,7 @@ pub enum Command {
         socktalk bench bulk 127.0.0.1:7000 --duration 10\n  \
         socktalk bench udp 127.0.0.1:7000\n  \
         socktalk bench hold 127.0.0.1:7878 --conns 19000 --pid $(pidof socktalk)\n  \
-        socktalk bench fanout 127.0.0.1:7878 --conns 100 --lines 1000 --json\n  \
+        socktalk bench fanout 127.0.0.1:7878 --conns 100 --lines 1000 --pid $(pidof socktalk)\n  \
         socktalk bench handshake 127.0.0.1:7000 --conns 4 --tls --tls-fingerprint AB:CD:…")]
     Bench(BenchArgs),
 
@@ -614,6 +614,9 @@ pub enum BenchMode {
         /// Seconds to wait for every delivery before counting the rest lost.
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
         timeout: f64,
+        /// The server's process id, to report the CPU time it used for the deliveries.
+        #[arg(long, value_name = "PID")]
+        pid: Option<u32>,
     },
 }
 

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
-use super::{Dialer, Latency, Report, clock_ns, histogram, progress};
+use super::cpu::Stopwatch;
+use super::{Dialer, Latencies, Latency, Report, clock_ns, progress};
 use crate::codec::{FrameCodec, Framing};
 use crate::error::{Error, Result};
 
@@ -39,26 +41,52 @@ fn now_nanos() -> u64 {
 /// Longest line a receiver accepts from the server.
 const MAX_LINE: usize = 1024 * 1024;
 
-/// Parses `TAG:SEQ:NANOS` out of a line (`mark` is `TAG:`).
-fn parse_mark(line: &[u8], mark: &[u8]) -> Option<(u64, u64)> {
-    let at = memchr::memmem::find(line, mark)? + mark.len();
-    let (seq, used) = digits(&line[at..])?;
-    let rest = line[at + used..].strip_prefix(b":")?;
-    let (sent, used) = digits(rest)?;
-    // The closing ';' proves the mark arrived whole (a relay may cut a line in two).
-    (rest.get(used) == Some(&b';')).then_some((seq, sent))
+/// A receiver's read buffer, and what it grows by.
+const RECEIVE_BUFFER: usize = 32 * 1024;
+
+/// A receiver's read buffer, its pages touched before the run: 1,000 receivers faulting in
+/// fresh pages during the burst was a sixth of the load generator's time, on the cores the
+/// server needs.
+fn receive_buffer() -> BytesMut {
+    let mut buf = BytesMut::zeroed(RECEIVE_BUFFER);
+    buf.clear();
+    buf
 }
 
-/// A decimal number at the start of `bytes`, and how many bytes it took.
+/// Every `TAG:SEQ:NANOS;` in `lines` (`mark` finds `TAG:`), as `(SEQ, NANOS)`. The finder is
+/// built once per receiver: building one per line was a third of the load generator's time.
+fn marks<'a>(
+    lines: &'a [u8],
+    mark: &'a memmem::Finder<'_>,
+) -> impl Iterator<Item = (u64, u64)> + 'a {
+    let skip = mark.needle().len();
+    mark.find_iter(lines).filter_map(move |at| {
+        let after = &lines[at + skip..];
+        let (seq, used) = digits(after)?;
+        let rest = after[used..].strip_prefix(b":")?;
+        let (sent, used) = digits(rest)?;
+        // The closing ';' proves the mark arrived whole (a relay may cut a line in two).
+        (rest.get(used) == Some(&b';')).then_some((seq, sent))
+    })
+}
+
+/// A decimal number of up to 19 digits at the start of `bytes`, and how many bytes it took.
+/// One pass: this runs twice for every line delivered.
 fn digits(bytes: &[u8]) -> Option<(u64, usize)> {
-    let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if len == 0 || len > 19 {
-        return None;
+    let mut value = 0u64;
+    let mut used = 0;
+    for &byte in bytes {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        if used == 19 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+        used += 1;
     }
-    let value = bytes[..len]
-        .iter()
-        .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-    Some((value, len))
+    (used > 0).then_some((value, used))
 }
 
 /// Runs the fan-out benchmark.
@@ -70,6 +98,7 @@ pub async fn run(
     receivers: usize,
     lines: u64,
     timeout: Duration,
+    server: Option<u32>,
 ) -> Result<Report> {
     super::hold::raise_fd_limit();
     let tag = run_tag();
@@ -81,10 +110,12 @@ pub async fn run(
     let bar = progress(receivers as u64 * lines, "fanout");
     // At the deadline receivers stop waiting and report what they have.
     let stop = tokio_util::sync::CancellationToken::new();
+    let latencies = Latencies::default();
     let mut tasks = Vec::with_capacity(receivers);
     for _ in 0..receivers {
         let stream = dialer.connect().await?;
         let (mark, ready_mark, stop) = (mark.clone(), ready_mark.clone(), stop.clone());
+        let mut latencies = latencies.recorder();
         let (ready, delivered, last_delivery, bar) = (
             ready.clone(),
             delivered.clone(),
@@ -95,13 +126,16 @@ pub async fn run(
             // The receivers share the machine with the server: each read's lines are scanned
             // in place, and the clock is read once per read (its lines all arrived together).
             let mut stream = stream;
-            let mut buf = BytesMut::with_capacity(64 * 1024);
-            let mut latencies = histogram();
+            let (mark, ready_mark) = (
+                memmem::Finder::new(&mark[..]),
+                memmem::Finder::new(&ready_mark[..]),
+            );
+            let mut buf = receive_buffer();
             let mut is_ready = false;
             let mut got = 0u64;
             while got < lines {
-                if buf.capacity() - buf.len() < 16 * 1024 {
-                    buf.reserve(64 * 1024);
+                if buf.capacity() - buf.len() < RECEIVE_BUFFER / 4 {
+                    buf.reserve(RECEIVE_BUFFER);
                 }
                 let read = tokio::select! {
                     read = stream.read_buf(&mut buf) => read,
@@ -113,19 +147,19 @@ pub async fn run(
                 }
                 let now = clock_ns();
                 let before = got;
-                let mut start = 0;
-                for end in memchr::memchr_iter(b'\n', &buf) {
-                    let line = &buf[start..end];
-                    start = end + 1;
-                    if let Some((_, sent)) = parse_mark(line, &mark) {
-                        let _ = latencies.record(now.saturating_sub(sent).max(1));
-                        got += 1;
-                    } else if !is_ready && memchr::memmem::find(line, &ready_mark).is_some() {
-                        is_ready = true;
-                        ready.fetch_add(1, Ordering::Relaxed);
-                    }
+                // Whole lines only: a line still arriving waits for the next read. One search
+                // over them all for the marks (a line holds one) costs far less than
+                // splitting lines and searching each.
+                let whole = memchr::memrchr(b'\n', &buf).map_or(0, |at| at + 1);
+                for (_, sent) in marks(&buf[..whole], &mark) {
+                    latencies.record(now.saturating_sub(sent));
+                    got += 1;
                 }
-                let _ = buf.split_to(start);
+                if !is_ready && ready_mark.find(&buf[..whole]).is_some() {
+                    is_ready = true;
+                    ready.fetch_add(1, Ordering::Relaxed);
+                }
+                let _ = buf.split_to(whole);
                 if buf.len() > MAX_LINE {
                     break;
                 }
@@ -135,7 +169,6 @@ pub async fn run(
                     bar.inc(got - before);
                 }
             }
-            latencies
         }));
     }
 
@@ -143,7 +176,7 @@ pub async fn run(
     let slowed = Arc::new(AtomicU64::new(0));
     // The sender's own incoming lines (its echo, server notices) are read and dropped.
     sender_probe_ready(&mut sender, &tag, &ready, receivers, timeout).await?;
-    let (sender_rx, mut sender_tx) = tokio::io::split(sender);
+    let (sender_rx, sender_tx) = tokio::io::split(sender);
     let drain = {
         let slowed = slowed.clone();
         tokio::spawn(async move {
@@ -156,14 +189,18 @@ pub async fn run(
         })
     };
 
+    let cpu = Stopwatch::start(server);
     let first_send = clock_ns();
-    let mut out = BytesMut::with_capacity(64);
-    for seq in 0..lines {
-        out.clear();
-        out.extend_from_slice(format!("{tag}:{seq}:{};\n", clock_ns()).as_bytes());
-        sender_tx.write_all(&out).await?;
-    }
-    sender_tx.flush().await?;
+    // The sender runs on a thread of its own: as one task among the receivers' it waited behind
+    // every receiver woken by the server's last round before it could send again, so the
+    // server got the lines in dribs and drabs and its rounds were paced by the load generator.
+    // Each line is still its own write, as a chat client sends it.
+    let handle = tokio::runtime::Handle::current();
+    let sending =
+        tokio::task::spawn_blocking(move || handle.block_on(send_lines(sender_tx, &tag, lines)));
+    let mut sender_tx = sending
+        .await
+        .map_err(|err| Error::Io(std::io::Error::other(err)))??;
     let deadline = tokio::time::Instant::now() + timeout;
     let stopper = {
         let stop = stop.clone();
@@ -172,16 +209,13 @@ pub async fn run(
             stop.cancel();
         })
     };
-    let mut all = histogram();
     let mut errors = 0;
     for task in tasks {
-        match task.await {
-            Ok(latencies) => {
-                all.add(&latencies).ok();
-            }
-            Err(_) => errors += 1,
+        if task.await.is_err() {
+            errors += 1;
         }
     }
+    let (client_cpu_ms, server_cpu_ms) = cpu.elapsed_ms();
     stopper.abort();
     bar.finish_and_clear();
     let _ = sender_tx.shutdown().await;
@@ -204,11 +238,25 @@ pub async fn run(
         duration_s: secs,
         ops: Some(ops),
         ops_per_s: Some(if secs > 0.0 { ops as f64 / secs } else { 0.0 }),
-        latency_us: Some(Latency::from_nanos(&all)),
+        latency_us: Some(Latency::from_nanos(&latencies.histogram())),
         lost: Some((receivers as u64 * lines).saturating_sub(ops)),
         errors,
+        client_cpu_ms,
+        server_cpu_ms,
         ..Report::default()
     })
+}
+
+/// Sends the run's lines, each carrying its sequence number and send time, one write each.
+async fn send_lines<W: AsyncWrite + Unpin>(mut tx: W, tag: &str, lines: u64) -> Result<W> {
+    let mut out = BytesMut::with_capacity(64);
+    for seq in 0..lines {
+        out.clear();
+        out.extend_from_slice(format!("{tag}:{seq}:{};\n", clock_ns()).as_bytes());
+        tx.write_all(&out).await?;
+    }
+    tx.flush().await?;
+    Ok(tx)
 }
 
 /// Sends `fanout-ready` probes every 50 ms until every receiver has seen one.
@@ -247,8 +295,8 @@ mod tests {
 
     #[test]
     fn marks_are_found_in_any_server_format() {
-        let mark = b"fanoutab:";
-        let found = |line: &[u8]| parse_mark(line, mark);
+        let mark = memmem::Finder::new(b"fanoutab:");
+        let found = |line: &[u8]| marks(line, &mark).next();
         assert_eq!(
             found(b"[#lobby] <guest1> fanoutab:7:123456;"),
             Some((7, 123456))
@@ -260,6 +308,8 @@ mod tests {
         assert_eq!(found(b"fanoutab-ready 3"), None);
         assert_eq!(found(b"fanoutcd:1:2"), None);
         assert_eq!(found(b"no mark"), None);
+        let read = b"<a> fanoutab:1:5;\n<b> fanoutab:2:6;\n<c> fanoutab:3:7\n<c> 00;\n";
+        assert_eq!(marks(read, &mark).collect::<Vec<_>>(), [(1, 5), (2, 6)]);
         assert_eq!(found(b"fanoutab:1:"), None);
         assert_eq!(found(b"fanoutab:99999999999999999999:1"), None);
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-use super::{Conn, Load, Report, Window, histogram, progress, round_trip_report, tick_until};
+use super::{Conn, Latencies, Load, Report, Window, progress, round_trip_report, tick_until};
 use crate::error::Result;
 
 /// Runs the handshake benchmark.
@@ -23,11 +23,12 @@ pub async fn run(load: &Load) -> Result<Report> {
     abort(load.dialer.connect().await?);
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "handshake"), Instant::now(), window.end);
+    let latencies = Latencies::default();
     let tasks: Vec<_> = (0..load.conns)
         .map(|_| {
             let dialer = load.dialer.clone();
+            let mut latencies = latencies.recorder();
             tokio::spawn(async move {
-                let mut latencies = histogram();
                 let (mut count, mut errors) = (0u64, 0u64);
                 loop {
                     let started = Instant::now();
@@ -37,8 +38,7 @@ pub async fn run(load: &Load) -> Result<Report> {
                     match dialer.connect().await {
                         Ok(conn) => {
                             if window.counts(started) {
-                                let _ =
-                                    latencies.record(started.elapsed().as_nanos().max(1) as u64);
+                                latencies.record(started.elapsed().as_nanos() as u64);
                                 count += 1;
                             }
                             abort(conn);
@@ -50,16 +50,14 @@ pub async fn run(load: &Load) -> Result<Report> {
                         }
                     }
                 }
-                (latencies, count, errors)
+                (count, errors)
             })
         })
         .collect();
-    let mut all = histogram();
     let (mut ops, mut errors) = (0, 0);
     for task in tasks {
         match task.await {
-            Ok((latencies, count, failed)) => {
-                all.add(&latencies).ok();
+            Ok((count, failed)) => {
                 ops += count;
                 errors += failed;
             }
@@ -67,7 +65,15 @@ pub async fn run(load: &Load) -> Result<Report> {
         }
     }
     let _ = ticker.await;
-    let mut report = round_trip_report("handshake", load, 0, &window, ops, &all, errors);
+    let mut report = round_trip_report(
+        "handshake",
+        load,
+        0,
+        &window,
+        ops,
+        &latencies.histogram(),
+        errors,
+    );
     report.size = None;
     Ok(report)
 }

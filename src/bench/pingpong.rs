@@ -7,7 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::{
-    Load, Report, Stream, Window, connect_all, histogram, progress, round_trip_report, tick_until,
+    Latencies, Load, Recorder, Report, Stream, Window, connect_all, progress, round_trip_report,
+    tick_until,
 };
 use crate::error::Result;
 
@@ -20,16 +21,15 @@ pub async fn run(load: &Load) -> Result<Report> {
     let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
+    let latencies = Latencies::default();
     let tasks: Vec<_> = streams
         .into_iter()
-        .map(|stream| tokio::spawn(ping(stream, size, window)))
+        .map(|stream| tokio::spawn(ping(stream, size, window, latencies.recorder())))
         .collect();
-    let mut all = histogram();
     let mut ops = 0;
     for task in tasks {
         match task.await {
-            Ok((histogram, count, failed)) => {
-                all.add(&histogram).ok();
+            Ok((count, failed)) => {
                 ops += count;
                 errors += u64::from(failed);
             }
@@ -38,24 +38,30 @@ pub async fn run(load: &Load) -> Result<Report> {
     }
     let _ = ticker.await;
     Ok(round_trip_report(
-        "pingpong", load, size, &window, ops, &all, errors,
+        "pingpong",
+        load,
+        size,
+        &window,
+        ops,
+        &latencies.histogram(),
+        errors,
     ))
 }
 
-/// One connection's loop: returns its histogram, round trips counted, and whether it failed.
+/// One connection's loop: returns the round trips counted, and whether it failed.
 async fn ping<S: Stream>(
     mut stream: S,
     size: usize,
     window: Window,
-) -> (hdrhistogram::Histogram<u64>, u64, bool) {
+    mut latencies: Recorder,
+) -> (u64, bool) {
     let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut reply = vec![0u8; size];
-    let mut latencies = histogram();
     let mut count = 0;
     loop {
         let sent_at = Instant::now();
         if sent_at >= window.end {
-            return (latencies, count, false);
+            return (count, false);
         }
         let round = async {
             stream.write_all(&message).await?;
@@ -63,10 +69,10 @@ async fn ping<S: Stream>(
             stream.read_exact(&mut reply).await
         };
         if round.await.is_err() {
-            return (latencies, count, true);
+            return (count, true);
         }
         if window.counts(sent_at) {
-            let _ = latencies.record(sent_at.elapsed().as_nanos().max(1) as u64);
+            latencies.record(sent_at.elapsed().as_nanos() as u64);
             count += 1;
         }
     }

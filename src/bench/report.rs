@@ -15,6 +15,7 @@
 //! | `tx_mb_s`, `rx_mb_s` | bulk: megabytes (10⁶ bytes) per second sent and received |
 //! | `held`, `wanted`, `stopped_by` | hold: connections held of those asked for, and what stopped it |
 //! | `rss_bytes`, `bytes_per_conn` | hold with `--pid`: the server's resident memory, and its growth per connection |
+//! | `client_cpu_ms`, `server_cpu_ms` | fanout: CPU time the load generator used from the first line sent to the last delivery, and the server's (with `--pid`) |
 
 use serde::Serialize;
 
@@ -94,6 +95,12 @@ pub struct Report {
     /// Growth of the server's resident memory per connection held.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_per_conn: Option<f64>,
+    /// CPU milliseconds the load generator used while measuring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_cpu_ms: Option<f64>,
+    /// CPU milliseconds the server (`--pid`) used while measuring.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_ms: Option<f64>,
 }
 
 impl Report {
@@ -150,6 +157,16 @@ impl Report {
         }
         if let Some(per) = self.bytes_per_conn {
             row("per connection", format!("{per:.0} bytes"));
+        }
+        match (self.client_cpu_ms, self.server_cpu_ms) {
+            (Some(client), Some(server)) => {
+                row(
+                    "cpu",
+                    format!("load generator {client:.1} ms, server {server:.1} ms"),
+                );
+            }
+            (Some(client), None) => row("cpu", format!("load generator {client:.1} ms")),
+            _ => {}
         }
         if let Some(lost) = self.lost {
             row("lost", lost.to_string());

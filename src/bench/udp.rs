@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Load, Report, Window, histogram, progress, round_trip_report, tick_until};
+use super::{Latencies, Load, Report, Window, progress, round_trip_report, tick_until};
 use crate::error::Result;
 use crate::limits::MAX_DATAGRAM;
 use crate::transport::udp;
@@ -30,13 +30,14 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     let size = size.clamp(SEQ_DIGITS, MAX_DATAGRAM);
     let window = Window::new(load.warmup, load.duration);
     let ticker = tick_until(progress(0, "udp"), Instant::now(), window.end);
+    let latencies = Latencies::default();
     let tasks: Vec<_> = sockets
         .into_iter()
         .map(|socket| {
+            let mut latencies = latencies.recorder();
             tokio::spawn(async move {
                 let mut payload = vec![b'.'; size];
                 let mut buf = vec![0u8; MAX_DATAGRAM];
-                let mut latencies = histogram();
                 let (mut ops, mut lost, mut errors) = (0u64, 0u64, 0u64);
                 let mut seq = 0u64;
                 loop {
@@ -67,23 +68,21 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
                     };
                     if window.counts(sent_at) {
                         if answered {
-                            let _ = latencies.record(sent_at.elapsed().as_nanos().max(1) as u64);
+                            latencies.record(sent_at.elapsed().as_nanos() as u64);
                             ops += 1;
                         } else {
                             lost += 1;
                         }
                     }
                 }
-                (latencies, ops, lost, errors)
+                (ops, lost, errors)
             })
         })
         .collect();
-    let mut all = histogram();
     let (mut ops, mut lost, mut errors) = (0, 0, 0);
     for task in tasks {
         match task.await {
-            Ok((h, o, l, e)) => {
-                all.add(&h).ok();
+            Ok((o, l, e)) => {
                 ops += o;
                 lost += l;
                 errors += e;
@@ -94,6 +93,14 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     let _ = ticker.await;
     Ok(Report {
         lost: Some(lost),
-        ..round_trip_report("udp", load, size, &window, ops, &all, errors)
+        ..round_trip_report(
+            "udp",
+            load,
+            size,
+            &window,
+            ops,
+            &latencies.histogram(),
+            errors,
+        )
     })
 }
