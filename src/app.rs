@@ -1,6 +1,7 @@
 //! Runs a parsed command line: builds each command's config and wires endpoint, transport and
 //! service together.
 
+use std::io::Write as _;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -445,10 +446,14 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             (report, common.json)
         }
     };
-    if is_json {
-        println!("{}", report.to_json());
+    let text = if is_json {
+        format!("{}\n", report.to_json())
     } else {
-        print!("{}", report.to_table());
-    }
+        report.to_table()
+    };
+    // A closed pipe (`… | head`) is not a panic: main treats BrokenPipe as a quiet exit.
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
     Ok(())
 }

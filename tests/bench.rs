@@ -118,6 +118,7 @@ fn fanout_delivers_every_line_to_every_receiver() {
         "--max-rate",
         "0",
     ]);
+    let pid = server.child.id().to_string();
     let report = bench(&[
         "fanout",
         host_port(&server.addr),
@@ -127,11 +128,46 @@ fn fanout_delivers_every_line_to_every_receiver() {
         "50",
         "--timeout",
         "10",
+        "--pid",
+        &pid,
     ]);
     assert_eq!(report["ops"], 1000, "{report}");
     assert_eq!(report["lost"], 0);
     assert_eq!(report["errors"], 0);
     assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+    // Both sides worked to deliver the lines; each figure is CPU time, never negative.
+    assert!(report["client_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+
+    // Without --pid only the load generator's own CPU is reported.
+    let report = bench(&[
+        "fanout",
+        host_port(&server.addr),
+        "--conns",
+        "2",
+        "--lines",
+        "5",
+    ]);
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report.get("server_cpu_ms").is_none(), "{report}");
+}
+
+#[test]
+fn a_closed_stdout_ends_bench_quietly() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let mut child = std::process::Command::new(common::bin())
+        .args(["bench", "pingpong", host_port(&server.addr)])
+        .args(["--duration", "0.2", "--warmup", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `bench … | head -c0`: the reader is gone before the table is printed.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
 }
 
 #[test]
