@@ -6,16 +6,24 @@
 //! write per wake-up), and bounds what a member may have waiting in *lines*, however the hub
 //! batches them.
 //!
+//! What the session takes is every queued chunk, written with one vectored write: a fan-out
+//! chunk is shared by every member and is never copied into a per-member buffer.
+//!
+//! The session is woken through one [`AtomicWaker`] (a `Notify` took a lock on every push and
+//! every wait, once per member for every message fanned out).
+//!
 //! The hub [`push`](Outbox::push)es without ever waiting: when a member's queue is full the push
 //! says so and the hub disconnects that member. The hub can [`close`](Outbox::close) it with a
 //! last word that goes past the queue; the session's side closes it when the connection ends, so
 //! later pushes report [`Push::Gone`].
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Poll;
 
-use bytes::{Bytes, BytesMut};
-use tokio::sync::Notify;
+use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 
 /// The hub's end.
 #[derive(Debug)]
@@ -32,7 +40,8 @@ pub struct Inbox {
 #[derive(Debug, Default)]
 struct Shared {
     queue: Mutex<Queue>,
-    wake: Notify,
+    /// The session's task, when it waits for the queue.
+    wake: AtomicWaker,
 }
 
 #[derive(Debug, Default)]
@@ -54,6 +63,66 @@ pub enum Push {
     Full,
     /// Not queued: the connection is gone.
     Gone,
+}
+
+/// Chunks taken from an outbox, to be written in order: a [`Buf`] whose
+/// [`chunks_vectored`](Buf::chunks_vectored) lets one `writev` send them all.
+#[derive(Debug, Default)]
+pub struct Outgoing {
+    chunks: VecDeque<Bytes>,
+    remaining: usize,
+}
+
+impl Outgoing {
+    fn new(chunks: VecDeque<Bytes>) -> Self {
+        let remaining = chunks.iter().map(Bytes::len).sum();
+        Self { chunks, remaining }
+    }
+
+    /// The chunks not yet written, in order (each holds whole lines).
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        self.chunks.iter()
+    }
+}
+
+impl From<Bytes> for Outgoing {
+    fn from(chunk: Bytes) -> Self {
+        Self::new(VecDeque::from([chunk]))
+    }
+}
+
+impl Buf for Outgoing {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |chunk| chunk)
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slot, chunk) in dst.iter_mut().zip(self.chunks.iter()) {
+            *slot = IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        self.remaining = self.remaining.saturating_sub(cnt);
+        while cnt > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.chunks.pop_front();
+        }
+    }
 }
 
 /// A new outbox and its session end.
@@ -89,7 +158,7 @@ impl Outbox {
         queue.lines += lines;
         let waiting = queue.lines;
         drop(queue);
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
         Push::Queued(waiting)
     }
 
@@ -102,7 +171,7 @@ impl Outbox {
             queue.last_word = last_word;
         }
         drop(queue);
-        self.shared.wake.notify_one();
+        self.shared.wake.wake();
     }
 }
 
@@ -113,50 +182,39 @@ impl Drop for Outbox {
 }
 
 impl Inbox {
-    /// Waits for queued output and takes all of it as one buffer to write: the queued chunk
-    /// itself when there is one (no copy; a fan-out chunk is shared by every member), else
-    /// the chunks joined. `None` once the outbox is closed and everything (the last word
-    /// included) has been taken.
-    pub async fn take(&self) -> Option<Bytes> {
-        loop {
-            {
-                let mut queue = self.shared.lock();
-                if !queue.chunks.is_empty() {
-                    queue.lines = 0;
-                    // Drained: an idle member keeps no queue memory.
-                    let mut chunks = std::mem::take(&mut queue.chunks);
-                    drop(queue);
-                    if chunks.len() == 1 {
-                        return chunks.pop_front();
-                    }
-                    let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
-                    for chunk in chunks {
-                        joined.extend_from_slice(&chunk);
-                    }
-                    return Some(joined.freeze());
-                }
-                if queue.is_closed {
-                    return queue.last_word.take();
-                }
+    /// Waits for queued output and takes all of it, to be written together. `None` once the
+    /// outbox is closed and everything (the last word included) has been taken.
+    pub async fn take(&self) -> Option<Outgoing> {
+        std::future::poll_fn(|cx| {
+            // Registered before looking: a push after the look wakes this task.
+            self.shared.wake.register(cx.waker());
+            let mut queue = self.shared.lock();
+            if !queue.chunks.is_empty() {
+                queue.lines = 0;
+                // Drained: an idle member keeps no queue memory.
+                return Poll::Ready(Some(Outgoing::new(std::mem::take(&mut queue.chunks))));
             }
-            self.shared.wake.notified().await;
-        }
+            if queue.is_closed {
+                return Poll::Ready(queue.last_word.take().map(Outgoing::from));
+            }
+            Poll::Pending
+        })
+        .await
     }
-}
 
-impl Inbox {
     /// Completes when the hub has cut the member off with a last word: a session blocked
     /// writing to a member that does not read uses this to stop waiting for it.
     pub async fn kicked(&self) {
-        loop {
-            {
-                let queue = self.shared.lock();
-                if queue.is_closed && queue.last_word.is_some() {
-                    return;
-                }
+        std::future::poll_fn(|cx| {
+            self.shared.wake.register(cx.waker());
+            let queue = self.shared.lock();
+            if queue.is_closed && queue.last_word.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
             }
-            self.shared.wake.notified().await;
-        }
+        })
+        .await;
     }
 
     /// The last word, if the hub cut the member off with one.
@@ -189,7 +247,7 @@ mod tests {
             outbox.push(Bytes::from_static(b"b\nc\n"), 2, 10),
             Push::Queued(3)
         );
-        assert_eq!(inbox.take().await.unwrap(), &b"a\nb\nc\n"[..]);
+        assert_eq!(written(inbox.take().await.unwrap()), b"a\nb\nc\n");
     }
 
     #[tokio::test]
@@ -205,9 +263,9 @@ mod tests {
         );
         assert_eq!(outbox.push(Bytes::from_static(b"3\n"), 1, 2), Push::Full);
         outbox.close(Some(Bytes::from_static(b"bye\n")));
-        assert_eq!(inbox.take().await.unwrap(), &b"1\n2\n"[..]);
-        assert_eq!(inbox.take().await.unwrap(), &b"bye\n"[..]);
-        assert_eq!(inbox.take().await, None);
+        assert_eq!(written(inbox.take().await.unwrap()), b"1\n2\n");
+        assert_eq!(written(inbox.take().await.unwrap()), b"bye\n");
+        assert!(inbox.take().await.is_none());
     }
 
     #[tokio::test]
@@ -227,6 +285,37 @@ mod tests {
         let reader = tokio::spawn(async move { inbox.take().await });
         tokio::task::yield_now().await;
         outbox.push(Bytes::from_static(b"late\n"), 1, 10);
-        assert_eq!(reader.await.unwrap().unwrap(), &b"late\n"[..]);
+        assert_eq!(written(reader.await.unwrap().unwrap()), b"late\n");
+    }
+
+    /// What writing `out` puts on the wire, a partial write at a time as a socket may take it.
+    fn written(mut out: Outgoing) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while out.has_remaining() {
+            let mut slices = [IoSlice::new(&[]); 4];
+            let count = out.chunks_vectored(&mut slices);
+            let all: Vec<u8> = slices[..count]
+                .iter()
+                .flat_map(|s| s.iter().copied())
+                .collect();
+            // Take at most 3 bytes per "write", so writes end inside chunks.
+            let taken = all.len().min(3);
+            wire.extend_from_slice(&all[..taken]);
+            out.advance(taken);
+            assert_eq!(out.remaining(), out.chunks().map(Bytes::len).sum::<usize>());
+        }
+        wire
+    }
+
+    #[tokio::test]
+    async fn a_kicked_member_is_told_while_its_write_waits() {
+        let (outbox, inbox) = outbox();
+        let waiter = tokio::spawn(async move {
+            inbox.kicked().await;
+            inbox.last_word()
+        });
+        tokio::task::yield_now().await;
+        outbox.close(Some(Bytes::from_static(b"bye\n")));
+        assert_eq!(waiter.await.unwrap().unwrap(), &b"bye\n"[..]);
     }
 }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use super::command::{Command, parse_json, parse_line};
 use super::event::Event;
 use super::hub::{Format, MemberId, Request};
-use super::outbox::{Inbox, outbox};
+use super::outbox::{Inbox, Outgoing, outbox};
 use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
 use crate::limits::CLOSE_TIMEOUT;
 use crate::transport::Readiness;
@@ -211,6 +211,10 @@ pub async fn serve<S>(
     let mut reserved: Option<mpsc::Permit<'_, Request>> = None;
     let idle = tokio::time::sleep_until(far_future(config.idle_timeout));
     tokio::pin!(idle);
+    // One cancellation future for the whole connection: a fresh one every turn of the loop
+    // took the token's lock to register and again to drop, once per member per fan-out.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
 
     loop {
         // Handle every complete line the rate allows, while the hub has room for them.
@@ -301,7 +305,7 @@ pub async fn serve<S>(
                 };
                 // Everything queued, in one write.
                 let written =
-                    write_unless_kicked(&mut stream, &out, &inbox, config.idle_timeout).await;
+                    write_unless_kicked(&mut stream, out, &inbox, config.idle_timeout).await;
                 if let Ok(false) = written {
                     tracing::debug!(%peer, member = id, "cut off with a write waiting; closing");
                     break;
@@ -355,7 +359,7 @@ pub async fn serve<S>(
                 let _ = hub.send(Request::Notice(id, Event::Error { text })).await;
                 let _ = hub.send(Request::Leave(id, Some("idle".into()))).await;
             }
-            () = shutdown.cancelled(), if is_reading => {
+            () = &mut cancelled, if is_reading => {
                 // Stop reading; the hub says goodbye and closes the outbox.
                 is_reading = false;
             }
@@ -373,7 +377,7 @@ pub async fn serve<S>(
 /// neither reads nor writes for that long is idle, even in a room too quiet to fill its outbox.
 async fn write_unless_kicked<S: AsyncWrite + Unpin>(
     stream: &mut S,
-    bytes: &[u8],
+    mut out: Outgoing,
     inbox: &Inbox,
     idle_timeout: Duration,
 ) -> std::io::Result<bool> {
@@ -388,7 +392,7 @@ async fn write_unless_kicked<S: AsyncWrite + Unpin>(
         // A write that can finish does; only one left waiting is given up.
         biased;
         // The flush matters for TLS, whose last record may wait in its buffer otherwise.
-        written = async { stream.write_all(bytes).await?; stream.flush().await } => written.map(|()| true),
+        written = async { stream.write_all_buf(&mut out).await?; stream.flush().await } => written.map(|()| true),
         () = inbox.kicked() => {
             // Its last word goes out only if the socket takes it at once.
             if let Some(word) = inbox.last_word() {

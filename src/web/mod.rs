@@ -28,7 +28,7 @@ use crate::access::Admission;
 use crate::chat::command::{Command, parse_json};
 use crate::chat::event::Event;
 use crate::chat::hub::{Format, Request};
-use crate::chat::outbox::{Inbox, outbox};
+use crate::chat::outbox::{Inbox, Outgoing, outbox};
 use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
 use crate::limits::HANDSHAKE_TIMEOUT;
@@ -341,13 +341,19 @@ async fn session(
 /// client likes.
 async fn send_unless_kicked(
     socket: &mut WebSocket,
-    lines: &[u8],
+    out: &Outgoing,
     inbox: &Inbox,
 ) -> Result<bool, axum::Error> {
+    let send_all = async {
+        for chunk in out.chunks() {
+            send_lines(socket, chunk).await?;
+        }
+        Ok(())
+    };
     tokio::select! {
         // Frames that can go out do; only a send left waiting is given up.
         biased;
-        sent = send_lines(socket, lines) => sent.map(|()| true),
+        sent = send_all => sent.map(|()| true),
         () = inbox.kicked() => {
             // Its last word goes out only if the socket takes it at once.
             if let Some(word) = inbox.last_word() {
