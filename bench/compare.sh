@@ -27,6 +27,9 @@
 #   HOLD_CONNS=19000  connections the hold scenario asks for
 #   HOLD_PYTHON=1     also hold against the Python ThreadingTCPServer (first repetition only:
 #                     ~20 s, a thread per connection); 0 to skip
+#   FANOUT_REPS=7     repetitions of the fan-out scenarios: ncat --chat is bimodal there (most
+#                     runs stall on 40 ms delayed ACKs, some do not), so its median needs more
+#                     runs than 3 to be its typical run rather than a coin toss
 #   FANOUT_TIMEOUT=5  seconds a fan-out run waits for its deliveries
 #   FANOUT_BIG_NCAT=0 1: also run ncat --chat with 1,000 receivers (its accept backlog drops
 #                     connections there, each costing a 1 s SYN retry; it may give up)
@@ -39,6 +42,7 @@ DURATION=${DURATION:-2}
 WARMUP=${WARMUP:-1}
 HOLD_CONNS=${HOLD_CONNS:-19000}
 HOLD_PYTHON=${HOLD_PYTHON:-1}
+FANOUT_REPS=${FANOUT_REPS:-7}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
 FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
 ALL_SCENARIOS="pingpong-50x64 pingpong-1x64 bulk-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 hold-$HOLD_CONNS"
@@ -214,10 +218,17 @@ scenario_args() {
     pingpong-1x64) echo pingpong ADDR --conns 1 --size 64 "${timed[@]}" ;;
     bulk-1x65536) echo bulk ADDR --conns 1 --size 65536 --both "${timed[@]}" ;;
     udp-1x64) echo udp ADDR --size 64 "${timed[@]}" ;;
-    fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" ;;
-    fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" ;;
+    fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
+    fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     hold-*) echo hold ADDR --conns "${1#hold-}" --pid PID ;;
     *) return 1 ;;
+  esac
+}
+# How many repetitions a scenario gets.
+scenario_reps() {
+  case $1 in
+    fanout-*) echo "$FANOUT_REPS" ;;
+    *) echo "$REPS" ;;
   esac
 }
 # The most a run may take before `timeout` ends it.
@@ -280,6 +291,7 @@ rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
   echo "socat=$(socat -V 2>/dev/null | grep -m1 'socat version' | sed 's/^ *//')"
   echo "python=$(python3 --version 2>&1)"
   echo "reps=$REPS"
+  echo "fanout_reps=$FANOUT_REPS"
   echo "duration=$DURATION"
   echo "warmup=$WARMUP"
   for name in socktalk-echo socktalk-echo-udp socktalk-serve bare-tokio ncat ncat-chat socat \
@@ -289,9 +301,11 @@ rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
 } >"$MACHINE"
 
 started=$SECONDS
-for rep in $(seq "$REPS"); do
+most_reps=$((REPS > FANOUT_REPS ? REPS : FANOUT_REPS))
+for rep in $(seq "$most_reps"); do
   for scenario in $SCENARIOS; do
     scenario_args "$scenario" >/dev/null || die "unknown scenario '$scenario' (known: $ALL_SCENARIOS)"
+    [ "$rep" -le "$(scenario_reps "$scenario")" ] || continue
     # shellcheck disable=SC2207
     targets=($(scenario_targets "$scenario" "$rep"))
     # Round-robin, and a different target first each repetition.

@@ -460,6 +460,14 @@ fn table(scenario: &Scenario) -> String {
             if mode != "pingpong" {
                 columns.push(("lost", Box::new(count("lost"))));
             }
+            if mode == "fanout" {
+                let ms = |key: &'static str| {
+                    move |r: &[Value]| cell(med(key)(r), |v| format!("{v:.0} ms"))
+                };
+                columns.push(("server CPU", Box::new(ms("server_cpu_ms"))));
+                columns.push(("load generator CPU", Box::new(ms("client_cpu_ms"))));
+                columns.push(("each run (M/s)", Box::new(each_run_millions)));
+            }
         }
     }
     columns.push(("errors", Box::new(count("errors"))));
@@ -499,6 +507,18 @@ fn table(scenario: &Scenario) -> String {
         let _ = write!(out, "\nRuns that failed:\n\n{}\n", failures.join("\n"));
     }
     out
+}
+
+/// Every run's deliveries per second in millions, sorted: shows a bimodal target at a glance.
+fn each_run_millions(runs: &[Value]) -> String {
+    let mut rates: Vec<f64> = runs.iter().filter_map(|r| number(r, "ops_per_s")).collect();
+    rates.sort_by(f64::total_cmp);
+    let shown: Vec<String> = rates.iter().map(|v| format!("{:.1}", v / 1e6)).collect();
+    if shown.is_empty() {
+        "–".into()
+    } else {
+        shown.join(", ")
+    }
 }
 
 /// What stopped `hold` short, over all runs.
@@ -734,11 +754,20 @@ fn render(
         "Each figure is the **median of {} repetition{}**; the targets were run in turn, round-robin \
          (every target once, then every target again, each time on a fresh server), so a slow \
          moment of the machine does not land on one target only. Timed runs: {} s warm-up, then \
-         {} s measured. Raw results: `{}`.\n",
+         {} s measured.{} Raw results: `{}`.\n",
         fact("reps"),
         if fact("reps") == "1" { "" } else { "s" },
         fact("warmup"),
         fact("duration"),
+        if fact("fanout_reps") == "?" {
+            String::new()
+        } else {
+            format!(
+                " Fan-out scenarios have {} repetitions: ncat --chat is bimodal there, and \
+                 its median of 3 was a coin toss between its two modes.",
+                fact("fanout_reps")
+            )
+        },
         paths.results.display()
     );
 
@@ -785,7 +814,12 @@ fn render(
             out.push_str(
                 "ncat --chat relays what it reads in chunks, not lines: it puts `<userN> ` before \
                  each chunk, so a line that straddles two chunks arrives cut in two and is \
-                 counted lost (or, when the cut falls in its time stamp, with a wrong latency).\n\n",
+                 counted lost (or, when the cut falls in its time stamp, with a wrong latency). \
+                 It does not set `TCP_NODELAY` (seen with strace), and in its slow runs the last \
+                 lines arrive about 40 ms late, the minimum of Linux's delayed-ACK timer: Nagle's \
+                 algorithm holding a small write until the previous one is acknowledged. Its \
+                 fast runs are those where no such stall happened. The server CPU of `ncat` is \
+                 its one process.\n\n",
             );
         }
         for chart in charts.get(&scenario.id).into_iter().flatten() {

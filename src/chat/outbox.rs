@@ -202,6 +202,19 @@ impl Inbox {
         .await
     }
 
+    /// Adds to `out` whatever was queued since it was taken, without waiting.
+    pub fn take_more(&self, out: &mut Outgoing) {
+        let mut queue = self.shared.lock();
+        if queue.chunks.is_empty() {
+            return;
+        }
+        queue.lines = 0;
+        let more = std::mem::take(&mut queue.chunks);
+        drop(queue);
+        out.remaining += more.iter().map(Bytes::len).sum::<usize>();
+        out.chunks.extend(more);
+    }
+
     /// Completes when the hub has cut the member off with a last word: a session blocked
     /// writing to a member that does not read uses this to stop waiting for it.
     pub async fn kicked(&self) {
@@ -305,6 +318,23 @@ mod tests {
             assert_eq!(out.remaining(), out.chunks().map(Bytes::len).sum::<usize>());
         }
         wire
+    }
+
+    #[tokio::test]
+    async fn take_more_adds_what_came_since_in_order() {
+        let (outbox, inbox) = outbox();
+        outbox.push(Bytes::from_static(b"a\n"), 1, 10);
+        let mut out = inbox.take().await.unwrap();
+        inbox.take_more(&mut out);
+        outbox.push(Bytes::from_static(b"b\n"), 1, 10);
+        outbox.push(Bytes::from_static(b"c\n"), 1, 10);
+        inbox.take_more(&mut out);
+        assert_eq!(written(out), b"a\nb\nc\n");
+        // Taken: the queue is empty and counts nothing against the limit.
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"d\n"), 10, 10),
+            Push::Queued(10)
+        );
     }
 
     #[tokio::test]
