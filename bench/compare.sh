@@ -214,10 +214,10 @@ scenario_targets() {
 scenario_args() {
   local timed=(--duration "$DURATION" --warmup "$WARMUP")
   case $1 in
-    pingpong-50x64) echo pingpong ADDR --conns 50 --size 64 "${timed[@]}" ;;
-    pingpong-1x64) echo pingpong ADDR --conns 1 --size 64 "${timed[@]}" ;;
+    pingpong-50x64) echo pingpong ADDR --conns 50 --size 64 "${timed[@]}" --pid PID ;;
+    pingpong-1x64) echo pingpong ADDR --conns 1 --size 64 "${timed[@]}" --pid PID ;;
     bulk-1x65536) echo bulk ADDR --conns 1 --size 65536 --both "${timed[@]}" ;;
-    udp-1x64) echo udp ADDR --size 64 "${timed[@]}" ;;
+    udp-1x64) echo udp ADDR --size 64 "${timed[@]}" --pid PID ;;
     fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     hold-*) echo hold ADDR --conns "${1#hold-}" --pid PID ;;

@@ -460,6 +460,20 @@ fn table(scenario: &Scenario) -> String {
             if mode != "pingpong" {
                 columns.push(("lost", Box::new(count("lost"))));
             }
+            if mode == "pingpong" || mode == "udp" {
+                let per = |key: &'static str| {
+                    move |r: &[Value]| {
+                        cell(median_of(r, |v| cpu_per_op(v, key)), |v| {
+                            format!("{v:.2} µs")
+                        })
+                    }
+                };
+                columns.push(("server CPU per trip", Box::new(per("server_cpu_ms"))));
+                columns.push((
+                    "load generator CPU per trip",
+                    Box::new(per("client_cpu_ms")),
+                ));
+            }
             if mode == "fanout" {
                 let ms = |key: &'static str| {
                     move |r: &[Value]| cell(med(key)(r), |v| format!("{v:.0} ms"))
@@ -507,6 +521,12 @@ fn table(scenario: &Scenario) -> String {
         let _ = write!(out, "\nRuns that failed:\n\n{}\n", failures.join("\n"));
     }
     out
+}
+
+/// CPU microseconds per operation (round trip) from a run's `key` milliseconds.
+fn cpu_per_op(record: &Value, key: &str) -> Option<f64> {
+    let ops = number(record, "ops").filter(|ops| *ops > 0.0)?;
+    Some(number(record, key)? * 1000.0 / ops)
 }
 
 /// Every run's deliveries per second in millions, sorted: shows a bimodal target at a glance.
@@ -575,14 +595,25 @@ fn goals(scenarios: &[Scenario]) -> Vec<Goal> {
         .iter()
         .filter_map(|(n, v)| v.map(|v| (*n, v)))
         .max_by(|a, b| a.1.total_cmp(&b.1));
+    let per_trip = |target: &str| {
+        find("pingpong-50x64")
+            .and_then(|s| median_of(s.runs(target)?, |r| cpu_per_op(r, "server_cpu_ms")))
+    };
     goals.push(match (metric("pingpong-50x64", "socktalk-echo"), best) {
         (Some(ours), Some((peer, theirs))) if theirs > 0.0 => Goal {
             what,
             measured: format!(
-                "{:.2}× ({} vs {peer} {})",
+                "{:.2}× ({} vs {peer} {}){}",
                 ours / theirs,
                 Metric::OpsPerSecond.show(ours),
-                Metric::OpsPerSecond.show(theirs)
+                Metric::OpsPerSecond.show(theirs),
+                match (per_trip("socktalk-echo"), per_trip(peer)) {
+                    (Some(a), Some(b)) => format!(
+                        "; server CPU per round trip {a:.2} µs vs {peer} {b:.2} µs ({:.2}×)",
+                        b / a
+                    ),
+                    _ => String::new(),
+                }
             ),
             met: Some(ours >= 2.0 * theirs),
         },

@@ -379,6 +379,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             size: size.max(1),
             warmup: seconds("--warmup", t.warmup)?,
             duration: seconds("--duration", t.duration)?,
+            server: t.pid,
         })
     };
     let (report, is_json) = match args.mode {

@@ -527,6 +527,11 @@ pub struct BenchTiming {
     /// Seconds to run before measuring.
     #[arg(long, value_name = "SECS", default_value_t = 1.0)]
     pub warmup: f64,
+
+    /// The server's process id, to report the CPU time it (and its child processes) used
+    /// while measuring.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
 }
 
 /// The benchmarks.

@@ -29,6 +29,7 @@ fn host_port(addr: &str) -> &str {
 fn pingpong_and_bulk_measure_an_echo_server() {
     let server = Proc::server(&["echo", "127.0.0.1:0"]);
     let addr = host_port(&server.addr);
+    let pid = server.child.id().to_string();
     let report = bench(&[
         "pingpong",
         addr,
@@ -38,7 +39,12 @@ fn pingpong_and_bulk_measure_an_echo_server() {
         "0.3",
         "--warmup",
         "0.1",
+        "--pid",
+        &pid,
     ]);
+    // With --pid, both sides' CPU over the measured window.
+    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["client_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
     assert_eq!(report["mode"], "pingpong");
     assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
     assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);

@@ -23,6 +23,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     let (conns, size) = (load.conns, load.size);
     let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
     let window = Window::new(load.warmup, load.duration);
+    let cpu = super::measure_cpu(window, load.server);
     let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
@@ -85,6 +86,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
         tracing::warn!("--both: nothing came back; is the target an echo server?");
         errors += 1;
     }
+    let cpu = cpu.await.unwrap_or_default();
     Ok(Report {
         mode: "bulk",
         target: load.dialer.target.to_string(),
@@ -95,5 +97,6 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
         rx_mb_s: (is_both || !nothing_back).then(|| mb_s(&received)),
         errors,
         ..Report::default()
-    })
+    }
+    .with_cpu(cpu))
 }

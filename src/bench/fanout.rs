@@ -215,7 +215,7 @@ pub async fn run(
             errors += 1;
         }
     }
-    let (client_cpu_ms, server_cpu_ms) = cpu.elapsed_ms();
+    let cpu = cpu.elapsed_ms();
     stopper.abort();
     bar.finish_and_clear();
     let _ = sender_tx.shutdown().await;
@@ -241,10 +241,9 @@ pub async fn run(
         latency_us: Some(Latency::from_nanos(&latencies.histogram())),
         lost: Some((receivers as u64 * lines).saturating_sub(ops)),
         errors,
-        client_cpu_ms,
-        server_cpu_ms,
         ..Report::default()
-    })
+    }
+    .with_cpu(cpu))
 }
 
 /// Sends the run's lines, each carrying its sequence number and send time, one write each.

@@ -22,6 +22,7 @@ pub async fn run(load: &Load) -> Result<Report> {
     // stream of counted failures.
     abort(load.dialer.connect().await?);
     let window = Window::new(load.warmup, load.duration);
+    let cpu = super::measure_cpu(window, load.server);
     let ticker = tick_until(progress(0, "handshake"), Instant::now(), window.end);
     let latencies = Latencies::default();
     let tasks: Vec<_> = (0..load.conns)
@@ -75,7 +76,7 @@ pub async fn run(load: &Load) -> Result<Report> {
         errors,
     );
     report.size = None;
-    Ok(report)
+    Ok(report.with_cpu(cpu.await.unwrap_or_default()))
 }
 
 /// Closes `conn` with a reset.

@@ -84,6 +84,22 @@ pub struct Load {
     pub warmup: Duration,
     /// Time measured.
     pub duration: Duration,
+    /// The server's process id, for the CPU it uses while measuring.
+    pub server: Option<u32>,
+}
+
+/// CPU used by the load generator and the server (`Load::server`) during the measured part of
+/// `window`, counted in a task of its own: `(client ms, server ms)`.
+pub fn measure_cpu(
+    window: Window,
+    server: Option<u32>,
+) -> tokio::task::JoinHandle<(Option<f64>, Option<f64>)> {
+    tokio::spawn(async move {
+        tokio::time::sleep_until(window.measure_from).await;
+        let watch = cpu::Stopwatch::start(server);
+        tokio::time::sleep_until(window.end).await;
+        watch.elapsed_ms()
+    })
 }
 
 /// What a round-trip mode (pingpong, udp) measured, as a report.

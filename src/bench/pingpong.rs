@@ -20,6 +20,7 @@ pub async fn run(load: &Load) -> Result<Report> {
     let (conns, size) = (load.conns, load.size);
     let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
     let window = Window::new(load.warmup, load.duration);
+    let cpu = super::measure_cpu(window, load.server);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
     let latencies = Latencies::default();
     let tasks: Vec<_> = streams
@@ -27,17 +28,23 @@ pub async fn run(load: &Load) -> Result<Report> {
         .map(|stream| tokio::spawn(ping(stream, size, window, latencies.recorder())))
         .collect();
     let mut ops = 0;
+    // Open until the CPU is counted: a server that serves each connection from a child
+    // process (ncat -e, socat fork) loses the child's time from /proc when it closes.
+    let mut open = Vec::with_capacity(conns);
     for task in tasks {
         match task.await {
-            Ok((count, failed)) => {
+            Ok((count, failed, stream)) => {
                 ops += count;
                 errors += u64::from(failed);
+                open.push(stream);
             }
             Err(_) => errors += 1,
         }
     }
+    let cpu = cpu.await.unwrap_or_default();
+    drop(open);
     let _ = ticker.await;
-    Ok(round_trip_report(
+    let report = round_trip_report(
         "pingpong",
         load,
         size,
@@ -45,23 +52,24 @@ pub async fn run(load: &Load) -> Result<Report> {
         ops,
         &latencies.histogram(),
         errors,
-    ))
+    );
+    Ok(report.with_cpu(cpu))
 }
 
-/// One connection's loop: returns the round trips counted, and whether it failed.
+/// One connection's loop: returns the round trips counted, whether it failed, and the stream.
 async fn ping<S: Stream>(
     mut stream: S,
     size: usize,
     window: Window,
     mut latencies: Recorder,
-) -> (u64, bool) {
+) -> (u64, bool, S) {
     let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut reply = vec![0u8; size];
     let mut count = 0;
     loop {
         let sent_at = Instant::now();
         if sent_at >= window.end {
-            return (count, false);
+            return (count, false, stream);
         }
         let round = async {
             stream.write_all(&message).await?;
@@ -69,7 +77,7 @@ async fn ping<S: Stream>(
             stream.read_exact(&mut reply).await
         };
         if round.await.is_err() {
-            return (count, true);
+            return (count, true, stream);
         }
         if window.counts(sent_at) {
             latencies.record(sent_at.elapsed().as_nanos() as u64);

@@ -15,7 +15,7 @@
 //! | `tx_mb_s`, `rx_mb_s` | bulk: megabytes (10⁶ bytes) per second sent and received |
 //! | `held`, `wanted`, `stopped_by` | hold: connections held of those asked for, and what stopped it |
 //! | `rss_bytes`, `bytes_per_conn` | hold with `--pid`: the server's resident memory, and its growth per connection |
-//! | `client_cpu_ms`, `server_cpu_ms` | fanout: CPU time the load generator used from the first line sent to the last delivery, and the server's (with `--pid`) |
+//! | `client_cpu_ms`, `server_cpu_ms` | CPU milliseconds the load generator used while measuring (the timed window; fanout: first line sent to last delivery), and with `--pid` the server's, its child processes included |
 
 use serde::Serialize;
 
@@ -104,6 +104,16 @@ pub struct Report {
 }
 
 impl Report {
+    /// The report with CPU figures (`(client ms, server ms)`, as [`super::measure_cpu`] gives).
+    #[must_use]
+    pub fn with_cpu(self, (client_cpu_ms, server_cpu_ms): (Option<f64>, Option<f64>)) -> Self {
+        Self {
+            client_cpu_ms,
+            server_cpu_ms,
+            ..self
+        }
+    }
+
     /// The report as one line of JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()

@@ -29,6 +29,7 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     }
     let size = size.clamp(SEQ_DIGITS, MAX_DATAGRAM);
     let window = Window::new(load.warmup, load.duration);
+    let cpu = super::measure_cpu(window, load.server);
     let ticker = tick_until(progress(0, "udp"), Instant::now(), window.end);
     let latencies = Latencies::default();
     let tasks: Vec<_> = sockets
@@ -91,6 +92,7 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
         }
     }
     let _ = ticker.await;
+    let cpu = cpu.await.unwrap_or_default();
     Ok(Report {
         lost: Some(lost),
         ..round_trip_report(
@@ -102,5 +104,6 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
             &latencies.histogram(),
             errors,
         )
-    })
+    }
+    .with_cpu(cpu))
 }
