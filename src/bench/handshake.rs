@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-use super::{Conn, Latencies, Load, Report, Window, progress, round_trip_report, tick_until};
+use super::{Conn, Counted, Latencies, Load, Report, Window, progress, tick_until};
 use crate::error::Result;
 
 /// Runs the handshake benchmark.
@@ -66,17 +66,11 @@ pub async fn run(load: &Load) -> Result<Report> {
         }
     }
     let _ = ticker.await;
-    let mut report = round_trip_report(
-        "handshake",
-        load,
-        0,
-        &window,
-        ops,
-        &latencies.histogram(),
-        errors,
-    );
-    report.size = None;
-    Ok(report.with_cpu(cpu.await.unwrap_or_default()))
+    let counted = Counted::new(ops, errors, latencies, cpu.await.unwrap_or_default());
+    Ok(Report {
+        size: None,
+        ..load.report("handshake", &window, counted)
+    })
 }
 
 /// Closes `conn` with a reset.

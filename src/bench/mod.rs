@@ -102,27 +102,52 @@ pub fn measure_cpu(
     })
 }
 
-/// What a round-trip mode (pingpong, udp) measured, as a report.
-pub fn round_trip_report(
-    mode: &'static str,
-    load: &Load,
-    size: usize,
-    window: &Window,
-    ops: u64,
-    latencies: &hdrhistogram::Histogram<u64>,
-    errors: u64,
-) -> Report {
-    Report {
-        mode,
-        target: load.dialer.target.to_string(),
-        conns: Some(load.conns),
-        size: Some(size),
-        duration_s: window.seconds(),
-        ops: Some(ops),
-        ops_per_s: Some(ops as f64 / window.seconds()),
-        latency_us: Some(Latency::from_nanos(latencies)),
-        errors,
-        ..Report::default()
+/// What a round-trip mode (pingpong, udp, handshake) counted over its window.
+#[derive(Debug)]
+pub struct Counted {
+    /// Round trips (or connections set up) measured.
+    pub ops: u64,
+    /// Failures.
+    pub errors: u64,
+    /// Their latencies.
+    pub latencies: Latencies,
+    /// `(client ms, server ms)` of CPU, as [`measure_cpu`] gives.
+    pub cpu: (Option<f64>, Option<f64>),
+}
+
+impl Counted {
+    /// What was counted: operations, failures, their latencies and the CPU used.
+    pub fn new(
+        ops: u64,
+        errors: u64,
+        latencies: Latencies,
+        cpu: (Option<f64>, Option<f64>),
+    ) -> Self {
+        Self {
+            ops,
+            errors,
+            latencies,
+            cpu,
+        }
+    }
+}
+
+impl Load {
+    /// The report of a round-trip mode on this load (`size` is the load's).
+    pub fn report(&self, mode: &'static str, window: &Window, counted: Counted) -> Report {
+        Report {
+            mode,
+            target: self.dialer.target.to_string(),
+            conns: Some(self.conns),
+            size: Some(self.size),
+            duration_s: window.seconds(),
+            ops: Some(counted.ops),
+            ops_per_s: Some(counted.ops as f64 / window.seconds()),
+            latency_us: Some(Latency::from_nanos(&counted.latencies.histogram())),
+            errors: counted.errors,
+            ..Report::default()
+        }
+        .with_cpu(counted.cpu)
     }
 }
 

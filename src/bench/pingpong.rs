@@ -7,8 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::{
-    Latencies, Load, Recorder, Report, Stream, Window, connect_all, progress, round_trip_report,
-    tick_until,
+    Counted, Latencies, Load, Recorder, Report, Stream, Window, connect_all, progress, tick_until,
 };
 use crate::error::Result;
 
@@ -44,16 +43,11 @@ pub async fn run(load: &Load) -> Result<Report> {
     let cpu = cpu.await.unwrap_or_default();
     drop(open);
     let _ = ticker.await;
-    let report = round_trip_report(
+    Ok(load.report(
         "pingpong",
-        load,
-        size,
         &window,
-        ops,
-        &latencies.histogram(),
-        errors,
-    );
-    Ok(report.with_cpu(cpu))
+        Counted::new(ops, errors, latencies, cpu),
+    ))
 }
 
 /// One connection's loop: returns the round trips counted, whether it failed, and the stream.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Latencies, Load, Report, Window, progress, round_trip_report, tick_until};
+use super::{Counted, Latencies, Load, Report, Window, progress, tick_until};
 use crate::error::Result;
 use crate::limits::MAX_DATAGRAM;
 use crate::transport::udp;
@@ -92,18 +92,10 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
         }
     }
     let _ = ticker.await;
-    let cpu = cpu.await.unwrap_or_default();
+    let counted = Counted::new(ops, errors, latencies, cpu.await.unwrap_or_default());
     Ok(Report {
+        size: Some(size),
         lost: Some(lost),
-        ..round_trip_report(
-            "udp",
-            load,
-            size,
-            &window,
-            ops,
-            &latencies.histogram(),
-            errors,
-        )
-    }
-    .with_cpu(cpu))
+        ..load.report("udp", &window, counted)
+    })
 }
