@@ -286,7 +286,9 @@ rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
   echo "kernel=$(uname -srm)"
   echo "ulimit_n=$fd_limit"
   echo "rustc=$(rustc --version)"
-  echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
+  # What this script writes itself (results, charts, the report) is not a change to the code.
+  echo "commit=$(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- . \
+    ':!bench/results' ':!bench/charts' ':!BENCHMARKS.md' 2>/dev/null || echo ' (with uncommitted changes)')"
   echo "ncat=$(ncat --version 2>&1 | head -n 1)"
   echo "socat=$(socat -V 2>/dev/null | grep -m1 'socat version' | sed 's/^ *//')"
   echo "python=$(python3 --version 2>&1)"
