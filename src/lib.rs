@@ -37,6 +37,8 @@ pub mod limits;
 pub mod server;
 pub mod service;
 pub mod talk;
+#[doc(hidden)]
+pub mod testing;
 pub mod transport;
 pub mod web;
 

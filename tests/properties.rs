@@ -9,10 +9,11 @@ use proptest::prelude::*;
 use socktalk::chat::command::{
     Command, MAX_NICK_CHARS, MAX_ROOM_CHARS, parse_json, parse_line, valid_nick, valid_room,
 };
-use socktalk::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
+use socktalk::codec::{FrameCodec, Framing, Transcoder, WireEncoding};
 use socktalk::endpoint::Host;
+use socktalk::testing::{decode_in_pieces, pieces};
 use socktalk::{Endpoint, Proto};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Encoder;
 
 /// The frames of `wire` fed to a fresh codec in pieces of `sizes` (cycled), then EOF, the way
 /// `FramedRead` drives a decoder, and the error that stopped decoding, if any.
@@ -22,31 +23,8 @@ fn decode_until_error(
     wire: &[u8],
     sizes: &[usize],
 ) -> (Vec<Vec<u8>>, Option<String>) {
-    let mut codec = FrameCodec::new(framing, max_frame);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    let mut rest = wire;
-    let mut sizes = sizes.iter().cycle();
-    let describe = |err: FrameError| Some(format!("{err:?}"));
-    while !rest.is_empty() {
-        let take = sizes.next().copied().unwrap_or(rest.len()).min(rest.len());
-        buf.extend_from_slice(&rest[..take]);
-        rest = &rest[take..];
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame.to_vec()),
-                Ok(None) => break,
-                Err(err) => return (frames, describe(err)),
-            }
-        }
-    }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push(frame.to_vec()),
-            Ok(None) => return (frames, None),
-            Err(err) => return (frames, describe(err)),
-        }
-    }
+    let decoded = decode_in_pieces(framing, max_frame, wire, sizes);
+    (decoded.frames, decoded.error.map(|err| format!("{err:?}")))
 }
 
 /// As [`decode_until_error`], for input that must decode cleanly.
@@ -109,20 +87,7 @@ fn gbk_can_encode(c: char) -> bool {
     c == '?' || gbk().encode_message(c.encode_utf8(&mut [0; 4])) != b"?"
 }
 
-/// Cuts `bytes` into pieces of `sizes` (cycled).
-fn pieces<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    let mut sizes = sizes.iter().cycle();
-    while !rest.is_empty() {
-        let take = (*sizes.next().unwrap()).min(rest.len());
-        out.push(&rest[..take]);
-        rest = &rest[take..];
-    }
-    out
-}
-
-fn decode_in_pieces(encoding: WireEncoding, bytes: &[u8], sizes: &[usize]) -> String {
+fn decode_text_in_pieces(encoding: WireEncoding, bytes: &[u8], sizes: &[usize]) -> String {
     let mut decoder = encoding.decoder();
     let mut out = String::new();
     for piece in pieces(bytes, sizes) {
@@ -250,7 +215,7 @@ proptest! {
         let wire = utf8.encode_message(&text);
         prop_assert_eq!(&wire, text.as_bytes());
         prop_assert_eq!(utf8.decode_message(&wire), text.clone());
-        prop_assert_eq!(decode_in_pieces(utf8, &wire, &sizes), text);
+        prop_assert_eq!(decode_text_in_pieces(utf8, &wire, &sizes), text);
     }
 
     #[test]
@@ -258,7 +223,7 @@ proptest! {
         let text: String = text.chars().filter(|&c| gbk_can_encode(c)).collect();
         let wire = gbk().encode_message(&text);
         prop_assert_eq!(gbk().decode_message(&wire), text.clone());
-        prop_assert_eq!(decode_in_pieces(gbk(), &wire, &sizes), text.clone());
+        prop_assert_eq!(decode_text_in_pieces(gbk(), &wire, &sizes), text.clone());
         // And through the streaming transcoders, terminal -> wire -> terminal.
         let mut to_wire = Transcoder::new(WireEncoding::default(), gbk());
         let mut from_wire = Transcoder::new(gbk(), WireEncoding::default());
@@ -289,7 +254,7 @@ proptest! {
     ) {
         let encoding = WireEncoding::for_label(label).unwrap();
         prop_assert_eq!(
-            decode_in_pieces(encoding, &bytes, &sizes),
+            decode_text_in_pieces(encoding, &bytes, &sizes),
             encoding.decode_message(&bytes)
         );
     }

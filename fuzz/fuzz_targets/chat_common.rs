@@ -88,6 +88,9 @@ pub fn check_no_password_in(line: &str, error: &str) {
         if public.iter().any(|word| word.contains(secret)) {
             continue;
         }
-        assert!(!error.contains(secret), "error {error:?} repeats a password");
+        assert!(
+            !error.contains(secret),
+            "error {error:?} repeats a password"
+        );
     }
 }

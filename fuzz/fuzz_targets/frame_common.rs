@@ -4,7 +4,8 @@
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
 use socktalk::codec::{FrameCodec, FrameError, Framing};
-use tokio_util::codec::{Decoder, Encoder};
+use socktalk::testing::decode_in_pieces;
+use tokio_util::codec::Encoder;
 
 /// One fuzz case.
 #[derive(Arbitrary, Debug)]
@@ -50,45 +51,13 @@ fn describe(framing: Framing, max_frame: usize, err: FrameError) -> String {
 
 /// Decodes the way `FramedRead` does: `decode` after each arrival, `decode_eof` at the end.
 fn decode(framing: Framing, max_frame: usize, wire: &[u8], sizes: &[usize]) -> Outcome {
-    let mut codec = FrameCodec::new(framing, max_frame);
-    let mut buf = BytesMut::new();
-    let mut frames = Vec::new();
-    let mut rest = wire;
-    let mut sizes = sizes.iter().cycle();
-    let fail = |err| describe(framing, max_frame, err);
-    while !rest.is_empty() {
-        let take = sizes.next().copied().unwrap_or(rest.len()).min(rest.len());
-        buf.extend_from_slice(&rest[..take]);
-        rest = &rest[take..];
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => frames.push(frame.to_vec()),
-                Ok(None) => break,
-                Err(err) => {
-                    return Outcome {
-                        frames,
-                        error: Some(fail(err)),
-                    };
-                }
-            }
-        }
+    let decoded = decode_in_pieces(framing, max_frame, wire, sizes);
+    if decoded.error.is_none() {
+        assert_eq!(decoded.left, 0, "bytes left over after EOF");
     }
-    loop {
-        match codec.decode_eof(&mut buf) {
-            Ok(Some(frame)) => frames.push(frame.to_vec()),
-            Ok(None) => break,
-            Err(err) => {
-                return Outcome {
-                    frames,
-                    error: Some(fail(err)),
-                };
-            }
-        }
-    }
-    assert!(buf.is_empty(), "bytes left over after EOF: {buf:?}");
     Outcome {
-        frames,
-        error: None,
+        frames: decoded.frames,
+        error: decoded.error.map(|err| describe(framing, max_frame, err)),
     }
 }
 

@@ -5,6 +5,7 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use socktalk::codec::{Transcoder, WireEncoding};
+use socktalk::testing::pieces;
 
 /// Labels socktalk accepts for `--encoding`, the classic ones first.
 const LABELS: &[&str] = &[
@@ -32,19 +33,6 @@ struct Input {
     chunks: Vec<u8>,
     wire: Vec<u8>,
     text: String,
-}
-
-/// Splits `bytes` into pieces of the given sizes (cycled); the last piece takes the rest.
-fn pieces<'a>(bytes: &'a [u8], sizes: &[usize]) -> Vec<&'a [u8]> {
-    let mut out = Vec::new();
-    let mut rest = bytes;
-    let mut sizes = sizes.iter().cycle();
-    while !rest.is_empty() {
-        let take = (*sizes.next().unwrap()).min(rest.len());
-        out.push(&rest[..take]);
-        rest = &rest[take..];
-    }
-    out
 }
 
 /// Splits `text` at char boundaries near the given sizes.
