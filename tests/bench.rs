@@ -21,6 +21,13 @@ fn bench(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("bench prints one JSON object")
 }
 
+/// A chat server on a free loopback port with an in-memory database, and `extra` flags.
+fn chat_server(extra: &[&str]) -> Proc {
+    let mut args = vec!["serve", "--tcp", "127.0.0.1:0", "--db", ":memory:"];
+    args.extend_from_slice(extra);
+    Proc::server(&args)
+}
+
 fn host_port(addr: &str) -> &str {
     addr.split_once("://").map_or(addr, |(_, rest)| rest)
 }
@@ -87,15 +94,7 @@ fn udp_counts_round_trips_and_losses() {
 #[test]
 fn hold_reports_connections_and_memory() {
     // All from one source address: the per-address cap is lifted, as for any load test.
-    let server = Proc::server(&[
-        "serve",
-        "--tcp",
-        "127.0.0.1:0",
-        "--db",
-        ":memory:",
-        "--max-conns-per-ip",
-        "0",
-    ]);
+    let server = chat_server(&["--max-conns-per-ip", "0"]);
     let pid = server.child.id().to_string();
     let report = bench(&[
         "hold",
@@ -115,15 +114,7 @@ fn hold_reports_connections_and_memory() {
 
 #[test]
 fn fanout_delivers_every_line_to_every_receiver() {
-    let server = Proc::server(&[
-        "serve",
-        "--tcp",
-        "127.0.0.1:0",
-        "--db",
-        ":memory:",
-        "--max-rate",
-        "0",
-    ]);
+    let server = chat_server(&["--max-rate", "0"]);
     let pid = server.child.id().to_string();
     let report = bench(&[
         "fanout",
