@@ -14,11 +14,15 @@ fn main() -> ExitCode {
     };
     init_logging(cli.verbose, cli.quiet);
     // One socket gains nothing from more worker threads, and waking a task on another thread
-    // costs latency; servers of many connections and load generators get every core.
-    let mut builder = if cli.command.is_single_socket() {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    // costs latency; servers of many connections and load generators get the cores.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = match cli.worker_threads(cores) {
+        None => tokio::runtime::Builder::new_current_thread(),
+        Some(threads) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
     };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,

@@ -133,6 +133,24 @@ fn numeric_option_errors_name_the_option_and_the_value() {
 }
 
 #[test]
+fn threads_sets_how_many_workers_a_server_runs() {
+    let workers = |threads: &str| {
+        let server = Proc::server(&["echo", "127.0.0.1:0", "--threads", threads]);
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap();
+        tasks
+            .filter(|task| {
+                let comm = task.as_ref().unwrap().path().join("comm");
+                std::fs::read_to_string(comm).is_ok_and(|name| name.starts_with("tokio-rt-worker"))
+            })
+            .count()
+    };
+    assert_eq!(workers("1"), 1);
+    assert_eq!(workers("3"), 3);
+    let line = fails(&["echo", "127.0.0.1:0", "--threads", "0"], 2);
+    assert!(line.contains("--threads"), "{line}");
+}
+
+#[test]
 fn connection_refused_is_a_runtime_error() {
     let addr = closed_tcp_addr("127.0.0.1");
     for command in ["connect", "talk"] {
