@@ -109,7 +109,7 @@ fn a_member_that_stops_reading_is_cut_off_and_the_room_carries_on() {
     writing.join().unwrap();
     let (mut sender, _) = sender_reading.join().unwrap();
     eprintln!("all {COUNT} messages delivered in {:?}", started.elapsed());
-    let cut_off = "* sink quit (disconnected: you stopped reading (1024 lines waiting))";
+    let cut_off = "* sink quit (disconnected: you stopped reading (2048 lines waiting))";
     if !others.iter().any(|l| l == cut_off) {
         reader.expect(cut_off);
     }
@@ -129,7 +129,7 @@ fn a_member_that_stops_reading_is_cut_off_and_the_room_carries_on() {
             assert!(
                 line.starts_with("* ")
                     || line.starts_with("! warning: you are falling behind")
-                    || line == "! error: disconnected: you stopped reading (1024 lines waiting)",
+                    || line == "! error: disconnected: you stopped reading (2048 lines waiting)",
                 "{line:.80}"
             );
         }
@@ -182,7 +182,7 @@ fn a_member_cut_off_for_not_reading_frees_its_connection() {
 ///
 /// A stress test, so not run by default (`cargo test -- --ignored` runs it): with `--max-rate 0`
 /// the server sends as fast as it commits, and a member that is not scheduled for ~10 ms has
-/// 1024 lines (`--outbox`) waiting and is cut off, so on a busy 2-CPU machine it fails now and
+/// 2048 lines (`--outbox`) waiting and is cut off, so on a busy 2-CPU machine it fails now and
 /// then even though nothing is wrong. Before the session stopped blocking on the hub's queue,
 /// it failed every time.
 #[test]
