@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
 
 use common::{Proc, closed_tcp_addr, one_line_error, socktalk};
 
@@ -134,18 +135,30 @@ fn numeric_option_errors_name_the_option_and_the_value() {
 
 #[test]
 fn threads_sets_how_many_workers_a_server_runs() {
-    let workers = |threads: &str| {
+    // Worker threads name themselves once running, which may be just after the server says it
+    // is listening: count them until the expected number shows up or a deadline passes.
+    let workers = |threads: &str, expected: usize| {
         let server = Proc::server(&["echo", "127.0.0.1:0", "--threads", threads]);
-        let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap();
-        tasks
-            .filter(|task| {
-                let comm = task.as_ref().unwrap().path().join("comm");
-                std::fs::read_to_string(comm).is_ok_and(|name| name.starts_with("tokio-rt-worker"))
-            })
-            .count()
+        let named = || {
+            let tasks = std::fs::read_dir(format!("/proc/{}/task", server.child.id())).unwrap();
+            tasks
+                .filter(|task| {
+                    let comm = task.as_ref().unwrap().path().join("comm");
+                    std::fs::read_to_string(comm)
+                        .is_ok_and(|name| name.starts_with("tokio-rt-worker"))
+                })
+                .count()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut count = named();
+        while count < expected && Instant::now() < deadline {
+            std::thread::yield_now();
+            count = named();
+        }
+        count
     };
-    assert_eq!(workers("1"), 1);
-    assert_eq!(workers("3"), 3);
+    assert_eq!(workers("1", 1), 1);
+    assert_eq!(workers("3", 3), 3);
     let line = fails(&["echo", "127.0.0.1:0", "--threads", "0"], 2);
     assert!(line.contains("--threads"), "{line}");
 }
