@@ -3,16 +3,20 @@
 //! Conventions follow nc/ncat: `-u` UDP, `-U PATH` Unix socket, `-4`/`-6` address family, `-k`
 //! keep listening, `-v` more logging, `-q` quiet. Usage errors exit with code 2.
 
-use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::codec::{Framing, WireEncoding};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 use crate::limits;
+
+/// The most worker threads `--threads` accepts: far more than any machine has cores, and few
+/// enough that the operating system can always start them.
+pub const MAX_THREADS: usize = 1024;
 
 /// socktalk: talk over sockets. Echo and upper-case servers, a netcat-class client and
 /// one-to-one chat, over TCP, UDP and Unix sockets, IPv4 and IPv6, in utf-8, gbk and more.
@@ -35,10 +39,16 @@ pub struct Cli {
     #[arg(short = '6', global = true)]
     pub ipv6: bool,
 
-    /// Worker threads for the servers and the load generator [default: one per core; `serve`
-    /// leaves one core free]. Clients and UDP servers always use one.
-    #[arg(long, global = true, value_name = "N", env = "SOCKTALK_THREADS")]
-    pub threads: Option<NonZeroUsize>,
+    /// Worker threads for the servers and the load generator, 1 to 1024 [default: one per core;
+    /// `serve` leaves one core free]. Clients and UDP servers always use one.
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        env = "SOCKTALK_THREADS",
+        value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS as u64)
+    )]
+    pub threads: Option<usize>,
 
     /// What to do.
     #[command(subcommand)]
@@ -53,7 +63,7 @@ impl Cli {
             return None;
         }
         Some(match (self.threads, &self.command) {
-            (Some(threads), _) => threads.get(),
+            (Some(threads), _) => threads,
             // The chat server's hub hands every message to all members from one task, and a
             // thread of its own commits history. Measured on two cores shared with the load
             // generator, one worker instead of two cut the server's CPU for a 1,000 x 1,000
@@ -719,7 +729,13 @@ mod tests {
             None
         );
         assert_eq!(threads(&["connect", "127.0.0.1:7000"], 2), None);
-        assert!(Cli::try_parse_from(["socktalk", "serve", "--threads", "0"]).is_err());
+        for bad in ["0", "1025", "-1", "two"] {
+            assert!(Cli::try_parse_from(["socktalk", "serve", "--threads", bad]).is_err());
+        }
+        assert_eq!(
+            threads(&["serve", "--threads", "1024"], 2),
+            Some(MAX_THREADS)
+        );
     }
 
     #[test]

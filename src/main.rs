@@ -24,7 +24,8 @@ fn main() -> ExitCode {
             builder
         }
     };
-    let runtime = match builder.enable_all().build() {
+    // `top -H` and `perf` show the process's threads by this name (tokio's blocking threads too).
+    let runtime = match builder.enable_all().thread_name("socktalk-worker").build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("socktalk: error: cannot start the runtime: {err}");
