@@ -64,7 +64,7 @@ pub const HISTORY_REPLAY: usize = 20;
 /// `serve --outbox`: lines queued for a chat member before it is disconnected as not reading.
 /// A member is warned when its queue passes half of this. A quarter of it is the most a fan-out
 /// round carries (see the hub): at 1,024, 256-line rounds made a 1,000-line burst to 1,000
-/// members cost 13% more server CPU than 512-line rounds, and members that kept reading but were
+/// members cost 15% more server CPU than 512-line rounds, and members that kept reading but were
 /// not scheduled for ~10 ms in a flood could pass the limit. Queued lines are shared chunks, so
 /// an idle member costs nothing for it.
 pub const OUTBOX: usize = 2048;

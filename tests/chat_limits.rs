@@ -181,7 +181,7 @@ fn a_member_cut_off_for_not_reading_frees_its_connection() {
 /// must keep sending them the room's messages, or they would be cut off as "not reading".
 ///
 /// A stress test, so not run by default (`cargo test -- --ignored` runs it): with `--max-rate 0`
-/// the server sends as fast as it commits, and a member that is not scheduled for ~10 ms has
+/// the server sends as fast as it commits, and a member that is not scheduled for ~20 ms has
 /// 2048 lines (`--outbox`) waiting and is cut off, so on a busy 2-CPU machine it fails now and
 /// then even though nothing is wrong. Before the session stopped blocking on the hub's queue,
 /// it failed every time.

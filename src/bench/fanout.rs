@@ -3,10 +3,9 @@
 //!
 //! Works with any chat server that relays lines to the others (socktalk's `serve`,
 //! `ncat --chat`, …): receivers look for the marker `TAG:SEQ:NANOS;` anywhere in a line (`TAG`
-//! is new each run, `NANOS` is always 16 digits). Before sending, the sender repeats a `TAG-ready` probe until every
-//! receiver has seen one,
-//! so nobody misses the start. Against `socktalk serve`, run the server with `--max-rate 0`, or
-//! its flood limit paces the sender.
+//! is new each run, `NANOS` is always 16 digits). Before sending, the sender repeats a
+//! `TAG-ready` probe until every receiver has seen one, so nobody misses the start. Against
+//! `socktalk serve`, run the server with `--max-rate 0`, or its flood limit paces the sender.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -44,8 +43,8 @@ const MAX_LINE: usize = 1024 * 1024;
 /// A receiver's read buffer.
 const RECEIVE_BUFFER: usize = 32 * 1024;
 
-/// What a receive buffer is filled with before the run, to touch its pages.
-const UNTOUCHED: u8 = b'.';
+/// What a receive buffer is filled with before the run, to fault its pages in.
+const PREFAULT: u8 = b'.';
 
 /// How many digits a mark's send time has: zero-padded, so a receiver reads it in two 8-byte
 /// steps. Nanoseconds since the load generator started; 16 digits last 115 days.
@@ -138,7 +137,7 @@ pub async fn run(
             // fresh pages for every receiver during the burst was a fifth of the load
             // generator's time, on the cores the server needs. (Not zeros: a zeroed buffer
             // comes from calloc, whose pages are touched only when first written.)
-            let mut buf = vec![UNTOUCHED; RECEIVE_BUFFER];
+            let mut buf = vec![PREFAULT; RECEIVE_BUFFER];
             let mut filled = 0;
             let mut is_ready = false;
             let mut got = 0u64;
@@ -147,7 +146,7 @@ pub async fn run(
                     if buf.len() >= MAX_LINE {
                         break;
                     }
-                    buf.resize(buf.len() * 2, UNTOUCHED);
+                    buf.resize((buf.len() * 2).min(MAX_LINE), PREFAULT);
                 }
                 let read = tokio::select! {
                     read = stream.read(&mut buf[filled..]) => read,
@@ -171,8 +170,10 @@ pub async fn run(
                     is_ready = true;
                     ready.fetch_add(1, Ordering::Relaxed);
                 }
-                buf.copy_within(whole..filled, 0);
-                filled -= whole;
+                if whole > 0 {
+                    buf.copy_within(whole..filled, 0);
+                    filled -= whole;
+                }
                 if got > before {
                     delivered.fetch_add(got - before, Ordering::Relaxed);
                     last_delivery.fetch_max(now, Ordering::Relaxed);
