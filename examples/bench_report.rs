@@ -185,6 +185,14 @@ impl Scenario {
             .or_else(|| names().find(|name| name.starts_with("socktalk")))
     }
 
+    /// Whether any run recorded `key` (results from older builds may lack newer fields).
+    fn has(&self, key: &str) -> bool {
+        self.targets
+            .iter()
+            .flat_map(|(_, runs)| runs)
+            .any(|run| run.get(key).is_some())
+    }
+
     /// The median of the scenario's main figure for `target`.
     fn median_metric(&self, target: &str) -> Option<f64> {
         median_of(self.runs(target)?, |r| self.metric().value(r))
@@ -459,6 +467,16 @@ fn table(scenario: &Scenario) -> String {
             columns.push(("max", Box::new(lat("max"))));
             if mode != "pingpong" {
                 columns.push(("lost", Box::new(count("lost"))));
+            }
+            if mode == "pingpong" && scenario.has("slowest_conn_share") {
+                columns.push((
+                    "slowest conn",
+                    Box::new(move |r| {
+                        cell(med("slowest_conn_share")(r), |v| {
+                            format!("{:.0}%", v * 100.0)
+                        })
+                    }),
+                ));
             }
             if mode == "pingpong" || mode == "udp" {
                 let per = |key: &'static str| {
@@ -850,6 +868,12 @@ fn render(
                  algorithm holding a small write until the previous one is acknowledged. Its \
                  fast runs are those where no such stall happened. The server CPU of `ncat` is \
                  its one process.\n\n",
+            );
+        }
+        if scenario.mode == "pingpong" && scenario.has("slowest_conn_share") {
+            out.push_str(
+                "*slowest conn*: the round trips of the connection served least, as a share of \
+                 the mean per connection (100% when the server shares itself evenly).\n\n",
             );
         }
         let ncat_stalled = scenario.runs("ncat").is_some_and(|runs| {

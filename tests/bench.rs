@@ -54,6 +54,9 @@ fn pingpong_and_bulk_measure_an_echo_server() {
     assert!(report["client_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
     assert_eq!(report["mode"], "pingpong");
     assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    // Every connection made round trips: none was starved to nothing.
+    let share = report["slowest_conn_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{report}");
     assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);
     assert_eq!(report["errors"], 0);
     let latency = &report["latency_us"];

@@ -6,6 +6,7 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::report::slowest_share;
 use super::{
     Counted, Latencies, Load, Recorder, Report, Stream, Window, connect_all, progress, tick_until,
 };
@@ -26,14 +27,16 @@ pub async fn run(load: &Load) -> Result<Report> {
         .into_iter()
         .map(|stream| tokio::spawn(ping(stream, size, window, latencies.recorder())))
         .collect();
-    let mut ops = 0;
+    // Each connection's round trips: a server can reach a high total by serving a few
+    // connections while the others wait, which the total alone would hide.
+    let mut counts = Vec::with_capacity(conns);
     // Open until the CPU is counted: a server that serves each connection from a child
     // process (ncat -e, socat fork) loses the child's time from /proc when it closes.
     let mut open = Vec::with_capacity(conns);
     for task in tasks {
         match task.await {
             Ok((count, failed, stream)) => {
-                ops += count;
+                counts.push(count);
                 errors += u64::from(failed);
                 open.push(stream);
             }
@@ -43,11 +46,15 @@ pub async fn run(load: &Load) -> Result<Report> {
     let cpu = cpu.await.unwrap_or_default();
     drop(open);
     let _ = ticker.await;
-    Ok(load.report(
-        "pingpong",
-        &window,
-        Counted::new(ops, errors, latencies, cpu),
-    ))
+    let ops = counts.iter().sum();
+    Ok(Report {
+        slowest_conn_share: slowest_share(&counts),
+        ..load.report(
+            "pingpong",
+            &window,
+            Counted::new(ops, errors, latencies, cpu),
+        )
+    })
 }
 
 /// One connection's loop: returns the round trips counted, whether it failed, and the stream.

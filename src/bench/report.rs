@@ -10,6 +10,7 @@
 //! | `conns`, `size`, `duration_s` | the settings used |
 //! | `ops`, `ops_per_s` | round trips (pingpong, udp), deliveries (fanout) or connections set up (handshake) measured, and per second |
 //! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery) |
+//! | `slowest_conn_share` | pingpong with more than one connection: the slowest connection's round trips over the mean per connection (1 when the server shares itself evenly, near 0 when it starves someone) |
 //! | `errors` | connections or operations that failed |
 //! | `lost` | udp: datagrams without a reply in time; fanout: deliveries that never came |
 //! | `tx_mb_s`, `rx_mb_s` | bulk: megabytes (10⁶ bytes) per second sent and received |
@@ -69,6 +70,9 @@ pub struct Report {
     /// Latency percentiles.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<Latency>,
+    /// The slowest connection's operations over the mean per connection.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest_conn_share: Option<f64>,
     /// Failures.
     pub errors: u64,
     /// Lost datagrams or deliveries.
@@ -150,6 +154,15 @@ impl Report {
                 ),
             );
         }
+        if let Some(share) = self.slowest_conn_share {
+            row(
+                "slowest conn",
+                format!(
+                    "{:.1}% of the mean round trips per connection",
+                    share * 100.0
+                ),
+            );
+        }
         if let Some(tx) = self.tx_mb_s {
             row("sent", format!("{tx:.1} MB/s"));
         }
@@ -189,6 +202,17 @@ impl Report {
     }
 }
 
+/// The smallest of `counts` over their mean: 1 when every connection did as much, 0 when one
+/// did nothing. `None` for fewer than two connections or no work at all.
+pub fn slowest_share(counts: &[u64]) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if counts.len() < 2 || total == 0 {
+        return None;
+    }
+    let slowest = counts.iter().copied().min().unwrap_or(0);
+    Some(slowest as f64 * counts.len() as f64 / total as f64)
+}
+
 /// `1234567.8` as `1,234,568`.
 fn group(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
@@ -211,6 +235,16 @@ mod tests {
         assert_eq!(group(1_234_567.8), "1,234,568");
         assert_eq!(group(999.0), "999");
         assert_eq!(group(0.0), "0");
+    }
+
+    #[test]
+    fn slowest_share_compares_the_slowest_connection_with_the_mean() {
+        assert_eq!(slowest_share(&[10, 10, 10]), Some(1.0));
+        assert_eq!(slowest_share(&[5, 15]), Some(0.5));
+        assert_eq!(slowest_share(&[0, 20]), Some(0.0));
+        assert_eq!(slowest_share(&[7]), None);
+        assert_eq!(slowest_share(&[0, 0]), None);
+        assert_eq!(slowest_share(&[]), None);
     }
 
     #[test]
