@@ -14,8 +14,8 @@ use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 use crate::limits;
 
-/// The most worker threads `--threads` accepts: far more than any machine has cores, and few
-/// enough that the operating system can always start them.
+/// The most worker threads `--threads` accepts: far more than any machine has cores, so that a
+/// typo such as `--threads 100000` is refused instead of running into the process's thread limit.
 pub const MAX_THREADS: usize = 1024;
 
 /// socktalk: talk over sockets. Echo and upper-case servers, a netcat-class client and

@@ -4,7 +4,6 @@
 mod common;
 
 use std::net::{TcpListener, UdpSocket};
-use std::time::{Duration, Instant};
 
 use common::{Proc, closed_tcp_addr, one_line_error, socktalk};
 
@@ -136,6 +135,8 @@ fn numeric_option_errors_name_the_option_and_the_value() {
 #[cfg(target_os = "linux")]
 #[test]
 fn threads_sets_how_many_workers_a_server_runs() {
+    use std::time::{Duration, Instant};
+
     // Worker threads name themselves once running, which may be just after the server says it
     // is listening: count them until the expected number shows up or a deadline passes.
     let workers = |threads: &str, expected: usize| {
@@ -160,10 +161,23 @@ fn threads_sets_how_many_workers_a_server_runs() {
     };
     assert_eq!(workers("1", 1), 1);
     assert_eq!(workers("3", 3), 3);
+}
+
+#[test]
+fn threads_out_of_range_is_a_usage_error_even_from_the_environment() {
     for bad in ["0", "1025"] {
         let line = fails(&["echo", "127.0.0.1:0", "--threads", bad], 2);
         assert!(line.contains("--threads"), "{line}");
     }
+    // SOCKTALK_THREADS is checked like the option, by every command.
+    let out = socktalk()
+        .args(["connect", "127.0.0.1:1"])
+        .env("SOCKTALK_THREADS", "abc")
+        .write_stdin("")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(one_line_error(&out.stderr).contains("'abc'"), "{out:?}");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! | `conns`, `size`, `duration_s` | the settings used |
 //! | `ops`, `ops_per_s` | round trips (pingpong, udp), deliveries (fanout) or connections set up (handshake) measured, and per second |
 //! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery) |
-//! | `slowest_conn_share` | pingpong with more than one connection: the slowest connection's round trips over the mean per connection (1 when the server shares itself evenly, near 0 when it starves someone) |
+//! | `slowest_conn_share` | pingpong with more than one connection: the slowest connection's round trips over the mean per connection, over the connections made (one that failed counts with the round trips it completed); 1 when the server shares itself evenly, near 0 when it starves someone |
 //! | `errors` | connections or operations that failed |
 //! | `lost` | udp: datagrams without a reply in time; fanout: deliveries that never came |
 //! | `tx_mb_s`, `rx_mb_s` | bulk: megabytes (10⁶ bytes) per second sent and received |
