@@ -863,11 +863,11 @@ fn render(
             out.push_str(
                 "ncat --chat relays what it reads in chunks, not lines: it puts `<userN> ` before \
                  each chunk, so a line that straddles two chunks arrives cut in two and is \
-                 counted lost. It does not set `TCP_NODELAY` (seen with strace), and in its slow runs the last \
-                 lines arrive about 40 ms late, the minimum of Linux's delayed-ACK timer: Nagle's \
-                 algorithm holding a small write until the previous one is acknowledged. Its \
-                 fast runs are those where no such stall happened. The server CPU of `ncat` is \
-                 its one process.\n\n",
+                 counted lost. It does not set `TCP_NODELAY` (seen with strace), and in its slow \
+                 runs the last lines arrive about 40 ms late, the minimum of Linux's delayed-ACK \
+                 timer: Nagle's algorithm holding a small write until the previous one is \
+                 acknowledged. Its fast runs are those where no such stall happened. The server \
+                 CPU of `ncat` is its one process.\n\n",
             );
         }
         if scenario.mode == "pingpong" && scenario.has("slowest_conn_share") {
@@ -876,11 +876,13 @@ fn render(
                  the mean per connection (100% when the server shares itself evenly).\n\n",
             );
         }
-        let ncat_stalled = scenario.runs("ncat").is_some_and(|runs| {
-            runs.iter()
-                .any(|run| run["rx_mb_s"].as_f64().is_some_and(|rx| rx < 1.0))
-        });
-        if scenario.mode == "bulk" && ncat_stalled {
+        let ncat_stalled = || {
+            scenario.runs("ncat").is_some_and(|runs| {
+                runs.iter()
+                    .any(|run| run["rx_mb_s"].as_f64().is_some_and(|rx| rx < 1.0))
+            })
+        };
+        if scenario.mode == "bulk" && ncat_stalled() {
             out.push_str(
                 "`ncat -e` stops moving data once both directions are busy: it relays between \
                  the socket and the pipes of its `cat` child itself, and blocks writing to \

@@ -58,7 +58,9 @@ fn chunk_sizes() -> impl Strategy<Value = Vec<usize>> {
 fn line_message() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..40).prop_map(|mut m| {
         m.retain(|&b| b != b'\n');
-        if m.last() == Some(&b'\r') {
+        // The decoder drops a '\r' just before the '\n' (telnet's "\r\n"), so a message that
+        // ends in '\r' can't round-trip: strip every trailing one, not just the last.
+        while m.last() == Some(&b'\r') {
             m.pop();
         }
         m
