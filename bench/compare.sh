@@ -2,7 +2,7 @@
 # Compares socktalk's servers with a bare tokio echo server, ncat, socat and the Python
 # socketserver classics, on loopback, with `socktalk bench`; writes BENCHMARKS.md.
 #
-#   bench/compare.sh                       # everything, 3 repetitions (about 5 minutes)
+#   bench/compare.sh                       # everything, 3 repetitions (about 7 minutes)
 #   DURATION=1 REPS=1 bench/compare.sh     # a quick look
 #   SCENARIOS="pingpong-50x64 udp-1x64" bench/compare.sh
 #
@@ -27,9 +27,10 @@
 #   HOLD_CONNS=19000  connections the hold scenario asks for
 #   HOLD_PYTHON=1     also hold against the Python ThreadingTCPServer (first repetition only:
 #                     ~20 s, a thread per connection); 0 to skip
-#   FANOUT_REPS=7     repetitions of the fan-out scenarios: ncat --chat is bimodal there (most
-#                     runs stall on 40 ms delayed ACKs, some do not), so its median needs more
-#                     runs than 3 to be its typical run rather than a coin toss
+#   FANOUT_REPS=15    repetitions of the fan-out scenarios: ncat --chat is bimodal there (some
+#                     runs stall on 40 ms delayed ACKs, some do not), and the 1,000-receiver p99
+#                     spreads by 2x from run to run, so their medians need more runs than 3; a
+#                     fan-out run takes about a second
 #   FANOUT_TIMEOUT=5  seconds a fan-out run waits for its deliveries
 #   FANOUT_BIG_NCAT=0 1: also run ncat --chat with 1,000 receivers (its accept backlog drops
 #                     connections there, each costing a 1 s SYN retry; it may give up)
@@ -42,7 +43,7 @@ DURATION=${DURATION:-2}
 WARMUP=${WARMUP:-1}
 HOLD_CONNS=${HOLD_CONNS:-19000}
 HOLD_PYTHON=${HOLD_PYTHON:-1}
-FANOUT_REPS=${FANOUT_REPS:-7}
+FANOUT_REPS=${FANOUT_REPS:-15}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
 FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
 ALL_SCENARIOS="pingpong-50x64 pingpong-1x64 bulk-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 hold-$HOLD_CONNS"
