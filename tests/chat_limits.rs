@@ -112,7 +112,7 @@ fn a_member_that_stops_reading_is_cut_off_and_the_room_carries_on() {
     eprintln!("all {COUNT} messages delivered in {:?}", started.elapsed());
     let reason = format!("disconnected: you stopped reading ({OUTBOX} lines waiting)");
     let cut_off = format!("* sink quit ({reason})");
-    if !others.iter().any(|l| *l == cut_off) {
+    if !others.contains(&cut_off) {
         reader.expect(&cut_off);
     }
 
