@@ -65,9 +65,10 @@ pub const HISTORY_REPLAY: usize = 20;
 /// A member is warned when its queue passes half of this. A quarter of it is the most a fan-out
 /// round carries (see the hub), and each round walks and wakes every member of the room: a
 /// 1,000-line burst to 1,000 members cost 15% more server CPU at 1,024 (256-line rounds) than at
-/// 2,048, and 9% more at 2,048 than at 4,096, where it fits one round. Smaller outboxes also cut
-/// off members that kept reading but were not scheduled for ~10 ms in a flood. Queued lines are
-/// shared chunks, so an idle member costs nothing for it.
+/// 2,048, and about 10% more at 2,048 than at 4,096, where it fits one round (BENCHMARKS.md).
+/// In a flood, a 1,024-line outbox cut off members that kept reading but were not scheduled for
+/// ~10 ms; 4,096 lines give them ~40 ms. Queued lines are shared chunks, so an idle member costs
+/// nothing for it.
 pub const OUTBOX: usize = 4096;
 
 /// `serve --announce-limit`: rooms with more members than this don't announce joins, parts,
