@@ -201,6 +201,14 @@ mod tests {
     }
 
     #[test]
+    fn gbk_sends_remapped_private_use_characters_as_their_standard_ones() {
+        // As browsers do: GB18030-2022 gave U+E81E's bytes to U+9FB4.
+        let gbk = WireEncoding::for_label("gbk").unwrap();
+        assert_eq!(gbk.encode_message("\u{e81e}"), [0xfe, 0x59]);
+        assert_eq!(gbk.decode_message(&[0xfe, 0x59]), "\u{9fb4}");
+    }
+
+    #[test]
     fn split_characters_survive_chunk_boundaries() {
         let gbk = WireEncoding::for_label("GBK").unwrap();
         let mut decoder = gbk.decoder();
