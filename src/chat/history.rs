@@ -42,6 +42,26 @@ use super::event::{Kind, Record, now_ms};
 /// Most messages committed in one transaction.
 pub const MAX_BATCH: usize = 4096;
 
+// The read queries below are run by the hub for every join, `/history` and login, and kept
+// prepared. A prepared statement whose plan SQLite chose by a bound value is compiled again
+// every time that parameter is bound: the bundled SQLite is built with STAT4, so a column
+// compared with a parameter in a query that also sorts (`room = ?1 … ORDER BY id`), and any
+// `LIMIT ?N`, made every call parse and plan its query anew, twice the time of a 50-line
+// replay. A unary `+` makes those parameters plain expressions: the plan (the same index
+// search) no longer depends on their values, and the statement is compiled once.
+
+/// The last `?4` messages of room `?1` with `id < ?2` and `id <= ?3`, newest first.
+const RECENT_SQL: &str = "SELECT id, ts, kind, room, nick, recipient, text FROM messages
+     WHERE room = +?1 AND id < ?2 AND id <= ?3 ORDER BY id DESC LIMIT +?4";
+
+/// The messages waiting in `?1`'s mailbox with `id <= ?2`, oldest first.
+const MAIL_SQL: &str = "SELECT m.id, m.ts, m.kind, m.room, m.nick, m.recipient, m.text
+     FROM mail JOIN messages m ON m.id = mail.message_id
+     WHERE mail.recipient = +?1 AND mail.message_id <= ?2 ORDER BY m.id";
+
+/// How many of those there are.
+const MAIL_COUNT_SQL: &str = "SELECT COUNT(*) FROM mail WHERE recipient = ?1 AND message_id <= ?2";
+
 /// Errors opening or using the history database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -232,10 +252,7 @@ impl Store {
         up_to: i64,
     ) -> Result<Vec<Record>, StoreError> {
         let conn = self.lock();
-        let mut statement = conn.prepare_cached(
-            "SELECT id, ts, kind, room, nick, recipient, text FROM messages
-             WHERE room = ?1 AND id < ?2 AND id <= ?3 ORDER BY id DESC LIMIT ?4",
-        )?;
+        let mut statement = conn.prepare_cached(RECENT_SQL)?;
         let rows = statement.query_map(
             params![room, before.unwrap_or(i64::MAX), up_to, limit as i64],
             record_from_row,
@@ -331,11 +348,7 @@ impl Store {
     /// [`StoreError::Sql`].
     pub fn mail(&self, recipient: &str, up_to: i64) -> Result<Vec<Record>, StoreError> {
         let conn = self.lock();
-        let mut statement = conn.prepare_cached(
-            "SELECT m.id, m.ts, m.kind, m.room, m.nick, m.recipient, m.text
-             FROM mail JOIN messages m ON m.id = mail.message_id
-             WHERE mail.recipient = ?1 AND mail.message_id <= ?2 ORDER BY m.id",
-        )?;
+        let mut statement = conn.prepare_cached(MAIL_SQL)?;
         let rows = statement.query_map(params![recipient, up_to], record_from_row)?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -346,11 +359,9 @@ impl Store {
     /// [`StoreError::Sql`].
     pub fn mail_count(&self, recipient: &str, up_to: i64) -> Result<usize, StoreError> {
         let conn = self.lock();
-        let count: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM mail WHERE recipient = ?1 AND message_id <= ?2",
-            params![recipient, up_to],
-            |row| row.get(0),
-        )?;
+        let count: i64 = conn
+            .prepare_cached(MAIL_COUNT_SQL)?
+            .query_row(params![recipient, up_to], |row| row.get(0))?;
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
@@ -909,6 +920,64 @@ mod tests {
         assert_eq!(store.mail_count("cat", i64::MAX).unwrap(), 1);
         // The messages themselves stay in history.
         assert_eq!(store.all().unwrap().len(), 4);
+    }
+
+    #[test]
+    fn read_queries_are_compiled_once_and_use_their_indexes() {
+        let store = Store::open(":memory:", Sync::Normal, 0).unwrap();
+        let (committed_tx, _committed_rx) = mpsc::unbounded_channel();
+        let mut writer = store.spawn_writer::<()>(committed_tx).unwrap();
+        for i in 0..40 {
+            let mut record = say(if i % 2 == 0 { "#a" } else { "#b" }, "hi");
+            let is_mail = i % 3 == 0;
+            if is_mail {
+                record.room = None;
+                record.kind = Kind::Private;
+                record.to = Some(if i % 2 == 0 { "ann" } else { "bob" }.into());
+            }
+            writer
+                .submit(Pending {
+                    author: (),
+                    record,
+                    is_mail,
+                })
+                .unwrap();
+        }
+        writer.finish();
+        // Different values for every parameter, call after call.
+        for (i, (room, nick)) in [("#a", "ann"), ("#b", "bob"), ("#a", "bob")]
+            .into_iter()
+            .enumerate()
+        {
+            let up_to = 30 + i as i64;
+            store.recent(room, 5 + i, None, up_to).unwrap();
+            store.recent(room, 3, Some(20 - i as i64), up_to).unwrap();
+            store.mail(nick, up_to).unwrap();
+            store.mail_count(nick, up_to).unwrap();
+        }
+        let conn = store.lock();
+        for (sql, index) in [
+            (RECENT_SQL, "messages_by_room"),
+            (MAIL_SQL, "mail_by_recipient"),
+            (MAIL_COUNT_SQL, "mail_by_recipient"),
+        ] {
+            let statement = conn.prepare_cached(sql).unwrap();
+            let recompiled = statement.get_status(rusqlite::StatementStatus::RePrepare);
+            assert_eq!(recompiled, 0, "{sql}");
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            for i in 1..=explain.parameter_count() {
+                explain.raw_bind_parameter(i, 1).unwrap();
+            }
+            let mut plan = Vec::<String>::new();
+            let mut rows = explain.raw_query();
+            while let Some(row) = rows.next().unwrap() {
+                plan.push(row.get(3).unwrap());
+            }
+            assert!(
+                plan.iter().any(|step| step.contains(index)),
+                "{sql}: {plan:?}"
+            );
+        }
     }
 
     #[test]
