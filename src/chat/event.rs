@@ -5,6 +5,8 @@
 //! socktalk's client and the browser. The JSON schema is documented in the README; the `type`
 //! field names the event.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 
 /// A stored message: what history keeps and replays.
@@ -296,56 +298,72 @@ impl Event {
 
 /// `[#dev] <ann> hello`, `[#dev] * ann waves`, `[pm] <ann> psst`, `[pm to bob] <ann> psst`;
 /// history lines carry their UTC time: `[#dev 2026-11-21 14:03] <ann> hello`.
+/// Appends `record` as one line, built in `out` itself: joining a room replays its history
+/// through here, a line per message, in the hub's one task.
 fn push_record(out: &mut String, record: &Record, viewer: &str, with_time: bool) {
-    let time = if with_time {
-        format!(" {}", utc_minute(record.ts))
-    } else {
-        String::new()
-    };
-    let place = match (&record.room, &record.to) {
-        (Some(room), _) => format!("{room}{time}"),
-        (None, Some(to)) if record.nick == viewer && to != viewer => format!("pm to {to}{time}"),
-        (None, _) => format!("pm{time}"),
-    };
-    let text = one_line(&record.text);
+    out.push('[');
+    match (&record.room, &record.to) {
+        (Some(room), _) => out.push_str(room),
+        (None, Some(to)) if record.nick == viewer && to != viewer => {
+            out.push_str("pm to ");
+            out.push_str(to);
+        }
+        (None, _) => out.push_str("pm"),
+    }
+    if with_time {
+        out.push(' ');
+        push_utc_minute(out, record.ts);
+    }
+    out.push_str("] ");
     match record.kind {
-        Kind::Me => out.push_str(&format!("[{place}] * {} {text}\n", record.nick)),
+        Kind::Me => {
+            out.push_str("* ");
+            out.push_str(&record.nick);
+            out.push(' ');
+        }
         Kind::Say | Kind::Private => {
-            out.push_str(&format!("[{place}] <{}> {text}\n", record.nick));
+            out.push('<');
+            out.push_str(&record.nick);
+            out.push_str("> ");
         }
     }
+    push_one_line(out, &record.text);
+    out.push('\n');
 }
 
-/// Control characters (other than tab) could redraw a terminal or fake a server line; they are
-/// shown as U+FFFD.
-fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.chars().any(|c| c.is_control() && c != '\t') {
-        text.chars()
-            .map(|c| {
-                if c.is_control() && c != '\t' {
-                    '\u{fffd}'
-                } else {
-                    c
-                }
-            })
-            .collect::<String>()
-            .into()
+/// Appends `text` with its control characters (other than tab), which could redraw a terminal
+/// or fake a server line, shown as U+FFFD.
+fn push_one_line(out: &mut String, text: &str) {
+    let is_unsafe = |c: char| c.is_control() && c != '\t';
+    if text.chars().any(is_unsafe) {
+        out.extend(
+            text.chars()
+                .map(|c| if is_unsafe(c) { '\u{fffd}' } else { c }),
+        );
     } else {
-        text.into()
+        out.push_str(text);
     }
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC for a millisecond timestamp.
 pub fn utc_minute(ts_ms: i64) -> String {
+    let mut out = String::with_capacity(16);
+    push_utc_minute(&mut out, ts_ms);
+    out
+}
+
+fn push_utc_minute(out: &mut String, ts_ms: i64) {
     let secs = ts_ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let of_day = secs.rem_euclid(86_400);
     let (year, month, day) = civil_from_days(days);
-    format!(
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
         "{year:04}-{month:02}-{day:02} {:02}:{:02}",
         of_day / 3600,
         of_day % 3600 / 60
-    )
+    );
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after Howard Hinnant's
