@@ -41,6 +41,68 @@ fn a_room_message_reaches_every_member_and_no_other_room() {
     bob.expect_next("[#lobby] <ann> second");
 }
 
+/// The texts of ann's messages replayed to `client` on joining `#new`, after the header
+/// announcing `count` of them.
+fn joins_and_replays(client: &mut ChatClient, count: usize) -> Vec<String> {
+    client.send("/join #new");
+    client.expect_next(&format!("* {count} earlier messages in #new:"));
+    (0..count)
+        .map(|_| {
+            let line = client.next_line();
+            let (_, text) = line
+                .split_once("] <ann> ")
+                .unwrap_or_else(|| panic!("{line}"));
+            text.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn every_joiner_gets_the_history_as_it_stands_in_its_own_form() {
+    // The hub reads and renders a join replay once for all who join before the room's next
+    // message: each must still get the room as it stands when it joins, as it reads it.
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    ann.join("#old");
+    ann.say("from before");
+    ann.join("#new");
+    for text in ["one", "二"] {
+        ann.say(text);
+    }
+    for nick in ["bob", "cat"] {
+        let mut joiner = ChatClient::login(addr, nick);
+        assert_eq!(joins_and_replays(&mut joiner, 2), ["one", "二"], "{nick}");
+    }
+
+    let mut gb = ChatClient::login(addr, "gb");
+    gb.send("/encoding gbk");
+    gb.expect_next("* your encoding is now GBK");
+    gb.send("/join #new");
+    let gbk = |text: &str| encoding_rs::GBK.encode(text).0.into_owned();
+    assert_eq!(gb.next_raw(), gbk("* 2 earlier messages in #new:"));
+    gb.next_raw();
+    let line = gb.next_raw();
+    assert!(line.ends_with(&gbk("] <ann> 二")), "{line:?}");
+
+    let mut js = ChatClient::login(addr, "js");
+    js.json();
+    js.send_json(&serde_json::json!({"type": "join", "room": "#new"}));
+    let history = js.next_json();
+    assert_eq!(history["type"], "history", "{history}");
+    assert_eq!(history["messages"][1]["text"], "二", "{history}");
+
+    // A new message, and the next joiner's replay has it.
+    ann.say("three");
+    let mut dan = ChatClient::login(addr, "dan");
+    assert_eq!(joins_and_replays(&mut dan, 3), ["one", "二", "three"]);
+    // A joiner of another room gets that room's history, not the last one replayed.
+    let mut eve = ChatClient::login(addr, "eve");
+    eve.send("/join #old");
+    eve.expect_next("* 1 earlier message in #old:");
+    let line = eve.next_line();
+    assert!(line.ends_with("] <ann> from before"), "{line}");
+}
+
 #[test]
 fn join_creates_a_room_and_replays_its_history() {
     let (_server, addr) = server();

@@ -163,46 +163,35 @@ fn json_line(event: &Event) -> Bytes {
     Bytes::from(line)
 }
 
-/// Renders room events at most once per (format, encoding), whatever the room's size: a run of
+/// Room events rendered at most once per (format, encoding), whatever the room's size: a run of
 /// events becomes one chunk of lines that every member with that rendering shares.
-struct Fanout<'e> {
-    events: &'e [Event],
+#[derive(Default)]
+struct Renderings {
     json: Option<Bytes>,
     text: Option<String>,
     encoded: Vec<(WireEncoding, Bytes)>,
 }
 
-impl<'e> Fanout<'e> {
-    fn new(events: &'e [Event]) -> Self {
-        Self {
-            events,
-            json: None,
-            text: None,
-            encoded: Vec::new(),
-        }
-    }
-
-    fn bytes_for(&mut self, member: &Member) -> Bytes {
+impl Renderings {
+    /// `events` as `member` reads them; the same `events` every call.
+    fn bytes_for(&mut self, events: &[Event], member: &Member) -> Bytes {
         match member.format {
-            Format::Json => {
-                let events = self.events;
-                self.json
-                    .get_or_insert_with(|| {
-                        let mut lines = String::new();
-                        for event in events {
-                            lines.push_str(&event.to_json());
-                            lines.push('\n');
-                        }
-                        Bytes::from(lines)
-                    })
-                    .clone()
-            }
+            Format::Json => self
+                .json
+                .get_or_insert_with(|| {
+                    let mut lines = String::new();
+                    for event in events {
+                        lines.push_str(&event.to_json());
+                        lines.push('\n');
+                    }
+                    Bytes::from(lines)
+                })
+                .clone(),
             Format::Text => {
                 if let Some((_, bytes)) = self.encoded.iter().find(|(e, _)| *e == member.encoding) {
                     return bytes.clone();
                 }
                 // Room events read the same for every viewer.
-                let events = self.events;
                 let text = self
                     .text
                     .get_or_insert_with(|| events.iter().map(|e| e.to_text("")).collect());
@@ -216,6 +205,27 @@ impl<'e> Fanout<'e> {
             }
         }
     }
+}
+
+/// Which history was read: a room's last `limit` messages before `before`, up to `up_to`.
+/// Messages up to the newest delivered one never change, so the same key reads the same.
+#[derive(PartialEq, Eq)]
+struct HistoryKey {
+    room: String,
+    limit: usize,
+    before: Option<i64>,
+    up_to: i64,
+}
+
+/// The last room history replayed on joining, read and rendered once for everyone who joins
+/// before the room's next message: when a crowd joins at once (every client reconnecting after
+/// a restart), reading and rendering it per member was four-fifths of the hub's work.
+struct HistoryCache {
+    key: HistoryKey,
+    is_empty: bool,
+    /// One [`Event::History`].
+    event: [Event; 1],
+    renderings: Renderings,
 }
 
 #[derive(Default)]
@@ -237,6 +247,8 @@ pub struct Hub {
     delivered_up_to: i64,
     /// Messages handed to the writer and not yet delivered.
     in_flight: usize,
+    /// The last join replay, for the next member joining the same room.
+    history_cache: Option<HistoryCache>,
     guests: u64,
     /// Members to disconnect once the current fan-out is done, with the reason.
     doomed: Vec<(MemberId, String)>,
@@ -283,6 +295,7 @@ impl Hub {
             in_flight: 0,
             guests: 0,
             doomed: Vec::new(),
+            history_cache: None,
             is_closing: false,
             accounts,
             registering: HashSet::new(),
@@ -1110,16 +1123,42 @@ impl Hub {
         before: Option<i64>,
         always: bool,
     ) {
-        match self
-            .store
-            .recent(&room, limit, before, self.delivered_up_to)
+        let key = HistoryKey {
+            room,
+            limit,
+            before,
+            up_to: self.delivered_up_to,
+        };
+        // Only the replay on joining (and a plain `/history`) is kept, in place of the last
+        // one: a longer `/history N` could hold a thousand lines in the hub for nobody.
+        let is_replay = limit == self.config.history_replay && before.is_none();
+        let cached = self.history_cache.take_if(|c| c.key == key);
+        let mut cache = match cached {
+            Some(cache) => cache,
+            None => match self.store.recent(&key.room, limit, before, key.up_to) {
+                Ok(messages) => HistoryCache {
+                    is_empty: messages.is_empty(),
+                    event: [Event::History {
+                        room: key.room.clone(),
+                        messages,
+                    }],
+                    key,
+                    renderings: Renderings::default(),
+                },
+                Err(err) => {
+                    tracing::error!("history read failed: {err}");
+                    return self.error(id, "history is unavailable right now");
+                }
+            },
+        };
+        if (always || !cache.is_empty)
+            && let Some(member) = self.members.get_mut(&id)
         {
-            Ok(messages) if messages.is_empty() && !always => {}
-            Ok(messages) => self.tell(id, &Event::History { room, messages }),
-            Err(err) => {
-                tracing::error!("history read failed: {err}");
-                self.error(id, "history is unavailable right now");
-            }
+            let bytes = cache.renderings.bytes_for(&cache.event, member);
+            push(member, id, bytes, 1, self.config.outbox, &mut self.doomed);
+        }
+        if is_replay {
+            self.history_cache = Some(cache);
         }
     }
 
@@ -1193,10 +1232,10 @@ impl Hub {
         let Some(found) = self.rooms.get(room) else {
             return;
         };
-        let mut fanout = Fanout::new(events);
+        let mut renderings = Renderings::default();
         for &id in &found.members {
             if let Some(member) = self.members.get_mut(&id) {
-                let bytes = fanout.bytes_for(member);
+                let bytes = renderings.bytes_for(events, member);
                 push(
                     member,
                     id,
