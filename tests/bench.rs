@@ -1,4 +1,5 @@
-//! `socktalk bench`: a short smoke run of every mode against socktalk's own servers. It asserts
+//! `socktalk bench`: a short smoke run of every mode against socktalk's own servers (and of
+//! `bench/join_storm.py`). It asserts
 //! only that each produces sane numbers (work done, no errors); speed is for BENCHMARKS.md, never
 //! a test threshold.
 
@@ -150,6 +151,28 @@ fn fanout_delivers_every_line_to_every_receiver() {
     ]);
     assert_eq!(report["lost"], 0, "{report}");
     assert!(report.get("server_cpu_ms").is_none(), "{report}");
+}
+
+#[test]
+fn the_join_storm_script_sees_every_client_replayed() {
+    let server = chat_server(&["--max-rate", "0", "--max-conns-per-ip", "0"]);
+    let pid = server.child.id().to_string();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/join_storm.py");
+    let out = std::process::Command::new("python3")
+        .args([script, host_port(&server.addr), "--conns", "50"])
+        .args(["--lines", "30", "--timeout", "20", "--pid", &pid])
+        .output()
+        .expect("python3 is on every machine");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["conns"], 50, "{report}");
+    assert_eq!(report["unserved"], 0, "{report}");
+    assert!(report["secs"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["server_cpu_ms"].as_f64().unwrap() >= 0.0, "{report}");
 }
 
 #[test]
