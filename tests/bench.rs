@@ -1,7 +1,6 @@
-//! `socktalk bench`: a short smoke run of every mode against socktalk's own servers (and of
-//! `bench/join_storm.py`). It asserts
-//! only that each produces sane numbers (work done, no errors); speed is for BENCHMARKS.md, never
-//! a test threshold.
+//! `socktalk bench`: a short smoke run of every mode against socktalk's own servers, and of
+//! `bench/join_storm.py`. It asserts only that each produces sane numbers (work done, no
+//! errors); speed is for BENCHMARKS.md, never a test threshold.
 
 mod common;
 
