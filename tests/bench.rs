@@ -157,21 +157,31 @@ fn the_join_storm_script_sees_every_client_replayed() {
     let server = chat_server(&["--max-rate", "0", "--max-conns-per-ip", "0"]);
     let pid = server.child.id().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/join_storm.py");
-    let out = std::process::Command::new("python3")
-        .args([script, host_port(&server.addr), "--conns", "50"])
-        .args(["--lines", "30", "--timeout", "20", "--pid", &pid])
-        .output()
-        .expect("python3 is on every machine");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
-    assert_eq!(report["conns"], 50, "{report}");
-    assert_eq!(report["unserved"], 0, "{report}");
-    assert!(report["secs"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["server_cpu_ms"].as_f64().unwrap() >= 0.0, "{report}");
+    for room in ["#lobby", "#dev"] {
+        let out = std::process::Command::new("python3")
+            .args([
+                script,
+                host_port(&server.addr),
+                "--conns",
+                "50",
+                "--room",
+                room,
+            ])
+            .args(["--lines", "30", "--timeout", "20", "--pid", &pid])
+            .output()
+            .expect("python3 is on every machine");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+        assert_eq!(report["room"], room, "{report}");
+        assert_eq!(report["conns"], 50, "{report}");
+        assert_eq!(report["unserved"], 0, "{report}");
+        assert!(report["secs"].as_f64().unwrap() > 0.0, "{report}");
+        assert!(report["server_cpu_ms"].as_f64().unwrap() >= 0.0, "{report}");
+    }
 }
 
 #[test]

@@ -84,7 +84,6 @@ fn gbk() -> WireEncoding {
     WireEncoding::for_label("gbk").unwrap()
 }
 
-/// Whether gbk has a code for `c`: only characters it lacks are sent as `?`.
 /// What `c` comes back as after a trip through gbk: `None` when gbk lacks it (it is sent as
 /// `?`). Almost always `c` itself, but the WHATWG gbk encoder writes a few Private Use Area code
 /// points (U+E81E, say) as the bytes GB18030-2022 gives their standard characters, which decode

@@ -298,6 +298,7 @@ impl Event {
 
 /// `[#dev] <ann> hello`, `[#dev] * ann waves`, `[pm] <ann> psst`, `[pm to bob] <ann> psst`;
 /// history lines carry their UTC time: `[#dev 2026-11-21 14:03] <ann> hello`.
+///
 /// Appends `record` as one line, built in `out` itself: joining a room replays its history
 /// through here, a line per message, in the hub's one task.
 fn push_record(out: &mut String, record: &Record, viewer: &str, with_time: bool) {

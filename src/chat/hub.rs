@@ -207,26 +207,24 @@ impl Renderings {
     }
 }
 
-/// Which history was read: a room's last `limit` messages before `before`, up to `up_to`.
-/// Messages up to the newest delivered one never change, so the same key reads the same.
-#[derive(PartialEq, Eq)]
-struct HistoryKey {
-    room: String,
-    limit: usize,
-    before: Option<i64>,
-    up_to: i64,
-}
-
-/// The last room history replayed on joining, read and rendered once for everyone who joins
-/// before the room's next message: when a crowd joins at once (every client reconnecting after
-/// a restart), reading and rendering it per member was four-fifths of the hub's work.
-struct HistoryCache {
-    key: HistoryKey,
+/// A room's replay on joining (its last `--history` messages), read and rendered once for
+/// everyone who joins it until its next message: when a crowd joins at once (every client
+/// reconnecting after a restart), reading and rendering it per member was four-fifths of the
+/// hub's work.
+///
+/// It stays right because stored messages are never changed or deleted, and a room's next one
+/// is delivered (and ends its replay) before anyone can be replayed it. Pruning history would
+/// have to end the replays too.
+struct Replay {
     is_empty: bool,
-    /// One [`Event::History`].
+    /// One [`Event::History`]. Its messages are all the room's, so, like every room event, it
+    /// reads the same for every viewer (a private message would not: "pm to …").
     event: [Event; 1],
     renderings: Renderings,
 }
+
+/// Most rooms whose replay the hub keeps; past it they are all dropped and read afresh.
+const MAX_REPLAYS: usize = 64;
 
 #[derive(Default)]
 struct Room {
@@ -247,8 +245,8 @@ pub struct Hub {
     delivered_up_to: i64,
     /// Messages handed to the writer and not yet delivered.
     in_flight: usize,
-    /// The last join replay, for the next member joining the same room.
-    history_cache: Option<HistoryCache>,
+    /// Rooms' replays on joining, each until the room's next message.
+    replays: HashMap<String, Replay>,
     guests: u64,
     /// Members to disconnect once the current fan-out is done, with the reason.
     doomed: Vec<(MemberId, String)>,
@@ -295,7 +293,7 @@ impl Hub {
             in_flight: 0,
             guests: 0,
             doomed: Vec::new(),
-            history_cache: None,
+            replays: HashMap::new(),
             is_closing: false,
             accounts,
             registering: HashSet::new(),
@@ -655,6 +653,8 @@ impl Hub {
             }
             match record.room.clone() {
                 Some(room) => {
+                    // Its replay no longer ends with the room's last message.
+                    self.replays.remove(&room);
                     run_room = room;
                     run.push(Event::Message(record));
                 }
@@ -1108,6 +1108,7 @@ impl Hub {
             found.members.retain(|m| *m != id);
             if found.members.is_empty() {
                 self.rooms.remove(room);
+                self.replays.remove(room);
             }
         }
         if let Some(member) = self.members.get_mut(&id) {
@@ -1123,26 +1124,26 @@ impl Hub {
         before: Option<i64>,
         always: bool,
     ) {
-        let key = HistoryKey {
-            room,
-            limit,
-            before,
-            up_to: self.delivered_up_to,
-        };
-        // Only the replay on joining (and a plain `/history`) is kept, in place of the last
-        // one: a longer `/history N` could hold a thousand lines in the hub for nobody.
+        // Only the replay on joining (and a plain `/history`) is kept: paging back with
+        // `before`, or a longer `/history N`, could hold a thousand lines for nobody.
         let is_replay = limit == self.config.history_replay && before.is_none();
-        let cached = self.history_cache.take_if(|c| c.key == key);
-        let mut cache = match cached {
-            Some(cache) => cache,
-            None => match self.store.recent(&key.room, limit, before, key.up_to) {
-                Ok(messages) => HistoryCache {
+        let cached = if is_replay {
+            self.replays.remove(&room)
+        } else {
+            None
+        };
+        let mut replay = match cached {
+            Some(replay) => replay,
+            None => match self
+                .store
+                .recent(&room, limit, before, self.delivered_up_to)
+            {
+                Ok(messages) => Replay {
                     is_empty: messages.is_empty(),
                     event: [Event::History {
-                        room: key.room.clone(),
+                        room: room.clone(),
                         messages,
                     }],
-                    key,
                     renderings: Renderings::default(),
                 },
                 Err(err) => {
@@ -1151,14 +1152,17 @@ impl Hub {
                 }
             },
         };
-        if (always || !cache.is_empty)
+        if (always || !replay.is_empty)
             && let Some(member) = self.members.get_mut(&id)
         {
-            let bytes = cache.renderings.bytes_for(&cache.event, member);
+            let bytes = replay.renderings.bytes_for(&replay.event, member);
             push(member, id, bytes, 1, self.config.outbox, &mut self.doomed);
         }
         if is_replay {
-            self.history_cache = Some(cache);
+            if self.replays.len() >= MAX_REPLAYS {
+                self.replays.clear();
+            }
+            self.replays.insert(room, replay);
         }
     }
 
