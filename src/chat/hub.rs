@@ -173,6 +173,13 @@ struct Renderings {
 }
 
 impl Renderings {
+    /// The bytes rendered so far.
+    fn size(&self) -> usize {
+        let json = self.json.as_ref().map_or(0, Bytes::len);
+        let text = self.text.as_ref().map_or(0, String::len);
+        json + text + self.encoded.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
     /// `events` as `member` reads them; the same `events` every call.
     fn bytes_for(&mut self, events: &[Event], member: &Member) -> Bytes {
         match member.format {
@@ -217,14 +224,25 @@ impl Renderings {
 /// have to end the replays too.
 struct Replay {
     is_empty: bool,
+    /// Its messages' text, in bytes.
+    text_bytes: usize,
     /// One [`Event::History`]. Its messages are all the room's, so, like every room event, it
     /// reads the same for every viewer (a private message would not: "pm to …").
     event: [Event; 1],
     renderings: Renderings,
 }
 
-/// Most rooms whose replay the hub keeps; past it they are all dropped and read afresh.
+impl Replay {
+    /// About the memory it holds: its renderings, and its messages' text.
+    fn size(&self) -> usize {
+        self.renderings.size() + self.text_bytes
+    }
+}
+
+/// Most rooms whose replay the hub keeps, and most bytes all of them may hold (each encoding a
+/// joiner reads in adds a rendering); past either, they are all dropped and read afresh.
 const MAX_REPLAYS: usize = 64;
+const MAX_REPLAY_BYTES: usize = 4 << 20;
 
 #[derive(Default)]
 struct Room {
@@ -1140,6 +1158,7 @@ impl Hub {
             {
                 Ok(messages) => Replay {
                     is_empty: messages.is_empty(),
+                    text_bytes: messages.iter().map(|m| m.text.len()).sum(),
                     event: [Event::History {
                         room: room.clone(),
                         messages,
@@ -1159,10 +1178,13 @@ impl Hub {
             push(member, id, bytes, 1, self.config.outbox, &mut self.doomed);
         }
         if is_replay {
-            if self.replays.len() >= MAX_REPLAYS {
+            let held: usize = self.replays.values().map(Replay::size).sum();
+            if self.replays.len() >= MAX_REPLAYS || held + replay.size() > MAX_REPLAY_BYTES {
                 self.replays.clear();
             }
-            self.replays.insert(room, replay);
+            if replay.size() <= MAX_REPLAY_BYTES {
+                self.replays.insert(room, replay);
+            }
         }
     }
 
