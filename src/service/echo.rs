@@ -109,6 +109,90 @@ impl Responder {
     }
 }
 
+/// What one stream connection does with the bytes it reads, apart from reading and writing
+/// them: the frames it splits, their replies, the greeting. The tokio loop below and the
+/// io_uring pump ([`super::uring`]) both drive it.
+pub struct EchoConn {
+    codec: FrameCodec,
+    responder: Responder,
+    is_passthrough: bool,
+    /// How much the next read asks for: it doubles, up to [`READ_CHUNK`], while reads fill it.
+    chunk: usize,
+}
+
+impl EchoConn {
+    /// The state of a new connection of a server set up as `config`.
+    pub fn new(config: &EchoConfig) -> Self {
+        Self {
+            codec: FrameCodec::new(config.framing, config.max_frame),
+            responder: Responder::new(
+                config.transform,
+                config.encoding,
+                config.framing != Framing::Raw,
+            ),
+            is_passthrough: config.framing == Framing::Raw && config.transform == Transform::Echo,
+            chunk: FIRST_READ,
+        }
+    }
+
+    /// Plain echo with `raw` framing: what is read goes back as it is, with no work per message.
+    pub fn is_passthrough(&self) -> bool {
+        self.is_passthrough
+    }
+
+    /// Appends the greeting `config` asks for, framed, to `output`.
+    pub fn greet(&mut self, config: &EchoConfig, output: &mut BytesMut) {
+        if let Some(greet) = &config.greet {
+            let mut text = greet.clone();
+            if config.framing == Framing::Raw && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            let bytes = config.encoding.encode_message(&text);
+            // Only a greeting longer than --max-frame fails, and then none is sent.
+            let _ = self.codec.encode(&bytes, output);
+        }
+    }
+
+    /// Makes room in `input` for the next read and returns how much it asks for.
+    pub fn reserve(&self, input: &mut BytesMut) -> usize {
+        if input.capacity() - input.len() < self.chunk / 2 {
+            input.reserve(self.chunk);
+        }
+        input.capacity() - input.len()
+    }
+
+    /// Notes that a read asking for `asked` bytes got `got`: reads that fill their buffer
+    /// make the next ones bigger.
+    pub fn read(&mut self, asked: usize, got: usize) {
+        if got == asked && self.chunk < READ_CHUNK {
+            self.chunk *= 2;
+        }
+    }
+
+    /// Decodes every complete frame in `input` and appends each reply, framed, to `output`;
+    /// at EOF, the last frame too. An error (an oversized frame) ends the connection once
+    /// `output` is written.
+    pub fn respond(
+        &mut self,
+        input: &mut BytesMut,
+        output: &mut BytesMut,
+        is_eof: bool,
+    ) -> Result<(), crate::codec::FrameError> {
+        loop {
+            let frame = if is_eof {
+                self.codec.decode_eof(input)?
+            } else {
+                self.codec.decode(input)?
+            };
+            let Some(mut frame) = frame else {
+                return Ok(());
+            };
+            let reply = self.responder.reply(&mut frame);
+            self.codec.encode(reply, output)?;
+        }
+    }
+}
+
 /// Serves one stream connection until the peer closes, the framing breaks, the idle timeout
 /// passes or `shutdown` is cancelled. Errors are logged with the peer; none escapes.
 pub async fn serve_stream<S>(
@@ -119,16 +203,9 @@ pub async fn serve_stream<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut codec = FrameCodec::new(config.framing, config.max_frame);
-    let mut responder = Responder::new(
-        config.transform,
-        config.encoding,
-        config.framing != Framing::Raw,
-    );
-    let is_passthrough = config.framing == Framing::Raw && config.transform == Transform::Echo;
+    let mut conn = EchoConn::new(&config);
     let mut input = BytesMut::new();
     let mut output = BytesMut::new();
-    let mut chunk = FIRST_READ;
     // Made once per connection, not per message: each new `cancelled()` future registers with
     // the token (a lock) and deregisters when dropped, which showed on the echo hot path.
     let cancelled = shutdown.cancelled();
@@ -141,26 +218,16 @@ pub async fn serve_stream<S>(
     });
     tokio::pin!(idle);
 
-    if let Some(greet) = &config.greet {
-        let mut text = greet.clone();
-        if config.framing == Framing::Raw && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        let bytes = config.encoding.encode_message(&text);
-        if codec.encode(&bytes, &mut output).is_ok()
-            && write(&mut stream, &mut output, &peer, &mut cancelled)
-                .await
-                .is_err()
-        {
-            return;
-        }
+    conn.greet(&config, &mut output);
+    if write(&mut stream, &mut output, &peer, &mut cancelled)
+        .await
+        .is_err()
+    {
+        return;
     }
 
     loop {
-        if input.capacity() - input.len() < chunk / 2 {
-            input.reserve(chunk);
-        }
-        let spare = input.capacity() - input.len();
+        let spare = conn.reserve(&mut input);
         let read = tokio::select! {
             biased;
             read = stream.read_buf(&mut input) => read,
@@ -177,9 +244,7 @@ pub async fn serve_stream<S>(
         let is_eof = match read {
             Ok(0) => true,
             Ok(n) => {
-                if n == spare && chunk < READ_CHUNK {
-                    chunk *= 2;
-                }
+                conn.read(spare, n);
                 false
             }
             Err(err) => {
@@ -187,7 +252,7 @@ pub async fn serve_stream<S>(
                 return;
             }
         };
-        if is_passthrough {
+        if conn.is_passthrough() {
             if is_eof {
                 break;
             }
@@ -199,7 +264,7 @@ pub async fn serve_stream<S>(
             }
             continue;
         }
-        let verdict = frame_replies(&mut codec, &mut responder, &mut input, &mut output, is_eof);
+        let verdict = conn.respond(&mut input, &mut output, is_eof);
         if write(&mut stream, &mut output, &peer, &mut cancelled)
             .await
             .is_err()
@@ -216,28 +281,6 @@ pub async fn serve_stream<S>(
     }
     // The peer half-closed: everything owed has been written, so finish our side too.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
-}
-
-/// Decodes every complete frame in `input` and appends each reply, framed, to `output`.
-fn frame_replies(
-    codec: &mut FrameCodec,
-    responder: &mut Responder,
-    input: &mut BytesMut,
-    output: &mut BytesMut,
-    is_eof: bool,
-) -> Result<(), crate::codec::FrameError> {
-    loop {
-        let frame = if is_eof {
-            codec.decode_eof(input)?
-        } else {
-            codec.decode(input)?
-        };
-        let Some(mut frame) = frame else {
-            return Ok(());
-        };
-        let reply = responder.reply(&mut frame);
-        codec.encode(reply, output)?;
-    }
 }
 
 /// Writes and empties `buf`, logging a failure with the peer. Gives up when `shutdown` is
