@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ChatClient, Proc, chat_server};
+use common::{ChatClient, Proc, chat_server, one_line_error, socktalk};
 
 /// Reads the client's output until a line satisfies `wanted` (at most 100 lines, each within
 /// the IO timeout); fails listing what it printed otherwise.
@@ -150,4 +150,60 @@ fn the_client_connects_over_a_unix_socket() {
     bob.expect("[#lobby] <ann> over unix");
     ann.close_stdin();
     assert_eq!(ann.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
+
+#[test]
+fn commands_typed_after_blanks_stay_commands() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut ann = chat(&addr.to_string(), "ann");
+    bob.expect("* guest2 is now known as ann");
+    // Sent as a message, this would show the password to the room (and store it).
+    ann.type_line("  /register a-long-secret");
+    expect_out(&mut ann, |l| l.contains("ann is registered to you now"));
+    ann.type_line("   /msg bob quietly");
+    // The next thing bob hears: the password never reached the room.
+    bob.expect_next("[pm] <ann> quietly");
+    ann.type_line(" /quit");
+    bob.expect_next("* ann quit");
+    let status = ann.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn a_refused_client_says_why_and_fails() {
+    let server = chat_server(":memory:", &["--deny", "127.0.0.0/8"]);
+    let addr = server.socket_addr().to_string();
+    let out = socktalk()
+        .args(["chat", &addr, "--nick", "ann", "--color", "never"])
+        .timeout(Duration::from_secs(10))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("refused:"), "{err}");
+    assert!(err.contains("not allowed"), "{err}");
+}
+
+#[test]
+fn a_server_that_is_not_a_chat_server_is_named_as_such() {
+    let (addr, peer) = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            drop(stream);
+        });
+        (addr, peer)
+    };
+    let out = socktalk()
+        .args(["chat", &addr.to_string(), "--color", "never"])
+        .timeout(Duration::from_secs(10))
+        .output()
+        .unwrap();
+    peer.join().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("before the chat began"), "{err}");
 }

@@ -268,3 +268,34 @@ fn history_pages_back_with_before() {
         "you are not in #elsewhere; /join #elsewhere first"
     );
 }
+
+#[test]
+fn json_is_utf8_whatever_the_connection_s_encoding() {
+    // A gbk server: its text members speak gbk, its JSON members utf-8 all the same.
+    let server = chat_server(":memory:", &["--encoding", "gbk"]);
+    let addr = server.socket_addr();
+    let mut ann = ChatClient::login(addr, "ann");
+    ann.json();
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.next_json();
+    ann.next_json();
+
+    ann.send_json(&json!({"type": "say", "text": "hello 中文 ✓"}));
+    assert_eq!(ann.next_json()["text"], "hello 中文 ✓");
+    // bob reads gbk, where ✓ has no form and becomes '?'.
+    let heard = bob.next_raw();
+    assert_eq!(
+        heard,
+        [
+            &b"[#lobby] <ann> hello "[..],
+            &[0xd6, 0xd0, 0xce, 0xc4],
+            b" ?"
+        ]
+        .concat()
+    );
+    // Switching the text encoding in JSON mode changes nothing for JSON.
+    ann.send_json(&json!({"type": "line", "text": "/encoding big5"}));
+    ann.next_json();
+    ann.send_json(&json!({"type": "say", "text": "仍然"}));
+    assert_eq!(ann.next_json()["text"], "仍然");
+}

@@ -61,7 +61,9 @@ where
                     Some(line) if line.trim().is_empty() => continue,
                     Some(line) => {
                         is_typing = !is_quit(&line);
-                        if line.starts_with('/') {
+                        // As the server reads typed lines: blanks before a `/` still make a
+                        // command (sent as `say`, ` /login ann pw` would go to the room).
+                        if line.trim_start().starts_with('/') {
                             json!({"type": "line", "text": line})
                         } else {
                             json!({"type": "say", "text": line})
@@ -85,7 +87,15 @@ where
         }
     }
     view.status("disconnected");
-    Ok(())
+    if view.is_json {
+        return Ok(());
+    }
+    // Closed before the chat began: refused at the door (said in one text line), or not a
+    // chat server at all.
+    let reason = view.refusal.take().unwrap_or_else(|| {
+        "the server closed the connection before the chat began (is it `socktalk serve`?)".into()
+    });
+    Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, reason).into())
 }
 
 fn is_quit(line: &str) -> bool {
@@ -98,6 +108,8 @@ struct View {
     is_colored: bool,
     /// Lines before JSON mode starts are the text-mode greeting, already re-sent as JSON.
     is_json: bool,
+    /// The line a server refusing the connection sends before closing it.
+    refusal: Option<String>,
     nick: String,
     room: Option<String>,
 }
@@ -115,6 +127,7 @@ impl View {
         Self {
             is_colored,
             is_json: false,
+            refusal: None,
             nick: String::new(),
             room: None,
         }
@@ -149,6 +162,8 @@ impl View {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             if self.is_json {
                 self.print(line);
+            } else if line.starts_with("refused:") {
+                self.refusal = Some(line.to_string());
             }
             return;
         };

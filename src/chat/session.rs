@@ -154,7 +154,13 @@ impl Input {
     }
 
     fn parse(&self, line: &[u8]) -> Result<Option<Command>, String> {
-        let text = self.encoding.decode_message(line);
+        // JSON is always utf-8, whatever the connection's text encoding.
+        let encoding = if self.is_json {
+            WireEncoding::default()
+        } else {
+            self.encoding
+        };
+        let text = encoding.decode_message(line);
         let parsed = if self.is_json {
             parse_json(&text)
         } else {
