@@ -36,6 +36,12 @@ pub const UDP_LINGER: Duration = Duration::from_secs(2);
 /// in within 0.9 s with 4096, and 1.5 s with 1024.
 pub const LISTEN_BACKLOG: i32 = 4096;
 
+/// The most requests one chat member may have waiting for its earlier ones to take effect (a
+/// `/part` typed right after a message waits until the message is committed and delivered,
+/// and so does all the member types after it). Past it, a request is dropped and the member
+/// told; only a member flooding with `--max-rate 0` can reach it.
+pub const MAX_HELD_REQUESTS: usize = 1024;
+
 /// How long the accept loop backs off after an error such as running out of file descriptors,
 /// doubling up to [`ACCEPT_BACKOFF_MAX`].
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);

@@ -533,3 +533,21 @@ async fn a_websocket_member_logs_in_and_gets_its_mail() {
     let live = next_of(&mut ws, "private").await;
     assert_eq!(live["text"], "and now live");
 }
+
+#[test]
+fn what_is_typed_after_a_login_waits_for_its_answer() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut owner = registered(addr, "carl", PASSWORD);
+    owner.send("/nick away");
+    owner.expect("* carl is now known as away");
+    let mut watcher = ChatClient::login(addr, "bob");
+    let mut carl = ChatClient::guest(addr);
+    watcher.expect(&format!("* {} joined #lobby", carl.nick));
+    // The password takes a while to check; the message after it goes out as carl all the same.
+    carl.send_raw(format!("/login carl {PASSWORD}\nhello as carl\n").as_bytes());
+    watcher.expect_next(&format!("* {} is now known as carl", carl.nick));
+    watcher.expect_next("[#lobby] <carl> hello as carl");
+    carl.expect("* you are logged in as carl");
+    carl.expect_next("[#lobby] <carl> hello as carl");
+}

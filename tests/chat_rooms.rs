@@ -546,3 +546,39 @@ fn a_last_line_without_newline_before_a_clean_close_is_posted() {
     drop(ann);
     bob.expect("[#lobby] <ann> goodbye without a newline");
 }
+
+#[test]
+fn what_a_member_does_takes_effect_in_the_order_it_did_it() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+    bob.join("#dev");
+    ann.join("#dev");
+    bob.expect_next("* ann joined #dev");
+
+    // Each batch in one write: a message is delivered once committed, later than the command
+    // after it is read, and must still come first, to the room and to its sender.
+    ann.send_raw(b"before parting\n/part #dev\n");
+    bob.expect_next("[#dev] <ann> before parting");
+    bob.expect_next("* ann left #dev");
+    ann.expect_next("[#dev] <ann> before parting");
+    ann.expect_next("* ann left #dev");
+    ann.expect_next("* you are now talking in #lobby");
+
+    ann.send_raw(b"under the old nick\n/nick ann2\nunder the new one\n");
+    bob.expect_next("[#lobby] <ann> under the old nick");
+    bob.expect_next("* ann is now known as ann2");
+    bob.expect_next("[#lobby] <ann2> under the new one");
+
+    // Leaving (a /quit, or the connection closing) waits for the last words too.
+    ann.send_raw(b"last words\n/quit\n");
+    bob.expect_next("[#lobby] <ann2> last words");
+    bob.expect_next("* ann2 quit");
+    let mut cat = ChatClient::login(addr, "cat");
+    bob.expect("* guest3 is now known as cat");
+    cat.send_raw(b"gone now\n");
+    drop(cat);
+    bob.expect_next("[#lobby] <cat> gone now");
+    bob.expect_next("* cat quit");
+}

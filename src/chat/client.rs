@@ -340,6 +340,7 @@ mod tests {
         let view = View {
             is_colored: false,
             is_json: true,
+            refusal: None,
             nick: "bob".into(),
             room: None,
         };

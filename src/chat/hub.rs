@@ -28,7 +28,7 @@
 //! against its state of that moment. A private message to a registered nick that nobody holds
 //! is stored with a mailbox mark (in the same commit) and delivered at that nick's next login.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -42,7 +42,8 @@ use super::history::{Batch, Pending, Store, Writer};
 use super::outbox::{Outbox, Push};
 use crate::codec::WireEncoding;
 use crate::limits::{
-    LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW,
+    LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_FAILURES_PER_SOURCE,
+    LOGIN_WINDOW, MAX_HELD_REQUESTS,
 };
 
 /// The answer to an account command while the member's previous one is still being checked.
@@ -96,6 +97,29 @@ pub enum Request {
     Leave(MemberId, Option<String>),
 }
 
+impl Request {
+    /// The member a request comes from and concerns, for one that must take effect in order.
+    fn member(&self) -> Option<MemberId> {
+        match self {
+            Request::Command(id, _) | Request::SetEncoding(id, _) | Request::Leave(id, _) => {
+                Some(*id)
+            }
+            Request::Connect { .. } | Request::Notice(..) | Request::Address(..) => None,
+        }
+    }
+
+    /// A message to a room or a member: it is ordered by the writer, with the member's others.
+    fn is_message(&self) -> bool {
+        matches!(
+            self,
+            Request::Command(
+                _,
+                Command::Say { .. } | Command::Me { .. } | Command::Msg { .. }
+            )
+        )
+    }
+}
+
 /// The hub's settings.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -139,9 +163,19 @@ struct Member {
     is_logged_in: bool,
     /// An account command of this member's is being checked.
     is_checking: bool,
+    /// Its messages handed to the writer and not yet delivered.
+    in_flight: usize,
+    /// Its requests held back until what it did before has taken effect (see [`Hub::handle`]).
+    held: VecDeque<Request>,
 }
 
 impl Member {
+    /// Whether `request` of this member's must wait for what it did before (see
+    /// [`Hub::handle`]).
+    fn blocks(&self, request: &Request) -> bool {
+        self.is_checking || (!request.is_message() && self.in_flight > 0)
+    }
+
     fn render(&self, event: &Event) -> Bytes {
         match self.format {
             Format::Json => json_line(event),
@@ -376,7 +410,52 @@ impl Hub {
         self.writer.close();
     }
 
+    /// Handles `request` now, or holds it back until what its member did before has taken
+    /// effect. A message is delivered once committed, later than the hub reads it, so a
+    /// member's `/part`, `/nick`, `/quit` (or its leaving) waits for its messages in flight:
+    /// the room then hears the message before the notice, and the sender gets its own copy.
+    /// While its password is being checked everything of the member's waits, so that a
+    /// message typed after `/login` goes out under the nick logged in. Messages alone do not
+    /// wait for messages: they keep their order through the writer.
     fn handle(&mut self, request: Request) {
+        let Some(id) = self.must_wait(&request) else {
+            return self.handle_now(request);
+        };
+        let member = self.members.get_mut(&id).expect("present");
+        if member.held.len() < MAX_HELD_REQUESTS {
+            member.held.push_back(request);
+        } else {
+            self.error(
+                id,
+                "too many requests waiting for your earlier ones to take effect; \
+                 this one was dropped (slow down)",
+            );
+        }
+    }
+
+    /// The member whose earlier doings `request` must wait for, if it must.
+    fn must_wait(&self, request: &Request) -> Option<MemberId> {
+        let id = request.member()?;
+        let member = self.members.get(&id)?;
+        (!member.held.is_empty() || member.blocks(request)).then_some(id)
+    }
+
+    /// Handles the requests `id` had held back, in order, while they need not wait.
+    fn release(&mut self, id: MemberId) {
+        loop {
+            let Some(member) = self.members.get_mut(&id) else {
+                return;
+            };
+            match member.held.front() {
+                Some(next) if !member.blocks(next) => {}
+                _ => return,
+            }
+            let request = member.held.pop_front().expect("a front");
+            self.handle_now(request);
+        }
+    }
+
+    fn handle_now(&mut self, request: Request) {
         match request {
             Request::Connect {
                 id,
@@ -432,6 +511,8 @@ impl Hub {
                 source: None,
                 is_logged_in: false,
                 is_checking: false,
+                in_flight: 0,
+                held: VecDeque::new(),
             }),
         );
         self.tell(
@@ -632,6 +713,9 @@ impl Hub {
             false
         } else {
             self.in_flight += 1;
+            if let Some(member) = self.members.get_mut(&route.from) {
+                member.in_flight += 1;
+            }
             true
         }
     }
@@ -639,6 +723,24 @@ impl Hub {
     /// Delivers a committed batch (or tells the senders it failed).
     fn deliver(&mut self, batch: Batch<Route>) {
         self.in_flight = self.in_flight.saturating_sub(batch.items.len());
+        let mut authors: Vec<MemberId> = Vec::new();
+        for item in &batch.items {
+            let from = item.author.from;
+            if let Some(member) = self.members.get_mut(&from) {
+                member.in_flight = member.in_flight.saturating_sub(1);
+                if member.in_flight == 0 && !member.held.is_empty() {
+                    authors.push(from);
+                }
+            }
+        }
+        self.deliver_batch(batch);
+        // What their senders did after these messages can take effect now.
+        for id in authors {
+            self.release(id);
+        }
+    }
+
+    fn deliver_batch(&mut self, batch: Batch<Route>) {
         let mailboxes = batch.items.iter().filter(|item| item.is_mail);
         for key in mailboxes.filter_map(|item| item.record.to.as_deref().map(account::key)) {
             if let Some(count) = self.mail_in_flight.get_mut(&key) {
@@ -904,6 +1006,19 @@ impl Hub {
         if let Some(member) = self.members.get_mut(&id) {
             member.is_checking = false;
         }
+        self.apply_checked(id, key, nick, source, kind, outcome);
+        self.release(id);
+    }
+
+    fn apply_checked(
+        &mut self,
+        id: MemberId,
+        key: String,
+        nick: String,
+        source: Option<String>,
+        kind: JobKind,
+        outcome: Outcome,
+    ) {
         // A success gives its attempt back; the address keeps the cost of a /password (two
         // hashes) counted, so it cannot ask for hashing without end.
         let succeeded = |hub: &mut Hub, gives_back_source: bool| {
