@@ -428,7 +428,7 @@ async fn bad_json_and_binary_frames_get_an_error_and_the_session_goes_on() {
 }
 
 #[tokio::test]
-async fn an_oversized_message_closes_only_that_websocket() {
+async fn an_oversized_message_is_refused_and_a_huge_one_closes_only_that_websocket() {
     let server = WebServer::start(&["--max-line", "256"]);
     let mut ann = Ws::login(&server, "ann").await;
     let mut bob = Ws::login(&server, "bob").await;
@@ -441,7 +441,24 @@ async fn an_oversized_message_closes_only_that_websocket() {
     ann.say("#lobby", &fits).await;
     assert_eq!(bob.next_message().await["text"], fits.as_str());
 
-    ann.send_json(json!({"type": "say", "text": "y".repeat(1000)}))
+    // Over it: refused with an error, as a long line on TCP is, and the session goes on.
+    ann.send_json(json!({"type": "say", "text": "z".repeat(300)}))
+        .await;
+    assert_eq!(
+        ann.next_json().await,
+        json!({"type": "error", "text": "message longer than 256 bytes (--max-line); it was discarded"})
+    );
+    let said = ann.say("#lobby", "after the long one").await;
+    assert_eq!(said["text"], "after the long one");
+    assert!(is_message(
+        &bob.next_message().await,
+        "ann",
+        "after the long one"
+    ));
+
+    // Far over it (more than four times): the connection is closed. (The close frame says why,
+    // but may be lost: the rest of the message is never read, so the close can be a reset.)
+    ann.send_json(json!({"type": "say", "text": "y".repeat(1100)}))
         .await;
     let rest = ann.read_until_closed().await;
     assert!(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -208,12 +208,24 @@ async fn upgrade(
         )
             .into_response();
     }
-    let max = state.session.max_line;
+    // Messages a little over --max-line are read, to be refused with an error event while the
+    // session goes on, as on TCP; only far bigger ones end the connection.
+    let max = ws_message_limit(state.session.max_line);
     let admission = visitor.admission;
     ws.max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| session(socket, peer, state, admission))
 }
+
+/// The largest WebSocket message read at all: four times `--max-line`, so that one a little
+/// over it (a JSON request escapes its text) is refused with an error event while the session
+/// goes on; a bigger one closes the connection, saying why.
+fn ws_message_limit(max_line: usize) -> usize {
+    max_line.saturating_mul(4)
+}
+
+/// The most bytes a close frame's reason may have (125 for the payload, less the code).
+const MAX_CLOSE_REASON: usize = 123;
 
 /// One browser: JSON requests in, JSON events out, one per text frame.
 async fn session(
@@ -271,6 +283,14 @@ async fn session(
             }
             received = socket.recv(), if is_reading && throttle.is_none() => {
                 let request = match received {
+                    Some(Ok(Message::Text(text))) if text.len() > config.max_line => {
+                        idle.as_mut().reset(idle_deadline(config.idle_timeout));
+                        let text = format!(
+                            "message longer than {} bytes (--max-line); it was discarded",
+                            config.max_line
+                        );
+                        Request::Notice(id, Event::Error { text })
+                    }
                     Some(Ok(Message::Text(text))) => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
                         if let Some(at) = limit.ready_at(Instant::now()) {
@@ -310,6 +330,12 @@ async fn session(
                     Some(Err(err)) => {
                         is_reading = false;
                         tracing::info!(%peer, "websocket error: {err}");
+                        // Say why in the close frame (a message far over --max-line, a
+                        // protocol error), if the socket still takes it.
+                        let mut reason = format!("websocket error: {err}");
+                        reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
+                        let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+                        let _ = socket.send(Message::Close(Some(frame))).await;
                         Request::Leave(id, Some("connection lost".into()))
                     }
                 };
