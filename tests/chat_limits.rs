@@ -291,6 +291,14 @@ fn a_flood_is_slowed_down_and_nothing_is_lost() {
     thread::sleep(Duration::from_millis(200));
     flooder.send("/who");
     flooder.expect_next("* #lobby (2): flooder, watcher");
+
+    // Back within its rate, it is warned again when it floods again.
+    thread::sleep(Duration::from_millis(200));
+    let flood: String = (0..20).map(|n| format!("again {n}\n")).collect();
+    flooder.send_raw(flood.as_bytes());
+    let warning = flooder.expect_line(|l| l.starts_with("! warning: "));
+    assert!(warning.contains("slow down"), "{warning}");
+    flooder.expect("[#lobby] <flooder> again 19");
 }
 
 #[test]

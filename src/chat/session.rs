@@ -261,10 +261,11 @@ pub async fn serve<S>(
                     continue;
                 }
             };
-            limit.take();
+            // A client back within its rate since the warning is warned again next time.
             if limit.is_full() {
                 is_told_to_slow_down = false;
             }
+            limit.take();
             let request = match input.parse(&line) {
                 Ok(None) => continue,
                 Err(text) => Request::Notice(id, Event::Error { text }),

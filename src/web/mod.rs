@@ -293,7 +293,12 @@ async fn session(
                     }
                     Some(Ok(Message::Text(text))) => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
-                        if let Some(at) = limit.ready_at(Instant::now()) {
+                        let ready_at = limit.ready_at(Instant::now());
+                        // Back within its rate since the warning: warned again next time.
+                        if limit.is_full() {
+                            is_told_to_slow_down = false;
+                        }
+                        if let Some(at) = ready_at {
                             throttle = Some(at);
                             if !is_told_to_slow_down {
                                 is_told_to_slow_down = true;
@@ -302,9 +307,6 @@ async fn session(
                             }
                         }
                         limit.take();
-                        if limit.is_full() {
-                            is_told_to_slow_down = false;
-                        }
                         match parse_json(&text) {
                             Ok(None) => continue,
                             Err(err) => Request::Notice(id, Event::Error { text: err.0 }),
