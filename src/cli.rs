@@ -309,7 +309,7 @@ pub struct FrameArgs {
     pub framing: Framing,
 
     /// Largest line or length-prefixed frame accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_FRAME)]
+    #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_FRAME)]
     pub max_frame: usize,
 }
 
@@ -452,7 +452,7 @@ pub struct ServeArgs {
     pub encoding: WireEncoding,
 
     /// Longest line a client may send, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = limits::MAX_LINE)]
+    #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_LINE)]
     pub max_line: usize,
 
     /// Messages per second per connection; above it the client is read more slowly (0: off).
@@ -477,12 +477,12 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub tls: TlsServerArgs,
 
-    /// Disconnect a client silent for this many seconds (0: never).
+    /// Disconnect a client that sends no complete line for this many seconds (0: never).
     #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_IDLE_TIMEOUT.as_secs_f64())]
     pub idle_timeout: f64,
 
     /// Rooms one member may be in at once.
-    #[arg(long, value_name = "N", default_value_t = limits::MAX_ROOMS)]
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_ROOMS)]
     pub max_rooms: usize,
 
     /// Messages replayed to a member joining a room (and /history's default).
@@ -504,7 +504,7 @@ pub struct ServeArgs {
     pub allow_origins: Vec<String>,
 
     /// Lines queued for a member before it is disconnected as not reading.
-    #[arg(long, value_name = "LINES", default_value_t = limits::OUTBOX)]
+    #[arg(long, value_name = "LINES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::OUTBOX)]
     pub outbox: usize,
 
     /// Private messages kept per registered nick while it is offline (0: keep none).
@@ -594,10 +594,10 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections, all at once.
-        #[arg(long, value_name = "N", default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
         conns: usize,
         /// Message size in bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64)]
         size: usize,
     },
     /// A stream of chunks; whatever comes back is counted too (an echo server: both ways).
@@ -607,10 +607,10 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections, all at once.
-        #[arg(long, value_name = "N", default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
         conns: usize,
         /// Chunk size in bytes.
-        #[arg(long, value_name = "BYTES", default_value_t = 65536)]
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 65536)]
         size: usize,
         /// Expect the stream back (an echo server) and report it as the result.
         #[arg(long)]
@@ -623,10 +623,10 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Sockets, all at once.
-        #[arg(long, value_name = "N", default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
         conns: usize,
         /// Datagram size in bytes (at least 16).
-        #[arg(long, value_name = "BYTES", default_value_t = 64)]
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64)]
         size: usize,
         /// Milliseconds to wait for a reply before counting the datagram lost.
         #[arg(long, value_name = "MS", default_value_t = 200)]
@@ -639,7 +639,7 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections being set up at once.
-        #[arg(long, value_name = "N", default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
         conns: usize,
     },
     /// Hold idle connections; with --pid, the server's memory per connection.
@@ -647,7 +647,7 @@ pub enum BenchMode {
         #[command(flatten)]
         common: BenchCommon,
         /// Connections to open.
-        #[arg(long, value_name = "N", default_value_t = 1000)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1000)]
         conns: usize,
         /// The server's process id, to read its memory from /proc.
         #[arg(long, value_name = "PID")]
@@ -661,10 +661,10 @@ pub enum BenchMode {
         #[command(flatten)]
         common: BenchCommon,
         /// Receivers.
-        #[arg(long, value_name = "N", default_value_t = 100)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 100)]
         conns: usize,
         /// Lines the sender sends.
-        #[arg(long, value_name = "K", default_value_t = 1000)]
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1000)]
         lines: u64,
         /// Seconds to wait for every delivery before counting the rest lost.
         #[arg(long, value_name = "SECS", default_value_t = 60.0)]
@@ -782,6 +782,20 @@ mod tests {
             &["socktalk", "echo", "127.0.0.1:1", "-U", "/tmp/x"],
             &["socktalk", "talk"],
             &["socktalk", "talk", "-k", "127.0.0.1:1"],
+            &["socktalk", "serve", "--max-line", "0"],
+            &["socktalk", "serve", "--outbox", "0"],
+            &["socktalk", "serve", "--max-rooms", "0"],
+            &["socktalk", "echo", "127.0.0.1:1", "--max-frame", "0"],
+            &[
+                "socktalk",
+                "bench",
+                "pingpong",
+                "127.0.0.1:1",
+                "--conns",
+                "0",
+            ],
+            &["socktalk", "bench", "bulk", "127.0.0.1:1", "--size", "0"],
+            &["socktalk", "bench", "fanout", "127.0.0.1:1", "--lines", "0"],
         ] {
             let err = Cli::try_parse_from(argv).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{argv:?}");

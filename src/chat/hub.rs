@@ -1187,9 +1187,10 @@ impl Hub {
             return self.tell_state(id);
         }
         if member.rooms.len() >= self.config.max_rooms {
+            let count = member.rooms.len();
+            let rooms = if count == 1 { "room" } else { "rooms" };
             let text = format!(
-                "you are in {} rooms, the most allowed (--max-rooms); /part one first",
-                member.rooms.len()
+                "you are in {count} {rooms}, the most allowed (--max-rooms); /part one first"
             );
             return self.error(id, &text);
         }
