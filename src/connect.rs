@@ -10,6 +10,7 @@
 //! printed. After stdin ends the client waits until every datagram it sent has had a reply, or
 //! for `--linger` without any, then exits.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -48,7 +49,8 @@ impl ConnectConfig {
     }
 }
 
-/// Pumps stdin to `stream` and `stream` to stdout until the peer closes.
+/// Pumps stdin to `stream` and `stream` to stdout until the peer closes (and, for piped stdin,
+/// until all of it is sent).
 ///
 /// # Errors
 /// A broken framing from the peer, or an I/O error on the socket or stdout.
@@ -78,7 +80,19 @@ where
                     }
                 }
             }
-            result = &mut download => return result,
+            result = &mut download => {
+                result?;
+                // The peer has finished sending. Piped stdin still goes out in full: a server
+                // may half-close first and read on to the end. A person at a terminal is done.
+                if is_uploading && !std::io::stdin().is_terminal() {
+                    match upload.await {
+                        Ok(()) => {}
+                        Err(Upload::Stdin(err)) => return Err(err),
+                        Err(Upload::Socket(err)) => tracing::info!("sending stopped: {err}"),
+                    }
+                }
+                return Ok(());
+            }
         }
     }
 }

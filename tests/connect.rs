@@ -519,3 +519,23 @@ fn a_peer_reset_ends_the_client_with_code_1_after_what_arrived() {
     let line = one_line_error(client.stderr_text().as_bytes());
     assert!(line.to_lowercase().contains("reset"), "{line}");
 }
+
+#[test]
+fn piped_stdin_goes_out_in_full_when_the_peer_finishes_first() {
+    // The peer says its piece, shuts down its write side, and reads on to the end.
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        stream.write_all(b"ready\n").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        read_to_end(&mut stream)
+    });
+    let input: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+    socktalk()
+        .args(["connect", &addr.to_string()])
+        .write_stdin(input.clone())
+        .assert()
+        .success()
+        .stdout("ready\n");
+    let got = peer.join().unwrap();
+    assert_eq!(got.len(), input.len());
+    assert!(got == input, "the bytes differ");
+}
