@@ -388,7 +388,8 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub text: EncodingArgs,
 
-    /// UDP: seconds to wait for outstanding replies after stdin ends.
+    /// UDP: seconds to wait for outstanding replies after stdin ends. TCP: once the peer has
+    /// finished sending, seconds piped stdin may stay silent before the client exits.
     #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
     pub linger: f64,
 

@@ -12,6 +12,7 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -59,7 +60,8 @@ where
     S: AsyncRead + AsyncWrite + Send,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let upload = upload(writer, config);
+    let sent = AtomicU64::new(0);
+    let upload = upload(writer, config, &sent);
     let download = download(reader, config);
     tokio::pin!(upload, download);
     let mut is_uploading = true;
@@ -82,16 +84,33 @@ where
             }
             result = &mut download => {
                 result?;
-                // The peer has finished sending. Piped stdin still goes out in full: a server
-                // may half-close first and read on to the end. A person at a terminal is done.
-                if is_uploading && !std::io::stdin().is_terminal() {
-                    match upload.await {
-                        Ok(()) => {}
-                        Err(Upload::Stdin(err)) => return Err(err),
-                        Err(Upload::Socket(err)) => tracing::info!("sending stopped: {err}"),
+                // The peer has finished sending. Piped stdin still goes out, while it flows: a
+                // server may half-close first and read on to the end. A person at a terminal
+                // is done, and so is a pipe silent for --linger (the peer may be gone for good).
+                if !is_uploading || std::io::stdin().is_terminal() {
+                    return Ok(());
+                }
+                loop {
+                    let before = sent.load(Ordering::Relaxed);
+                    tokio::select! {
+                        result = &mut upload => {
+                            return match result {
+                                Ok(()) => Ok(()),
+                                Err(Upload::Stdin(err)) => Err(err),
+                                Err(Upload::Socket(err)) => {
+                                    tracing::info!("sending stopped: {err}");
+                                    Ok(())
+                                }
+                            };
+                        }
+                        () = tokio::time::sleep(config.linger) => {
+                            if sent.load(Ordering::Relaxed) == before {
+                                tracing::info!("the peer is done and stdin was silent for {:?}", config.linger);
+                                return Ok(());
+                            }
+                        }
                     }
                 }
-                return Ok(());
             }
         }
     }
@@ -105,7 +124,12 @@ enum Upload {
     Socket(Error),
 }
 
-async fn upload<W: AsyncWrite>(writer: W, config: &ConnectConfig) -> Result<(), Upload> {
+/// Sends stdin to `writer`, counting the bytes in `sent`, then shuts its write side down.
+async fn upload<W: AsyncWrite>(
+    writer: W,
+    config: &ConnectConfig,
+    sent: &AtomicU64,
+) -> Result<(), Upload> {
     let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
     let mut chunks = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
@@ -124,6 +148,7 @@ async fn upload<W: AsyncWrite>(writer: W, config: &ConnectConfig) -> Result<(), 
                 .map_err(|err| Upload::Stdin(frame_error(err)))?;
         }
         writer.write_all(&out).await.map_err(socket)?;
+        sent.fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
     }
     writer

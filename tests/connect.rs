@@ -463,8 +463,9 @@ fn the_peer_closing_first_ends_the_client_even_with_stdin_open() {
         stream.write_all(b"go away\n").unwrap();
         stream.shutdown(Shutdown::Both).unwrap();
     });
-    // Stdin stays open (a live Proc pipe): the client must still exit when the peer leaves.
-    let mut client = Proc::start(&["connect", &addr.to_string()]);
+    // Stdin stays open (a live Proc pipe) and silent: the client must still exit when the peer
+    // leaves, once the pipe has been silent for --linger.
+    let mut client = Proc::start(&["connect", "--linger", "0.3", &addr.to_string()]);
     assert_eq!(client.next_line(), "go away");
     assert!(client.wait_exit(IO_TIMEOUT).success());
     peer.join().unwrap();
