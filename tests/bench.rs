@@ -269,3 +269,38 @@ fn handshake_counts_new_connections_plain_and_tls() {
     ]);
     assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
 }
+
+#[test]
+fn pingpong_moves_messages_bigger_than_the_socket_buffers() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    // Written whole before reading, 8 MB would fill both sides' buffers and never finish.
+    let report = bench(&[
+        "pingpong",
+        addr,
+        "--size",
+        "8000000",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+    ]);
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+}
+
+#[test]
+fn pingpong_against_a_server_that_never_answers_ends_with_an_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let holder = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        // Holds the connection, answering nothing, until the client goes.
+        let _ = std::io::Read::read_to_end(&mut &stream, &mut sink);
+    });
+    let report = bench(&["pingpong", &addr, "--duration", "0.2", "--warmup", "0"]);
+    assert_eq!(report["ops"], 0, "{report}");
+    assert_eq!(report["errors"], 1, "{report}");
+    holder.join().unwrap();
+}

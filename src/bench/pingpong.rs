@@ -3,7 +3,9 @@
 //!
 //! Any server that answers a message with one of the same length works: echo, upper-case.
 
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use tokio::time::Instant;
 
 use super::report::slowest_share;
@@ -57,6 +59,15 @@ pub async fn run(load: &Load) -> Result<Report> {
     })
 }
 
+/// How long past the end of the measurement a round trip may still take before its
+/// connection is counted as failed: a server that never answers must not hang the run.
+const LATE_REPLY: Duration = Duration::from_secs(2);
+
+/// Messages up to this size are written whole before their reply is read: the socket buffers
+/// on both sides hold them. Bigger ones are written while the reply is read, or an echo server
+/// would block writing a reply nobody reads yet while we block writing the rest.
+const WRITE_THEN_READ: usize = 64 * 1024;
+
 /// One connection's loop: returns the round trips counted, whether it failed, and the stream.
 async fn ping<S: Stream>(
     mut stream: S,
@@ -67,17 +78,20 @@ async fn ping<S: Stream>(
     let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let mut reply = vec![0u8; size];
     let mut count = 0;
+    // One timer for the whole loop, not one per round trip (on the hot path).
+    let deadline = tokio::time::sleep_until(window.end + LATE_REPLY);
+    tokio::pin!(deadline);
     loop {
         let sent_at = Instant::now();
         if sent_at >= window.end {
             return (count, false, stream);
         }
-        let round = async {
-            stream.write_all(&message).await?;
-            stream.flush().await?;
-            stream.read_exact(&mut reply).await
+        let result = tokio::select! {
+            biased;
+            result = round(&mut stream, &message, &mut reply) => result,
+            () = &mut deadline => return (count, true, stream),
         };
-        if round.await.is_err() {
+        if result.is_err() {
             return (count, true, stream);
         }
         if window.counts(sent_at) {
@@ -85,4 +99,23 @@ async fn ping<S: Stream>(
             count += 1;
         }
     }
+}
+
+/// Sends `message` and reads the same number of bytes back into `reply`.
+async fn round<S: Stream>(stream: &mut S, message: &[u8], reply: &mut [u8]) -> std::io::Result<()> {
+    if message.len() <= WRITE_THEN_READ {
+        stream.write_all(message).await?;
+        stream.flush().await?;
+        stream.read_exact(reply).await?;
+        return Ok(());
+    }
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    tokio::try_join!(
+        async {
+            writer.write_all(message).await?;
+            writer.flush().await
+        },
+        reader.read_exact(reply),
+    )?;
+    Ok(())
 }
