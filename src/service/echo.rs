@@ -107,6 +107,19 @@ impl Responder {
         }
         &self.bytes
     }
+
+    /// At the end of a `raw` stream, the reply to a character left unfinished by the last
+    /// read: U+FFFD, as invalid bytes anywhere else become (empty for plain echo).
+    pub fn finish(&mut self) -> &[u8] {
+        self.text.clear();
+        self.bytes.clear();
+        if self.transform == Transform::Upper && !self.is_framed {
+            self.decoder.decode(b"", true, &mut self.text);
+            let upper = self.text.to_uppercase();
+            self.encoder.encode(&upper, true, &mut self.bytes);
+        }
+        &self.bytes
+    }
 }
 
 /// What one stream connection does with the bytes it reads, apart from reading and writing
@@ -185,6 +198,9 @@ impl EchoConn {
                 self.codec.decode(input)?
             };
             let Some(mut frame) = frame else {
+                if is_eof {
+                    self.codec.encode(self.responder.finish(), output)?;
+                }
                 return Ok(());
             };
             let reply = self.responder.reply(&mut frame);
@@ -370,6 +386,18 @@ mod tests {
         out.extend_from_slice(r.reply(&mut bytes[1..].to_vec()));
         out.extend_from_slice(r.reply(&mut b"x".to_vec()));
         assert_eq!(out, "ÉX".as_bytes());
+        // A character cut off by the end of the stream is invalid, like any other.
+        out.extend_from_slice(r.reply(&mut b"abc\xe2\x82".to_vec()));
+        out.extend_from_slice(r.finish());
+        assert_eq!(out, "ÉXABC\u{fffd}".as_bytes());
+        let mut r = Responder::new(
+            Transform::Upper,
+            WireEncoding::for_label("gbk").unwrap(),
+            false,
+        );
+        let mut out = r.reply(&mut b"x\x81".to_vec()).to_vec();
+        out.extend_from_slice(r.finish());
+        assert_eq!(out, b"X?");
     }
 
     #[test]
