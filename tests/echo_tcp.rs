@@ -178,3 +178,20 @@ fn idle_timeout_closes_silent_clients_only() {
     let mut silent = tcp(server.socket_addr());
     assert!(is_closed(&mut silent));
 }
+
+#[test]
+fn raw_upper_turns_a_character_cut_off_by_the_end_into_u_fffd() {
+    let server = Proc::server(&["echo", "--upper", "127.0.0.1:0"]);
+    for (sent, expected) in [
+        (&b"abc\xe2"[..], "ABC\u{fffd}"),
+        (b"\xe2\x82", "\u{fffd}"),
+        (b"whole \xc3\xa9", "WHOLE \u{c9}"),
+    ] {
+        let mut client = tcp(server.socket_addr());
+        client.write_all(sent).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut echoed = Vec::new();
+        client.read_to_end(&mut echoed).unwrap();
+        assert_eq!(String::from_utf8_lossy(&echoed), expected, "{sent:?}");
+    }
+}

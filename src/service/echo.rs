@@ -123,8 +123,8 @@ impl Responder {
 }
 
 /// What one stream connection does with the bytes it reads, apart from reading and writing
-/// them: the frames it splits, their replies, the greeting. The tokio loop below and the
-/// io_uring pump ([`super::uring`]) both drive it.
+/// them: the frames it splits, their replies, the greeting. [`serve_stream`] drives it; being
+/// free of I/O, it could serve any other loop as well.
 pub struct EchoConn {
     codec: FrameCodec,
     responder: Responder,
@@ -198,8 +198,9 @@ impl EchoConn {
                 self.codec.decode(input)?
             };
             let Some(mut frame) = frame else {
-                if is_eof {
-                    self.codec.encode(self.responder.finish(), output)?;
+                let tail = if is_eof { self.responder.finish() } else { &[] };
+                if !tail.is_empty() {
+                    self.codec.encode(tail, output)?;
                 }
                 return Ok(());
             };
