@@ -13,8 +13,8 @@ use crate::chat::hub::HubConfig;
 use crate::chat::session::SessionConfig;
 use crate::chat::{self, ChatConfig};
 use crate::cli::{
-    BenchArgs, BenchMode, ChatArgs, Cli, Command, ConnectArgs, EchoArgs, Engine, ServeArgs,
-    TalkArgs, seconds,
+    BenchArgs, BenchMode, ChatArgs, Cli, Command, ConnectArgs, EchoArgs, ServeArgs, TalkArgs,
+    seconds,
 };
 use crate::codec::Framing;
 use crate::connect::{self, ConnectConfig};
@@ -22,10 +22,9 @@ use crate::endpoint::{Endpoint, Family, Proto};
 use crate::error::{Error, Result};
 use crate::server;
 use crate::service::echo::{self, EchoConfig, Transform};
-use crate::service::uring::Pumps;
 use crate::talk::{self, TalkConfig};
 use crate::transport::tls::{Acceptor, Conn, Connector};
-use crate::transport::{IntoFd, StreamListener, tcp, udp, unix};
+use crate::transport::{StreamListener, tcp, udp, unix};
 
 /// Runs the command `cli` names until it finishes or, for servers, until SIGINT/SIGTERM.
 ///
@@ -119,46 +118,12 @@ async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -
         tls,
         refusal: server::RefusalStyle::Line,
     };
-    let pumps = echo_pumps(args.engine, entry.tls.is_some(), &config)?;
     match &endpoint {
-        Endpoint::Unix(path) => {
-            serve_echo(unix::listen(path)?, entry, config, pumps, shutdown).await
-        }
+        Endpoint::Unix(path) => serve_echo(unix::listen(path)?, entry, config, shutdown).await,
         Endpoint::Inet { .. } => {
             let listener = tcp::listen(&endpoint, family).await?;
-            serve_echo(listener, entry, config, pumps, shutdown).await
+            serve_echo(listener, entry, config, shutdown).await
         }
-    }
-}
-
-/// The io_uring pumps `--engine` asks for, one per runtime worker; `None` for tokio's loop.
-fn echo_pumps(
-    engine: Engine,
-    is_tls: bool,
-    config: &Arc<EchoConfig>,
-) -> Result<Option<Arc<Pumps>>> {
-    if engine == Engine::Tokio || (is_tls && engine == Engine::Auto) {
-        return Ok(None);
-    }
-    if is_tls {
-        return Err(Error::Usage(
-            "--engine io-uring serves plain connections; TLS ones need --engine tokio or auto"
-                .into(),
-        ));
-    }
-    let threads = tokio::runtime::Handle::current().metrics().num_workers();
-    match Pumps::start(threads, config.clone()) {
-        Ok(pumps) => {
-            tracing::debug!("moving bytes with {threads} io_uring pump(s)");
-            Ok(Some(Arc::new(pumps)))
-        }
-        Err(err) if engine == Engine::Auto => {
-            tracing::debug!("io_uring unavailable ({err}); moving bytes with tokio");
-            Ok(None)
-        }
-        Err(err) => Err(Error::Usage(format!(
-            "--engine io-uring: the kernel refused io_uring ({err}); use --engine tokio"
-        ))),
     }
 }
 
@@ -166,23 +131,13 @@ async fn serve_echo<L: StreamListener>(
     listener: L,
     entry: server::Entry,
     config: Arc<EchoConfig>,
-    pumps: Option<Arc<Pumps>>,
     shutdown: CancellationToken,
 ) -> Result<()> {
     server::reload_on_sighup(entry.tls.as_ref());
     server::announce(&listener.local_display());
     server::announce_tls(entry.tls.as_ref());
     server::run(listener, entry, shutdown, move |conn, peer, _, shutdown| {
-        let (config, pumps) = (config.clone(), pumps.clone());
-        async move {
-            match (conn, pumps) {
-                (Conn::Plain(stream), Some(pumps)) => match stream.into_fd() {
-                    Ok(fd) => pumps.serve(fd, peer.name, shutdown).await,
-                    Err(err) => tracing::info!(%peer, "connection lost: {err}"),
-                },
-                (conn, _) => echo::serve_stream(conn, peer.name, config, shutdown).await,
-            }
-        }
+        echo::serve_stream(conn, peer.name, config.clone(), shutdown)
     })
     .await;
     Ok(())

@@ -357,23 +357,8 @@ pub struct EchoArgs {
     #[arg(long, value_name = "SECS", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64())]
     pub idle_timeout: f64,
 
-    /// What moves TCP and Unix connections' bytes (TLS ones always use tokio).
-    #[arg(long, value_enum, default_value_t = Engine::Auto)]
-    pub engine: Engine,
-
     #[command(flatten)]
     pub tls: TlsServerArgs,
-}
-
-/// What moves an echo server's bytes (`--engine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// io_uring where the kernel allows it (Linux 5.19 and later), else tokio.
-    Auto,
-    /// io_uring, or refuse to start.
-    IoUring,
-    /// tokio's readiness loop (epoll), everywhere.
-    Tokio,
 }
 
 /// `socktalk connect`.

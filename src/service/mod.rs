@@ -4,7 +4,5 @@
 //! streams and UDP.
 
 pub mod echo;
-#[cfg(target_os = "linux")]
-pub mod uring;
 
 pub use echo::{EchoConfig, Responder, Transform};

@@ -18,7 +18,6 @@ pub mod unix;
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -26,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A listening stream socket: TCP or Unix.
 pub trait StreamListener: Send + Sync + 'static {
     /// The accepted connection type.
-    type Stream: AsyncRead + AsyncWrite + Readiness + IntoFd + Unpin + Send + Sync + 'static;
+    type Stream: AsyncRead + AsyncWrite + Readiness + Unpin + Send + Sync + 'static;
 
     /// Waits for the next connection and says who it is from.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Peer)>> + Send;
@@ -89,32 +88,5 @@ impl Readiness for tokio::net::UnixStream {
 
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         tokio::net::UnixStream::try_write(self, buf)
-    }
-}
-
-/// A stream taken out of tokio, as its socket, for a server that moves its bytes itself (the
-/// echo servers' io_uring pumps).
-pub trait IntoFd {
-    /// Takes the socket out of tokio's reactor, in blocking mode: whoever takes it over does
-    /// the waiting.
-    ///
-    /// # Errors
-    /// Deregistering from the reactor failed.
-    fn into_fd(self) -> io::Result<OwnedFd>;
-}
-
-impl IntoFd for tokio::net::TcpStream {
-    fn into_fd(self) -> io::Result<OwnedFd> {
-        let stream = self.into_std()?;
-        stream.set_nonblocking(false)?;
-        Ok(stream.into())
-    }
-}
-
-impl IntoFd for tokio::net::UnixStream {
-    fn into_fd(self) -> io::Result<OwnedFd> {
-        let stream = self.into_std()?;
-        stream.set_nonblocking(false)?;
-        Ok(stream.into())
     }
 }
