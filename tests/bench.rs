@@ -304,3 +304,15 @@ fn pingpong_against_a_server_that_never_answers_ends_with_an_error() {
     assert_eq!(report["errors"], 1, "{report}");
     holder.join().unwrap();
 }
+
+#[test]
+fn udp_and_hold_against_a_closed_port_fail_clearly() {
+    let udp = common::closed_udp_addr("127.0.0.1").to_string();
+    let err = common::fails_with(&["bench", "udp", &udp, "--duration", "5"], 1);
+    assert!(err.contains("connection refused"), "{err}");
+    let tcp = common::closed_tcp_addr("127.0.0.1").to_string();
+    let err = common::fails_with(&["bench", "hold", &tcp, "--conns", "3"], 1);
+    assert!(err.contains("connection refused"), "{err}");
+    let err = common::fails_with(&["bench", "udp", &udp, "--size", "8"], 2);
+    assert!(err.contains("--size must be 16 to 65507"), "{err}");
+}

@@ -147,6 +147,14 @@ pub async fn run(
                 }));
                 bar.inc(1);
             }
+            // Not even one: nothing to hold, and nothing to measure.
+            Err(source) if i == 0 => {
+                bar.finish_and_clear();
+                return Err(Error::Connect {
+                    endpoint: target.to_string(),
+                    source,
+                });
+            }
             Err(err) => {
                 errors += 1;
                 stopped_by = Some(explain(&err, fd_limit));

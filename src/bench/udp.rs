@@ -4,12 +4,13 @@
 //! The payload starts with a 16-digit upper-case hex sequence number, so replies are matched to
 //! their datagram even from an upper-casing server, and late replies are told apart.
 
+use std::io::ErrorKind;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::{Counted, Latencies, Load, Report, Window, progress, tick_until};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::limits::MAX_DATAGRAM;
 use crate::transport::udp;
 
@@ -27,7 +28,11 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     for _ in 0..conns {
         sockets.push(udp::connect(peer).await?);
     }
-    let size = size.clamp(SEQ_DIGITS, MAX_DATAGRAM);
+    if !(SEQ_DIGITS..=MAX_DATAGRAM).contains(&size) {
+        return Err(Error::Usage(format!(
+            "bench udp --size must be {SEQ_DIGITS} to {MAX_DATAGRAM} bytes (a sequence number, in one datagram)"
+        )));
+    }
     let window = Window::new(load.warmup, load.duration);
     let cpu = super::measure_cpu(window, load.server);
     let ticker = tick_until(progress(0, "udp"), Instant::now(), window.end);
@@ -41,6 +46,7 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 let (mut ops, mut lost, mut errors) = (0u64, 0u64, 0u64);
                 let mut seq = 0u64;
+                let mut has_answers = false;
                 loop {
                     let sent_at = Instant::now();
                     if sent_at >= window.end {
@@ -48,7 +54,12 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
                     }
                     seq += 1;
                     payload[..SEQ_DIGITS].copy_from_slice(format!("{seq:016X}").as_bytes());
-                    if socket.send(&payload).await.is_err() {
+                    if let Err(err) = socket.send(&payload).await {
+                        // Nobody there (ICMP port unreachable) before any reply: say so, rather
+                        // than spin through the run counting errors.
+                        if err.kind() == ErrorKind::ConnectionRefused && !has_answers {
+                            return Err(err);
+                        }
                         errors += 1;
                         continue;
                     }
@@ -56,11 +67,15 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
                     let answered = loop {
                         match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
                             Err(_) => break false,
-                            Ok(Err(_)) => {
+                            Ok(Err(err)) => {
+                                if err.kind() == ErrorKind::ConnectionRefused && !has_answers {
+                                    return Err(err);
+                                }
                                 errors += 1;
                                 break false;
                             }
                             Ok(Ok(len)) if buf[..len.min(SEQ_DIGITS)] == payload[..SEQ_DIGITS] => {
+                                has_answers = true;
                                 break true;
                             }
                             // A late reply to an earlier datagram.
@@ -76,20 +91,29 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
                         }
                     }
                 }
-                (ops, lost, errors)
+                Ok((ops, lost, errors))
             })
         })
         .collect();
     let (mut ops, mut lost, mut errors) = (0, 0, 0);
+    let mut refused = None;
     for task in tasks {
         match task.await {
-            Ok((o, l, e)) => {
+            Ok(Ok((o, l, e))) => {
                 ops += o;
                 lost += l;
                 errors += e;
             }
+            Ok(Err(err)) => refused = Some(err),
             Err(_) => errors += 1,
         }
+    }
+    if let Some(source) = refused.filter(|_| ops == 0) {
+        ticker.abort();
+        return Err(Error::Connect {
+            endpoint: crate::endpoint::display_addr(crate::endpoint::Proto::Udp, peer),
+            source,
+        });
     }
     let _ = ticker.await;
     let counted = Counted::new(ops, errors, latencies, cpu.await.unwrap_or_default());
