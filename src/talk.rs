@@ -262,6 +262,11 @@ impl StreamListener for NoListener {
 pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfig) -> Result<()> {
     let fixed_peer = peer;
     let mut peer = peer;
+    // Connected to a known peer, the socket hears of a port nobody listens on (ICMP port
+    // unreachable), and the kernel drops strangers' datagrams for us.
+    if let Some(to) = fixed_peer {
+        socket.connect(to).await?;
+    }
     let mut lines = stdin_lines();
     let mut is_stdin_open = true;
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -289,6 +294,13 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
             received = socket.recv_from(&mut buf) => {
                 let (len, from) = match received {
                     Ok(pair) => pair,
+                    // ICMP port unreachable for a datagram we sent: nobody listens there
+                    // (yet; the other side of a UDP chat may start later).
+                    Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        let to = peer.map_or_else(|| "the peer".to_string(), |p| p.to_string());
+                        config.status(&format!("{to} is not listening (port unreachable); your message was lost"));
+                        continue;
+                    }
                     Err(err) => {
                         tracing::debug!("udp receive error: {err}");
                         continue;

@@ -460,3 +460,19 @@ fn udp_keep_listening_takes_the_next_peer_after_bye() {
     }
     assert!(a.child.try_wait().unwrap().is_none(), "-k talker left");
 }
+
+#[test]
+fn udp_to_a_port_nobody_listens_on_is_reported_and_the_talk_goes_on() {
+    let closed = common::closed_udp_addr("127.0.0.1");
+    let mut a = udp_talker(&[&closed.to_string()]);
+    a.type_line("anyone?");
+    let status = a.next_stderr_line();
+    assert!(
+        status.contains(&format!("{closed} is not listening (port unreachable)")),
+        "{status}"
+    );
+    // Still talking: a peer that comes later on another port is a stranger, but the talker
+    // is alive and still answers bye.
+    a.type_line("bye");
+    assert!(a.wait_exit(IO_TIMEOUT).success());
+}
