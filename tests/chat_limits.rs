@@ -110,7 +110,7 @@ fn a_member_that_stops_reading_is_cut_off_and_the_room_carries_on() {
     writing.join().unwrap();
     let (mut sender, _) = sender_reading.join().unwrap();
     eprintln!("all {COUNT} messages delivered in {:?}", started.elapsed());
-    let reason = format!("disconnected: you stopped reading ({OUTBOX} lines waiting)");
+    let reason = format!("disconnected for not reading: {OUTBOX} lines were waiting");
     let cut_off = format!("* sink quit ({reason})");
     let told = format!("! error: {reason}");
     if !others.contains(&cut_off) {
@@ -170,7 +170,7 @@ fn a_member_cut_off_for_not_reading_frees_its_connection() {
         if line.starts_with("* sink quit") {
             assert_eq!(
                 line,
-                "* sink quit (disconnected: you stopped reading (64 lines waiting))"
+                "* sink quit (disconnected for not reading: 64 lines were waiting)"
             );
             break;
         }

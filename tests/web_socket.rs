@@ -587,7 +587,7 @@ async fn a_websocket_that_stops_reading_is_disconnected_and_the_room_goes_on() {
     );
     assert_eq!(
         quit_line,
-        "* slow quit (disconnected: you stopped reading (128 lines waiting))"
+        "* slow quit (disconnected for not reading: 128 lines were waiting)"
     );
     let (mut bob, quit) = tokio::time::timeout(Duration::from_secs(70), bob_reader)
         .await
@@ -597,7 +597,7 @@ async fn a_websocket_that_stops_reading_is_disconnected_and_the_room_goes_on() {
     assert_eq!(quit["nick"], "slow");
     assert_eq!(
         quit["reason"],
-        "disconnected: you stopped reading (128 lines waiting)"
+        "disconnected for not reading: 128 lines were waiting"
     );
 
     // The room goes on: bob and carl still talk (after whatever of the flood is left).

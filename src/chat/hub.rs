@@ -1463,7 +1463,7 @@ fn push(
         }
         Push::Full => doomed.push((
             id,
-            format!("disconnected: you stopped reading ({capacity} lines waiting)"),
+            format!("disconnected for not reading: {capacity} lines were waiting"),
         )),
         Push::Gone => doomed.push((id, "connection closed".into())),
     }
