@@ -443,8 +443,16 @@ pub fn parse_json(line: &str) -> Result<Option<Command>, CommandError> {
     if line.trim().is_empty() {
         return Ok(None);
     }
-    let request: JsonRequest =
-        serde_json::from_str(line).map_err(|e| CommandError(format!("bad JSON request: {e}")))?;
+    // A byte-order mark is not part of the request (some tools write one).
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+    let bad = |why: String| CommandError(format!("bad JSON request: {why}"));
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
+    if !value.is_object() {
+        return Err(bad(
+            r#"expected an object, such as {"type":"say","text":"hi"}"#.into(),
+        ));
+    }
+    let request: JsonRequest = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
     let room = |room: Option<String>| room.as_deref().map(valid_room).transpose();
     let not_blank = |text: String| (!text.trim().is_empty()).then_some(text);
     Ok(match request {
@@ -470,6 +478,9 @@ pub fn parse_json(line: &str) -> Result<Option<Command>, CommandError> {
             .transpose()?,
         JsonRequest::Who { room: r } => Some(Command::Who(room(r)?)),
         JsonRequest::Rooms {} => Some(Command::Rooms),
+        JsonRequest::History { limit: Some(0), .. } => {
+            return Err(bad("history's limit must be a positive number".into()));
+        }
         JsonRequest::History {
             room: r,
             limit,
@@ -823,10 +834,22 @@ mod tests {
             (r#"{"type":"say"}"#, "missing field `text`"),
             (r#"{"type":"nick","nick":"1x"}"#, "must start with a letter"),
             (r#"{"type":"say","text":"x","extra":1}"#, "unknown field"),
-            (r#"[1,2]"#, "bad JSON"),
+            (r#"[1,2]"#, "expected an object, such as"),
+            (r#""say""#, "expected an object, such as"),
+            (r#"{"text":"hi"}"#, "missing field `type`"),
+            (
+                r#"{"type":"history","limit":0}"#,
+                "must be a positive number",
+            ),
         ] {
             let text = parse_json(json).unwrap_err().0;
             assert!(text.contains(expected), "{json}: {text}");
+            assert!(!text.contains("JsonRequest"), "{json}: {text}");
         }
+        // A byte-order mark before the request is not an error.
+        assert!(matches!(
+            parse_json("\u{feff}{\"type\":\"rooms\"}"),
+            Ok(Some(Command::Rooms))
+        ));
     }
 }
