@@ -230,15 +230,25 @@ pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
             break;
         }
     }
+    if received < sent {
+        tracing::warn!(
+            "{} of {sent} datagrams got no reply within --linger {:?} (UDP does not resend lost ones)",
+            sent - received,
+            config.linger
+        );
+    }
     Ok(())
 }
 
 async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {
     // The kernel would refuse it with a bare "message too long"; say what was too long.
     if datagram.len() > MAX_DATAGRAM {
-        return Err(Error::Usage(format!(
-            "standard input: a {}-byte message does not fit in one UDP datagram (at most {MAX_DATAGRAM} bytes)",
-            datagram.len()
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "standard input: a {}-byte message does not fit in one UDP datagram (at most {MAX_DATAGRAM} bytes)",
+                datagram.len()
+            ),
         )));
     }
     socket
@@ -251,10 +261,15 @@ async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) ->
         })
 }
 
+/// Input that breaks the framing is a runtime error (exit 1), like a peer that does: the
+/// command line was right.
 fn stdin_error(err: FrameError) -> Error {
     match err {
         FrameError::Io(err) => Error::Io(err),
-        other => Error::Usage(format!("standard input: {other}")),
+        other => Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("standard input: {other}"),
+        )),
     }
 }
 

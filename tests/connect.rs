@@ -239,7 +239,8 @@ fn a_stdin_line_above_max_frame_is_refused_not_hung() {
         .write_stdin(long)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // The command line was right; the input was not: a runtime error.
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let line = one_line_error(&out.stderr);
     assert!(line.contains("standard input"), "{line}");
     assert!(line.contains("10-byte limit"), "{line}");
@@ -490,7 +491,7 @@ fn udp_lines_up_to_the_largest_datagram_pass_and_longer_ones_are_refused() {
         .write_stdin(format!("{}\n", "x".repeat(MAX_DATAGRAM + 1)))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let line = one_line_error(&out.stderr);
     assert!(line.contains("65508-byte"), "{line}");
     assert!(line.contains("UDP datagram"), "{line}");
@@ -539,4 +540,20 @@ fn piped_stdin_goes_out_in_full_when_the_peer_finishes_first() {
     let got = peer.join().unwrap();
     assert_eq!(got.len(), input.len());
     assert!(got == input, "the bytes differ");
+}
+
+#[test]
+fn udp_datagrams_without_a_reply_are_counted_in_a_warning() {
+    // A peer that takes datagrams and never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = socktalk()
+        .args(["connect", "-u", "--frame", "line", "--linger", "0.2", &addr])
+        .write_stdin("one\ntwo\nthree\n")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("3 of 3 datagrams got no reply"), "{stderr}");
+    drop(silent);
 }
