@@ -46,9 +46,6 @@ use crate::limits::{
     LOGIN_WINDOW, MAX_HELD_REQUESTS,
 };
 
-/// The answer to an account command while the member's previous one is still being checked.
-const STILL_CHECKING: &str = "still checking your password; wait for the answer";
-
 /// The answer when too many password checks are queued.
 const BUSY: &str = "the server is busy checking passwords; try again in a moment";
 
@@ -802,9 +799,6 @@ impl Hub {
             // Its own nick, in another case: a registered one stays its own.
             Some(_) => {}
             None => {
-                if self.members[&id].is_checking {
-                    return self.error(id, STILL_CHECKING);
-                }
                 if self.accounts.contains_key(&key) {
                     let text = format!(
                         "nick '{nick}' is registered; /login {nick} PASSWORD if it is yours"
@@ -859,9 +853,6 @@ impl Hub {
     /// `/register`: protects the nick `id` holds with `password` (hashed off the hub).
     fn register(&mut self, id: MemberId, password: Password) {
         let member = &self.members[&id];
-        if member.is_checking {
-            return self.error(id, STILL_CHECKING);
-        }
         let nick = member.nick.clone();
         let key = account::key(&nick);
         if member.is_logged_in {
@@ -913,7 +904,13 @@ impl Hub {
             return false;
         }
         self.count_attempt(counted, source.as_deref(), now);
-        self.members.get_mut(&id).expect("present").is_checking = true;
+        let member = self.members.get_mut(&id).expect("present");
+        // One check at a time: what a member does while one runs waits (see `handle`).
+        debug_assert!(
+            !member.is_checking,
+            "a second password check for one member"
+        );
+        member.is_checking = true;
         self.checker.start(id, key, nick, source, job);
         true
     }
@@ -951,9 +948,6 @@ impl Hub {
     /// `/login`: claims the registered `nick` if `password` is right (checked off the hub).
     fn login(&mut self, id: MemberId, nick: String, password: Password) {
         let member = &self.members[&id];
-        if member.is_checking {
-            return self.error(id, STILL_CHECKING);
-        }
         let key = account::key(&nick);
         if member.is_logged_in && account::key(&member.nick) == key {
             let text = format!("you are logged in as {} already", member.nick);
@@ -975,9 +969,6 @@ impl Hub {
     /// `/password`: changes the password of the nick `id` is logged in as, if `old` is right.
     fn change_password(&mut self, id: MemberId, old: Password, new: Password) {
         let member = &self.members[&id];
-        if member.is_checking {
-            return self.error(id, STILL_CHECKING);
-        }
         if !member.is_logged_in {
             return self.error(
                 id,
