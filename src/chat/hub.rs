@@ -419,7 +419,13 @@ impl Hub {
             return self.handle_now(request);
         };
         let member = self.members.get_mut(&id).expect("present");
-        if member.held.len() < MAX_HELD_REQUESTS {
+        // Leaving is never dropped (a session sends it once, and stops reading after /quit):
+        // dropped, it would leave a member behind that no connection holds.
+        let is_leaving = matches!(
+            request,
+            Request::Leave(..) | Request::Command(_, Command::Quit(_))
+        );
+        if member.held.len() < MAX_HELD_REQUESTS || is_leaving {
             member.held.push_back(request);
         } else {
             self.error(
