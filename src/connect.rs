@@ -12,7 +12,7 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -60,8 +60,8 @@ where
     S: AsyncRead + AsyncWrite + Send,
 {
     let (reader, writer) = tokio::io::split(stream);
-    let sent = AtomicU64::new(0);
-    let upload = upload(writer, config, &sent);
+    let progress = Progress::default();
+    let upload = upload(writer, config, &progress);
     let download = download(reader, config);
     tokio::pin!(upload, download);
     let mut is_uploading = true;
@@ -86,12 +86,13 @@ where
                 result?;
                 // The peer has finished sending. Piped stdin still goes out, while it flows: a
                 // server may half-close first and read on to the end. A person at a terminal
-                // is done, and so is a pipe silent for --linger (the peer may be gone for good).
+                // is done, and so is a pipe silent for --linger (the peer may be gone for good);
+                // a peer slow to read is waited for.
                 if !is_uploading || std::io::stdin().is_terminal() {
                     return Ok(());
                 }
                 loop {
-                    let before = sent.load(Ordering::Relaxed);
+                    let before = progress.sent.load(Ordering::Relaxed);
                     tokio::select! {
                         result = &mut upload => {
                             return match result {
@@ -104,7 +105,8 @@ where
                             };
                         }
                         () = tokio::time::sleep(config.linger) => {
-                            if sent.load(Ordering::Relaxed) == before {
+                            let is_stalled = progress.sent.load(Ordering::Relaxed) == before;
+                            if is_stalled && progress.is_waiting_for_stdin.load(Ordering::Relaxed) {
                                 tracing::info!("the peer is done and stdin was silent for {:?}", config.linger);
                                 return Ok(());
                             }
@@ -124,11 +126,20 @@ enum Upload {
     Socket(Error),
 }
 
-/// Sends stdin to `writer`, counting the bytes in `sent`, then shuts its write side down.
+/// How far [`upload`] has got, for deciding whether a pipe has gone quiet.
+#[derive(Default)]
+struct Progress {
+    /// Bytes written to the socket.
+    sent: AtomicU64,
+    /// Waiting for stdin (rather than for the socket to take more).
+    is_waiting_for_stdin: AtomicBool,
+}
+
+/// Sends stdin to `writer`, noting its `progress`, then shuts its write side down.
 async fn upload<W: AsyncWrite>(
     writer: W,
     config: &ConnectConfig,
-    sent: &AtomicU64,
+    progress: &Progress,
 ) -> Result<(), Upload> {
     let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
@@ -137,7 +148,15 @@ async fn upload<W: AsyncWrite>(
     // Raw text is a stream: a character may be split between two reads.
     let mut to_wire = Transcoder::new(WireEncoding::default(), config.encoding);
     let mut out = BytesMut::new();
-    while let Some(chunk) = chunks.next().await {
+    loop {
+        progress.is_waiting_for_stdin.store(true, Ordering::Relaxed);
+        let chunk = chunks.next().await;
+        progress
+            .is_waiting_for_stdin
+            .store(false, Ordering::Relaxed);
+        let Some(chunk) = chunk else {
+            break;
+        };
         let chunk = chunk.map_err(|err| Upload::Stdin(stdin_error(err)))?;
         if config.framing == Framing::Raw {
             out.extend_from_slice(to_wire.feed(&chunk, false));
@@ -148,7 +167,7 @@ async fn upload<W: AsyncWrite>(
                 .map_err(|err| Upload::Stdin(frame_error(err)))?;
         }
         writer.write_all(&out).await.map_err(socket)?;
-        sent.fetch_add(out.len() as u64, Ordering::Relaxed);
+        progress.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
     }
     writer
