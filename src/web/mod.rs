@@ -31,7 +31,7 @@ use crate::chat::hub::{Format, Request};
 use crate::chat::outbox::{Inbox, Outgoing, outbox};
 use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
-use crate::limits::HANDSHAKE_TIMEOUT;
+use crate::limits::{CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT};
 use crate::server::{self, Entry};
 use crate::transport::deadline::WriteDeadline;
 use crate::transport::tls::Conn;
@@ -333,11 +333,12 @@ async fn session(
                         is_reading = false;
                         tracing::info!(%peer, "websocket error: {err}");
                         // Say why in the close frame (a message far over --max-line, a
-                        // protocol error), if the socket still takes it.
+                        // protocol error), if the socket takes it soon: a client that does not
+                        // read must not hold the session here.
                         let mut reason = format!("websocket error: {err}");
                         reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
                         let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
-                        let _ = socket.send(Message::Close(Some(frame))).await;
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
                         Request::Leave(id, Some("connection lost".into()))
                     }
                 };
