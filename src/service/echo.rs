@@ -123,9 +123,8 @@ impl Responder {
 }
 
 /// What one stream connection does with the bytes it reads, apart from reading and writing
-/// them: the frames it splits, their replies, the greeting. [`serve_stream`] drives it; being
-/// free of I/O, it could serve any other loop as well.
-pub struct EchoConn {
+/// them: the frames it splits, their replies, the greeting. [`serve_stream`] does the I/O.
+struct EchoConn {
     codec: FrameCodec,
     responder: Responder,
     is_passthrough: bool,
@@ -135,7 +134,7 @@ pub struct EchoConn {
 
 impl EchoConn {
     /// The state of a new connection of a server set up as `config`.
-    pub fn new(config: &EchoConfig) -> Self {
+    fn new(config: &EchoConfig) -> Self {
         Self {
             codec: FrameCodec::new(config.framing, config.max_frame),
             responder: Responder::new(
@@ -149,12 +148,12 @@ impl EchoConn {
     }
 
     /// Plain echo with `raw` framing: what is read goes back as it is, with no work per message.
-    pub fn is_passthrough(&self) -> bool {
+    fn is_passthrough(&self) -> bool {
         self.is_passthrough
     }
 
     /// Appends the greeting `config` asks for, framed, to `output`.
-    pub fn greet(&mut self, config: &EchoConfig, output: &mut BytesMut) {
+    fn greet(&mut self, config: &EchoConfig, output: &mut BytesMut) {
         if let Some(greet) = &config.greet {
             let mut text = greet.clone();
             if config.framing == Framing::Raw && !text.ends_with('\n') {
@@ -167,7 +166,7 @@ impl EchoConn {
     }
 
     /// Makes room in `input` for the next read and returns how much it asks for.
-    pub fn reserve(&self, input: &mut BytesMut) -> usize {
+    fn reserve(&self, input: &mut BytesMut) -> usize {
         if input.capacity() - input.len() < self.chunk / 2 {
             input.reserve(self.chunk);
         }
@@ -176,7 +175,7 @@ impl EchoConn {
 
     /// Notes that a read asking for `asked` bytes got `got`: reads that fill their buffer
     /// make the next ones bigger.
-    pub fn read(&mut self, asked: usize, got: usize) {
+    fn read(&mut self, asked: usize, got: usize) {
         if got == asked && self.chunk < READ_CHUNK {
             self.chunk *= 2;
         }
@@ -185,7 +184,7 @@ impl EchoConn {
     /// Decodes every complete frame in `input` and appends each reply, framed, to `output`;
     /// at EOF, the last frame too. An error (an oversized frame) ends the connection once
     /// `output` is written.
-    pub fn respond(
+    fn respond(
         &mut self,
         input: &mut BytesMut,
         output: &mut BytesMut,
