@@ -159,20 +159,18 @@ impl Command {
     }
 }
 
-/// Where a server listens or a client connects.
+/// Where a server listens or a client connects: an address or `--unix PATH`, exactly one of
+/// them (the group makes the usage line say so: `<ADDR|--unix <PATH>>`).
 #[derive(Debug, Args)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("target").args(["addr", "unix"]).required(true))]
 pub struct TargetArgs {
     /// Address: HOST:PORT, [IPv6]:PORT, PORT, tcp://…, udp://… or unix:PATH.
-    #[arg(value_name = "ADDR", required_unless_present = "unix")]
+    #[arg(value_name = "ADDR")]
     pub addr: Option<Endpoint>,
 
     /// Use the Unix stream socket at PATH.
-    #[arg(
-        short = 'U',
-        long = "unix",
-        value_name = "PATH",
-        conflicts_with = "addr"
-    )]
+    #[arg(short = 'U', long = "unix", value_name = "PATH")]
     pub unix: Option<PathBuf>,
 
     /// Use UDP instead of TCP.
