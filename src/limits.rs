@@ -154,7 +154,8 @@ pub const HASH_CONCURRENCY: usize = 2;
 pub const HASH_QUEUE: usize = 64;
 
 /// How long closing a connection may wait on the client (a TLS `close_notify` queued behind data
-/// it never read): a client that stopped reading cannot hold its connection open past it.
+/// it never read; a chat member's last word; its input, read and dropped so that the close is
+/// not a reset): a client that stopped reading cannot hold its connection open past it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the

@@ -4,8 +4,9 @@
 
 mod common;
 
-use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -144,6 +145,58 @@ fn a_member_that_stops_reading_is_cut_off_and_the_room_carries_on() {
     sender.expect("* #lobby (2): reader, sender");
     reader.say("still here");
     sender.expect("[#lobby] <reader> still here");
+}
+
+/// A member cut off while it still sends gets a clean end of stream, and the reason if it reads
+/// again soon: the server reads and drops what it sends meanwhile, as closing a socket with
+/// unread input would answer with a reset and lose the output still on its way to the client.
+#[test]
+fn a_member_cut_off_while_sending_gets_the_reason_not_a_reset() {
+    let _turn = FLOOD.lock().unwrap_or_else(|e| e.into_inner());
+    let server = chat_server(":memory:", &["--max-rate", "0"]);
+    let addr = server.socket_addr();
+    let mut sink = ChatClient::over(ChatConn::Tcp(small_buffer_connection(addr))).welcomed();
+    sink.set_nick("sink");
+    let mut talker = ChatClient::login(addr, "talker");
+    sink.expect("* guest2 is now known as talker");
+
+    // The talker floods the room (and reads); the sink sends too, and reads nothing, until
+    // the talker sees it go.
+    let is_gone = Arc::new(AtomicBool::new(false));
+    let flood = |mut conn: ChatConn, line: &str| {
+        let is_gone = is_gone.clone();
+        let lines = format!("{line}\n").repeat(100);
+        thread::spawn(move || {
+            while !is_gone.load(Ordering::Relaxed) {
+                conn.write_all(lines.as_bytes())?;
+            }
+            match conn {
+                ChatConn::Tcp(conn) => conn.shutdown(Shutdown::Write),
+                ChatConn::Unix(conn) => conn.shutdown(Shutdown::Write),
+            }
+        })
+    };
+    let sinking = flood(sink.writer(), &"z".repeat(200));
+    let talking = flood(talker.writer(), &"t".repeat(200));
+    let reason = format!("disconnected for not reading: {OUTBOX} lines were waiting");
+    talker.expect(&format!("* sink quit ({reason})"));
+    is_gone.store(true, Ordering::Relaxed);
+
+    let mut received = sink.stream.buffer().to_vec();
+    let ChatConn::Tcp(mut conn) = sink.stream.into_inner() else {
+        unreachable!("a TCP connection")
+    };
+    conn.set_read_timeout(Some(common::IO_TIMEOUT)).unwrap();
+    conn.read_to_end(&mut received)
+        .expect("the connection ends cleanly, not with a reset");
+    sinking
+        .join()
+        .unwrap()
+        .expect("what the sink sent was taken");
+    talking.join().unwrap().unwrap();
+    let text = String::from_utf8_lossy(&received);
+    assert_eq!(text.lines().last(), Some(&*format!("! error: {reason}")));
+    assert!(text.ends_with('\n'));
 }
 
 /// Being cut off must end the connection on the server's side even if the member never reads

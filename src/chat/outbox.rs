@@ -71,12 +71,23 @@ pub enum Push {
 pub struct Outgoing {
     chunks: VecDeque<Bytes>,
     remaining: usize,
+    /// The last byte written was not a newline: a write given up now leaves half a line.
+    is_mid_line: bool,
 }
 
 impl Outgoing {
     fn new(chunks: VecDeque<Bytes>) -> Self {
         let remaining = chunks.iter().map(Bytes::len).sum();
-        Self { chunks, remaining }
+        Self {
+            chunks,
+            remaining,
+            is_mid_line: false,
+        }
+    }
+
+    /// Whether what was written so far ends in the middle of a line.
+    pub fn is_mid_line(&self) -> bool {
+        self.is_mid_line
     }
 
     /// The chunks not yet written, in order (each holds whole lines).
@@ -116,8 +127,12 @@ impl Buf for Outgoing {
                 return;
             };
             if cnt < front.len() {
+                self.is_mid_line = front[cnt - 1] != b'\n';
                 front.advance(cnt);
                 return;
+            }
+            if let Some(&last) = front.last() {
+                self.is_mid_line = last != b'\n';
             }
             cnt -= front.len();
             self.chunks.pop_front();
@@ -335,6 +350,25 @@ mod tests {
             outbox.push(Bytes::from_static(b"d\n"), 10, 10),
             Push::Queued(10)
         );
+    }
+
+    #[test]
+    fn a_write_cut_short_knows_whether_it_ends_mid_line() {
+        let mut out = Outgoing::new(VecDeque::from([
+            Bytes::from_static(b"ab\ncd\n"),
+            Bytes::from_static(b"ef\n"),
+        ]));
+        assert!(!out.is_mid_line(), "nothing written yet");
+        out.advance(2);
+        assert!(out.is_mid_line(), "after \"ab\"");
+        out.advance(1);
+        assert!(!out.is_mid_line(), "after \"ab\\n\"");
+        out.advance(3);
+        assert!(!out.is_mid_line(), "the first chunk whole");
+        out.advance(1);
+        assert!(out.is_mid_line(), "after \"e\"");
+        out.advance(2);
+        assert!(!out.is_mid_line() && !out.has_remaining());
     }
 
     #[tokio::test]

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -208,6 +208,7 @@ pub async fn serve<S>(
     let mut throttle: Option<Instant> = None;
     let mut is_told_to_slow_down = false;
     let mut is_reading = true;
+    let mut is_cut_mid_line = false;
     // The hub's queue is full: lines wait (and so does the socket) until it has room, while the
     // outbox keeps draining. Waiting for the hub inside `send` instead would stop this
     // member's own reading, and a fast sender would be cut off as "not reading".
@@ -318,9 +319,10 @@ pub async fn serve<S>(
                 inbox.take_more(&mut out);
                 // Everything queued, in one write.
                 let written =
-                    write_unless_kicked(&mut stream, out, &inbox, config.idle_timeout).await;
+                    write_unless_kicked(&mut stream, &mut out, &inbox, config.idle_timeout).await;
                 if let Ok(false) = written {
                     tracing::debug!(%peer, member = id, "cut off with a write waiting; closing");
+                    is_cut_mid_line = out.is_mid_line();
                     break;
                 }
                 if let Err(err) = written {
@@ -379,8 +381,35 @@ pub async fn serve<S>(
         }
     }
     let _ = hub.send(Request::Leave(id, None)).await;
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+    // The hub's last word to a member it cut off, on a line of its own.
+    let last_word = inbox.last_word().map(|word| {
+        if is_cut_mid_line {
+            [&b"\n"[..], &word].concat().into()
+        } else {
+            word
+        }
+    });
+    close_gently(&mut stream, last_word).await;
     tracing::debug!(%peer, member = id, "left the chat");
+}
+
+/// Ends the connection without a reset, for up to `CLOSE_TIMEOUT`: writes `last_word` once the
+/// socket has room for it, then the end of the output, while reading and dropping whatever the
+/// client still sends. Closing a socket that holds unread input makes the kernel answer with a
+/// reset instead, which throws away the output the client has not read yet, goodbye included.
+async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, last_word: Option<Bytes>) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let finish = async {
+        if let Some(word) = last_word {
+            writer.write_all(&word).await?;
+        }
+        writer.shutdown().await
+    };
+    let drain = async {
+        let mut sink = [0; 1024];
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async { tokio::join!(finish, drain) }).await;
 }
 
 /// Writes `bytes`, unless the hub cuts the member off first (`Ok(false)`): a member cut off for
@@ -390,7 +419,7 @@ pub async fn serve<S>(
 /// neither reads nor writes for that long is idle, even in a room too quiet to fill its outbox.
 async fn write_unless_kicked<S: AsyncWrite + Unpin>(
     stream: &mut S,
-    mut out: Outgoing,
+    out: &mut Outgoing,
     inbox: &Inbox,
     idle_timeout: Duration,
 ) -> std::io::Result<bool> {
@@ -405,18 +434,9 @@ async fn write_unless_kicked<S: AsyncWrite + Unpin>(
         // A write that can finish does; only one left waiting is given up.
         biased;
         // The flush matters for TLS, whose last record may wait in its buffer otherwise.
-        written = async { stream.write_all_buf(&mut out).await?; stream.flush().await } => written.map(|()| true),
-        () = inbox.kicked() => {
-            // Its last word goes out only if the socket takes it at once.
-            if let Some(word) = inbox.last_word() {
-                let _ = tokio::time::timeout(Duration::from_millis(100), async {
-                    stream.write_all(&word).await?;
-                    stream.flush().await
-                })
-                .await;
-            }
-            Ok(false)
-        }
+        written = async { stream.write_all_buf(out).await?; stream.flush().await } => written.map(|()| true),
+        // Its last word goes out as the connection closes.
+        () = inbox.kicked() => Ok(false),
         () = stuck => {
             tracing::info!("closing: a write waited {idle_timeout:?} for the client to read (--idle-timeout)");
             Ok(false)
