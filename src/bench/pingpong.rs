@@ -3,6 +3,7 @@
 //!
 //! Any server that answers a message with one of the same length works: echo, upper-case.
 
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,13 +22,18 @@ use crate::error::Result;
 pub async fn run(load: &Load) -> Result<Report> {
     let (conns, size) = (load.conns, load.size);
     let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
+    // Made before the clock starts, once for every connection: a big one takes a while.
+    let message: Arc<[u8]> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let window = Window::new(load.warmup, load.duration);
     let cpu = super::measure_cpu(window, load.server);
     let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
     let latencies = Latencies::default();
     let tasks: Vec<_> = streams
         .into_iter()
-        .map(|stream| tokio::spawn(ping(stream, size, window, latencies.recorder())))
+        .map(|stream| {
+            let message = message.clone();
+            tokio::spawn(ping(stream, message, window, latencies.recorder()))
+        })
         .collect();
     // Each connection's round trips: a server can reach a high total by serving a few
     // connections while the others wait, which the total alone would hide.
@@ -71,12 +77,11 @@ const WRITE_THEN_READ: usize = 64 * 1024;
 /// One connection's loop: returns the round trips counted, whether it failed, and the stream.
 async fn ping<S: Stream>(
     mut stream: S,
-    size: usize,
+    message: Arc<[u8]>,
     window: Window,
     mut latencies: Recorder,
 ) -> (u64, bool, S) {
-    let message: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
-    let mut reply = vec![0u8; size];
+    let mut reply = vec![0u8; message.len()];
     let mut count = 0;
     // One timer for the whole loop, not one per round trip (on the hot path).
     let deadline = tokio::time::sleep_until(window.end + LATE_REPLY);
