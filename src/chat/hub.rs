@@ -1470,3 +1470,6 @@ fn push(
 fn per_source(key: &str, source: Option<&str>) -> String {
     format!("{key} {}", source.unwrap_or("-"))
 }
+
+#[cfg(test)]
+mod tests;
