@@ -85,7 +85,8 @@ pub enum Request {
     Command(MemberId, Command),
     /// The session switched its text encoding (after checking the label).
     SetEncoding(MemberId, WireEncoding),
-    /// Something to tell the member in order with everything else (a parse error, a warning).
+    /// Something to tell the member at once (a parse error, a warning): unlike its requests,
+    /// never held behind its messages in flight.
     Notice(MemberId, Event),
     /// Where the connection comes from (`127.0.0.1:5000`, `unix:pid=7`), sent right after
     /// `Connect`: failed logins are counted per client address as well as per nick.
@@ -445,6 +446,10 @@ impl Hub {
 
     /// Handles the requests `id` had held back, in order, while they need not wait.
     fn release(&mut self, id: MemberId) {
+        // A member being cut off is gone for the room: what it sent after is not heard.
+        if self.is_doomed(id) {
+            return;
+        }
         loop {
             let Some(member) = self.members.get_mut(&id) else {
                 return;
@@ -1139,7 +1144,7 @@ impl Hub {
     /// Takes messages `ids`, just queued for `id`, out of the mailbox; left there if `id` is
     /// being disconnected, so they are delivered at its next login instead.
     fn remove_delivered_mail(&mut self, id: MemberId, ids: &[i64]) {
-        if self.doomed.iter().any(|(d, _)| *d == id) || !self.members.contains_key(&id) {
+        if self.is_doomed(id) || !self.members.contains_key(&id) {
             return;
         }
         if let Err(err) = self.store.remove_mail(ids) {
@@ -1406,6 +1411,11 @@ impl Hub {
             };
             self.tell(id, &state);
         }
+    }
+
+    /// Whether `id` was found too slow or gone in this round and is about to be disconnected.
+    fn is_doomed(&self, id: MemberId) -> bool {
+        self.doomed.iter().any(|(d, _)| *d == id)
     }
 
     fn error(&mut self, id: MemberId, text: &str) {
