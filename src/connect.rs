@@ -24,7 +24,8 @@ use tokio_util::codec::{Encoder, FramedRead};
 use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
 use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result};
-use crate::limits::MAX_DATAGRAM;
+use crate::limits::MAX_DATAGRAM_V6;
+use crate::transport::udp;
 
 /// Settings of the `connect` client.
 #[derive(Debug, Clone)]
@@ -212,10 +213,10 @@ async fn print_message(stdout: &mut Stdout, message: &[u8], is_line: bool) -> Re
 /// # Errors
 /// [`Error::Connect`] when the peer's port is closed (ICMP port unreachable), or an I/O error.
 pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
-    let socket = crate::transport::udp::connect(peer).await?;
+    let socket = udp::connect(peer).await?;
     let mut lines = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
     let mut stdout = tokio::io::stdout();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     let mut is_stdin_open = true;
     let (mut sent, mut received) = (0u64, 0u64);
     let linger = tokio::time::sleep(config.linger);
@@ -261,11 +262,12 @@ pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
 
 async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {
     // The kernel would refuse it with a bare "message too long"; say what was too long.
-    if datagram.len() > MAX_DATAGRAM {
+    let max = udp::max_payload(peer);
+    if datagram.len() > max {
         return Err(Error::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
-                "standard input: a {}-byte message does not fit in one UDP datagram (at most {MAX_DATAGRAM} bytes)",
+                "standard input: a {}-byte message does not fit in one UDP datagram (at most {max} bytes to {peer})",
                 datagram.len()
             ),
         )));

@@ -23,9 +23,13 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many bytes one read asks the kernel for at most; also the largest raw chunk.
 pub const READ_CHUNK: usize = 64 * 1024;
 
-/// The largest UDP payload (65,535 minus the IPv4 and UDP headers); buffers for datagrams are
-/// this big so no datagram is ever truncated.
+/// The largest UDP payload over IPv4 (65,535 minus the IPv4 and UDP headers): the largest
+/// message that fits in one datagram whatever the family.
 pub const MAX_DATAGRAM: usize = 65_507;
+
+/// The largest UDP payload over IPv6 (65,535 minus the UDP header: IPv6 does not count its own
+/// header in the length). Buffers for received datagrams are this big, so none is ever cut short.
+pub const MAX_DATAGRAM_V6: usize = 65_527;
 
 /// `--linger`: after stdin ends, how long `connect -u` waits for replies still owed.
 pub const UDP_LINGER: Duration = Duration::from_secs(2);

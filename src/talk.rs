@@ -21,10 +21,10 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding};
 use crate::error::Result;
-use crate::limits::{MAX_DATAGRAM, READ_CHUNK};
+use crate::limits::{MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server::{self, Entry};
 use crate::transport::tls::Conn;
-use crate::transport::{Peer, StreamListener};
+use crate::transport::{Peer, StreamListener, udp};
 
 /// The word that ends a conversation when it is a whole line.
 pub const BYE: &str = "bye";
@@ -260,8 +260,9 @@ impl StreamListener for NoListener {
 /// # Errors
 /// An I/O error on the socket.
 pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfig) -> Result<()> {
-    let fixed_peer = peer;
-    let mut peer = peer;
+    // Compared with what a dual-stack socket reports (`[::ffff:127.0.0.1]:5000`) as IPv4.
+    let fixed_peer = peer.map(udp::canonical);
+    let mut peer = fixed_peer;
     // Connected to a known peer, the socket hears of a port nobody listens on (ICMP port
     // unreachable), and the kernel drops strangers' datagrams for us.
     if let Some(to) = fixed_peer {
@@ -269,7 +270,7 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
     }
     let mut lines = stdin_lines();
     let mut is_stdin_open = true;
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     let mut decoded = String::new();
     loop {
         tokio::select! {
@@ -282,7 +283,7 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
                     config.status("nobody to talk to yet: waiting for a peer to speak first");
                     continue;
                 };
-                socket.send_to(&config.encoding.encode_message(&line), to).await?;
+                send_datagram(&socket, &config.encoding.encode_message(&line), to, config).await?;
                 if is_bye(&line) {
                     config.status("you said bye; conversation over");
                     if !config.keep_listening {
@@ -293,12 +294,9 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
             }
             received = socket.recv_from(&mut buf) => {
                 let (len, from) = match received {
-                    Ok(pair) => pair,
-                    // ICMP port unreachable for a datagram we sent: nobody listens there
-                    // (yet; the other side of a UDP chat may start later).
+                    Ok((len, from)) => (len, udp::canonical(from)),
                     Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        let to = peer.map_or_else(|| "the peer".to_string(), |p| p.to_string());
-                        config.status(&format!("{to} is not listening (port unreachable); your message was lost"));
+                        report_unreachable(peer, config);
                         continue;
                     }
                     Err(err) => {
@@ -332,4 +330,46 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
             }
         }
     }
+}
+
+/// Sends one datagram to `to`. What the kernel refuses for this conversation's sake is reported
+/// and the talk goes on: a message too big for one datagram, and a peer not listening (yet: the
+/// other side of a UDP chat may start later).
+///
+/// # Errors
+/// Any other I/O error on the socket.
+async fn send_datagram(
+    socket: &UdpSocket,
+    datagram: &[u8],
+    to: SocketAddr,
+    config: &TalkConfig,
+) -> std::io::Result<()> {
+    let max = udp::max_payload(to);
+    if datagram.len() > max {
+        config.status(&format!(
+            "not sent: a {}-byte message does not fit in one datagram (at most {max} bytes)",
+            datagram.len()
+        ));
+        return Ok(());
+    }
+    // A refusal is the news of an earlier datagram (ICMP port unreachable), and this one was
+    // not sent: it is sent once more, as the peer may be listening by now.
+    for _ in 0..2 {
+        match socket.send_to(datagram, to).await {
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
+                report_unreachable(Some(to), config);
+            }
+            sent => return sent.map(drop),
+        }
+    }
+    config.status("not sent: the peer is still not listening");
+    Ok(())
+}
+
+/// ICMP port unreachable for a datagram we sent: nobody listens there.
+fn report_unreachable(peer: Option<SocketAddr>, config: &TalkConfig) {
+    let to = peer.map_or_else(|| "the peer".to_string(), |p| p.to_string());
+    config.status(&format!(
+        "{to} is not listening (port unreachable); your message was lost"
+    ));
 }

@@ -192,6 +192,19 @@ fn large_datagrams_are_echoed_whole() {
     }
 }
 
+/// IPv6 carries 20 bytes more per datagram than IPv4 (its header is not counted in its
+/// payload length): the largest, 65,527 bytes, comes back whole too.
+#[test]
+fn the_largest_ipv6_datagram_is_echoed_whole() {
+    let server = Proc::server(&["echo", "-u", "[::1]:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    let payload: Vec<u8> = (0..65_527).map(|i| (i % 251) as u8).collect();
+    let reply = ask(&client, addr, &payload);
+    assert_eq!(reply.len(), payload.len());
+    assert!(reply == payload, "the datagram came back changed");
+}
+
 #[test]
 fn stream_only_options_with_udp_are_usage_errors() {
     let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--frame", "line"], 2);

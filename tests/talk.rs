@@ -476,3 +476,88 @@ fn udp_to_a_port_nobody_listens_on_is_reported_and_the_talk_goes_on() {
     a.type_line("bye");
     assert!(a.wait_exit(IO_TIMEOUT).success());
 }
+
+/// Lines pasted at once to a peer not listening yet: each send after the first hears of the
+/// one before it (ICMP port unreachable), and the talk reports it and goes on, as it does for
+/// one line, until the peer comes.
+#[test]
+fn udp_lines_pasted_to_a_peer_not_there_yet_are_reported_and_the_talk_goes_on() {
+    let closed = common::closed_udp_addr("127.0.0.1");
+    let mut a = udp_talker(&[&closed.to_string()]);
+    a.type_line("one\ntwo\nthree");
+    let status = a.next_stderr_line();
+    assert!(
+        status.contains(&format!("{closed} is not listening (port unreachable)")),
+        "{status}"
+    );
+    // The peer starts on that port; the talk is still there for it.
+    let peer = UdpSocket::bind(closed).unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    a.type_line("four");
+    let mut buf = [0u8; 64];
+    loop {
+        // A line the peer's port got just as it started is fine too; "four" must come.
+        let (len, _) = peer.recv_from(&mut buf).expect("the talk's next line");
+        if &buf[..len] == b"four" {
+            break;
+        }
+    }
+    peer.send_to(b"bye", a.socket_addr()).unwrap();
+    assert_eq!(a.next_line(), format!("<{closed}> bye"));
+    assert!(a.wait_exit(IO_TIMEOUT).success());
+}
+
+/// A message too big for one datagram is not sent, and the talk says so and goes on.
+#[test]
+fn udp_a_message_too_big_for_a_datagram_is_reported_and_the_talk_goes_on() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut a = udp_talker(&[&peer.local_addr().unwrap().to_string()]);
+    a.type_line(&"x".repeat(70_000));
+    let status = a.next_stderr_line();
+    assert!(
+        status.contains(
+            "not sent: a 70000-byte message does not fit in one datagram (at most 65507 bytes)"
+        ),
+        "{status}"
+    );
+    a.type_line("bye");
+    let mut buf = [0u8; 64];
+    let (len, _) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"bye");
+    assert!(a.wait_exit(IO_TIMEOUT).success());
+}
+
+/// A dual-stack `[::]` talker hears an IPv4 peer, which its socket sees as
+/// `[::ffff:127.0.0.1]`, and shows it as the IPv4 address it is.
+#[test]
+fn udp_on_a_dual_stack_socket_hears_an_ipv4_peer() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut a = Proc::server(&["talk", "-u", "--listen", "[::]:0", &peer_addr.to_string()]);
+    let port = a.socket_addr().port();
+    a.type_line("hi");
+    let mut buf = [0u8; 64];
+    let (len, _) = peer.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..len], b"hi");
+    peer.send_to(b"hello back", ("127.0.0.1", port)).unwrap();
+    assert_eq!(a.next_line(), format!("<{peer_addr}> hello back"));
+    peer.send_to(b"bye", ("127.0.0.1", port)).unwrap();
+    assert_eq!(a.next_line(), format!("<{peer_addr}> bye"));
+    assert!(a.wait_exit(IO_TIMEOUT).success());
+}
+
+/// Over TCP too, an IPv4 caller of a `[::]` listener is shown as `127.0.0.1:PORT`.
+#[test]
+fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {
+    let mut listener = Proc::server(&["talk", "--listen", "[::]:0"]);
+    let port = listener.socket_addr().port();
+    let mut caller = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let me = caller.local_addr().unwrap();
+    caller.write_all(b"hello\n").unwrap();
+    assert_eq!(listener.next_line(), format!("<{me}> hello"));
+    caller.write_all(b"bye\n").unwrap();
+    assert_eq!(listener.next_line(), format!("<{me}> bye"));
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+}

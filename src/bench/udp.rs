@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{Counted, Latencies, Load, Report, Window, progress, tick_until};
 use crate::error::{Error, Result};
-use crate::limits::MAX_DATAGRAM;
+use crate::limits::{MAX_DATAGRAM, MAX_DATAGRAM_V6};
 use crate::transport::udp;
 
 /// Digits of the sequence number that starts every datagram.
@@ -43,7 +43,7 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
             let mut latencies = latencies.recorder();
             tokio::spawn(async move {
                 let mut payload = vec![b'.'; size];
-                let mut buf = vec![0u8; MAX_DATAGRAM];
+                let mut buf = vec![0u8; MAX_DATAGRAM_V6];
                 let (mut ops, mut lost, mut errors) = (0u64, 0u64, 0u64);
                 let mut seq = 0u64;
                 let mut has_answers = false;

@@ -15,7 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
-use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
 const FIRST_READ: usize = 4 * 1024;
@@ -327,7 +327,7 @@ async fn write<S: AsyncWrite + Unpin>(
 /// datagram is a message too and gets an empty reply.
 pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,

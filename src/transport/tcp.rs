@@ -73,7 +73,7 @@ impl StreamListener for TcpListener {
         Ok((
             stream,
             Peer {
-                name: peer.to_string(),
+                name: super::udp::canonical(peer).to_string(),
                 ip: Some(peer.ip().to_canonical()),
             },
         ))

@@ -7,6 +7,7 @@ use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, Family, Proto, display_addr};
 use crate::error::{Error, Result};
+use crate::limits::{MAX_DATAGRAM, MAX_DATAGRAM_V6};
 
 /// Binds a UDP socket on `addr`, dual-stack for IPv6.
 ///
@@ -45,6 +46,22 @@ pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<UdpSocket> {
 /// [`Error::Resolve`].
 pub async fn resolve_peer(endpoint: &Endpoint, family: Family) -> Result<SocketAddr> {
     Ok(endpoint.resolve(family).await?[0])
+}
+
+/// The largest payload one datagram to `peer` can carry: [`MAX_DATAGRAM`] over IPv4 (an
+/// IPv4-mapped IPv6 address included), [`MAX_DATAGRAM_V6`] over IPv6.
+pub fn max_payload(peer: SocketAddr) -> usize {
+    if canonical(peer).is_ipv4() {
+        MAX_DATAGRAM
+    } else {
+        MAX_DATAGRAM_V6
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (`[::ffff:127.0.0.1]:5000`, how a dual-stack socket
+/// sees an IPv4 peer) given as the IPv4 address it is (`127.0.0.1:5000`).
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
 
 /// The wildcard address of `peer`'s family with port 0: what a client binds before sending.
