@@ -161,9 +161,26 @@ where
     drain(&tracker, DRAIN_TIMEOUT).await;
 }
 
+/// Ends a connection without a reset: writes `last_word` once the socket has room for it, then
+/// the end of the output, while reading and dropping whatever the client still sends, until it
+/// ends its side too. Closing a socket that holds unread input makes the kernel answer with a
+/// reset, which throws away what the client has not read yet, the last word included.
+/// Callers bound it in time: a client may never read, or never close.
+pub async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, last_word: &[u8]) {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let finish = async {
+        writer.write_all(last_word).await?;
+        writer.shutdown().await
+    };
+    let drain = async {
+        let mut sink = [0; 1024];
+        while let Ok(1..) = reader.read(&mut sink).await {}
+    };
+    let _ = tokio::join!(finish, drain);
+}
+
 /// Tells a refused client why (after a TLS handshake, if the listener speaks TLS), then closes
-/// the connection, reading what the client sent meanwhile so the close is a clean one rather
-/// than a reset that could destroy the reason in flight. All within [`REFUSAL_LINGER`].
+/// the connection gently ([`close_gently`]), all within [`REFUSAL_LINGER`].
 pub async fn turn_away<S>(stream: S, tls: Option<Acceptor>, text: Vec<u8>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -173,11 +190,7 @@ where
             None => Conn::Plain(stream),
             Some(tls) => tls.accept(stream).await?,
         };
-        conn.write_all(&text).await?;
-        conn.flush().await?;
-        conn.shutdown().await?;
-        let mut sink = [0u8; 1024];
-        while conn.read(&mut sink).await? > 0 {}
+        close_gently(&mut conn, &text).await;
         Ok::<_, std::io::Error>(())
     })
     .await;

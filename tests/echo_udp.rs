@@ -205,6 +205,24 @@ fn the_largest_ipv6_datagram_is_echoed_whole() {
     assert!(reply == payload, "the datagram came back changed");
 }
 
+/// Upper-casing can lengthen text: a reply that no longer fits in a datagram cannot be sent,
+/// and the server says so at its default log level, then goes on answering.
+#[test]
+fn an_upper_cased_reply_too_big_for_a_datagram_is_logged_and_the_server_goes_on() {
+    let mut server = Proc::server(&["echo", "-u", "--upper", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    // ŉ is 2 bytes in UTF-8, and upper-cased (ʼN) 3.
+    let message = "ŉ".repeat(30_000);
+    client.send_to(message.as_bytes(), addr).unwrap();
+    let log = server.next_stderr_line();
+    assert!(
+        log.contains("reply not sent: upper-cased, a 60000-byte message grew to 90000 bytes"),
+        "{log}"
+    );
+    assert_eq!(ask(&client, addr, b"still here"), b"STILL HERE");
+}
+
 #[test]
 fn stream_only_options_with_udp_are_usage_errors() {
     let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--frame", "line"], 2);

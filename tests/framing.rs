@@ -281,3 +281,28 @@ fn raw_framing_echoes_what_line_framing_would_split() {
     client.read_exact(&mut echoed).unwrap();
     assert_eq!(echoed, wire);
 }
+
+/// A client that frames differently (here a length over the limit, then its megabyte, as
+/// `sendall(struct.pack('>I', 1 << 20) + data)` sends it) is closed cleanly, after the replies
+/// it was owed: not with a reset, which could destroy them. The log shows the header in hex.
+#[test]
+fn a_refused_len_frame_is_closed_cleanly_after_the_replies_owed() {
+    let mut server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "len"]);
+    let mut client = tcp(server.socket_addr());
+    let mut wire = len_frame(b"owed");
+    wire.extend_from_slice(&(1u32 << 20).to_be_bytes());
+    wire.extend(std::iter::repeat_n(b'x', 1 << 20));
+    client.write_all(&wire).unwrap();
+    let mut got = Vec::new();
+    client
+        .read_to_end(&mut got)
+        .expect("a clean end of stream, not a reset");
+    assert_eq!(got, len_frame(b"owed"));
+    let log = server.next_stderr_line();
+    assert!(
+        log.contains(
+            "length prefix of 1048576 bytes (header 00100000) is over the 65536-byte limit"
+        ),
+        "{log}"
+    );
+}

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::codec::Decoder;
@@ -35,6 +35,7 @@ use super::hub::{Format, MemberId, Request};
 use super::outbox::{Inbox, Outgoing, outbox};
 use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
 use crate::limits::CLOSE_TIMEOUT;
+use crate::server;
 use crate::transport::Readiness;
 
 /// The first read buffer; it grows only for long lines.
@@ -382,34 +383,13 @@ pub async fn serve<S>(
     }
     let _ = hub.send(Request::Leave(id, None)).await;
     // The hub's last word to a member it cut off, on a line of its own.
-    let last_word = inbox.last_word().map(|word| {
-        if is_cut_mid_line {
-            [&b"\n"[..], &word].concat().into()
-        } else {
-            word
-        }
-    });
-    close_gently(&mut stream, last_word).await;
+    let mut last_word = inbox.last_word().map(Vec::from).unwrap_or_default();
+    if is_cut_mid_line && !last_word.is_empty() {
+        last_word.insert(0, b'\n');
+    }
+    let _ =
+        tokio::time::timeout(CLOSE_TIMEOUT, server::close_gently(&mut stream, &last_word)).await;
     tracing::debug!(%peer, member = id, "left the chat");
-}
-
-/// Ends the connection without a reset, for up to `CLOSE_TIMEOUT`: writes `last_word` once the
-/// socket has room for it, then the end of the output, while reading and dropping whatever the
-/// client still sends. Closing a socket that holds unread input makes the kernel answer with a
-/// reset instead, which throws away the output the client has not read yet, goodbye included.
-async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, last_word: Option<Bytes>) {
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let finish = async {
-        if let Some(word) = last_word {
-            writer.write_all(&word).await?;
-        }
-        writer.shutdown().await
-    };
-    let drain = async {
-        let mut sink = [0; 1024];
-        while let Ok(1..) = reader.read(&mut sink).await {}
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async { tokio::join!(finish, drain) }).await;
 }
 
 /// Writes `bytes`, unless the hub cuts the member off first (`Ok(false)`): a member cut off for

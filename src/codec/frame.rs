@@ -41,8 +41,21 @@ pub enum FrameError {
         /// The limit.
         max: usize,
     },
-    /// A length prefix announced more than the limit.
-    #[error("frame of {len} bytes exceeds the {max}-byte limit (--max-frame)")]
+    /// A length prefix received announced more than the limit. The header is shown in hex, as
+    /// a peer framing differently (a 2-byte or little-endian length) announces a length that
+    /// makes no sense until one sees its bytes.
+    #[error(
+        "a length prefix of {len} bytes (header {len:08x}) is over the {max}-byte limit \
+         (--max-frame); len framing's header is 4 bytes, big-endian (Python: struct.pack('>I', n))"
+    )]
+    PrefixTooLarge {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame to send is longer than a length prefix can say.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     FrameTooLarge {
         /// The announced length.
         len: usize,
@@ -125,7 +138,7 @@ impl FrameCodec {
         };
         let len = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
         if len > self.max_frame {
-            return Err(FrameError::FrameTooLarge {
+            return Err(FrameError::PrefixTooLarge {
                 len,
                 max: self.max_frame,
             });
@@ -310,7 +323,7 @@ mod tests {
         let err = decode_all(&mut codec, &[0, 0, 0, 11]).unwrap_err();
         assert!(matches!(
             err,
-            FrameError::FrameTooLarge { len: 11, max: 10 }
+            FrameError::PrefixTooLarge { len: 11, max: 10 }
         ));
         let mut codec = FrameCodec::new(Framing::Len, 10);
         let err = decode_all(&mut codec, &[0xff, 0xff, 0xff, 0xff]).unwrap_err();

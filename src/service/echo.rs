@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
+use crate::server;
+use crate::transport::udp;
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
 const FIRST_READ: usize = 4 * 1024;
@@ -289,6 +291,10 @@ pub async fn serve_stream<S>(
         }
         if let Err(err) = verdict {
             tracing::warn!(%peer, "closing: {err}");
+            // Gently: a close with the client's input unread would be a reset, and the client
+            // could lose the replies it has not read yet.
+            let _ =
+                tokio::time::timeout(CLOSE_TIMEOUT, server::close_gently(&mut stream, &[])).await;
             return;
         }
         if is_eof {
@@ -349,7 +355,14 @@ pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: Can
         tracing::debug!(%peer, len, "datagram");
         let reply = responder.reply(&mut buf[..len]);
         if let Err(err) = socket.send_to(reply, peer).await {
-            tracing::info!(%peer, "reply not sent: {err}");
+            let max = udp::max_payload(peer);
+            if reply.len() > max {
+                // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said
+                // at the default level.
+                tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max})", reply.len());
+            } else {
+                tracing::info!(%peer, "reply not sent: {err}");
+            }
         }
     }
 }
