@@ -357,10 +357,12 @@ pub async fn serve<S>(
                             continue_with_last_line(&mut input, id, &hub).await;
                         }
                         is_reading = false;
-                        let reason = match read {
-                            Err(err) => Some(format!("connection lost: {err}")),
-                            Ok(_) => None,
-                        };
+                        // The room hears the same short reason however the connection broke;
+                        // the operating system's words are for the log.
+                        let reason = read.err().map(|err| {
+                            tracing::debug!(%peer, "read failed: {err}");
+                            "connection lost".to_string()
+                        });
                         let _ = hub.send(Request::Leave(id, reason)).await;
                     }
                     // Bytes alone are not activity: the idle clock waits for a whole line.
