@@ -23,11 +23,15 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
-    /// An encoding label that encoding_rs does not know, or one it cannot encode to.
+    /// An encoding label that encoding_rs does not know.
+    #[error("unknown encoding '{0}' (try utf-8, gbk, gb18030, big5, shift_jis, latin1)")]
+    UnknownEncoding(String),
+
+    /// An encoding encoding_rs can decode but not encode (UTF-16, `replacement`).
     #[error(
-        "unknown or unusable encoding '{0}' (try utf-8, gbk, gb18030, big5, shift_jis, latin1)"
+        "encoding '{0}' can only be read, not written, and socktalk needs both (try utf-8, gbk, gb18030, big5, shift_jis, latin1)"
     )]
-    BadEncoding(String),
+    UnusableEncoding(String),
 
     /// A host name did not resolve.
     #[error("cannot resolve host '{host}': {reason}")]
@@ -84,7 +88,10 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::BadAddress { .. } | Error::Usage(_) | Error::BadEncoding(_)
+            Error::BadAddress { .. }
+                | Error::Usage(_)
+                | Error::UnknownEncoding(_)
+                | Error::UnusableEncoding(_)
         )
     }
 }

@@ -23,15 +23,26 @@ impl Default for WireEncoding {
 }
 
 impl WireEncoding {
-    /// Looks up an encoding by any WHATWG label (`gbk`, `GB2312`, `utf8`, `latin1`, …).
+    /// Looks up an encoding by any WHATWG label (`gbk`, `GB2312`, `utf8`, `latin1`, …), or
+    /// by the names Python gives the same encodings where they differ: `cp936` (and `ms936`,
+    /// `936`) for gbk, and `_` for `-` (`euc_kr`).
     ///
     /// # Errors
-    /// [`Error::BadEncoding`] for unknown labels and for encodings that can only be decoded
-    /// (UTF-16, `replacement`), since socktalk must also write what the user types.
+    /// [`Error::UnknownEncoding`] for unknown labels, and [`Error::UnusableEncoding`] for
+    /// encodings that can only be decoded (UTF-16, `replacement`), since socktalk must also
+    /// write what the user types.
     pub fn for_label(label: &str) -> Result<Self> {
-        match Encoding::for_label(label.trim().as_bytes()) {
+        let wanted = label.trim();
+        let python_name = match wanted.to_ascii_lowercase().as_str() {
+            "cp936" | "ms936" | "936" => "gbk".to_string(),
+            other => other.replace('_', "-"),
+        };
+        let found = Encoding::for_label(wanted.as_bytes())
+            .or_else(|| Encoding::for_label(python_name.as_bytes()));
+        match found {
             Some(encoding) if encoding.output_encoding() == encoding => Ok(Self(encoding)),
-            _ => Err(Error::BadEncoding(label.to_string())),
+            Some(_) => Err(Error::UnusableEncoding(label.to_string())),
+            None => Err(Error::UnknownEncoding(label.to_string())),
         }
     }
 
@@ -198,6 +209,30 @@ mod tests {
         assert_eq!(gbk.name(), "GBK");
         assert!(!gbk.is_utf8());
         assert!(WireEncoding::default().is_utf8());
+    }
+
+    #[test]
+    fn python_names_are_understood_and_the_refusals_say_why() {
+        for name in ["cp936", "CP936", "ms936", "936"] {
+            assert_eq!(
+                WireEncoding::for_label(name).unwrap().name(),
+                "GBK",
+                "{name}"
+            );
+        }
+        assert_eq!(WireEncoding::for_label("euc_kr").unwrap().name(), "EUC-KR");
+        assert_eq!(
+            WireEncoding::for_label("Shift_JIS").unwrap().name(),
+            "Shift_JIS"
+        );
+        assert!(matches!(
+            WireEncoding::for_label("utf-16"),
+            Err(Error::UnusableEncoding(_))
+        ));
+        assert!(matches!(
+            WireEncoding::for_label("klingon"),
+            Err(Error::UnknownEncoding(_))
+        ));
     }
 
     #[test]
