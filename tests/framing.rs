@@ -248,10 +248,19 @@ fn greeting_is_framed_like_every_other_message() {
     assert_eq!(read_len_frame(&mut client), b"hi");
     len_round_trip(&mut client, b"then echo");
 
-    let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "line", "--greet", "hi"]);
+    // A newline typed at the end of a line greeting is that line's, not a second, empty one.
+    for greet in ["hi", "hi\n", "hi\r\n"] {
+        let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "line", "--greet", greet]);
+        let mut client = tcp(server.socket_addr());
+        assert_eq!(read_exact(&mut client, 3), b"hi\n", "{greet:?}");
+        line_round_trip(&mut client, "then echo");
+    }
+
+    // Raw, an empty greeting sends nothing: the first bytes are the echo.
+    let server = Proc::server(&["echo", "127.0.0.1:0", "--greet", ""]);
     let mut client = tcp(server.socket_addr());
-    assert_eq!(read_exact(&mut client, 3), b"hi\n");
-    line_round_trip(&mut client, "then echo");
+    client.write_all(b"ping").unwrap();
+    assert_eq!(read_exact(&mut client, 4), b"ping");
 }
 
 #[test]

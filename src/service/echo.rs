@@ -157,10 +157,19 @@ impl EchoConn {
     /// Appends the greeting `config` asks for, framed, to `output`.
     fn greet(&mut self, config: &EchoConfig, output: &mut BytesMut) {
         if let Some(greet) = &config.greet {
-            let mut text = greet.clone();
-            if config.framing == Framing::Raw && !text.ends_with('\n') {
-                text.push('\n');
-            }
+            let text = match config.framing {
+                // Raw, a greeting is a line of text: it gets its newline, unless it has one.
+                Framing::Raw if greet.is_empty() => return,
+                Framing::Raw if !greet.ends_with('\n') => format!("{greet}\n"),
+                // In line framing the newline is the frame's: one typed in is not a second line.
+                Framing::Line => greet
+                    .strip_suffix('\n')
+                    .map_or(greet.as_str(), |text| {
+                        text.strip_suffix('\r').unwrap_or(text)
+                    })
+                    .to_string(),
+                _ => greet.clone(),
+            };
             let bytes = config.encoding.encode_message(&text);
             // Only a greeting longer than --max-frame fails, and then none is sent.
             let _ = self.codec.encode(&bytes, output);
