@@ -2,6 +2,7 @@
 //! service together.
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -267,6 +268,20 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
         (None, Some(peer)) => udp::bind_addr(udp::any_local_for(peer))?,
         (None, None) => return Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
     };
+    if let Some(peer) = peer {
+        let local = socket.local_addr()?;
+        // A dual-stack [::] reaches IPv4 peers too; any other pair of families cannot talk.
+        let can_reach = match (local.ip(), peer.ip()) {
+            (IpAddr::V6(ip), IpAddr::V4(_)) => ip.is_unspecified(),
+            (local, peer) => local.is_ipv4() == peer.is_ipv4(),
+        };
+        if !can_reach {
+            return Err(Error::Usage(format!(
+                "talk -u from {} cannot reach {peer}: give --listen an address of the peer's family (or [::] for both)",
+                local.ip()
+            )));
+        }
+    }
     if args.listen.is_some() {
         server::announce(&crate::endpoint::display_addr(
             Proto::Udp,

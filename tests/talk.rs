@@ -362,6 +362,9 @@ fn talk_usage_and_connect_errors() {
         (&["talk", "127.0.0.1:99999"], 2),
         (&["talk", "--encoding", "klingon", "127.0.0.1:1"], 2),
         (&["talk", "-u", "tcp://127.0.0.1:1"], 2),
+        // Families that cannot reach each other, found before anything is announced.
+        (&["talk", "-u", "--listen", "127.0.0.1:0", "[::1]:9"], 2),
+        (&["talk", "-u", "--listen", "[::1]:0", "127.0.0.1:9"], 2),
     ] {
         let out = socktalk().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
