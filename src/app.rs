@@ -194,6 +194,7 @@ async fn run_talk(args: TalkArgs, family: Family, is_chatty: bool) -> Result<()>
         encoding: args.text.encoding,
         keep_listening: args.keep_listening,
         is_chatty,
+        newline: !args.no_newline,
     };
     let is_udp = args.udp
         || [&args.listen, &args.peer]

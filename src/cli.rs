@@ -399,6 +399,11 @@ pub struct TalkArgs {
     #[arg(short = 'u', long = "udp")]
     pub udp: bool,
 
+    /// Send each line typed without its newline, as a Python exercise's
+    /// `conn.send(input().encode())` does (TCP and Unix; a UDP datagram never has one).
+    #[arg(long)]
+    pub no_newline: bool,
+
     #[command(flatten)]
     pub text: EncodingArgs,
 

@@ -11,6 +11,7 @@
 //! Status lines (`* connected to …`, `* … said bye`) go to stderr, the conversation to stdout.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -38,7 +39,13 @@ pub struct TalkConfig {
     pub keep_listening: bool,
     /// Print status lines (`-q` turns them off).
     pub is_chatty: bool,
+    /// End each line sent over a stream with `\n` (`--no-newline` turns it off).
+    pub newline: bool,
 }
+
+/// How long a piece of a line waits for the rest, from a peer that ends its lines with `\n`,
+/// before it is shown as it is.
+const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(500);
 
 impl TalkConfig {
     fn status(&self, text: &str) {
@@ -155,6 +162,9 @@ where
     let mut decoder = config.encoding.decoder();
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut pending = String::new();
+    // A peer that ends its lines with a newline gets a line sent in pieces shown whole; one
+    // that never does (`conn.send(input().encode())`) gets each read shown as it comes.
+    let mut uses_newlines = false;
     // Stdin may have ended before this peer came, leaving lines typed (or piped) for it.
     let mut is_stdin_open = !lines.is_closed() || !lines.is_empty();
     loop {
@@ -167,7 +177,9 @@ where
                     continue;
                 };
                 let mut wire = config.encoding.encode_message(&line);
-                wire.push(b'\n');
+                if config.newline {
+                    wire.push(b'\n');
+                }
                 let written = async { writer.write_all(&wire).await?; writer.flush().await };
                 if let Err(err) = written.await {
                     config.status(&format!("{peer} is gone: {err}"));
@@ -183,7 +195,9 @@ where
                 let is_eof = !matches!(read, Ok(n) if n > 0);
                 decoder.decode(&input, is_eof, &mut pending);
                 input.clear();
-                if let Some(ending) = show_messages(&mut pending, peer, config) {
+                uses_newlines |= pending.contains('\n');
+                let hold_piece = uses_newlines && !is_eof && pending.len() < READ_CHUNK;
+                if let Some(ending) = show_messages(&mut pending, hold_piece, peer, config) {
                     return ending;
                 }
                 if is_eof {
@@ -192,6 +206,12 @@ where
                         Ok(_) => config.status(&format!("{peer} left")),
                     }
                     return Ending::PeerLeft;
+                }
+            }
+            () = tokio::time::sleep(PARTIAL_LINE_WAIT), if !pending.is_empty() => {
+                // The rest of the line is not coming soon: show what came.
+                if let Some(ending) = show_messages(&mut pending, false, peer, config) {
+                    return ending;
                 }
             }
             accepted = accept_extra(listener.map(|(l, _)| l)) => {
@@ -206,10 +226,20 @@ where
 }
 
 /// Prints every message in `pending` (a whole line, or a final piece without a newline, as
-/// the peer sent it) and reports a bye.
-fn show_messages(pending: &mut String, peer: &str, config: &TalkConfig) -> Option<Ending> {
+/// the peer sent it) and reports a bye. With `hold_piece`, a final piece stays in `pending`
+/// to wait for the rest of its line.
+fn show_messages(
+    pending: &mut String,
+    hold_piece: bool,
+    peer: &str,
+    config: &TalkConfig,
+) -> Option<Ending> {
     let text = std::mem::take(pending);
     for message in text.split_inclusive('\n') {
+        if hold_piece && !message.ends_with('\n') {
+            pending.push_str(message);
+            break;
+        }
         let message = message.trim_end_matches(['\n', '\r']);
         show(peer, message);
         if is_bye(message) {

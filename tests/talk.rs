@@ -564,3 +564,44 @@ fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {
     assert_eq!(listener.next_line(), format!("<{me}> bye"));
     assert!(listener.wait_exit(IO_TIMEOUT).success());
 }
+
+/// A peer that ends its lines with a newline and sends one line in pieces (a student's
+/// `c.send(b'one line sent '); c.send(b'in two parts\n')`) is shown one line, not two.
+#[test]
+fn a_line_sent_in_pieces_is_shown_whole() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut peer = tcp(listener.socket_addr());
+    let name = peer.local_addr().unwrap().to_string();
+    peer.write_all(b"first\n").unwrap();
+    assert_eq!(listener.next_line(), format!("<{name}> first"));
+    peer.write_all(b"one line sent ").unwrap();
+    // A line typed meanwhile goes out: the talk is not stuck on the piece.
+    listener.type_line("go on");
+    assert_eq!(read_exact(&mut peer, 6), b"go on\n");
+    peer.write_all(b"in two parts\n").unwrap();
+    assert_eq!(
+        listener.next_line(),
+        format!("<{name}> one line sent in two parts")
+    );
+    // A piece whose rest does not come is shown after a moment, as it is.
+    peer.write_all(b"no end").unwrap();
+    assert_eq!(listener.next_line(), format!("<{name}> no end"));
+    drop(peer);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+}
+
+/// `--no-newline` sends each line as the classic exercise's `conn.send(input().encode())`
+/// does, so a student's `recv(1024).decode() == 'bye'` sees exactly `bye`.
+#[test]
+fn no_newline_sends_each_line_as_it_was_typed() {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut talker = Proc::start(&["talk", "--no-newline", &addr.to_string()]);
+    let (mut peer, _) = server.accept().unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    talker.type_line("hello");
+    assert_eq!(read_exact(&mut peer, 5), b"hello");
+    talker.type_line("bye");
+    assert_eq!(read_to_end(&mut peer), b"bye");
+    assert!(talker.wait_exit(IO_TIMEOUT).success());
+}
