@@ -20,7 +20,7 @@ use crate::cli::{
 use crate::codec::Framing;
 use crate::connect::{self, ConnectConfig};
 use crate::endpoint::{Endpoint, Family, Proto};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, stdout_error};
 use crate::server;
 use crate::service::echo::{self, EchoConfig, Transform};
 use crate::talk::{self, TalkConfig};
@@ -389,13 +389,19 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 conns: usize,
                 size: usize|
      -> Result<bench::Load> {
+        let duration = seconds("--duration", t.duration)?;
+        if duration.is_zero() {
+            return Err(Error::Usage(
+                "--duration must be more than 0 seconds".into(),
+            ));
+        }
         Ok(bench::Load {
             dialer: dialer(common)?,
             conns: conns.max(1),
             size: size.max(1),
             warmup: seconds("--warmup", t.warmup)?,
-            duration: seconds("--duration", t.duration)?,
-            server: t.pid,
+            duration,
+            server: live_pid(t.pid)?,
         })
     };
     let (report, is_json) = match args.mode {
@@ -446,6 +452,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         } => {
             no_tls(&common, "hold")?;
             let hold = seconds("--hold", hold)?;
+            let pid = live_pid(pid)?;
             let report = bench::hold::run(&common.addr, family, conns, pid, hold).await?;
             (report, common.json)
         }
@@ -458,6 +465,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         } => {
             let timeout = seconds("--timeout", timeout)?;
             let dialer = dialer(&common)?;
+            let pid = live_pid(pid)?;
             let report =
                 bench::fanout::run(&dialer, conns.max(1), lines.max(1), timeout, pid).await?;
             (report, common.json)
@@ -468,9 +476,27 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     } else {
         report.to_table()
     };
-    // A closed pipe (`… | head`) is not a panic: main treats BrokenPipe as a quiet exit.
+    // A closed pipe (`… | head`) is not a panic, nor a failure: it ends the command quietly.
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes())?;
-    stdout.flush()?;
+    stdout.write_all(text.as_bytes()).map_err(stdout_error)?;
+    stdout.flush().map_err(stdout_error)?;
+    // The report shows what failed; the exit code must too, for scripts.
+    if report.measured_nothing() {
+        let errors = report.errors;
+        let noun = if errors == 1 { "error" } else { "errors" };
+        return Err(Error::Io(std::io::Error::other(format!(
+            "nothing was measured: {errors} {noun} (-v shows them)"
+        ))));
+    }
     Ok(())
+}
+
+/// `--pid`, checked: a process that is not there would give no CPU figures, without a word.
+fn live_pid(pid: Option<u32>) -> Result<Option<u32>> {
+    match pid {
+        Some(pid) if !std::path::Path::new(&format!("/proc/{pid}")).exists() => {
+            Err(Error::Usage(format!("--pid {pid}: no such process")))
+        }
+        pid => Ok(pid),
+    }
 }

@@ -23,7 +23,7 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
 use crate::endpoint::{Proto, display_addr};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
 use crate::transport::udp;
 
@@ -187,24 +187,26 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(frame_error)?;
         if config.framing == Framing::Raw {
-            stdout.write_all(from_wire.feed(&frame, false)).await?;
-            stdout.flush().await?;
+            let text = from_wire.feed(&frame, false);
+            stdout.write_all(text).await.map_err(stdout_error)?;
+            stdout.flush().await.map_err(stdout_error)?;
         } else {
             print_message(&mut stdout, &config.encoding.from_wire(&frame), true).await?;
         }
     }
-    stdout.write_all(from_wire.feed(b"", true)).await?;
-    stdout.flush().await?;
+    let rest = from_wire.feed(b"", true);
+    stdout.write_all(rest).await.map_err(stdout_error)?;
+    stdout.flush().await.map_err(stdout_error)?;
     Ok(())
 }
 
 /// Writes one received message to stdout, with a newline after it when `is_line`.
 async fn print_message(stdout: &mut Stdout, message: &[u8], is_line: bool) -> Result<()> {
-    stdout.write_all(message).await?;
+    stdout.write_all(message).await.map_err(stdout_error)?;
     if is_line {
-        stdout.write_all(b"\n").await?;
+        stdout.write_all(b"\n").await.map_err(stdout_error)?;
     }
-    stdout.flush().await?;
+    stdout.flush().await.map_err(stdout_error)?;
     Ok(())
 }
 

@@ -77,9 +77,24 @@ pub enum Error {
     #[error("tls: {0}")]
     Tls(String),
 
+    /// Standard output was closed (`… | head`): whoever read it has what it wanted, so the
+    /// command ends quietly, with success. Only stdout's own broken pipe means this: a socket's
+    /// is an error like any other.
+    #[error("standard output closed")]
+    StdoutClosed,
+
     /// Any other I/O failure, e.g. the connection reset mid-transfer.
     #[error("{}", lowercase_io(.0))]
     Io(#[from] io::Error),
+}
+
+/// An error writing to standard output: [`Error::StdoutClosed`] for a broken pipe.
+pub fn stdout_error(err: io::Error) -> Error {
+    if err.kind() == io::ErrorKind::BrokenPipe {
+        Error::StdoutClosed
+    } else {
+        Error::Io(err)
+    }
 }
 
 impl Error {

@@ -37,9 +37,7 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(socktalk::Error::Io(err)) if err.kind() == std::io::ErrorKind::BrokenPipe => {
-            ExitCode::SUCCESS
-        }
+        Err(socktalk::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("socktalk: error: {err}");
             ExitCode::from(if err.is_usage() { 2 } else { 1 })

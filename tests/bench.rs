@@ -21,6 +21,19 @@ fn bench(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("bench prints one JSON object")
 }
 
+/// Runs `socktalk bench ARGS --json` where nothing can be measured: it still prints its report
+/// (showing the errors), and exits 1 saying so. Returns the report.
+fn bench_measuring_nothing(args: &[&str]) -> Value {
+    let mut argv = vec!["bench"];
+    argv.extend_from_slice(args);
+    argv.push("--json");
+    let out = socktalk().args(&argv).output().expect("run bench");
+    assert_eq!(out.status.code(), Some(1), "bench {args:?}: {out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(err.contains("nothing was measured"), "{err}");
+    serde_json::from_slice(&out.stdout).expect("bench prints one JSON object")
+}
+
 /// A chat server on a free loopback port with an in-memory database, and `extra` flags.
 fn chat_server(extra: &[&str]) -> Proc {
     let mut args = vec!["serve", "--tcp", "127.0.0.1:0", "--db", ":memory:"];
@@ -299,10 +312,39 @@ fn pingpong_against_a_server_that_never_answers_ends_with_an_error() {
         // Holds the connection, answering nothing, until the client goes.
         let _ = std::io::Read::read_to_end(&mut &stream, &mut sink);
     });
-    let report = bench(&["pingpong", &addr, "--duration", "0.2", "--warmup", "0"]);
+    let report =
+        bench_measuring_nothing(&["pingpong", &addr, "--duration", "0.2", "--warmup", "0"]);
     assert_eq!(report["ops"], 0, "{report}");
     assert_eq!(report["errors"], 1, "{report}");
     holder.join().unwrap();
+}
+
+/// Receivers the chat server turns away (here past `--max-conns-per-ip`) make the run
+/// impossible: it fails, saying what the server said, rather than report nothing and exit 0.
+#[test]
+fn fanout_says_why_when_the_server_turns_receivers_away() {
+    let server = chat_server(&["--max-conns-per-ip", "4", "--max-rate", "0"]);
+    let addr = host_port(&server.addr);
+    let err = common::fails_with(
+        &["bench", "fanout", addr, "--conns", "6", "--lines", "5"],
+        1,
+    );
+    assert!(
+        err.contains("before the run began")
+            && err.contains("refused: too many connections from 127.0.0.1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn options_that_cannot_measure_anything_are_usage_errors() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    let err = common::fails_with(&["bench", "pingpong", addr, "--duration", "0"], 2);
+    assert!(err.contains("--duration must be more than 0"), "{err}");
+    // A pid that is no process would give no CPU figures, silently.
+    let err = common::fails_with(&["bench", "pingpong", addr, "--pid", "999999999"], 2);
+    assert!(err.contains("--pid 999999999: no such process"), "{err}");
 }
 
 #[test]

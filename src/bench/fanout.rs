@@ -108,6 +108,9 @@ pub async fn run(
     let mark: Arc<[u8]> = format!("{tag}:").into_bytes().into();
     let ready_mark: Arc<[u8]> = format!("{tag}-ready").into_bytes().into();
     let ready = Arc::new(AtomicUsize::new(0));
+    // Receivers the server closed before the run, and the first line one of them got (a
+    // refusal: --max-conns, --max-conns-per-ip), to say why the run cannot be made.
+    let turned_away = Arc::new(TurnedAway::default());
     let delivered = Arc::new(AtomicU64::new(0));
     let last_delivery = Arc::new(AtomicU64::new(0));
     let bar = progress(receivers as u64 * lines, "fanout");
@@ -119,8 +122,9 @@ pub async fn run(
         let stream = dialer.connect().await?;
         let (mark, ready_mark, stop) = (mark.clone(), ready_mark.clone(), stop.clone());
         let mut latencies = latencies.recorder();
-        let (ready, delivered, last_delivery, bar) = (
+        let (ready, turned_away, delivered, last_delivery, bar) = (
             ready.clone(),
+            turned_away.clone(),
             delivered.clone(),
             last_delivery.clone(),
             bar.clone(),
@@ -140,6 +144,8 @@ pub async fn run(
             let mut buf = vec![PREFAULT; RECEIVE_BUFFER];
             let mut filled = 0;
             let mut is_ready = false;
+            // What the server said first, kept until the run begins: a refusal, if it closes.
+            let mut first_line: Option<Vec<u8>> = None;
             let mut got = 0u64;
             while got < lines {
                 if filled == buf.len() {
@@ -153,7 +159,12 @@ pub async fn run(
                     () = stop.cancelled() => break,
                 };
                 match read {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) | Err(_) => {
+                        if !is_ready {
+                            turned_away.note(first_line.as_deref().unwrap_or(&buf[..filled]));
+                        }
+                        break;
+                    }
                     Ok(read) => filled += read,
                 }
                 let now = clock_ns();
@@ -165,6 +176,10 @@ pub async fn run(
                 for sent in marks(&buf[..whole], &mark) {
                     latencies.record(now.saturating_sub(sent));
                     got += 1;
+                }
+                if !is_ready && first_line.is_none() && whole > 0 {
+                    let end = memchr::memchr(b'\n', &buf[..whole]).unwrap_or(whole);
+                    first_line = Some(buf[..end].to_vec());
                 }
                 if !is_ready && ready_mark.find(&buf[..whole]).is_some() {
                     is_ready = true;
@@ -186,7 +201,7 @@ pub async fn run(
     let mut sender = dialer.connect().await?;
     let slowed = Arc::new(AtomicU64::new(0));
     // The sender's own incoming lines (its echo, server notices) are read and dropped.
-    sender_probe_ready(&mut sender, &tag, &ready, receivers, timeout).await?;
+    sender_probe_ready(&mut sender, &tag, &ready, &turned_away, receivers, timeout).await?;
     let (sender_rx, sender_tx) = tokio::io::split(sender);
     let drain = {
         let slowed = slowed.clone();
@@ -269,17 +284,57 @@ async fn send_lines<W: AsyncWrite + Unpin>(mut tx: W, tag: &str, lines: u64) -> 
     Ok(tx)
 }
 
+/// Receivers closed by the server before the run began.
+#[derive(Default)]
+struct TurnedAway {
+    count: AtomicUsize,
+    /// The first line the first of them got.
+    reason: std::sync::Mutex<Option<String>>,
+}
+
+impl TurnedAway {
+    /// Counts one more, keeping the first line of what it got (`received`) if none is kept yet.
+    fn note(&self, received: &[u8]) {
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let line = received.split(|&b| b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line).trim().to_string();
+        let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if reason.is_none() && !line.is_empty() {
+            *reason = Some(line);
+        }
+    }
+
+    /// The error for a run that cannot be made, if any receiver was turned away.
+    fn error(&self, receivers: usize) -> Option<Error> {
+        let count = self.count.load(Ordering::Relaxed);
+        if count == 0 {
+            return None;
+        }
+        let reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let said = reason
+            .as_deref()
+            .map_or("nothing".to_string(), |line| format!("'{line}'"));
+        Some(Error::Io(std::io::Error::other(format!(
+            "the server closed {count} of {receivers} receivers before the run began; it said {said}"
+        ))))
+    }
+}
+
 /// Sends `fanout-ready` probes every 50 ms until every receiver has seen one.
 async fn sender_probe_ready(
     sender: &mut super::Conn,
     tag: &str,
     ready: &AtomicUsize,
+    turned_away: &TurnedAway,
     receivers: usize,
     timeout: Duration,
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut round = 0u64;
     while ready.load(Ordering::Relaxed) < receivers {
+        if let Some(err) = turned_away.error(receivers) {
+            return Err(err);
+        }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -289,10 +344,34 @@ async fn sender_probe_ready(
                 ),
             )));
         }
-        sender
-            .write_all(format!("{tag}-ready {round}\n").as_bytes())
-            .await?;
-        sender.flush().await?;
+        let probe = async {
+            sender
+                .write_all(format!("{tag}-ready {round}\n").as_bytes())
+                .await?;
+            sender.flush().await
+        };
+        if let Err(err) = probe.await {
+            // What the server said before it closed, if it said anything.
+            let mut said = [0u8; 512];
+            let read = tokio::time::timeout(Duration::from_millis(200), sender.read(&mut said));
+            let said = match read.await {
+                Ok(Ok(len)) if len > 0 => {
+                    let line = said[..len]
+                        .split(|&b| b == b'\n')
+                        .next()
+                        .unwrap_or_default();
+                    format!("; it said '{}'", String::from_utf8_lossy(line).trim())
+                }
+                _ => String::new(),
+            };
+            return Err(Error::Io(std::io::Error::new(
+                err.kind(),
+                format!(
+                    "the server closed the sender's connection before the run began: {}{said}",
+                    err.kind()
+                ),
+            )));
+        }
         round += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

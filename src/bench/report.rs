@@ -108,6 +108,11 @@ pub struct Report {
 }
 
 impl Report {
+    /// Whether the run failed everywhere: errors, and no round trip, delivery or byte counted.
+    pub fn measured_nothing(&self) -> bool {
+        self.errors > 0 && (self.ops == Some(0) || self.rx_mb_s == Some(0.0))
+    }
+
     /// The report with CPU figures (`(client ms, server ms)`, as [`super::measure_cpu`] gives).
     #[must_use]
     pub fn with_cpu(self, (client_cpu_ms, server_cpu_ms): (Option<f64>, Option<f64>)) -> Self {
