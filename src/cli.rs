@@ -23,7 +23,8 @@ pub const MAX_THREADS: usize = 1024;
 #[derive(Debug, Parser)]
 #[command(name = "socktalk", version, propagate_version = true)]
 pub struct Cli {
-    /// More logging on stderr: -v connections and errors, -vv every message.
+    /// More logging on stderr: -v connections and errors, -vv more detail (each datagram of
+    /// `echo -u`, each member of `serve` coming and going).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 

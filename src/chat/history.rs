@@ -196,7 +196,8 @@ impl Store {
             if set > pages {
                 tracing::warn!(
                     "history database {path} is already {} bytes, more than --db-max-size {max_size}: \
-                     new messages will be refused (not sent) until it is smaller",
+                     it will not grow, so messages are stored only while its free pages last, and \
+                     then refused (not sent); raise the cap, or VACUUM it smaller (see the README)",
                     set as u64 * page_size
                 );
             }
