@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding};
+use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
 use crate::limits::{MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server::{self, Entry};
@@ -250,12 +250,13 @@ fn show_messages(
     None
 }
 
-/// Prints one received message. A closed stdout is not worth a panic: the conversation goes on
-/// and ends the usual way.
+/// Prints one received message, its control characters shown as U+FFFD: a peer must not be
+/// able to redraw our terminal, or fake a status line. A closed stdout is not worth a panic:
+/// the conversation goes on and ends the usual way.
 fn show(peer: &str, message: &str) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "<{peer}> {message}");
+    let _ = writeln!(out, "<{peer}> {}", terminal_safe(message));
     let _ = out.flush();
 }
 

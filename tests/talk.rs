@@ -605,3 +605,21 @@ fn no_newline_sends_each_line_as_it_was_typed() {
     assert_eq!(read_to_end(&mut peer), b"bye");
     assert!(talker.wait_exit(IO_TIMEOUT).success());
 }
+
+/// A peer cannot write to our terminal: escape sequences and carriage returns it sends are
+/// shown as U+FFFD, so it can neither redraw the screen nor overwrite its label with a fake
+/// status line. Tabs stay.
+#[test]
+fn a_peers_control_characters_are_shown_harmless() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut peer = tcp(listener.socket_addr());
+    let name = peer.local_addr().unwrap().to_string();
+    peer.write_all(b"evil \x1b[2J\x1b]0;title\x07\tx \r* fake status\n")
+        .unwrap();
+    assert_eq!(
+        listener.next_line(),
+        format!("<{name}> evil \u{fffd}[2J\u{fffd}]0;title\u{fffd}\tx \u{fffd}* fake status")
+    );
+    drop(peer);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+}

@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use super::event::utc_minute;
-use crate::codec::{FrameCodec, Framing};
+use crate::codec::{FrameCodec, Framing, terminal_safe};
 use crate::error::Result;
 use crate::talk::stdin_lines;
 
@@ -306,7 +306,7 @@ impl View {
             stamp[11..].to_string()
         };
         let nick = s("nick");
-        let text = s("text").replace(|c: char| c.is_control() && c != '\t', "\u{fffd}");
+        let text = terminal_safe(&s("text")).into_owned();
         let place = match record.get("room").and_then(Value::as_str) {
             Some(room) => self.paint(CYAN, &format!("[{room}]")),
             None if nick == self.nick => self.paint(MAGENTA, &format!("[pm to {}]", s("to"))),

@@ -335,15 +335,7 @@ fn push_record(out: &mut String, record: &Record, viewer: &str, with_time: bool)
 /// Appends `text` with its control characters (other than tab), which could redraw a terminal
 /// or fake a server line, shown as U+FFFD.
 fn push_one_line(out: &mut String, text: &str) {
-    let is_unsafe = |c: char| c.is_control() && c != '\t';
-    if text.chars().any(is_unsafe) {
-        out.extend(
-            text.chars()
-                .map(|c| if is_unsafe(c) { '\u{fffd}' } else { c }),
-        );
-    } else {
-        out.push_str(text);
-    }
+    out.push_str(&crate::codec::terminal_safe(text));
 }
 
 /// `YYYY-MM-DD HH:MM` in UTC for a millisecond timestamp.

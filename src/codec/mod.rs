@@ -11,4 +11,4 @@ pub mod frame;
 pub mod text;
 
 pub use frame::{FrameCodec, FrameError, Framing};
-pub use text::{TextDecoder, TextEncoder, Transcoder, WireEncoding};
+pub use text::{TextDecoder, TextEncoder, Transcoder, WireEncoding, terminal_safe};

@@ -8,6 +8,8 @@
 //! Nothing here fails on bad input: undecodable bytes become U+FFFD, and characters the wire
 //! encoding cannot represent are sent as `?` (the classic `errors='replace'`).
 
+use std::borrow::Cow;
+
 use encoding_rs::{CoderResult, EncoderResult, Encoding, UTF_8};
 
 use crate::error::{Error, Result};
@@ -195,11 +197,36 @@ impl Transcoder {
     }
 }
 
+/// `text` with its control characters (other than tab) shown as U+FFFD: text from a peer,
+/// about to reach a terminal, where an escape sequence could redraw the screen or set its
+/// title, and a carriage return could overwrite the line's label with a fake one.
+pub fn terminal_safe(text: &str) -> Cow<'_, str> {
+    let is_unsafe = |c: char| c.is_control() && c != '\t';
+    if text.chars().any(is_unsafe) {
+        Cow::Owned(
+            text.chars()
+                .map(|c| if is_unsafe(c) { '\u{fffd}' } else { c })
+                .collect(),
+        )
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const NIHAO_GBK: &[u8] = &[0xc4, 0xe3, 0xba, 0xc3];
+
+    #[test]
+    fn terminal_safe_text_keeps_tabs_and_replaces_other_controls() {
+        assert!(matches!(terminal_safe("plain\ttext é"), Cow::Borrowed(_)));
+        assert_eq!(
+            terminal_safe("evil \x1b[2J\x1b]0;t\x07 \r* fake \u{9b}"),
+            "evil \u{fffd}[2J\u{fffd}]0;t\u{fffd} \u{fffd}* fake \u{fffd}"
+        );
+    }
 
     #[test]
     fn gbk_round_trip() {
