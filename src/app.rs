@@ -107,6 +107,7 @@ async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -
             ));
         }
         let socket = udp::listen(&endpoint, family).await?;
+        server::reload_on_sighup(None);
         server::announce(&crate::endpoint::display_addr(
             Proto::Udp,
             socket.local_addr()?,

@@ -254,25 +254,28 @@ pub fn announce_tls(tls: Option<&Acceptor>) {
     }
 }
 
-/// With a certificate from files, SIGHUP reads them again (a renewed certificate, without a
-/// restart): handshakes from then on present the new one, whose fingerprint is printed like the
-/// first. A certificate that cannot be read is logged and the current one kept. Installed at
-/// start, before the server announces itself, so a SIGHUP never finds the default action
-/// (ending the process) in place.
+/// SIGHUP, the signal that asks a daemon to reload, never kills a server. With a certificate
+/// from files it reads them again (a renewed certificate, without a restart): handshakes from
+/// then on present the new one, whose fingerprint is printed like the first; one that cannot be
+/// read is logged and the current one kept. With nothing to reload it is logged and ignored.
+/// Installed at start, before the server announces itself, so a SIGHUP never finds the default
+/// action (ending the process, without its graceful shutdown) in place.
 pub fn reload_on_sighup(tls: Option<&Acceptor>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Some(tls) = tls.filter(|tls| tls.is_reloadable()).cloned() else {
-        return;
-    };
+    let tls = tls.filter(|tls| tls.is_reloadable()).cloned();
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         return;
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
+            let Some(tls) = &tls else {
+                tracing::info!("SIGHUP: nothing to reload (only a --tls-cert certificate is)");
+                continue;
+            };
             match tls.reload() {
                 Ok(_) => {
                     tracing::info!("reloaded the TLS certificate");
-                    announce_tls(Some(&tls));
+                    announce_tls(Some(tls));
                 }
                 Err(err) => tracing::error!("kept the current TLS certificate: {err}"),
             }

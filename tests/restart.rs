@@ -200,3 +200,43 @@ fn a_server_stopped_by_sigterm_frees_the_port_for_the_next() {
     client.write_all(b"next").unwrap();
     assert_eq!(read_exact(&mut client, 4), b"next");
 }
+
+/// SIGHUP asks a daemon to reload. A server with nothing to reload (no `--tls-cert` files)
+/// says so and carries on: the default action would end it at once, without its graceful
+/// shutdown.
+#[test]
+fn sighup_does_not_end_a_server_with_nothing_to_reload() {
+    let servers: [&[&str]; 3] = [
+        &["-v", "echo", "127.0.0.1:0"],
+        &["-v", "echo", "-u", "127.0.0.1:0"],
+        &["-v", "serve", "--tcp", "127.0.0.1:0", "--db", ":memory:"],
+    ];
+    for args in servers {
+        let mut server = Proc::server(args);
+        server.signal("HUP");
+        // Handled (not fatal) once it says so.
+        while !server
+            .next_stderr_line()
+            .contains("SIGHUP: nothing to reload")
+        {}
+        let addr = server.socket_addr();
+        if args.contains(&"-u") {
+            let client = common::udp_for(addr);
+            client.send_to(b"still here", addr).unwrap();
+            let mut buf = [0u8; 64];
+            let (len, _) = client.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..len], b"still here", "{args:?}");
+        } else {
+            let mut client = tcp(addr);
+            client.write_all(b"still here\n").unwrap();
+            let mut got = [0u8; 1];
+            assert_eq!(
+                client.read(&mut got).unwrap(),
+                1,
+                "{args:?}: no answer after SIGHUP"
+            );
+        }
+        server.signal("TERM");
+        assert!(server.wait_exit(common::IO_TIMEOUT).success(), "{args:?}");
+    }
+}
