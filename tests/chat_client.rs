@@ -207,3 +207,21 @@ fn a_server_that_is_not_a_chat_server_is_named_as_such() {
     let err = one_line_error(&out.stderr);
     assert!(err.contains("before the chat began"), "{err}");
 }
+
+/// An echo server never closes, and sends our own requests back: the client must not take
+/// them for events (it printed `*  is now known as ` and hung). Without a `state` event in
+/// answer to `/json` in a few seconds, it says the server is not a chat server, and fails.
+#[test]
+fn an_echo_server_is_not_taken_for_a_chat_server() {
+    let echo = Proc::server(&["echo", "127.0.0.1:0"]);
+    let out = socktalk()
+        .args(["chat", &echo.addr, "--nick", "ann", "--color", "never"])
+        .timeout(Duration::from_secs(30))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = one_line_error(&out.stderr);
+    assert!(err.contains("no answer from a chat server"), "{err}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains("known as"), "{shown}");
+}

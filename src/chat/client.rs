@@ -6,6 +6,7 @@
 //! coloured line. It exits on `/quit`, Ctrl-D, or the server closing.
 
 use std::io::Write;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
@@ -19,6 +20,10 @@ use crate::talk::stdin_lines;
 
 /// Longest line accepted from the server (history batches are single lines).
 const MAX_SERVER_LINE: usize = 16 * 1024 * 1024;
+
+/// How long the server has to answer `/json` with its first `state` event: one that does not is
+/// not a socktalk chat server (an echo server, for one, sends our own requests back).
+const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of the terminal client.
 #[derive(Debug, Clone)]
@@ -50,8 +55,16 @@ where
     let mut frames = FramedRead::new(reader, FrameCodec::new(Framing::Line, MAX_SERVER_LINE));
     let mut view = View::new(config.is_colored);
     let mut is_typing = true;
+    let greeting_deadline = tokio::time::sleep(GREETING_TIMEOUT);
+    tokio::pin!(greeting_deadline);
     loop {
         tokio::select! {
+            () = &mut greeting_deadline, if !view.is_json => {
+                let reason = format!(
+                    "no answer from a chat server within {GREETING_TIMEOUT:?} (is it `socktalk serve`?)"
+                );
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, reason).into());
+            }
             line = lines.recv(), if is_typing => {
                 let request = match line {
                     None => {
@@ -106,7 +119,8 @@ fn is_quit(line: &str) -> bool {
 /// Turns the server's JSON events into readable terminal lines.
 struct View {
     is_colored: bool,
-    /// Lines before JSON mode starts are the text-mode greeting, already re-sent as JSON.
+    /// Lines before JSON mode starts (the server's first `state` event) are the text-mode
+    /// greeting, already re-sent as JSON, or not from a chat server at all.
     is_json: bool,
     /// The line a server refusing the connection sends before closing it.
     refusal: Option<String>,
@@ -167,7 +181,14 @@ impl View {
             }
             return;
         };
-        self.is_json = true;
+        if !self.is_json {
+            // JSON mode starts with the server's `state` event; anything before it is not an
+            // event of ours (an echo server sends our own requests back).
+            if event.get("type").and_then(Value::as_str) != Some("state") {
+                return;
+            }
+            self.is_json = true;
+        }
         let s = |key: &str| {
             event
                 .get(key)
