@@ -693,8 +693,13 @@ impl Hub {
         };
         let waiting = stored + self.mail_in_flight.get(&key).copied().unwrap_or(0);
         if waiting >= self.config.max_mail {
+            let kept = if waiting == 1 {
+                "1 message".to_string()
+            } else {
+                format!("{waiting} messages")
+            };
             let text = format!(
-                "{owner}'s mailbox is full ({waiting} messages kept, the most allowed: --max-mail); \
+                "{owner}'s mailbox is full ({kept} kept, the most allowed: --max-mail); \
                  message not sent"
             );
             return self.error(id, &text);
@@ -1418,8 +1423,20 @@ impl Hub {
         self.doomed.iter().any(|(d, _)| *d == id)
     }
 
+    /// Tells `id` of an error. One about a message (only messages run while the member's
+    /// earlier ones are still being stored) waits behind those, as the requests after it do:
+    /// it must not arrive before what was sent first. It goes first in line, as it answers
+    /// the request just handled, which was first (a request is held only behind others).
     fn error(&mut self, id: MemberId, text: &str) {
-        self.tell(id, &Event::Error { text: text.into() });
+        let event = Event::Error { text: text.into() };
+        if let Some(member) = self.members.get_mut(&id)
+            && member.in_flight > 0
+            && member.held.len() < MAX_HELD_REQUESTS
+        {
+            member.held.push_front(Request::Notice(id, event));
+            return;
+        }
+        self.tell(id, &event);
     }
 
     /// Disconnects the members found too slow or gone while fanning out; their departure is

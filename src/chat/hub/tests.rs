@@ -338,6 +338,45 @@ async fn messages_pass_messages_in_flight_but_not_a_request_held_before_them() {
     );
 }
 
+/// An error about a message (here a private one to nobody) while the sender's earlier message
+/// is still being stored arrives after that message, not before; and what the sender does
+/// next waits behind the error.
+#[tokio::test]
+async fn an_error_about_a_message_waits_behind_the_messages_in_flight() {
+    let mut hub = Harness::start().await;
+    let [ann, bob] = hub.members(["ann", "bob"]).await;
+    hub.say(&ann, "first").await;
+    let commit = hub.written(1).await;
+    let to_nobody = Command::Msg {
+        to: "nobody".into(),
+        text: "hello?".into(),
+    };
+    hub.command(&ann, to_nobody).await;
+    hub.say(&ann, "third").await;
+    hub.settle().await;
+    assert!(
+        ann.heard().is_empty(),
+        "the error came before the first message"
+    );
+
+    hub.deliver(commit).await;
+    let third = hub.written(1).await;
+    assert_eq!(said(&third), ["<ann> third"]);
+    hub.deliver(third).await;
+    let heard = ann.heard();
+    assert_eq!(heard.len(), 3, "{heard:?}");
+    assert_eq!(heard[0], "[#lobby] <ann> first");
+    assert!(
+        heard[1].starts_with("! error: no one called 'nobody'"),
+        "{heard:?}"
+    );
+    assert_eq!(heard[2], "[#lobby] <ann> third");
+    assert_eq!(
+        bob.heard(),
+        ["[#lobby] <ann> first", "[#lobby] <ann> third"]
+    );
+}
+
 #[tokio::test]
 async fn what_follows_a_login_waits_for_the_check_and_goes_out_under_the_nick_logged_in() {
     let mut hub = Harness::start_with(config(), &[("Ann", "correct-horse")]).await;
