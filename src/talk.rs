@@ -217,7 +217,8 @@ where
             accepted = accept_extra(listener.map(|(l, _)| l)) => {
                 if let (Ok((extra, who)), Some((_, entry))) = (accepted, listener) {
                     tracing::info!(peer = %who, "turned away: already talking");
-                    let busy = config.encoding.encode_message(&format!("* busy: talking with {peer}\n"));
+                    // Who we talk with is nobody else's business.
+                    let busy = config.encoding.encode_message("* busy: in a conversation already; try later\n");
                     tokio::spawn(server::turn_away(extra, entry.tls.clone(), busy));
                 }
             }

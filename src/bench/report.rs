@@ -136,7 +136,13 @@ impl Report {
         ];
         let mut row = |name: &str, value: String| rows.push((name.into(), value));
         if let Some(conns) = self.conns {
-            row("connections", conns.to_string());
+            // For handshake, `connections` below is what was measured: the clients dialling.
+            let name = match self.mode {
+                "fanout" => "receivers",
+                "handshake" => "clients",
+                _ => "connections",
+            };
+            row(name, conns.to_string());
         }
         if let Some(size) = self.size {
             row("size", format!("{size} B"));
@@ -145,7 +151,7 @@ impl Report {
         if let (Some(ops), Some(rate)) = (self.ops, self.ops_per_s) {
             let what = match self.mode {
                 "fanout" => "deliveries",
-                "handshake" => "connections",
+                "handshake" => "connections made",
                 _ => "round trips",
             };
             row(what, format!("{} ({}/s)", group(ops as f64), group(rate)));
