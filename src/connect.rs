@@ -25,7 +25,7 @@ use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
 use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
-use crate::transport::udp;
+use crate::transport::{tls, udp};
 
 /// Settings of the `connect` client.
 #[derive(Debug, Clone)]
@@ -184,8 +184,12 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
     let mut frames = FramedRead::new(reader, FrameCodec::new(config.framing, config.max_frame));
     let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
     let mut stdout = tokio::io::stdout();
+    let mut is_first = true;
     while let Some(frame) = frames.next().await {
         let frame = frame.map_err(frame_error)?;
+        if std::mem::take(&mut is_first) && tls::looks_like_tls(&frame) {
+            tracing::warn!("{}", tls::TLS_HINT);
+        }
         if config.framing == Framing::Raw {
             let text = from_wire.feed(&frame, false);
             stdout.write_all(text).await.map_err(stdout_error)?;

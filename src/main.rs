@@ -81,8 +81,29 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         .collect::<Vec<_>>()
         .join(" ");
     let first = first.trim_start_matches("error: ");
-    eprintln!("socktalk: error: {first} (see socktalk --help)");
+    eprintln!(
+        "socktalk: error: {first} (see {} --help)",
+        command_of(&text)
+    );
     ExitCode::from(2)
+}
+
+/// The command a clap error is about, from its usage line (`Usage: socktalk bench fanout
+/// [OPTIONS] <ADDR>` → `socktalk bench fanout`): its own --help is the one that helps.
+fn command_of(text: &str) -> String {
+    let usage = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Usage: "))
+        .unwrap_or("socktalk");
+    let words: Vec<&str> = usage
+        .split_whitespace()
+        .take_while(|word| !word.starts_with(['[', '<', '-']))
+        .collect();
+    if words.is_empty() {
+        "socktalk".into()
+    } else {
+        words.join(" ")
+    }
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

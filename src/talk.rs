@@ -24,7 +24,7 @@ use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe
 use crate::error::Result;
 use crate::limits::{MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server::{self, Entry};
-use crate::transport::tls::Conn;
+use crate::transport::tls::{self, Conn};
 use crate::transport::{Peer, StreamListener, udp};
 
 /// The word that ends a conversation when it is a whole line.
@@ -165,6 +165,7 @@ where
     // A peer that ends its lines with a newline gets a line sent in pieces shown whole; one
     // that never does (`conn.send(input().encode())`) gets each read shown as it comes.
     let mut uses_newlines = false;
+    let mut is_first_read = true;
     // Stdin may have ended before this peer came, leaving lines typed (or piped) for it.
     let mut is_stdin_open = !lines.is_closed() || !lines.is_empty();
     loop {
@@ -193,6 +194,9 @@ where
             }
             read = reader.read_buf(&mut input) => {
                 let is_eof = !matches!(read, Ok(n) if n > 0);
+                if std::mem::take(&mut is_first_read) && tls::looks_like_tls(&input) {
+                    config.status(tls::TLS_HINT);
+                }
                 decoder.decode(&input, is_eof, &mut pending);
                 input.clear();
                 uses_newlines |= pending.contains('\n');

@@ -124,6 +124,17 @@ fn a_self_signed_echo_server_talks_to_a_client_that_pins_it() {
     assert_eq!((code, out.as_str()), (Some(0), "again\n"), "{err}");
 }
 
+/// A plain client on a TLS port gets the server's alert bytes; it says what they mean.
+#[test]
+fn a_plain_client_on_a_tls_port_is_told_to_speak_tls() {
+    let (server, _) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
+    let (_, _, err) = connect(host_port(&server.addr), &[], "hello\n");
+    assert!(
+        err.contains("the server answered in TLS: connect with --tls"),
+        "{err}"
+    );
+}
+
 #[test]
 fn an_unverifiable_server_is_an_error_not_a_warning() {
     let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);

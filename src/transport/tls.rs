@@ -410,6 +410,17 @@ impl ServerCertVerifier for Pinned {
     }
 }
 
+/// Whether `first` (the first bytes a server sent a plain client) starts like a TLS record: an
+/// alert (0x15) or a handshake (0x16) of TLS 1.0–1.3 (0x03 0x01–0x04). A TLS server answers
+/// plain text with an alert and closes, which a plain client would print as garbage.
+pub fn looks_like_tls(first: &[u8]) -> bool {
+    matches!(first, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
+}
+
+/// The warning for a plain client whose server answered with TLS.
+pub const TLS_HINT: &str = "the server answered in TLS: connect with --tls (or --tls-ca, \
+                            --tls-fingerprint) to talk to it";
+
 /// A certificate's SHA-256 fingerprint as `AB:CD:…`, the form `openssl x509 -fingerprint
 /// -sha256` prints.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
