@@ -302,7 +302,7 @@ fn stdin_error(err: FrameError) -> Error {
 
 fn frame_error(err: FrameError) -> Error {
     match err {
-        FrameError::Io(err) => Error::Io(err),
+        FrameError::Io(err) => tls::explain(err),
         other => Error::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("peer broke the framing: {other}"),

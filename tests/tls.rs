@@ -233,10 +233,14 @@ fn client_certificates_are_required_with_tls_client_ca() {
         (Some(0), "with a certificate\n"),
         "{err}"
     );
-    // Without one, nothing is echoed and the client fails.
+    // Without one, nothing is echoed and the client fails, saying what it lacks.
     let (code, out, err) = connect(addr, &["--tls-ca", &ca], "without\n");
     assert_eq!(out, "", "{err}");
     assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("tls: the server wants a client certificate: give --tls-client-cert"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -131,9 +131,15 @@ impl rustls::server::ResolvesServerCert for Certificate {
 
 /// The chain and key in `cert` and `key`, checked to belong together.
 fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey> {
-    let (chain, key) = (read_certs(cert)?, read_key(key)?);
-    CertifiedKey::from_der(chain, key, &provider())
-        .map_err(|err| tls_error(format!("certificate and key do not go together: {err}")))
+    let (chain, private) = (read_certs(cert)?, read_key(key)?);
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|err| {
+        tls_error(format!(
+            "{} and {} do not go together (the key is not the certificate's): {}",
+            cert.display(),
+            key.display(),
+            readable(&err)
+        ))
+    })
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -142,6 +148,53 @@ fn provider() -> Arc<CryptoProvider> {
 
 fn tls_error(what: impl std::fmt::Display) -> Error {
     Error::Tls(what.to_string())
+}
+
+/// A rustls error in words: rustls words some of its errors for programs (`unexpected error:`
+/// before our own text, enum names in parentheses), which are not for the person reading.
+fn readable(err: &rustls::Error) -> String {
+    use rustls::CertificateError as Cert;
+    match err {
+        rustls::Error::General(text) => text.clone(),
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => {
+            "the certificate is not signed by a CA trusted here (UnknownIssuer)".into()
+        }
+        rustls::Error::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+        ) => "the certificate is not for this name (NotValidForName)".into(),
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            "the certificate has expired".into()
+        }
+        rustls::Error::InvalidCertificate(Cert::NotValidYet | Cert::NotValidYetContext { .. }) => {
+            "the certificate is not valid yet (check the clocks)".into()
+        }
+        rustls::Error::InvalidCertificate(Cert::Other(other)) => {
+            let text = format!("{other:?}");
+            if text.contains("UnsupportedCertVersion") {
+                "an X.509 v1 certificate: TLS here needs v3 (one with extensions)".into()
+            } else {
+                format!("invalid certificate: {}", other.0)
+            }
+        }
+        rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired) => {
+            "the server wants a client certificate: give --tls-client-cert and --tls-client-key"
+                .into()
+        }
+        other => other.to_string(),
+    }
+}
+
+/// An I/O error from a TLS connection, with rustls's reason in words and a `tls:` prefix;
+/// any other I/O error as it is. (With TLS 1.3 a server refuses a client certificate after
+/// the handshake, so the reason comes with the first read.)
+pub fn explain(err: std::io::Error) -> Error {
+    match err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => tls_error(readable(tls)),
+        None => Error::Io(err),
+    }
 }
 
 impl Acceptor {
@@ -284,7 +337,13 @@ impl Connector {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
             Ok(Err(err)) => {
-                let text = err.to_string();
+                let text = match err
+                    .get_ref()
+                    .and_then(|e| e.downcast_ref::<rustls::Error>())
+                {
+                    Some(tls) => readable(tls),
+                    None => err.to_string(),
+                };
                 let hint = if text.contains("UnknownIssuer") {
                     " (a self-signed server? pin it with --tls-fingerprint, or trust its CA with --tls-ca)"
                 } else if text.contains("corrupt message") || text.contains("unexpected handshake")
@@ -294,7 +353,7 @@ impl Connector {
                     ""
                 };
                 Err(tls_error(format!(
-                    "TLS handshake with {host} failed: {err}{hint}"
+                    "TLS handshake with {host} failed: {text}{hint}"
                 )))
             }
             Err(_) => Err(tls_error(format!(
@@ -334,7 +393,13 @@ pub fn client_config(options: &ClientOptions) -> Result<Option<Arc<ClientConfig>
     let config = match (&options.cert, &options.key) {
         (Some(cert), Some(key)) => builder
             .with_client_auth_cert(read_certs(cert)?, read_key(key)?)
-            .map_err(|err| tls_error(format!("client certificate: {err}")))?,
+            .map_err(|err| {
+                tls_error(format!(
+                    "client certificate {}: {}",
+                    cert.display(),
+                    readable(&err)
+                ))
+            })?,
         (None, None) => builder.with_no_client_auth(),
         _ => {
             return Err(Error::Usage(
@@ -460,7 +525,10 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|err| tls_error(format!("{}: {err}", path.display())))
+    std::fs::read(path).map_err(|err| {
+        let err = crate::error::lowercase_io(&err);
+        tls_error(format!("{}: {err}", path.display()))
+    })
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
