@@ -173,7 +173,9 @@ pub async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, las
         writer.shutdown().await
     };
     let drain = async {
-        let mut sink = [0; 1024];
+        // On the heap, and only now: as an array it was part of every connection's future,
+        // idle ones included (bench hold: 3,613 against 3,115 bytes per chat connection).
+        let mut sink = vec![0; 1024];
         while let Ok(1..) = reader.read(&mut sink).await {}
     };
     let _ = tokio::join!(finish, drain);
