@@ -145,7 +145,7 @@ pub async fn run(
             let mut filled = 0;
             let mut is_ready = false;
             // What the server said first, kept until the run begins: a refusal, if it closes.
-            let mut first_line: Option<Vec<u8>> = None;
+            let mut said_first: Option<String> = None;
             let mut got = 0u64;
             while got < lines {
                 if filled == buf.len() {
@@ -161,7 +161,8 @@ pub async fn run(
                 match read {
                     Ok(0) | Err(_) => {
                         if !is_ready {
-                            turned_away.note(first_line.as_deref().unwrap_or(&buf[..filled]));
+                            let said = said_first.take();
+                            turned_away.note(said.unwrap_or_else(|| first_line(&buf[..filled])));
                         }
                         break;
                     }
@@ -177,9 +178,8 @@ pub async fn run(
                     latencies.record(now.saturating_sub(sent));
                     got += 1;
                 }
-                if !is_ready && first_line.is_none() && whole > 0 {
-                    let end = memchr::memchr(b'\n', &buf[..whole]).unwrap_or(whole);
-                    first_line = Some(buf[..end].to_vec());
+                if !is_ready && said_first.is_none() && whole > 0 {
+                    said_first = Some(first_line(&buf[..whole]));
                 }
                 if !is_ready && ready_mark.find(&buf[..whole]).is_some() {
                     is_ready = true;
@@ -284,6 +284,12 @@ async fn send_lines<W: AsyncWrite + Unpin>(mut tx: W, tag: &str, lines: u64) -> 
     Ok(tx)
 }
 
+/// The first line of what a server sent, as text, to quote it.
+fn first_line(bytes: &[u8]) -> String {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    String::from_utf8_lossy(line).trim().to_string()
+}
+
 /// Receivers closed by the server before the run began.
 #[derive(Default)]
 struct TurnedAway {
@@ -293,11 +299,9 @@ struct TurnedAway {
 }
 
 impl TurnedAway {
-    /// Counts one more, keeping the first line of what it got (`received`) if none is kept yet.
-    fn note(&self, received: &[u8]) {
+    /// Counts one more, keeping the first `line` it was told if none is kept yet.
+    fn note(&self, line: String) {
         self.count.fetch_add(1, Ordering::Relaxed);
-        let line = received.split(|&b| b == b'\n').next().unwrap_or_default();
-        let line = String::from_utf8_lossy(line).trim().to_string();
         let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if reason.is_none() && !line.is_empty() {
             *reason = Some(line);
@@ -355,13 +359,7 @@ async fn sender_probe_ready(
             let mut said = [0u8; 512];
             let read = tokio::time::timeout(Duration::from_millis(200), sender.read(&mut said));
             let said = match read.await {
-                Ok(Ok(len)) if len > 0 => {
-                    let line = said[..len]
-                        .split(|&b| b == b'\n')
-                        .next()
-                        .unwrap_or_default();
-                    format!("; it said '{}'", String::from_utf8_lossy(line).trim())
-                }
+                Ok(Ok(len)) if len > 0 => format!("; it said '{}'", first_line(&said[..len])),
                 _ => String::new(),
             };
             return Err(Error::Io(std::io::Error::new(
