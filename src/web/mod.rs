@@ -217,6 +217,17 @@ async fn upgrade(
         .on_upgrade(move |socket| session(socket, peer, state, admission))
 }
 
+/// Why a WebSocket session ends on a read error, for its close frame. The library's words for
+/// a message over the limit name neither the limit nor the flag that sets it.
+fn close_reason(error: &str, max_line: usize) -> String {
+    if error.contains("Message too long") {
+        let max = ws_message_limit(max_line);
+        format!("message too long: over {max} bytes (4 × --max-line)")
+    } else {
+        format!("websocket error: {error}")
+    }
+}
+
 /// The largest WebSocket message read at all: four times `--max-line`, so that one a little
 /// over it (a JSON request escapes its text) is refused with an error event while the session
 /// goes on; a bigger one closes the connection, saying why.
@@ -335,7 +346,7 @@ async fn session(
                         // Say why in the close frame (a message far over --max-line, a
                         // protocol error), if the socket takes it soon: a client that does not
                         // read must not hold the session here.
-                        let mut reason = format!("websocket error: {err}");
+                        let mut reason = close_reason(&err.to_string(), state.session.max_line);
                         reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
                         let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
@@ -409,6 +420,20 @@ fn idle_deadline(timeout: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_too_long_is_named_with_its_limit_and_flag() {
+        // The WebSocket library's own words, as axum passes them on.
+        let error = "Space limit exceeded: Message too long: 401 > 400";
+        assert_eq!(
+            close_reason(error, 100),
+            "message too long: over 400 bytes (4 × --max-line)"
+        );
+        assert_eq!(
+            close_reason("Protocol error: bad opcode", 100),
+            "websocket error: Protocol error: bad opcode"
+        );
+    }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
