@@ -36,14 +36,35 @@ impl Drop for UnixServer {
     }
 }
 
+/// The longest Unix socket path Linux takes: `sun_path` is 108 bytes, its final NUL included.
+const MAX_PATH: usize = 107;
+
+/// `path`, if it fits in a Unix socket address; the error names the limit otherwise (the
+/// kernel's own words, "path must be shorter than SUN_LEN", do not).
+fn checked(path: &Path) -> Result<&Path> {
+    let len = path.as_os_str().len();
+    if len > MAX_PATH {
+        return Err(Error::BadAddress {
+            input: format!("unix:{}", path.display()),
+            reason: format!(
+                "a Unix socket path is at most {MAX_PATH} bytes, and this one is {len} \
+                 (use a shorter directory, or a relative path)"
+            ),
+        });
+    }
+    Ok(path)
+}
+
 /// Binds a Unix stream listener at `path`.
 ///
 /// If a socket file is already there, socktalk connects to it: a refusal means its server is
 /// dead, so the file is removed and the bind retried; an answer means a live server owns it.
 ///
 /// # Errors
-/// [`Error::UnixInUse`], [`Error::NotASocket`], or [`Error::Bind`].
+/// [`Error::BadAddress`] for a path too long, [`Error::UnixInUse`], [`Error::NotASocket`], or
+/// [`Error::Bind`].
 pub fn listen(path: &Path) -> Result<UnixServer> {
+    let path = checked(path)?;
     let bind_err = |source| Error::Bind {
         endpoint: format!("unix:{}", path.display()),
         source,
@@ -80,9 +101,9 @@ pub fn listen(path: &Path) -> Result<UnixServer> {
 /// Connects to the Unix socket at `path`.
 ///
 /// # Errors
-/// [`Error::Connect`] naming the path.
+/// [`Error::BadAddress`] for a path too long, or [`Error::Connect`] naming the path.
 pub async fn connect(path: &Path) -> Result<UnixStream> {
-    UnixStream::connect(path)
+    UnixStream::connect(checked(path)?)
         .await
         .map_err(|source| Error::Connect {
             endpoint: format!("unix:{}", path.display()),
