@@ -162,6 +162,14 @@ impl Harness {
         self.send(Request::Command(member.id, command)).await;
     }
 
+    /// `/login NICK PASSWORD` from `member`.
+    async fn login(&self, member: &Client, nick: &str, password: &str) {
+        let password = Password::given(password).expect("a valid password");
+        let nick = nick.into();
+        self.command(member, Command::Login { nick, password })
+            .await;
+    }
+
     async fn say(&self, member: &Client, text: &str) {
         let text = text.to_string();
         self.command(member, Command::Say { room: None, text })
@@ -381,12 +389,7 @@ async fn an_error_about_a_message_waits_behind_the_messages_in_flight() {
 async fn what_follows_a_login_waits_for_the_check_and_goes_out_under_the_nick_logged_in() {
     let mut hub = Harness::start_with(config(), &[("Ann", "correct-horse")]).await;
     let [visitor, bob] = hub.members(["visitor", "bob"]).await;
-    let password = Password::given("correct-horse").expect("a valid password");
-    let login = Command::Login {
-        nick: "ann".into(),
-        password,
-    };
-    hub.command(&visitor, login).await;
+    hub.login(&visitor, "ann", "correct-horse").await;
     hub.say(&visitor, "it's me").await;
     hub.command(&visitor, Command::Who(None)).await;
     let check = hub.check_done().await;
@@ -420,12 +423,7 @@ async fn what_follows_a_login_waits_for_the_check_and_goes_out_under_the_nick_lo
 async fn what_follows_a_failed_login_still_runs_after_the_answer() {
     let mut hub = Harness::start_with(config(), &[("ann", "correct-horse")]).await;
     let [visitor, bob] = hub.members(["visitor", "bob"]).await;
-    let password = Password::given("wrong-horse").expect("a valid password");
-    let login = Command::Login {
-        nick: "ann".into(),
-        password,
-    };
-    hub.command(&visitor, login).await;
+    hub.login(&visitor, "ann", "wrong-horse").await;
     hub.say(&visitor, "was it me?").await;
     let check = hub.check_done().await;
     hub.settle().await;
