@@ -372,21 +372,21 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
 }
 
 async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
-    let dialer = |common: &crate::cli::BenchCommon| -> Result<bench::Dialer> {
+    use crate::cli::{BenchCommon, BenchTiming, TlsClientArgs};
+    // `tls` is `None` for the modes that have no TLS flags (udp).
+    let dialer = |common: &BenchCommon, tls: Option<&TlsClientArgs>| -> Result<bench::Dialer> {
         Ok(bench::Dialer {
             target: common.addr.clone(),
             family,
-            tls: Connector::new(&common.tls.options())?,
+            tls: match tls {
+                Some(tls) => Connector::new(&tls.options())?,
+                None => None,
+            },
         })
     };
-    let no_tls = |common: &crate::cli::BenchCommon, mode: &str| -> Result<()> {
-        if common.tls.options().is_on() {
-            return Err(Error::Usage(format!("bench {mode} does not speak TLS")));
-        }
-        Ok(())
-    };
-    let load = |common: &crate::cli::BenchCommon,
-                t: &crate::cli::BenchTiming,
+    let load = |common: &BenchCommon,
+                tls: Option<&TlsClientArgs>,
+                t: &BenchTiming,
                 conns: usize,
                 size: usize|
      -> Result<bench::Load> {
@@ -397,7 +397,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             ));
         }
         Ok(bench::Load {
-            dialer: dialer(common)?,
+            dialer: dialer(common, tls)?,
             conns: conns.max(1),
             size: size.max(1),
             warmup: seconds("--warmup", t.warmup)?,
@@ -408,21 +408,25 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     let (report, is_json) = match args.mode {
         BenchMode::Pingpong {
             common,
+            tls,
             timing,
             conns,
             size,
         } => {
-            let report = bench::pingpong::run(&load(&common, &timing, conns, size)?).await?;
+            let report =
+                bench::pingpong::run(&load(&common, Some(&tls), &timing, conns, size)?).await?;
             (report, common.json)
         }
         BenchMode::Bulk {
             common,
+            tls,
             timing,
             conns,
             size,
             both,
         } => {
-            let report = bench::bulk::run(&load(&common, &timing, conns, size)?, both).await?;
+            let load = load(&common, Some(&tls), &timing, conns, size)?;
+            let report = bench::bulk::run(&load, both).await?;
             (report, common.json)
         }
         BenchMode::Udp {
@@ -432,17 +436,19 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             size,
             timeout,
         } => {
-            no_tls(&common, "udp")?;
             let timeout = std::time::Duration::from_millis(timeout.max(1));
-            let report = bench::udp::run(&load(&common, &timing, conns, size)?, timeout).await?;
+            let report =
+                bench::udp::run(&load(&common, None, &timing, conns, size)?, timeout).await?;
             (report, common.json)
         }
         BenchMode::Handshake {
             common,
+            tls,
             timing,
             conns,
         } => {
-            let report = bench::handshake::run(&load(&common, &timing, conns, 1)?).await?;
+            let report =
+                bench::handshake::run(&load(&common, Some(&tls), &timing, conns, 1)?).await?;
             (report, common.json)
         }
         BenchMode::Hold {
@@ -451,7 +457,6 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             pid,
             hold,
         } => {
-            no_tls(&common, "hold")?;
             let hold = seconds("--hold", hold)?;
             let pid = live_pid(pid)?;
             let report = bench::hold::run(&common.addr, family, conns, pid, hold).await?;
@@ -459,13 +464,14 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         }
         BenchMode::Fanout {
             common,
+            tls,
             conns,
             lines,
             timeout,
             pid,
         } => {
             let timeout = seconds("--timeout", timeout)?;
-            let dialer = dialer(&common)?;
+            let dialer = dialer(&common, Some(&tls))?;
             let pid = live_pid(pid)?;
             let report =
                 bench::fanout::run(&dialer, conns.max(1), lines.max(1), timeout, pid).await?;

@@ -552,9 +552,6 @@ pub struct BenchCommon {
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-
-    #[command(flatten)]
-    pub tls: TlsClientArgs,
 }
 
 /// Flags of the timed benchmarks.
@@ -582,6 +579,8 @@ pub enum BenchMode {
         #[command(flatten)]
         common: BenchCommon,
         #[command(flatten)]
+        tls: TlsClientArgs,
+        #[command(flatten)]
         timing: BenchTiming,
         /// Connections, all at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
@@ -594,6 +593,8 @@ pub enum BenchMode {
     Bulk {
         #[command(flatten)]
         common: BenchCommon,
+        #[command(flatten)]
+        tls: TlsClientArgs,
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections, all at once.
@@ -627,6 +628,8 @@ pub enum BenchMode {
         #[command(flatten)]
         common: BenchCommon,
         #[command(flatten)]
+        tls: TlsClientArgs,
+        #[command(flatten)]
         timing: BenchTiming,
         /// Connections being set up at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
@@ -650,6 +653,8 @@ pub enum BenchMode {
     Fanout {
         #[command(flatten)]
         common: BenchCommon,
+        #[command(flatten)]
+        tls: TlsClientArgs,
         /// Receivers.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 100)]
         conns: usize,

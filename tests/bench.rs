@@ -358,3 +358,26 @@ fn udp_and_hold_against_a_closed_port_fail_clearly() {
     let err = common::fails_with(&["bench", "udp", &udp, "--size", "8"], 2);
     assert!(err.contains("--size must be 16 to 65507"), "{err}");
 }
+
+#[test]
+fn only_the_stream_modes_take_tls_flags() {
+    for mode in ["udp", "hold"] {
+        let help = socktalk().args(["bench", mode, "--help"]).output().unwrap();
+        assert!(help.status.success(), "{help:?}");
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            !help.contains("--tls"),
+            "bench {mode} --help lists TLS flags:\n{help}"
+        );
+        let err = common::fails_with(&["bench", mode, "127.0.0.1:1", "--tls"], 2);
+        assert!(err.contains("--tls"), "{err}");
+    }
+    for mode in ["pingpong", "bulk", "handshake", "fanout"] {
+        let help = socktalk().args(["bench", mode, "--help"]).output().unwrap();
+        let help = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            help.contains("--tls-fingerprint"),
+            "bench {mode} --help:\n{help}"
+        );
+    }
+}
