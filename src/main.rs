@@ -82,10 +82,32 @@ fn usage_error(err: &clap::Error) -> ExitCode {
         .join(" ");
     let first = first.trim_start_matches("error: ");
     eprintln!(
-        "socktalk: error: {first} (see {} --help)",
+        "socktalk: error: {first}{} (see {} --help)",
+        from_environment(err).unwrap_or_default(),
         command_of(&text)
     );
     ExitCode::from(2)
+}
+
+/// clap names a refused value by its flag even when the value came from the flag's environment
+/// variable; a user who never typed `--threads` needs to hear where it came from.
+fn from_environment(err: &clap::Error) -> Option<String> {
+    use clap::CommandFactory;
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = arg.split_whitespace().next()?;
+    let command = Cli::command();
+    let var = command
+        .get_arguments()
+        .find(|a| a.get_long().is_some_and(|long| flag == format!("--{long}")))?
+        .get_env()?;
+    let typed = std::env::args_os().skip(1).any(|word| {
+        word.to_str()
+            .is_some_and(|word| word == flag || word.starts_with(&format!("{flag}=")))
+    });
+    (!typed).then(|| format!(", from {}", var.to_string_lossy()))
 }
 
 /// The command a clap error is about, from its usage line (`Usage: socktalk bench fanout

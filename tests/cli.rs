@@ -177,7 +177,12 @@ fn threads_out_of_range_is_a_usage_error_even_from_the_environment() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(one_line_error(&out.stderr).contains("'abc'"), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.contains("'abc'"), "{line}");
+    // The user never typed --threads: the error names the variable the value came from.
+    assert!(line.contains("from SOCKTALK_THREADS"), "{line}");
+    let line = fails(&["echo", "127.0.0.1:0", "--threads=0"], 2);
+    assert!(!line.contains("SOCKTALK_THREADS"), "{line}");
 }
 
 #[test]
