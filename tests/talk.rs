@@ -624,3 +624,22 @@ fn a_peers_control_characters_are_shown_harmless() {
     drop(peer);
     assert!(listener.wait_exit(IO_TIMEOUT).success());
 }
+
+#[test]
+fn a_signal_stops_talk_at_once_and_the_peer_reads_the_end() {
+    use std::os::unix::process::ExitStatusExt;
+    for (name, number) in [("INT", libc::SIGINT), ("TERM", libc::SIGTERM)] {
+        let (mut listener, mut dialer, _) = tcp_conversation(&[]);
+        dialer.signal(name);
+        // Left to the system, as netcat does: the shell reports 128 + the signal's number.
+        assert_eq!(
+            dialer.wait_exit(IO_TIMEOUT).signal(),
+            Some(number),
+            "SIG{name}"
+        );
+        // The kernel closed the dialer's socket: the listener reads end of stream and ends.
+        assert!(listener.wait_exit(IO_TIMEOUT).success(), "SIG{name}");
+        let said = listener.stderr_text();
+        assert!(said.contains(" left"), "{said}");
+    }
+}
