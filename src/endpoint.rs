@@ -171,17 +171,22 @@ impl Endpoint {
         Ok(addrs)
     }
 
-    /// The one address a server binds for this endpoint: for a name that resolves to both
-    /// families, IPv4 first, because that is what a classic `socket.socket()` client (AF_INET)
-    /// will try to reach.
+    /// The one address where only one can be used: the address a server binds, the peer a UDP
+    /// client sends to. See [`preferred`].
     ///
     /// # Errors
     /// As [`Endpoint::resolve`].
-    pub async fn resolve_for_bind(&self, family: Family) -> Result<SocketAddr> {
-        let addrs = self.resolve(family).await?;
-        let first_v4 = addrs.iter().find(|a| a.is_ipv4());
-        Ok(*first_v4.unwrap_or(&addrs[0]))
+    pub async fn resolve_one(&self, family: Family) -> Result<SocketAddr> {
+        Ok(preferred(&self.resolve(family).await?))
     }
+}
+
+/// For a name that resolves to both families, its first IPv4 address: what a classic
+/// `socket.socket()` (AF_INET) client or server uses, and where a socktalk server listens. A
+/// UDP client cannot try each address in turn as TCP does (nothing says which one answers), so
+/// both ends choose alike. `addrs` is not empty.
+fn preferred(addrs: &[SocketAddr]) -> SocketAddr {
+    *addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0])
 }
 
 impl fmt::Display for Endpoint {
@@ -426,18 +431,22 @@ mod tests {
         assert!(unix.proto(true).unwrap_err().is_usage());
     }
 
+    #[test]
+    fn a_name_of_both_families_is_used_by_its_ipv4_address() {
+        // Where `localhost` is ::1 then 127.0.0.1, as glibc orders it when /etc/hosts has both:
+        // `echo -u 7000` binds 127.0.0.1, and `connect -u 7000` must send there.
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(preferred(&[v6, v4]), v4);
+        assert_eq!(preferred(&[v6]), v6);
+    }
+
     #[tokio::test]
     async fn resolves_names_and_filters_families() {
         let endpoint: Endpoint = "localhost:80".parse().unwrap();
         let v4 = endpoint.resolve(Family::V4).await.unwrap();
         assert!(v4.iter().all(|a| a.is_ipv4() && a.port() == 80));
-        assert!(
-            endpoint
-                .resolve_for_bind(Family::Any)
-                .await
-                .unwrap()
-                .is_ipv4()
-        );
+        assert!(endpoint.resolve_one(Family::Any).await.unwrap().is_ipv4());
         let literal: Endpoint = "[::1]:5".parse().unwrap();
         assert!(literal.resolve(Family::V4).await.is_err());
     }
