@@ -6,9 +6,9 @@
 //! or `--frame len`, each stdin line is sent as one frame and each received frame is printed as
 //! one line.
 //!
-//! UDP: each stdin read (`raw`) or line (`line`) is one datagram; each reply datagram is
-//! printed. After stdin ends the client waits until every datagram it sent has had a reply, or
-//! for `--linger` without any, then exits.
+//! UDP: each stdin read (`raw`, up to the largest datagram) or line (`line`) is one datagram;
+//! each reply datagram is printed. After stdin ends the client waits until every datagram it
+//! sent has had a reply, or for `--linger` without any, then exits.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Stdout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stdout};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{Encoder, FramedRead};
 
@@ -220,7 +220,7 @@ async fn print_message(stdout: &mut Stdout, message: &[u8], is_line: bool) -> Re
 /// [`Error::Connect`] when the peer's port is closed (ICMP port unreachable), or an I/O error.
 pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
     let socket = udp::connect(peer).await?;
-    let mut lines = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
+    let mut lines = StdinDatagrams::new(config, udp::max_payload(peer));
     let mut stdout = tokio::io::stdout();
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     let mut is_stdin_open = true;
@@ -264,6 +264,39 @@ pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Standard input cut into datagrams: each read (`raw`), of up to what one datagram holds, or
+/// each line.
+enum StdinDatagrams {
+    /// A buffer as big as the largest datagram: a read into a smaller one (a stream decoder's
+    /// leftover capacity) would split a line typed or written at once into two datagrams.
+    Raw(tokio::io::Stdin, Vec<u8>),
+    /// Each line, without its newline.
+    Lines(FramedRead<tokio::io::Stdin, FrameCodec>),
+}
+
+impl StdinDatagrams {
+    fn new(config: &ConnectConfig, max_payload: usize) -> Self {
+        match config.framing {
+            Framing::Raw => Self::Raw(tokio::io::stdin(), vec![0; max_payload]),
+            Framing::Line | Framing::Len => {
+                Self::Lines(FramedRead::new(tokio::io::stdin(), config.stdin_codec()))
+            }
+        }
+    }
+
+    /// The next datagram, `None` at EOF. Cancel-safe, for `select!`.
+    async fn next(&mut self) -> Option<Result<BytesMut, FrameError>> {
+        match self {
+            Self::Raw(stdin, buf) => match stdin.read(buf).await {
+                Ok(0) => None,
+                Ok(len) => Some(Ok(BytesMut::from(&buf[..len]))),
+                Err(err) => Some(Err(FrameError::Io(err))),
+            },
+            Self::Lines(lines) => lines.next().await,
+        }
+    }
 }
 
 async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {

@@ -372,6 +372,30 @@ fn udp_peer_gets_one_datagram_per_line_and_replies_are_printed() {
 }
 
 #[test]
+fn udp_raw_each_stdin_write_is_one_whole_datagram_however_many_came_before() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let addr = peer.local_addr().unwrap().to_string();
+    let mut client = Proc::start(&["connect", "-u", "--linger", "30", &addr]);
+    let mut buf = vec![0u8; 2048];
+    // Each write is read whole and sent alone: past 8 KiB of them, a read into what a stream
+    // decoder's buffer had left once cut the next line into two datagrams.
+    for i in 0..12 {
+        // One write (of less than PIPE_BUF, so the pipe keeps it whole), then its datagram.
+        let line = format!("{i:02}{}\n", "x".repeat(997));
+        let stdin = client.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        let (len, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(len, line.len(), "write {i} came as more than one datagram");
+        assert_eq!(&buf[..len], line.as_bytes());
+        peer.send_to(b"ok\n", from).unwrap();
+    }
+    client.close_stdin();
+    assert!(client.wait_exit(IO_TIMEOUT).success());
+    assert_eq!(client.stdout_rest(), "ok\n".repeat(12));
+}
+
+#[test]
 fn udp_silent_peer_ends_after_linger() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     silent.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
