@@ -6,6 +6,7 @@
 //! |-------------------------------|-----------------------------------------------------|
 //! | `127.0.0.1:7000`              | IPv4 address and port                               |
 //! | `[::1]:7000`, `[::]:7000`     | IPv6 (brackets required); `[::]` listens dual-stack |
+//! | `[fe80::1%eth0]:7000`         | a link-local IPv6 address and its interface         |
 //! | `localhost:7000`              | a host name, resolved when used                     |
 //! | `7000`                        | a bare port: `localhost:7000`                       |
 //! | `tcp://…`, `udp://…`          | any of the above with the transport spelled out     |
@@ -205,6 +206,8 @@ impl fmt::Display for Endpoint {
                 match host {
                     Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}"),
                     Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{port}"),
+                    // An IPv6 address with its zone.
+                    Host::Name(name) if name.contains(':') => write!(f, "[{name}]:{port}"),
                     Host::Name(name) => write!(f, "{name}:{port}"),
                 }
             }
@@ -262,13 +265,26 @@ fn split_host_port(text: &str) -> Result<(Host, u16), String> {
         let (inside, after) = after_bracket
             .split_once(']')
             .ok_or_else(|| "missing ']' after the IPv6 address".to_string())?;
-        let ip: std::net::Ipv6Addr = inside
+        let (ip, zone) = match inside.split_once('%') {
+            Some((ip, zone)) => (ip, Some(zone)),
+            None => (inside, None),
+        };
+        let ip: std::net::Ipv6Addr = ip
             .parse()
-            .map_err(|_| format!("'{inside}' is not an IPv6 address"))?;
+            .map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
         let port = after
             .strip_prefix(':')
             .ok_or_else(|| "missing port: write [addr]:port".to_string())?;
-        return Ok((Host::Ip(IpAddr::V6(ip)), parse_port(port)?));
+        let port = parse_port(port)?;
+        return match zone {
+            None => Ok((Host::Ip(IpAddr::V6(ip)), port)),
+            // A zone (`fe80::1%eth0`: which link a link-local address is on) is the resolver's
+            // to read, as `ping` and `nc` do: it turns the interface's name into a scope id.
+            Some(zone) if is_zone(zone) => Ok((Host::Name(inside.to_string()), port)),
+            Some(zone) => Err(format!(
+                "'{zone}' is not a zone: after '%' comes an interface name or number, as in [fe80::1%eth0]:7000"
+            )),
+        };
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Ok((Host::Name("localhost".into()), parse_port(text)?));
@@ -288,6 +304,14 @@ fn split_host_port(text: &str) -> Result<(Host, u16), String> {
             text.rsplit_once(':').map_or(text, |(h, _)| h)
         )),
     }
+}
+
+/// Whether `zone` can be an IPv6 zone: an interface name or index.
+fn is_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 fn parse_host(host: &str) -> Result<Host, String> {
@@ -371,6 +395,7 @@ mod tests {
             "[::1]:7000",
             "localhost:1",
             "udp://[::]:9",
+            "[fe80::1%eth0]:7000",
             "unix:/tmp/x",
         ] {
             let endpoint: Endpoint = text.parse().unwrap();
@@ -404,6 +429,10 @@ mod tests {
             ("[::1]", "missing port"),
             ("[::1:7000", "missing ']'"),
             ("[zz]:1", "not an IPv6 address"),
+            ("[zz%eth0]:1", "'zz' is not an IPv6 address"),
+            ("[fe80::1%]:1", "'' is not a zone"),
+            ("[fe80::1%a/b]:1", "'a/b' is not a zone"),
+            ("[fe80::1%eth0]", "missing port"),
             ("ftp://x:1", "unknown scheme 'ftp'"),
             ("unix:", "needs a path"),
             ("/tmp/s.sock", "write unix:/tmp/s.sock"),

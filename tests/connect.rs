@@ -466,6 +466,28 @@ fn ipv6_loopback_tcp_and_udp() {
 }
 
 #[test]
+fn an_ipv6_address_with_a_zone_is_connected_to_over_tcp_and_udp() {
+    // A zone names the link of a link-local address (`[fe80::1%eth0]`); loopback has one
+    // too, index 1, which the kernel accepts and ignores.
+    let server = Proc::server(&["echo", "[::1]:0"]);
+    let port = server.socket_addr().port();
+    socktalk()
+        .args(["connect", &format!("[::1%1]:{port}")])
+        .write_stdin("zoned\n")
+        .assert()
+        .success()
+        .stdout("zoned\n");
+    let udp = Proc::server(&["echo", "-u", "[::1]:0"]);
+    let port = udp.socket_addr().port();
+    socktalk()
+        .args(["connect", "-u", &format!("[::1%1]:{port}")])
+        .write_stdin("zoned dgram\n")
+        .assert()
+        .success()
+        .stdout("zoned dgram\n");
+}
+
+#[test]
 fn connection_refused_exits_1() {
     for ip in ["127.0.0.1", "::1"] {
         let addr = closed_tcp_addr(ip);
