@@ -166,7 +166,11 @@ impl Endpoint {
             };
             return Err(Error::Resolve {
                 host: name,
-                reason: format!("no {family:?} address"),
+                reason: match family {
+                    Family::V4 => "it has no IPv4 address (-4 asks for one)".into(),
+                    Family::V6 => "it has no IPv6 address (-6 asks for one)".into(),
+                    Family::Any => "it has no address".into(),
+                },
             });
         }
         Ok(addrs)
@@ -477,6 +481,11 @@ mod tests {
         assert!(v4.iter().all(|a| a.is_ipv4() && a.port() == 80));
         assert!(endpoint.resolve_one(Family::Any).await.unwrap().is_ipv4());
         let literal: Endpoint = "[::1]:5".parse().unwrap();
-        assert!(literal.resolve(Family::V4).await.is_err());
+        let err = literal.resolve(Family::V4).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("it has no IPv4 address (-4 asks for one)"),
+            "{err}"
+        );
     }
 }
