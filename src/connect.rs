@@ -23,7 +23,7 @@ use tokio_util::codec::{Encoder, FramedRead};
 
 use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
 use crate::endpoint::{Proto, display_addr};
-use crate::error::{Error, Result, stdout_error};
+use crate::error::{Error, Result, named, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
 use crate::transport::{tls, udp};
 
@@ -325,7 +325,7 @@ async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) ->
 /// command line was right.
 fn stdin_error(err: FrameError) -> Error {
     match err {
-        FrameError::Io(err) => Error::Io(err),
+        FrameError::Io(err) => Error::Io(named("standard input", &err)),
         other => Error::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("standard input: {other}"),

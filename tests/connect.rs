@@ -488,6 +488,37 @@ fn an_ipv6_address_with_a_zone_is_connected_to_over_tcp_and_udp() {
 }
 
 #[test]
+fn a_failing_stdin_or_stdout_is_named_in_the_error() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let run = |stdin: std::fs::File, stdout: std::fs::File| {
+        std::process::Command::new(common::bin())
+            .args(["connect", &server.addr])
+            .stdin(stdin)
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let dir = std::env::temp_dir();
+    let out = run(
+        std::fs::File::open(&dir).unwrap(),
+        std::fs::File::create("/dev/null").unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.ends_with("standard input: is a directory"), "{line}");
+    let out = run(
+        std::fs::File::open("/dev/zero").unwrap(),
+        std::fs::File::create("/dev/full").unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(
+        line.ends_with("standard output: no space left on device"),
+        "{line}"
+    );
+}
+
+#[test]
 fn connection_refused_exits_1() {
     for ip in ["127.0.0.1", "::1"] {
         let addr = closed_tcp_addr(ip);
