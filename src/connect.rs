@@ -136,6 +136,10 @@ struct Progress {
     is_waiting_for_stdin: AtomicBool,
 }
 
+/// The most messages read in one go, then sent (or printed) with one write: a write per line
+/// would cost a system call each way, and more for stdout, which a thread writes for us.
+const BATCH: usize = 256;
+
 /// Sends stdin to `writer`, noting its `progress`, then shuts its write side down.
 async fn upload<W: AsyncWrite>(
     writer: W,
@@ -144,32 +148,44 @@ async fn upload<W: AsyncWrite>(
 ) -> Result<(), Upload> {
     let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
-    let mut chunks = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
+    // Every line already read goes out in one write, not one write each.
+    let mut batches = FramedRead::new(tokio::io::stdin(), config.stdin_codec()).ready_chunks(BATCH);
     let mut wire_codec = FrameCodec::new(config.framing, usize::MAX);
     // Raw text is a stream: a character may be split between two reads.
     let mut to_wire = Transcoder::new(WireEncoding::default(), config.encoding);
     let mut out = BytesMut::new();
     loop {
         progress.is_waiting_for_stdin.store(true, Ordering::Relaxed);
-        let chunk = chunks.next().await;
+        let batch = batches.next().await;
         progress
             .is_waiting_for_stdin
             .store(false, Ordering::Relaxed);
-        let Some(chunk) = chunk else {
+        let Some(batch) = batch else {
             break;
         };
-        let chunk = chunk.map_err(|err| Upload::Stdin(stdin_error(err)))?;
-        if config.framing == Framing::Raw {
-            out.extend_from_slice(to_wire.feed(&chunk, false));
-        } else {
-            let message = config.encoding.to_wire(&chunk);
-            wire_codec
-                .encode(&message, &mut out)
-                .map_err(|err| Upload::Stdin(frame_error(err)))?;
+        // What came before a broken line is still sent.
+        let mut broken = None;
+        for chunk in batch {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    broken = Some(stdin_error(err));
+                    break;
+                }
+            };
+            if config.framing == Framing::Raw {
+                out.extend_from_slice(to_wire.feed(&chunk, false));
+            } else if let Err(err) = wire_codec.encode(&config.encoding.to_wire(&chunk), &mut out) {
+                broken = Some(frame_error(err));
+                break;
+            }
         }
         writer.write_all(&out).await.map_err(socket)?;
         progress.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
+        if let Some(err) = broken {
+            return Err(Upload::Stdin(err));
+        }
     }
     writer
         .write_all(to_wire.feed(b"", true))
@@ -181,21 +197,39 @@ async fn upload<W: AsyncWrite>(
 }
 
 async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Result<()> {
-    let mut frames = FramedRead::new(reader, FrameCodec::new(config.framing, config.max_frame));
+    // Every message already received is printed with one write, not one write each.
+    let mut batches = FramedRead::new(reader, FrameCodec::new(config.framing, config.max_frame))
+        .ready_chunks(BATCH);
     let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
     let mut stdout = tokio::io::stdout();
+    let mut out = Vec::new();
     let mut is_first = true;
-    while let Some(frame) = frames.next().await {
-        let frame = frame.map_err(frame_error)?;
-        if std::mem::take(&mut is_first) && tls::looks_like_tls(&frame) {
-            tracing::warn!("{}", tls::TLS_HINT);
+    while let Some(batch) = batches.next().await {
+        // What came before a broken frame is still printed.
+        let mut broken = None;
+        for frame in batch {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(err) => {
+                    broken = Some(frame_error(err));
+                    break;
+                }
+            };
+            if std::mem::take(&mut is_first) && tls::looks_like_tls(&frame) {
+                tracing::warn!("{}", tls::TLS_HINT);
+            }
+            if config.framing == Framing::Raw {
+                out.extend_from_slice(from_wire.feed(&frame, false));
+            } else {
+                out.extend_from_slice(&config.encoding.from_wire(&frame));
+                out.push(b'\n');
+            }
         }
-        if config.framing == Framing::Raw {
-            let text = from_wire.feed(&frame, false);
-            stdout.write_all(text).await.map_err(stdout_error)?;
-            stdout.flush().await.map_err(stdout_error)?;
-        } else {
-            print_message(&mut stdout, &config.encoding.from_wire(&frame), true).await?;
+        stdout.write_all(&out).await.map_err(stdout_error)?;
+        stdout.flush().await.map_err(stdout_error)?;
+        out.clear();
+        if let Some(err) = broken {
+            return Err(err);
         }
     }
     let rest = from_wire.feed(b"", true);

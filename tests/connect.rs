@@ -154,6 +154,25 @@ fn frame_len_sends_each_line_as_one_length_prefixed_frame() {
 }
 
 #[test]
+fn many_lines_go_through_in_batches_not_a_write_per_line() {
+    // 100,000 lines: with two writes per line each way (and stdout's handed to a thread),
+    // this took over 10 s; read and written in batches, well under one.
+    let lines: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+    for framing in ["line", "len"] {
+        let server = Proc::server(&["echo", "--frame", framing, "127.0.0.1:0"]);
+        let started = Instant::now();
+        socktalk()
+            .args(["connect", "--frame", framing, &server.addr])
+            .write_stdin(lines.clone())
+            .assert()
+            .success()
+            .stdout(lines.clone());
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "--frame {framing}: {took:?}");
+    }
+}
+
+#[test]
 fn frame_len_round_trips_through_a_len_echo_server() {
     let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "len"]);
     socktalk()
