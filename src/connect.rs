@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stdout};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
+use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding, terminal_safe};
 use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result, named, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
@@ -211,7 +211,9 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(err) => {
-                    broken = Some(frame_error(err));
+                    let received = batches.get_ref().read_buffer();
+                    let refused = is_first.then(|| refusal(received)).flatten();
+                    broken = Some(refused.unwrap_or_else(|| frame_error(err)));
                     break;
                 }
             };
@@ -236,6 +238,21 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
     stdout.write_all(rest).await.map_err(stdout_error)?;
     stdout.flush().await.map_err(stdout_error)?;
     Ok(())
+}
+
+/// The reason a socktalk server gave for turning the client away, if `received`, the start of
+/// the stream, is its one line (`refused: server full (--max-conns 10)`): sent whatever the
+/// framing, it reads as a 1.9 GB length prefix.
+fn refusal(received: &[u8]) -> Option<Error> {
+    let line = received.strip_prefix(b"refused: ")?;
+    let reason = line.split(|&byte| byte == b'\n').next().unwrap_or(line);
+    Some(Error::Io(std::io::Error::new(
+        std::io::ErrorKind::ConnectionRefused,
+        format!(
+            "the server refused the connection: {}",
+            terminal_safe(&String::from_utf8_lossy(reason))
+        ),
+    )))
 }
 
 /// Writes one received message to stdout, with a newline after it when `is_line`.

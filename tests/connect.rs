@@ -206,6 +206,28 @@ fn a_len_frame_above_max_frame_exits_1_with_one_line() {
 }
 
 #[test]
+fn a_len_client_turned_away_by_a_full_server_says_so() {
+    let server = Proc::server(&["echo", "--frame", "len", "--max-conns", "1", "127.0.0.1:0"]);
+    // The one place, taken: an answer proves the server counts it.
+    let mut holder = common::tcp(server.socket_addr());
+    holder.write_all(&len_frame(b"mine")).unwrap();
+    assert_eq!(common::read_len_frame(&mut holder), b"mine");
+    // Its refusal is a line of text, whatever the framing: read as a length prefix, "refu"
+    // announced a frame of 1.9 GB.
+    let out = socktalk()
+        .args(["connect", "--frame", "len", &server.addr])
+        .write_stdin("hi\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(
+        line.ends_with("the server refused the connection: server full (--max-conns 1)"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_peer_closing_mid_len_frame_exits_1() {
     let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
         let _ = read_to_end(&mut stream);
