@@ -212,8 +212,8 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
                 Ok(frame) => frame,
                 Err(err) => {
                     let received = batches.get_ref().read_buffer();
-                    let refused = is_first.then(|| refusal(received)).flatten();
-                    broken = Some(refused.unwrap_or_else(|| frame_error(err)));
+                    let foreign = is_first.then(|| not_a_frame(received)).flatten();
+                    broken = Some(foreign.unwrap_or_else(|| frame_error(err)));
                     break;
                 }
             };
@@ -240,19 +240,24 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
     Ok(())
 }
 
-/// The reason a socktalk server gave for turning the client away, if `received`, the start of
-/// the stream, is its one line (`refused: server full (--max-conns 10)`): sent whatever the
-/// framing, it reads as a 1.9 GB length prefix.
-fn refusal(received: &[u8]) -> Option<Error> {
+/// What broke the framing at the start of the stream, if it was no frame at all: a TLS
+/// server's alert to a plain client, or the one line of text a socktalk server turns a client
+/// away with (`refused: server full (--max-conns 10)`). Read as a `len` prefix, either
+/// announces hundreds of megabytes.
+fn not_a_frame(received: &[u8]) -> Option<Error> {
+    let error = |kind, text: String| Some(Error::Io(std::io::Error::new(kind, text)));
+    if tls::looks_like_tls(received) {
+        return error(std::io::ErrorKind::InvalidData, tls::TLS_HINT.to_string());
+    }
     let line = received.strip_prefix(b"refused: ")?;
     let reason = line.split(|&byte| byte == b'\n').next().unwrap_or(line);
-    Some(Error::Io(std::io::Error::new(
+    error(
         std::io::ErrorKind::ConnectionRefused,
         format!(
             "the server refused the connection: {}",
             terminal_safe(&String::from_utf8_lossy(reason))
         ),
-    )))
+    )
 }
 
 /// Writes one received message to stdout, with a newline after it when `is_line`.

@@ -228,6 +228,23 @@ fn a_len_client_turned_away_by_a_full_server_says_so() {
 }
 
 #[test]
+fn a_len_client_of_a_tls_server_is_told_to_use_tls() {
+    let server = Proc::server(&["echo", "--frame", "len", "--tls-self-signed", "127.0.0.1:0"]);
+    // The server answers plain bytes with a TLS alert, 15 03 03 00: a 352 MB length prefix.
+    let out = socktalk()
+        .args(["connect", "--frame", "len", &server.addr])
+        .write_stdin("hi\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(
+        line.contains("the server answered in TLS: connect with --tls"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_peer_closing_mid_len_frame_exits_1() {
     let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
         let _ = read_to_end(&mut stream);
