@@ -106,6 +106,11 @@ async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -
                 "--greet needs a connection to greet; UDP has none".into(),
             ));
         }
+        if !config.idle_timeout.is_zero() {
+            return Err(Error::Usage(
+                "--idle-timeout closes idle connections; UDP has none".into(),
+            ));
+        }
         let socket = udp::listen(&endpoint, family).await?;
         server::reload_on_sighup(None);
         server::announce(&crate::endpoint::display_addr(

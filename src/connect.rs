@@ -6,9 +6,9 @@
 //! or `--frame len`, each stdin line is sent as one frame and each received frame is printed as
 //! one line.
 //!
-//! UDP: each stdin read (`raw`) or line (`line`) is one datagram; each reply datagram is
-//! printed. After stdin ends the client waits until every datagram it sent has had a reply, or
-//! for `--linger` without any, then exits.
+//! UDP: each stdin read (`raw`, up to the largest datagram) or line (`line`) is one datagram;
+//! each reply datagram is printed. After stdin ends the client waits until every datagram it
+//! sent has had a reply, or for `--linger` without any, then exits.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -17,13 +17,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Stdout};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stdout};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding};
+use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding, terminal_safe};
 use crate::endpoint::{Proto, display_addr};
-use crate::error::{Error, Result, stdout_error};
+use crate::error::{Error, Result, named, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
 use crate::transport::{tls, udp};
 
@@ -136,6 +136,10 @@ struct Progress {
     is_waiting_for_stdin: AtomicBool,
 }
 
+/// The most messages read in one go, then sent (or printed) with one write: a write per line
+/// would cost a system call each way, and more for stdout, which a thread writes for us.
+const BATCH: usize = 256;
+
 /// Sends stdin to `writer`, noting its `progress`, then shuts its write side down.
 async fn upload<W: AsyncWrite>(
     writer: W,
@@ -144,32 +148,44 @@ async fn upload<W: AsyncWrite>(
 ) -> Result<(), Upload> {
     let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
-    let mut chunks = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
+    // Every line already read goes out in one write, not one write each.
+    let mut batches = FramedRead::new(tokio::io::stdin(), config.stdin_codec()).ready_chunks(BATCH);
     let mut wire_codec = FrameCodec::new(config.framing, usize::MAX);
     // Raw text is a stream: a character may be split between two reads.
     let mut to_wire = Transcoder::new(WireEncoding::default(), config.encoding);
     let mut out = BytesMut::new();
     loop {
         progress.is_waiting_for_stdin.store(true, Ordering::Relaxed);
-        let chunk = chunks.next().await;
+        let batch = batches.next().await;
         progress
             .is_waiting_for_stdin
             .store(false, Ordering::Relaxed);
-        let Some(chunk) = chunk else {
+        let Some(batch) = batch else {
             break;
         };
-        let chunk = chunk.map_err(|err| Upload::Stdin(stdin_error(err)))?;
-        if config.framing == Framing::Raw {
-            out.extend_from_slice(to_wire.feed(&chunk, false));
-        } else {
-            let message = config.encoding.to_wire(&chunk);
-            wire_codec
-                .encode(&message, &mut out)
-                .map_err(|err| Upload::Stdin(frame_error(err)))?;
+        // What came before a broken line is still sent.
+        let mut broken = None;
+        for chunk in batch {
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(err) => {
+                    broken = Some(stdin_error(err));
+                    break;
+                }
+            };
+            if config.framing == Framing::Raw {
+                out.extend_from_slice(to_wire.feed(&chunk, false));
+            } else if let Err(err) = wire_codec.encode(&config.encoding.to_wire(&chunk), &mut out) {
+                broken = Some(frame_error(err));
+                break;
+            }
         }
         writer.write_all(&out).await.map_err(socket)?;
         progress.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
+        if let Some(err) = broken {
+            return Err(Upload::Stdin(err));
+        }
     }
     writer
         .write_all(to_wire.feed(b"", true))
@@ -181,27 +197,67 @@ async fn upload<W: AsyncWrite>(
 }
 
 async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Result<()> {
-    let mut frames = FramedRead::new(reader, FrameCodec::new(config.framing, config.max_frame));
+    // Every message already received is printed with one write, not one write each.
+    let mut batches = FramedRead::new(reader, FrameCodec::new(config.framing, config.max_frame))
+        .ready_chunks(BATCH);
     let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
     let mut stdout = tokio::io::stdout();
+    let mut out = Vec::new();
     let mut is_first = true;
-    while let Some(frame) = frames.next().await {
-        let frame = frame.map_err(frame_error)?;
-        if std::mem::take(&mut is_first) && tls::looks_like_tls(&frame) {
-            tracing::warn!("{}", tls::TLS_HINT);
+    while let Some(batch) = batches.next().await {
+        // What came before a broken frame is still printed.
+        let mut broken = None;
+        for frame in batch {
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(err) => {
+                    let received = batches.get_ref().read_buffer();
+                    let foreign = is_first.then(|| not_a_frame(received)).flatten();
+                    broken = Some(foreign.unwrap_or_else(|| frame_error(err)));
+                    break;
+                }
+            };
+            if std::mem::take(&mut is_first) && tls::looks_like_tls(&frame) {
+                tracing::warn!("{}", tls::TLS_HINT);
+            }
+            if config.framing == Framing::Raw {
+                out.extend_from_slice(from_wire.feed(&frame, false));
+            } else {
+                out.extend_from_slice(&config.encoding.from_wire(&frame));
+                out.push(b'\n');
+            }
         }
-        if config.framing == Framing::Raw {
-            let text = from_wire.feed(&frame, false);
-            stdout.write_all(text).await.map_err(stdout_error)?;
-            stdout.flush().await.map_err(stdout_error)?;
-        } else {
-            print_message(&mut stdout, &config.encoding.from_wire(&frame), true).await?;
+        stdout.write_all(&out).await.map_err(stdout_error)?;
+        stdout.flush().await.map_err(stdout_error)?;
+        out.clear();
+        if let Some(err) = broken {
+            return Err(err);
         }
     }
     let rest = from_wire.feed(b"", true);
     stdout.write_all(rest).await.map_err(stdout_error)?;
     stdout.flush().await.map_err(stdout_error)?;
     Ok(())
+}
+
+/// What broke the framing at the start of the stream, if it was no frame at all: a TLS
+/// server's alert to a plain client, or the one line of text a socktalk server turns a client
+/// away with (`refused: server full (--max-conns 10)`). Read as a `len` prefix, either
+/// announces hundreds of megabytes.
+fn not_a_frame(received: &[u8]) -> Option<Error> {
+    let error = |kind, text: String| Some(Error::Io(std::io::Error::new(kind, text)));
+    if tls::looks_like_tls(received) {
+        return error(std::io::ErrorKind::InvalidData, tls::TLS_HINT.to_string());
+    }
+    let line = received.strip_prefix(b"refused: ")?;
+    let reason = line.split(|&byte| byte == b'\n').next().unwrap_or(line);
+    error(
+        std::io::ErrorKind::ConnectionRefused,
+        format!(
+            "the server refused the connection: {}",
+            terminal_safe(&String::from_utf8_lossy(reason))
+        ),
+    )
 }
 
 /// Writes one received message to stdout, with a newline after it when `is_line`.
@@ -220,7 +276,7 @@ async fn print_message(stdout: &mut Stdout, message: &[u8], is_line: bool) -> Re
 /// [`Error::Connect`] when the peer's port is closed (ICMP port unreachable), or an I/O error.
 pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
     let socket = udp::connect(peer).await?;
-    let mut lines = FramedRead::new(tokio::io::stdin(), config.stdin_codec());
+    let mut lines = StdinDatagrams::new(config, udp::max_payload(peer));
     let mut stdout = tokio::io::stdout();
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     let mut is_stdin_open = true;
@@ -266,6 +322,39 @@ pub async fn udp(peer: SocketAddr, config: &ConnectConfig) -> Result<()> {
     Ok(())
 }
 
+/// Standard input cut into datagrams: each read (`raw`), of up to what one datagram holds, or
+/// each line.
+enum StdinDatagrams {
+    /// A buffer as big as the largest datagram: a read into a smaller one (a stream decoder's
+    /// leftover capacity) would split a line typed or written at once into two datagrams.
+    Raw(tokio::io::Stdin, Vec<u8>),
+    /// Each line, without its newline.
+    Lines(FramedRead<tokio::io::Stdin, FrameCodec>),
+}
+
+impl StdinDatagrams {
+    fn new(config: &ConnectConfig, max_payload: usize) -> Self {
+        match config.framing {
+            Framing::Raw => Self::Raw(tokio::io::stdin(), vec![0; max_payload]),
+            Framing::Line | Framing::Len => {
+                Self::Lines(FramedRead::new(tokio::io::stdin(), config.stdin_codec()))
+            }
+        }
+    }
+
+    /// The next datagram, `None` at EOF. Cancel-safe, for `select!`.
+    async fn next(&mut self) -> Option<Result<BytesMut, FrameError>> {
+        match self {
+            Self::Raw(stdin, buf) => match stdin.read(buf).await {
+                Ok(0) => None,
+                Ok(len) => Some(Ok(BytesMut::from(&buf[..len]))),
+                Err(err) => Some(Err(FrameError::Io(err))),
+            },
+            Self::Lines(lines) => lines.next().await,
+        }
+    }
+}
+
 async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {
     // The kernel would refuse it with a bare "message too long"; say what was too long.
     let max = udp::max_payload(peer);
@@ -292,7 +381,7 @@ async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) ->
 /// command line was right.
 fn stdin_error(err: FrameError) -> Error {
     match err {
-        FrameError::Io(err) => Error::Io(err),
+        FrameError::Io(err) => Error::Io(named("standard input", &err)),
         other => Error::Io(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("standard input: {other}"),

@@ -6,6 +6,7 @@
 //! |-------------------------------|-----------------------------------------------------|
 //! | `127.0.0.1:7000`              | IPv4 address and port                               |
 //! | `[::1]:7000`, `[::]:7000`     | IPv6 (brackets required); `[::]` listens dual-stack |
+//! | `[fe80::1%eth0]:7000`         | a link-local IPv6 address and its interface         |
 //! | `localhost:7000`              | a host name, resolved when used                     |
 //! | `7000`                        | a bare port: `localhost:7000`                       |
 //! | `tcp://…`, `udp://…`          | any of the above with the transport spelled out     |
@@ -165,23 +166,32 @@ impl Endpoint {
             };
             return Err(Error::Resolve {
                 host: name,
-                reason: format!("no {family:?} address"),
+                reason: match family {
+                    Family::V4 => "it has no IPv4 address (-4 asks for one)".into(),
+                    Family::V6 => "it has no IPv6 address (-6 asks for one)".into(),
+                    Family::Any => "it has no address".into(),
+                },
             });
         }
         Ok(addrs)
     }
 
-    /// The one address a server binds for this endpoint: for a name that resolves to both
-    /// families, IPv4 first, because that is what a classic `socket.socket()` client (AF_INET)
-    /// will try to reach.
+    /// The one address where only one can be used: the address a server binds, the peer a UDP
+    /// client sends to. See [`preferred`].
     ///
     /// # Errors
     /// As [`Endpoint::resolve`].
-    pub async fn resolve_for_bind(&self, family: Family) -> Result<SocketAddr> {
-        let addrs = self.resolve(family).await?;
-        let first_v4 = addrs.iter().find(|a| a.is_ipv4());
-        Ok(*first_v4.unwrap_or(&addrs[0]))
+    pub async fn resolve_one(&self, family: Family) -> Result<SocketAddr> {
+        Ok(preferred(&self.resolve(family).await?))
     }
+}
+
+/// For a name that resolves to both families, its first IPv4 address: what a classic
+/// `socket.socket()` (AF_INET) client or server uses, and where a socktalk server listens. A
+/// UDP client cannot try each address in turn as TCP does (nothing says which one answers), so
+/// both ends choose alike. `addrs` is not empty.
+fn preferred(addrs: &[SocketAddr]) -> SocketAddr {
+    *addrs.iter().find(|a| a.is_ipv4()).unwrap_or(&addrs[0])
 }
 
 impl fmt::Display for Endpoint {
@@ -200,6 +210,8 @@ impl fmt::Display for Endpoint {
                 match host {
                     Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{port}"),
                     Host::Ip(IpAddr::V4(ip)) => write!(f, "{ip}:{port}"),
+                    // An IPv6 address with its zone.
+                    Host::Name(name) if name.contains(':') => write!(f, "[{name}]:{port}"),
                     Host::Name(name) => write!(f, "{name}:{port}"),
                 }
             }
@@ -257,13 +269,26 @@ fn split_host_port(text: &str) -> Result<(Host, u16), String> {
         let (inside, after) = after_bracket
             .split_once(']')
             .ok_or_else(|| "missing ']' after the IPv6 address".to_string())?;
-        let ip: std::net::Ipv6Addr = inside
+        let (ip, zone) = match inside.split_once('%') {
+            Some((ip, zone)) => (ip, Some(zone)),
+            None => (inside, None),
+        };
+        let ip: std::net::Ipv6Addr = ip
             .parse()
-            .map_err(|_| format!("'{inside}' is not an IPv6 address"))?;
+            .map_err(|_| format!("'{ip}' is not an IPv6 address"))?;
         let port = after
             .strip_prefix(':')
             .ok_or_else(|| "missing port: write [addr]:port".to_string())?;
-        return Ok((Host::Ip(IpAddr::V6(ip)), parse_port(port)?));
+        let port = parse_port(port)?;
+        return match zone {
+            None => Ok((Host::Ip(IpAddr::V6(ip)), port)),
+            // A zone (`fe80::1%eth0`: which link a link-local address is on) is the resolver's
+            // to read, as `ping` and `nc` do: it turns the interface's name into a scope id.
+            Some(zone) if is_zone(zone) => Ok((Host::Name(inside.to_string()), port)),
+            Some(zone) => Err(format!(
+                "'{zone}' is not a zone: after '%' comes an interface name or number, as in [fe80::1%eth0]:7000"
+            )),
+        };
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Ok((Host::Name("localhost".into()), parse_port(text)?));
@@ -283,6 +308,14 @@ fn split_host_port(text: &str) -> Result<(Host, u16), String> {
             text.rsplit_once(':').map_or(text, |(h, _)| h)
         )),
     }
+}
+
+/// Whether `zone` can be an IPv6 zone: an interface name or index.
+fn is_zone(zone: &str) -> bool {
+    !zone.is_empty()
+        && zone
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 fn parse_host(host: &str) -> Result<Host, String> {
@@ -366,6 +399,7 @@ mod tests {
             "[::1]:7000",
             "localhost:1",
             "udp://[::]:9",
+            "[fe80::1%eth0]:7000",
             "unix:/tmp/x",
         ] {
             let endpoint: Endpoint = text.parse().unwrap();
@@ -399,6 +433,10 @@ mod tests {
             ("[::1]", "missing port"),
             ("[::1:7000", "missing ']'"),
             ("[zz]:1", "not an IPv6 address"),
+            ("[zz%eth0]:1", "'zz' is not an IPv6 address"),
+            ("[fe80::1%]:1", "'' is not a zone"),
+            ("[fe80::1%a/b]:1", "'a/b' is not a zone"),
+            ("[fe80::1%eth0]", "missing port"),
             ("ftp://x:1", "unknown scheme 'ftp'"),
             ("unix:", "needs a path"),
             ("/tmp/s.sock", "write unix:/tmp/s.sock"),
@@ -426,19 +464,28 @@ mod tests {
         assert!(unix.proto(true).unwrap_err().is_usage());
     }
 
+    #[test]
+    fn a_name_of_both_families_is_used_by_its_ipv4_address() {
+        // Where `localhost` is ::1 then 127.0.0.1, as glibc orders it when /etc/hosts has both:
+        // `echo -u 7000` binds 127.0.0.1, and `connect -u 7000` must send there.
+        let v6: SocketAddr = "[::1]:7000".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(preferred(&[v6, v4]), v4);
+        assert_eq!(preferred(&[v6]), v6);
+    }
+
     #[tokio::test]
     async fn resolves_names_and_filters_families() {
         let endpoint: Endpoint = "localhost:80".parse().unwrap();
         let v4 = endpoint.resolve(Family::V4).await.unwrap();
         assert!(v4.iter().all(|a| a.is_ipv4() && a.port() == 80));
-        assert!(
-            endpoint
-                .resolve_for_bind(Family::Any)
-                .await
-                .unwrap()
-                .is_ipv4()
-        );
+        assert!(endpoint.resolve_one(Family::Any).await.unwrap().is_ipv4());
         let literal: Endpoint = "[::1]:5".parse().unwrap();
-        assert!(literal.resolve(Family::V4).await.is_err());
+        let err = literal.resolve(Family::V4).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("it has no IPv4 address (-4 asks for one)"),
+            "{err}"
+        );
     }
 }

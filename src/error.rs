@@ -93,8 +93,14 @@ pub fn stdout_error(err: io::Error) -> Error {
     if err.kind() == io::ErrorKind::BrokenPipe {
         Error::StdoutClosed
     } else {
-        Error::Io(err)
+        Error::Io(named("standard output", &err))
     }
+}
+
+/// `err`, its message prefixed with what failed (`standard input: is a directory`), so that
+/// it is not mistaken for the socket's.
+pub fn named(what: &str, err: &io::Error) -> io::Error {
+    io::Error::new(err.kind(), format!("{what}: {}", lowercase_io(err)))
 }
 
 impl Error {

@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use socktalk::cli::Cli;
 use tracing_subscriber::EnvFilter;
 
@@ -113,10 +113,12 @@ fn from_environment(err: &clap::Error) -> Option<String> {
 /// The command a clap error is about, from its usage line (`Usage: socktalk bench fanout
 /// [OPTIONS] <ADDR>` → `socktalk bench fanout`): its own --help is the one that helps.
 fn command_of(text: &str) -> String {
-    let usage = text
+    let Some(usage) = text
         .lines()
         .find_map(|line| line.trim().strip_prefix("Usage: "))
-        .unwrap_or("socktalk");
+    else {
+        return command_in_args();
+    };
     let words: Vec<&str> = usage
         .split_whitespace()
         .take_while(|word| !word.starts_with(['[', '<', '-']))
@@ -126,6 +128,20 @@ fn command_of(text: &str) -> String {
     } else {
         words.join(" ")
     }
+}
+
+/// The command the command line names (`socktalk connect`), for an error that quotes no usage
+/// line: a value its option's parser refused (`--linger abc`).
+fn command_in_args() -> String {
+    let mut command = Cli::command();
+    let mut words = vec!["socktalk".to_string()];
+    for arg in std::env::args().skip(1) {
+        if let Some(sub) = command.find_subcommand(&arg).cloned() {
+            words.push(arg);
+            command = sub;
+        }
+    }
+    words.join(" ")
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

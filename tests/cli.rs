@@ -291,3 +291,24 @@ fn logs_to_a_pipe_carry_no_colour_codes() {
     assert!(log.contains("INFO"), "{log}");
     assert!(!log.contains('\x1b'), "colour codes in {log:?}");
 }
+
+#[test]
+fn a_value_its_parser_refuses_points_to_its_own_commands_help() {
+    for (args, command) in [
+        (
+            &["connect", "--linger", "abc", "127.0.0.1:1"][..],
+            "socktalk connect",
+        ),
+        (
+            &["echo", "--max-frame", "0", "127.0.0.1:0"],
+            "socktalk echo",
+        ),
+        (
+            &["bench", "fanout", "--conns", "x", "127.0.0.1:1"],
+            "socktalk bench fanout",
+        ),
+    ] {
+        let line = common::fails_with(args, 2);
+        assert!(line.ends_with(&format!("(see {command} --help)")), "{line}");
+    }
+}

@@ -154,6 +154,25 @@ fn frame_len_sends_each_line_as_one_length_prefixed_frame() {
 }
 
 #[test]
+fn many_lines_go_through_in_batches_not_a_write_per_line() {
+    // 100,000 lines: with two writes per line each way (and stdout's handed to a thread),
+    // this took over 10 s; read and written in batches, well under one.
+    let lines: String = (0..100_000).map(|i| format!("line {i}\n")).collect();
+    for framing in ["line", "len"] {
+        let server = Proc::server(&["echo", "--frame", framing, "127.0.0.1:0"]);
+        let started = Instant::now();
+        socktalk()
+            .args(["connect", "--frame", framing, &server.addr])
+            .write_stdin(lines.clone())
+            .assert()
+            .success()
+            .stdout(lines.clone());
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "--frame {framing}: {took:?}");
+    }
+}
+
+#[test]
 fn frame_len_round_trips_through_a_len_echo_server() {
     let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "len"]);
     socktalk()
@@ -184,6 +203,45 @@ fn a_len_frame_above_max_frame_exits_1_with_one_line() {
     assert!(line.contains("--max-frame"), "{line}");
     assert!(out.stdout.is_empty());
     assert!(peer.join().unwrap(), "the client did not close");
+}
+
+#[test]
+fn a_len_client_turned_away_by_a_full_server_says_so() {
+    let server = Proc::server(&["echo", "--frame", "len", "--max-conns", "1", "127.0.0.1:0"]);
+    // The one place, taken: an answer proves the server counts it.
+    let mut holder = common::tcp(server.socket_addr());
+    holder.write_all(&len_frame(b"mine")).unwrap();
+    assert_eq!(common::read_len_frame(&mut holder), b"mine");
+    // Its refusal is a line of text, whatever the framing: read as a length prefix, "refu"
+    // announced a frame of 1.9 GB.
+    let out = socktalk()
+        .args(["connect", "--frame", "len", &server.addr])
+        .write_stdin("hi\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(
+        line.ends_with("the server refused the connection: server full (--max-conns 1)"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_len_client_of_a_tls_server_is_told_to_use_tls() {
+    let server = Proc::server(&["echo", "--frame", "len", "--tls-self-signed", "127.0.0.1:0"]);
+    // The server answers plain bytes with a TLS alert, 15 03 03 00: a 352 MB length prefix.
+    let out = socktalk()
+        .args(["connect", "--frame", "len", &server.addr])
+        .write_stdin("hi\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(
+        line.contains("the server answered in TLS: connect with --tls"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -372,6 +430,30 @@ fn udp_peer_gets_one_datagram_per_line_and_replies_are_printed() {
 }
 
 #[test]
+fn udp_raw_each_stdin_write_is_one_whole_datagram_however_many_came_before() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let addr = peer.local_addr().unwrap().to_string();
+    let mut client = Proc::start(&["connect", "-u", "--linger", "30", &addr]);
+    let mut buf = vec![0u8; 2048];
+    // Each write is read whole and sent alone: past 8 KiB of them, a read into what a stream
+    // decoder's buffer had left once cut the next line into two datagrams.
+    for i in 0..12 {
+        // One write (of less than PIPE_BUF, so the pipe keeps it whole), then its datagram.
+        let line = format!("{i:02}{}\n", "x".repeat(997));
+        let stdin = client.stdin.as_mut().unwrap();
+        stdin.write_all(line.as_bytes()).unwrap();
+        let (len, from) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(len, line.len(), "write {i} came as more than one datagram");
+        assert_eq!(&buf[..len], line.as_bytes());
+        peer.send_to(b"ok\n", from).unwrap();
+    }
+    client.close_stdin();
+    assert!(client.wait_exit(IO_TIMEOUT).success());
+    assert_eq!(client.stdout_rest(), "ok\n".repeat(12));
+}
+
+#[test]
 fn udp_silent_peer_ends_after_linger() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     silent.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
@@ -439,6 +521,59 @@ fn ipv6_loopback_tcp_and_udp() {
         .assert()
         .success()
         .stdout("dgram six\n");
+}
+
+#[test]
+fn an_ipv6_address_with_a_zone_is_connected_to_over_tcp_and_udp() {
+    // A zone names the link of a link-local address (`[fe80::1%eth0]`); loopback has one
+    // too, index 1, which the kernel accepts and ignores.
+    let server = Proc::server(&["echo", "[::1]:0"]);
+    let port = server.socket_addr().port();
+    socktalk()
+        .args(["connect", &format!("[::1%1]:{port}")])
+        .write_stdin("zoned\n")
+        .assert()
+        .success()
+        .stdout("zoned\n");
+    let udp = Proc::server(&["echo", "-u", "[::1]:0"]);
+    let port = udp.socket_addr().port();
+    socktalk()
+        .args(["connect", "-u", &format!("[::1%1]:{port}")])
+        .write_stdin("zoned dgram\n")
+        .assert()
+        .success()
+        .stdout("zoned dgram\n");
+}
+
+#[test]
+fn a_failing_stdin_or_stdout_is_named_in_the_error() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let run = |stdin: std::fs::File, stdout: std::fs::File| {
+        std::process::Command::new(common::bin())
+            .args(["connect", &server.addr])
+            .stdin(stdin)
+            .stdout(stdout)
+            .output()
+            .unwrap()
+    };
+    let dir = std::env::temp_dir();
+    let out = run(
+        std::fs::File::open(&dir).unwrap(),
+        std::fs::File::create("/dev/null").unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.ends_with("standard input: is a directory"), "{line}");
+    let out = run(
+        std::fs::File::open("/dev/zero").unwrap(),
+        std::fs::File::create("/dev/full").unwrap(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(
+        line.ends_with("standard output: no space left on device"),
+        "{line}"
+    );
 }
 
 #[test]

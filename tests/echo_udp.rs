@@ -233,6 +233,9 @@ fn stream_only_options_with_udp_are_usage_errors() {
     assert!(err.contains("--greet"), "{err}");
     let err = fails_with(&["echo", "udp://127.0.0.1:0", "--greet", "hi"], 2);
     assert!(err.contains("--greet"), "{err}");
+    // Not silently ignored: a UDP server has no connection to close.
+    let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--idle-timeout", "5"], 2);
+    assert!(err.contains("--idle-timeout"), "{err}");
 }
 
 #[test]

@@ -132,6 +132,45 @@ fn sigterm_and_sigint_stop_the_server_with_clients_connected() {
 }
 
 #[test]
+fn a_stopped_server_ends_a_busy_connection_with_its_end_not_a_reset() {
+    for signal in ["TERM", "INT"] {
+        let mut server = Proc::server(&["echo", "127.0.0.1:0"]);
+        let mut client = tcp(server.socket_addr());
+        // Send without reading until the server stalls: its echo blocked on our full receive
+        // buffer, our input left unread in its own. Closed like that, a socket sends a reset.
+        client.set_nonblocking(true).unwrap();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut blocked_since: Option<Instant> = None;
+        while blocked_since.is_none_or(|since| since.elapsed() < Duration::from_millis(200)) {
+            match client.write(&chunk) {
+                Ok(_) => blocked_since = None,
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                    blocked_since.get_or_insert_with(Instant::now);
+                    thread::yield_now();
+                }
+                Err(err) => panic!("sending: {err}"),
+            }
+        }
+        client.set_nonblocking(false).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        server.signal(signal);
+        // What the server sent, then the end of the stream, as when any server exits cleanly.
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) => panic!("SIG{signal}: {err} instead of the end of the stream"),
+            }
+        }
+        drop(client);
+        assert_eq!(server.wait_exit(Duration::from_secs(5)).code(), Some(0));
+    }
+}
+
+#[test]
 fn shutdown_does_not_wait_on_a_client_that_never_reads() {
     for signal in ["TERM", "INT"] {
         let mut server = Proc::server(&["echo", "127.0.0.1:0"]);

@@ -250,7 +250,7 @@ pub async fn serve_stream<S>(
         .await
         .is_err()
     {
-        return;
+        return leave_if_stopping(&mut stream, &shutdown).await;
     }
 
     loop {
@@ -258,7 +258,7 @@ pub async fn serve_stream<S>(
         let read = tokio::select! {
             biased;
             read = stream.read_buf(&mut input) => read,
-            () = &mut cancelled => return,
+            () = &mut cancelled => return leave_if_stopping(&mut stream, &shutdown).await,
             () = &mut idle, if has_idle_limit => {
                 tracing::info!(%peer, "closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
                 return;
@@ -287,7 +287,7 @@ pub async fn serve_stream<S>(
                 .await
                 .is_err()
             {
-                return;
+                return leave_if_stopping(&mut stream, &shutdown).await;
             }
             continue;
         }
@@ -296,7 +296,7 @@ pub async fn serve_stream<S>(
             .await
             .is_err()
         {
-            return;
+            return leave_if_stopping(&mut stream, &shutdown).await;
         }
         if let Err(err) = verdict {
             tracing::warn!(%peer, "closing: {err}");
@@ -312,6 +312,34 @@ pub async fn serve_stream<S>(
     }
     // The peer half-closed: everything owed has been written, so finish our side too.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, stream.shutdown()).await;
+}
+
+/// When the server is stopping (Ctrl-C, SIGTERM) and the client has sent what was not read yet,
+/// ends the connection gently: closed with input unread, a socket sends a reset, and the
+/// client reads an error instead of the end of the stream. Bounded by [`CLOSE_TIMEOUT`]. A
+/// quiet connection is closed at once, and a lost one needs nothing.
+async fn leave_if_stopping<S>(stream: &mut S, shutdown: &CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if shutdown.is_cancelled() && has_unread_input(stream).await {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, server::close_gently(stream, &[])).await;
+    }
+}
+
+/// Whether input is waiting on `stream`, without waiting for any (one byte of it is read, and
+/// dropped).
+async fn has_unread_input<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
+    let mut byte = [0u8; 1];
+    std::future::poll_fn(|cx| {
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let is_waiting = match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut buf) {
+            std::task::Poll::Ready(Ok(())) => !buf.filled().is_empty(),
+            std::task::Poll::Ready(Err(_)) | std::task::Poll::Pending => false,
+        };
+        std::task::Poll::Ready(is_waiting)
+    })
+    .await
 }
 
 /// Writes and empties `buf`, logging a failure with the peer. Gives up when `shutdown` is

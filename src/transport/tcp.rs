@@ -34,7 +34,7 @@ pub fn bind_addr(addr: SocketAddr) -> io::Result<TcpListener> {
 /// # Errors
 /// [`Error::Resolve`] or [`Error::Bind`] naming the endpoint.
 pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<TcpListener> {
-    let addr = endpoint.resolve_for_bind(family).await?;
+    let addr = endpoint.resolve_one(family).await?;
     bind_addr(addr).map_err(|source| Error::Bind {
         endpoint: display_addr(Proto::Tcp, addr),
         source,

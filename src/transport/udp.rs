@@ -37,15 +37,16 @@ pub fn bind_addr(addr: SocketAddr) -> Result<UdpSocket> {
 /// # Errors
 /// [`Error::Resolve`] or [`Error::Bind`].
 pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<UdpSocket> {
-    bind_addr(endpoint.resolve_for_bind(family).await?)
+    bind_addr(endpoint.resolve_one(family).await?)
 }
 
-/// Resolves a peer endpoint to the first address of the allowed family.
+/// Resolves a peer endpoint to the address datagrams go to: for a name of both families, its
+/// IPv4 address, the one a server bound to that name listens on.
 ///
 /// # Errors
 /// [`Error::Resolve`].
 pub async fn resolve_peer(endpoint: &Endpoint, family: Family) -> Result<SocketAddr> {
-    Ok(endpoint.resolve(family).await?[0])
+    endpoint.resolve_one(family).await
 }
 
 /// The largest payload one datagram to `peer` can carry: [`MAX_DATAGRAM`] over IPv4 (an
