@@ -431,6 +431,46 @@ test('the page reconnects after the server restarts on the same port', { timeout
   }
 });
 
+test('after a reconnect the page fetches what was said while it was away', { timeout: 90_000 }, async () => {
+  // A short replay on join, so that most of what was missed is not in it.
+  const server = await startServer({ extra: ['--history', '5', '--max-rate', '0'] });
+  try {
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#dev');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await carl.join('#dev');
+    carl.send('before');
+    await seeMessage(ann.page, 'carl', 'before');
+
+    // The connection drops (a laptop asleep, a Wi-Fi change) while the server carries on;
+    // the page waits a few seconds before it reconnects.
+    await ann.page.evaluate(() => { state.retry = 2; state.ws.close(); });
+    await ann.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('disconnected'));
+    const missed = Array.from({ length: 120 }, (_, i) => `missed ${i}`);
+    for (const text of missed) carl.send(text);
+    await carl.expect((l) => l === '[#dev] <carl> missed 119', 'carl\'s last message');
+    await waitStatus(ann.page, 'reconnected', 20_000);
+
+    // Every message is there once, in order, with no gap between the old ones and the replay.
+    const wanted = ['before', ...missed];
+    await ann.page.waitForFunction((w) => {
+      const shown = [...document.querySelectorAll('#messages li .text')].map((s) => s.textContent);
+      return JSON.stringify(shown) === JSON.stringify(w);
+    }, wanted).catch(async (error) => {
+      assert.deepEqual(await shownTexts(ann.page), wanted, String(error));
+    });
+    carl.send('after');
+    await seeMessage(ann.page, 'carl', 'after');
+    assert.deepEqual(await shownTexts(ann.page), [...wanted, 'after']);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

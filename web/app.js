@@ -24,7 +24,9 @@ const state = {
 
 function view(key) {
   if (!state.views.has(key)) {
-    state.views.set(key, { items: [], unread: 0, oldest: null, exhausted: false, loading: false });
+    state.views.set(key, {
+      items: [], unread: 0, oldest: null, exhausted: false, loading: false, filling: false, resumeAfter: null,
+    });
   }
   return state.views.get(key);
 }
@@ -48,6 +50,7 @@ function connect() {
   ws.onopen = () => {
     state.retry = 0;
     setStatus(state.everConnected ? 'reconnected' : 'connected');
+    if (state.everConnected) resume();
     state.everConnected = true;
     // After a reconnect, the room on screen stays there once it is joined again.
     if (state.current && state.current.startsWith('#')) state.showNext = state.current;
@@ -211,10 +214,47 @@ function addHistory(room, messages) {
   if (v.loading && messages.length < PAGE) v.exhausted = true;
   if (messages.length === 0) v.exhausted = true;
   v.loading = false;
+  if (older.length > 0) {
+    v.items = older.concat(v.items).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
+    v.oldest = Math.min(...v.items.filter((x) => x.id !== undefined).map((x) => x.id));
+  }
+  fillGap(room, v, messages);
   if (older.length === 0) { if (room === state.current) renderLog(false); return; }
-  v.items = older.concat(v.items).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
-  v.oldest = Math.min(...v.items.filter((x) => x.id !== undefined).map((x) => x.id));
   if (room === state.current) renderLog(messages.length > 0 && v.items.length > older.length);
+}
+
+// After a reconnect, each room's history replayed on joining again shows only its last
+// messages: what was said while the page was away is fetched from where the replay starts,
+// page by page, back to the newest message the page had, so that no gap is hidden.
+function resume() {
+  for (const [key, v] of state.views) {
+    if (!key.startsWith('#')) continue;
+    // A request sent over the old connection is never answered.
+    v.loading = false;
+    v.filling = false;
+    const ids = v.items.filter((x) => x.id !== undefined).map((x) => x.id);
+    v.resumeAfter = ids.length > 0 ? Math.max(...ids) : null;
+  }
+}
+
+function fillGap(room, v, messages) {
+  if (v.resumeAfter === null) return;
+  const first = messages.length > 0 ? messages[0].id : null;
+  const met = first === null || first <= v.resumeAfter + 1 || (v.filling && messages.length < PAGE);
+  if (met) {
+    v.resumeAfter = null;
+    v.filling = false;
+  } else if (v.items.length >= MAX_KEPT) {
+    // Too much was missed to keep it all: the view starts after the gap, and "load older"
+    // pages back through it.
+    v.items = v.items.slice(v.items.findIndex((x) => x.id !== undefined && x.id > v.resumeAfter));
+    v.oldest = first;
+    v.exhausted = false;
+    v.resumeAfter = null;
+    v.filling = false;
+  } else {
+    v.filling = send({ type: 'history', room, limit: PAGE, before: first });
+  }
 }
 
 // ---- rendering ----------------------------------------------------------------------------
@@ -417,7 +457,7 @@ function loadOlder() {
   const key = state.current;
   if (!key || !key.startsWith('#')) return;
   const v = view(key);
-  if (v.exhausted || v.loading) return;
+  if (v.exhausted || v.loading || v.filling) return;
   v.loading = true;
   send(v.oldest === null ? { type: 'history', room: key, limit: PAGE } : { type: 'history', room: key, limit: PAGE, before: v.oldest });
 }
