@@ -471,6 +471,38 @@ test('after a reconnect the page fetches what was said while it was away', { tim
   }
 });
 
+test('older messages loaded go above, and notices stay where they happened', { timeout: 60_000 }, async () => {
+  const server = await startServer({ extra: ['--history', '5'] });
+  try {
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await carl.join('#dev');
+    const old = Array.from({ length: 10 }, (_, i) => `old ${i}`);
+    for (const text of old) carl.send(text);
+    await carl.expect((l) => l === '[#dev] <carl> old 9', 'carl\'s last old message');
+
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#dev');
+    const dave = await LineClient.connect(server.tcpPort);
+    const guest = dave.nick;
+    await dave.setNick('dave');
+    await dave.join('#dev');
+    carl.send('new');
+    await seeMessage(ann.page, 'carl', 'new');
+    await ann.page.click('#older');
+    await seeMessage(ann.page, 'carl', 'old 0');
+
+    const shown = await ann.page.$$eval('#messages li', (lis) => lis.map((li) => li.querySelector('.text')?.textContent ?? li.textContent));
+    assert.deepEqual(shown, [...old, 'ann joined #dev', `${guest} is now known as dave`, 'dave joined #dev', 'new']);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+    dave.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -215,12 +215,26 @@ function addHistory(room, messages) {
   if (messages.length === 0) v.exhausted = true;
   v.loading = false;
   if (older.length > 0) {
-    v.items = older.concat(v.items).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
+    v.items = merged(v.items, older);
     v.oldest = Math.min(...v.items.filter((x) => x.id !== undefined).map((x) => x.id));
   }
   fillGap(room, v, messages);
   if (older.length === 0) { if (room === state.current) renderLog(false); return; }
   if (room === state.current) renderLog(messages.length > 0 && v.items.length > older.length);
+}
+
+// `items` with `messages` put in place by id. A notice (which has none) stays just after the
+// message it followed, or just before the first, if it came first.
+function merged(items, messages) {
+  const ids = items.filter((x) => x.id !== undefined).map((x) => x.id);
+  let last = ids.length > 0 ? Math.min(...ids) - 1 : Infinity;
+  const keyed = items.map((x) => {
+    if (x.id !== undefined) last = x.id;
+    return { x, key: x.id ?? last + 0.5 };
+  });
+  return keyed.concat(messages.map((x) => ({ x, key: x.id })))
+    .sort((a, b) => a.key - b.key)
+    .map(({ x }) => x);
 }
 
 // After a reconnect, each room's history replayed on joining again shows only its last
