@@ -503,6 +503,36 @@ test('older messages loaded go above, and notices stay where they happened', { t
   }
 });
 
+test('a crowd arriving costs the page a few requests, not two each', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  const crowd = [];
+  try {
+    const ann = await openPage(server, 'ann');
+    let sent = 0;
+    ann.page.on('websocket', (ws) => ws.on('framesent', () => { sent += 1; }));
+    // The page's WebSocket is already open: count from a fresh one.
+    await ann.page.reload();
+    await waitStatus(ann.page, 'connected');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    const before = sent;
+
+    // Everyone comes back at once, as after a server restart; well past --burst 40 if the page
+    // asked for the member list and room sizes on each arrival.
+    crowd.push(...await Promise.all(Array.from({ length: 40 }, () => LineClient.connect(server.tcpPort))));
+    for (const { nick } of crowd) {
+      await ann.page.locator('#members button', { hasText: new RegExp(`^${nick}$`) }).waitFor();
+    }
+    await ann.page.locator('#rooms button', { hasText: '#lobby (41)' }).waitFor();
+    assert.ok(sent - before <= 12, `${sent - before} requests for 40 arrivals`);
+    assert.ok(await ann.page.isHidden('#error'), await ann.page.textContent('#error'));
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+  } finally {
+    for (const client of crowd) client.close();
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

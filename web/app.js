@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const store = window.sessionStorage;
 const MAX_KEPT = 2000;       // messages kept per view
 const PAGE = 50;             // messages per "load older"
+const REFRESH_MS = 500;      // member lists and room sizes are asked for at most this often
 
 const state = {
   ws: null,
@@ -110,8 +111,7 @@ function handle(m) {
     case 'join':
     case 'part':
       notice(m.room, `${m.nick} ${m.type === 'join' ? 'joined' : 'left'} ${m.room}`);
-      if (m.room === state.current) send({ type: 'who', room: m.room });
-      send({ type: 'rooms' });
+      refreshSoon();
       break;
     case 'nick':
       if (m.old === state.nick) {
@@ -167,6 +167,20 @@ function handle(m) {
       notice('@' + m.to, `${m.to} is offline; your message is kept and delivered when they log in`);
       break;
   }
+}
+
+// Who is in the room on screen and how many are in each room, asked again after joins and parts:
+// once for all those that come within REFRESH_MS. A crowd arriving (everyone reconnecting after a
+// restart) would otherwise cost two requests per arrival and run into the server's --max-rate.
+let refreshTimer = null;
+function refreshSoon() {
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (state.current && state.current.startsWith('#')) send({ type: 'who', room: state.current });
+    send({ type: 'rooms' });
+  }, REFRESH_MS);
 }
 
 // The joined rooms where `nick` was last seen (or the room on screen, if none is known).
