@@ -533,6 +533,32 @@ test('a crowd arriving costs the page a few requests, not two each', { timeout: 
   }
 });
 
+test('a message too long is refused by the page and stays in the box', { timeout: 60_000 }, async () => {
+  const server = await startServer({ extra: ['--max-line', '200'] });
+  try {
+    const ann = await openPage(server, 'ann');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await ann.page.locator('#members button', { hasText: /^carl$/ }).waitFor();
+    // 100 characters, but 300 bytes of UTF-8.
+    const long = '你'.repeat(100);
+    await ann.page.fill('#text', long);
+    await ann.page.press('#text', 'Enter');
+    const error = ann.page.locator('#error');
+    await error.waitFor({ state: 'visible' });
+    assert.match(await error.textContent(), /^message too long: \d+ bytes, the server takes at most 200 \(--max-line\); it was not sent$/);
+    assert.equal(await ann.page.inputValue('#text'), long);
+    // Shortened, it goes.
+    await say(ann.page, '你'.repeat(50));
+    assert.equal(await carl.nextMessage('ann\'s shorter message'), `[#lobby] <ann> ${'你'.repeat(50)}`);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

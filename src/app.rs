@@ -345,6 +345,7 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
             outbox: args.outbox.max(2),
             announce_limit: args.announce_limit,
             max_mail: args.max_mail,
+            max_line: args.max_line,
         },
         http,
         allow_origins: args.allow_origins,

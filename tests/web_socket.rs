@@ -201,6 +201,8 @@ async fn a_websocket_client_is_a_json_guest_in_the_lobby() {
             assert_eq!(welcome["nick"], "guest1");
             assert_eq!(welcome["room"], "#lobby");
             assert_eq!(welcome["version"], env!("CARGO_PKG_VERSION"));
+            // So that a client can refuse a message too long before sending it.
+            assert_eq!(welcome["max_line"], 8192);
             assert_eq!(
                 first[1],
                 json!({"type": "join", "room": "#lobby", "nick": "guest1"})

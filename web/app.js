@@ -18,6 +18,7 @@ const state = {
   members: new Map(),        // room -> [nick]
   allRooms: [],
   retry: 0,
+  maxLine: Infinity,         // the longest request the server reads, in bytes (its welcome says)
   everConnected: false,      // so that a later open says "reconnected"
   showNext: null,            // a room the person asked to join: shown once the server confirms
   wanted: JSON.parse(store.getItem('socktalk.rooms') || '[]'),
@@ -34,7 +35,14 @@ function view(key) {
 
 function send(request) {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-    state.ws.send(JSON.stringify(request));
+    const json = JSON.stringify(request);
+    // Refused here rather than by the server, so that the text stays in the box.
+    const bytes = new TextEncoder().encode(json).length;
+    if (bytes > state.maxLine) {
+      showError(`message too long: ${bytes} bytes, the server takes at most ${state.maxLine} (--max-line); it was not sent`);
+      return false;
+    }
+    state.ws.send(json);
     return true;
   }
   showError('not connected; your message was not sent');
@@ -79,6 +87,7 @@ function handle(m) {
   switch (m.type) {
     case 'welcome':
       state.nick = m.nick;
+      if (m.max_line) state.maxLine = m.max_line;
       $('nick').value = m.nick;
       break;
     case 'state': {

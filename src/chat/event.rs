@@ -83,6 +83,9 @@ pub enum Event {
         room: String,
         /// socktalk's version.
         version: &'static str,
+        /// The longest line (a JSON request, in JSON mode) the server reads, in bytes
+        /// (`--max-line`): a client can refuse a longer message before sending it.
+        max_line: usize,
     },
     /// The member's state, sent when JSON mode starts and whenever it changes.
     State {
