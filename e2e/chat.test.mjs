@@ -559,6 +559,28 @@ test('a message too long is refused by the page and stays in the box', { timeout
   }
 });
 
+test('a typed /quit leaves the chat for good', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await ann.page.locator('#members button', { hasText: /^carl$/ }).waitFor();
+    await say(ann.page, '/quit lunch');
+    await carl.expect((l) => l === '* ann quit (lunch)', 'ann\'s quit');
+    await waitStatus(ann.page, 'you left the chat; reload the page to come back');
+    // Past the first reconnect's wait (at most 1.25 s), ann is still away.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    carl.send('/who');
+    assert.equal(await carl.expect((l) => l.startsWith('* #lobby ('), 'the member list'), '* #lobby (1): carl');
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -20,6 +20,7 @@ const state = {
   retry: 0,
   maxLine: Infinity,         // the longest request the server reads, in bytes (its welcome says)
   everConnected: false,      // so that a later open says "reconnected"
+  hasQuit: false,            // left with a typed /quit: not reconnected
   showNext: null,            // a room the person asked to join: shown once the server confirms
   wanted: JSON.parse(store.getItem('socktalk.rooms') || '[]'),
 };
@@ -74,6 +75,10 @@ function connect() {
     handle(message);
   };
   ws.onclose = () => {
+    if (state.hasQuit) {
+      setStatus('you left the chat; reload the page to come back');
+      return;
+    }
     const wait = Math.min(30, 2 ** state.retry) * (0.75 + Math.random() / 2);
     state.retry += 1;
     setStatus(`disconnected; reconnecting in ${Math.round(wait)} s`);
@@ -434,6 +439,7 @@ $('send-form').addEventListener('submit', (event) => {
   else { showError('join a room first'); return; }
   if (ok) input.value = '';
   if (ok) maskIfSecret();
+  if (ok && /^\/quit(\s|$)/i.test(text)) state.hasQuit = true;
   const typedJoin = /^\/j(?:oin)?\s+(\S+)\s*$/i.exec(text);
   if (ok && typedJoin) state.showNext = roomName(typedJoin[1]);
 });
