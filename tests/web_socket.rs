@@ -750,8 +750,16 @@ fn the_page_is_served_with_security_headers() {
         assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
         assert!(body.contains(needle), "{path}");
     }
-    let (status, _, _) = http_get(server.http, "/nothing-here");
-    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // Another path is not a blank page: it says where the chat is.
+    for path in ["/nothing-here", "/index.html", "/ws/", "/%2e%2e/etc/passwd"] {
+        let (status, headers, body) = http_get(server.http, path);
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(body, "not found; the chat is at /\n", "{path}");
+    }
 }
 
 #[tokio::test]

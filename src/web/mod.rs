@@ -103,6 +103,7 @@ pub fn router(state: Arc<WebState>) -> Router {
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
         .route("/ws", get(upgrade))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -171,6 +172,12 @@ async fn serve_http<S>(
             let _ = tokio::time::timeout(LAST_WORD_WAIT, connection).await;
         }
     }
+}
+
+/// Any other path: a browser shows a blank page for an empty 404, so this one says where the
+/// chat is.
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found; the chat is at /\n").into_response()
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {
