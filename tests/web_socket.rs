@@ -478,6 +478,40 @@ async fn an_oversized_message_is_refused_and_a_huge_one_closes_only_that_websock
     assert!(is_message(&bob.next_message().await, "carl", "me too"));
 }
 
+#[tokio::test]
+async fn text_that_is_not_utf8_closes_that_websocket_with_code_1007() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    ann.expect_json(|e| e["type"] == "nick" && e["new"] == "bob")
+        .await;
+    let frame = Frame::message(&b"\xff\xfe"[..], OpCode::Data(Data::Text), true);
+    ann.send(Message::Frame(frame)).await;
+    // RFC 6455: "invalid frame payload data", not a policy violation.
+    let close = loop {
+        match tokio::time::timeout(IO_TIMEOUT, ann.stream.next()).await {
+            Ok(Some(Ok(Message::Close(close)))) => break close,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let Some(CloseFrame { code, reason }) = close else {
+        panic!("a close frame without a code");
+    };
+    assert_eq!(code, CloseCode::Invalid, "{reason}");
+    assert!(reason.contains("UTF-8"), "{reason}");
+
+    assert_eq!(
+        bob.expect_json(|e| e["type"] == "quit").await["nick"],
+        "ann"
+    );
+    bob.say("#lobby", "still here").await;
+}
+
 /// A WebSocket whose socket has a small receive buffer (so a client that stops reading is
 /// noticed after a few hundred kilobytes, not the tens of megabytes loopback may buffer).
 async fn small_buffer_ws(server: &WebServer) -> Stream {

@@ -224,14 +224,21 @@ async fn upgrade(
         .on_upgrade(move |socket| session(socket, peer, state, admission))
 }
 
-/// Why a WebSocket session ends on a read error, for its close frame. The library's words for
-/// a message over the limit name neither the limit nor the flag that sets it.
-fn close_reason(error: &str, max_line: usize) -> String {
+/// Why a WebSocket session ends on a read error, for its close frame: the code RFC 6455 gives
+/// the error (1009 for a message too big, 1007 for text that is not UTF-8, 1002 for the rest)
+/// and the reason. The library's words for a message over the limit name neither the limit nor
+/// the flag that sets it.
+fn close_reason(error: &str, max_line: usize) -> (u16, String) {
     if error.contains("Message too long") {
         let max = ws_message_limit(max_line);
-        format!("message too long: over {max} bytes (4 × --max-line)")
+        (
+            close_code::SIZE,
+            format!("message too long: over {max} bytes (4 × --max-line)"),
+        )
+    } else if error.contains("UTF-8") {
+        (close_code::INVALID, format!("websocket error: {error}"))
     } else {
-        format!("websocket error: {error}")
+        (close_code::PROTOCOL, format!("websocket error: {error}"))
     }
 }
 
@@ -353,9 +360,9 @@ async fn session(
                         // Say why in the close frame (a message far over --max-line, a
                         // protocol error), if the socket takes it soon: a client that does not
                         // read must not hold the session here.
-                        let mut reason = close_reason(&err.to_string(), state.session.max_line);
+                        let (code, mut reason) = close_reason(&err.to_string(), state.session.max_line);
                         reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
-                        let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+                        let frame = CloseFrame { code, reason: reason.into() };
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
                         Request::Leave(id, Some("connection lost".into()))
                     }
@@ -429,17 +436,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_message_too_long_is_named_with_its_limit_and_flag() {
+    fn a_read_error_closes_with_its_rfc_code_and_says_why() {
         // The WebSocket library's own words, as axum passes them on.
         let error = "Space limit exceeded: Message too long: 401 > 400";
         assert_eq!(
             close_reason(error, 100),
-            "message too long: over 400 bytes (4 × --max-line)"
+            (
+                close_code::SIZE,
+                "message too long: over 400 bytes (4 × --max-line)".to_string()
+            )
         );
         assert_eq!(
             close_reason("Protocol error: bad opcode", 100),
-            "websocket error: Protocol error: bad opcode"
+            (
+                close_code::PROTOCOL,
+                "websocket error: Protocol error: bad opcode".to_string()
+            )
         );
+        let not_utf8 = "UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0";
+        assert_eq!(close_reason(not_utf8, 100).0, close_code::INVALID);
     }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
