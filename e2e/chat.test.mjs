@@ -581,6 +581,38 @@ test('a typed /quit leaves the chat for good', { timeout: 60_000 }, async () => 
   }
 });
 
+test('"load older" brings back what a long-open view dropped', { timeout: 90_000 }, async () => {
+  const server = await startServer({ extra: ['--max-rate', '0'] });
+  try {
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#busy');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await carl.join('#busy');
+    // More than the 2,000 a view keeps.
+    const all = Array.from({ length: 2100 }, (_, i) => `m ${i}`);
+    carl.socket.write(all.map((t) => `${t}\n`).join(''));
+    await seeMessage(ann.page, 'carl', 'm 2099');
+    const count = () => ann.page.$$eval('#messages li .text', (spans) => spans.length);
+    assert.equal(await count(), 2000);
+
+    // Scrolling back up pages through the dropped messages, to the room's start.
+    for (let pages = 0; await ann.page.isVisible('#older'); pages += 1) {
+      assert.ok(pages < 5, 'still more to load after 5 pages');
+      const before = await count();
+      await ann.page.click('#older');
+      await ann.page.waitForFunction((n) => document.querySelectorAll('#messages li .text').length > n
+        || document.getElementById('older').hidden, before);
+    }
+    assert.deepEqual(await shownTexts(ann.page), all);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -219,13 +219,27 @@ function add(key, m) {
   const v = view(key);
   if (v.items.some((x) => x.id !== undefined && x.id === m.id)) return;
   v.items.push(m);
-  if (v.items.length > MAX_KEPT) v.items.shift();
   if (v.oldest === null && m.id !== undefined) v.oldest = m.id;
+  if (v.items.length > MAX_KEPT) dropOldest(key, v);
   if (key === state.current) {
     append(m);
   } else {
     v.unread += 1;
     renderRooms();
+  }
+}
+
+// A view keeps its last MAX_KEPT items; "load older" fetches again what it dropped.
+function dropOldest(key, v) {
+  v.items.shift();
+  const first = v.items.find((x) => x.id !== undefined);
+  if (first) {
+    v.oldest = first.id;
+    v.exhausted = false;
+  }
+  if (key === state.current) {
+    $('messages').firstElementChild?.remove();
+    $('older').hidden = !key.startsWith('#');
   }
 }
 
