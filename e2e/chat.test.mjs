@@ -613,6 +613,26 @@ test('"load older" brings back what a long-open view dropped', { timeout: 90_000
   }
 });
 
+test('a reload keeps the nick, the rooms and the room on screen', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#dev');
+    await joinRoom(ann.page, '#random');
+    await ann.page.click('#rooms button:text-matches("^#dev ")');
+    await ann.page.waitForFunction(() => document.getElementById('title').textContent === '#dev');
+    await ann.page.reload();
+    await waitStatus(ann.page, 'connected');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    for (const room of ['#lobby', '#dev', '#random']) await ann.page.locator('#rooms button', { hasText: room }).waitFor();
+    await ann.page.waitForFunction(() => document.getElementById('title').textContent === '#dev');
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -62,8 +62,9 @@ function connect() {
     setStatus(state.everConnected ? 'reconnected' : 'connected');
     if (state.everConnected) resume();
     state.everConnected = true;
-    // After a reconnect, the room on screen stays there once it is joined again.
-    if (state.current && state.current.startsWith('#')) state.showNext = state.current;
+    // After a reconnect or a reload, the room on screen stays there once it is joined again.
+    const shown = state.current || store.getItem('socktalk.current');
+    if (shown && shown.startsWith('#')) state.showNext = shown;
     const nick = store.getItem('socktalk.nick');
     if (nick) send({ type: 'nick', nick });
     for (const room of state.wanted) send({ type: 'join', room });
@@ -359,6 +360,7 @@ function renderLog(keepPosition) {
 
 function show(key) {
   state.current = key;
+  if (key && key.startsWith('#')) store.setItem('socktalk.current', key);
   if (key) view(key).unread = 0;
   $('title').textContent = key ? (key.startsWith('@') ? `Private: ${key.slice(1)}` : key) : 'No room';
   $('leave').hidden = !key;
