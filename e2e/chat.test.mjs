@@ -633,6 +633,34 @@ test('a reload keeps the nick, the rooms and the room on screen', { timeout: 60_
   }
 });
 
+test('a nick still held by its old connection after a reconnect comes back once that one quits', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    // ann's connection drops; before the page is back, something holds "ann" (as her old
+    // connection would, until the server notices it is gone).
+    await ann.page.evaluate(() => { state.retry = 2; state.ws.close(); });
+    await ann.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('disconnected'));
+    const ghost = await LineClient.connect(server.tcpPort);
+    await ghost.setNick('ann');
+    await waitStatus(ann.page, 'reconnected', 20_000);
+    await ann.page.locator('#error', { hasText: "nick 'ann' is taken" }).waitFor();
+
+    ghost.send('/quit');
+    await carl.expect((l) => l === '* ann quit', 'the old ann\'s quit');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    await say(ann.page, 'back as ann');
+    assert.equal(await carl.nextMessage('ann\'s message'), '[#lobby] <ann> back as ann');
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -142,6 +142,7 @@ function handle(m) {
       for (const room of roomsWith(m.nick)) notice(room, `${m.nick} quit${m.reason ? ` (${m.reason})` : ''}`);
       for (const [room, nicks] of state.members) state.members.set(room, nicks.filter((n) => n !== m.nick));
       renderMembers();
+      reclaimNick(m.nick);
       break;
     case 'who':
       state.members.set(m.room, m.nicks);
@@ -196,6 +197,15 @@ function refreshSoon() {
     if (state.current && state.current.startsWith('#')) send({ type: 'who', room: state.current });
     send({ type: 'rooms' });
   }, REFRESH_MS);
+}
+
+// This tab's nick, asked for again on reconnecting, may still be held by its old connection
+// (one the server has not yet seen drop, or a duplicated tab): once that one quits, the page
+// takes the nick back.
+function reclaimNick(freed) {
+  const mine = store.getItem('socktalk.nick');
+  const same = (a, b) => a.toLowerCase() === b.toLowerCase();
+  if (mine && same(freed, mine) && !same(state.nick, mine)) send({ type: 'nick', nick: mine });
 }
 
 // The joined rooms where `nick` was last seen (or the room on screen, if none is known).
