@@ -349,6 +349,7 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
         },
         http,
         allow_origins: args.allow_origins,
+        ws_ping: seconds("--ws-ping", args.ws_ping)?,
     };
     chat::run(config, family, shutdown).await
 }

@@ -88,15 +88,18 @@ impl Ws {
         self.send(Message::text(request.to_string())).await;
     }
 
-    /// The next frame within [`IO_TIMEOUT`]: `None` when the connection ended (a close frame,
-    /// EOF or a reset).
+    /// The next frame but the server's pings (which the library answers) within
+    /// [`IO_TIMEOUT`]: `None` when the connection ended (a close frame, EOF or a reset).
     async fn next_frame(&mut self) -> Option<Message> {
-        let next = tokio::time::timeout(IO_TIMEOUT, self.stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("{}: nothing within {IO_TIMEOUT:?}", self.nick));
-        match next {
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
-            Some(Ok(message)) => Some(message),
+        loop {
+            let next = tokio::time::timeout(IO_TIMEOUT, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: nothing within {IO_TIMEOUT:?}", self.nick));
+            match next {
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(message)) => return Some(message),
+            }
         }
     }
 
@@ -510,6 +513,29 @@ async fn text_that_is_not_utf8_closes_that_websocket_with_code_1007() {
         "ann"
     );
     bob.say("#lobby", "still here").await;
+}
+
+#[tokio::test]
+async fn a_websocket_that_answers_no_ping_is_closed_and_its_nick_freed() {
+    let server = WebServer::start(&["--ws-ping", "0.3"]);
+    // ann's laptop goes to sleep: her connection stays open but nothing answers on it (a
+    // WebSocket client that is not read answers no ping).
+    let ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+
+    // bob, reading all along, answers each ping and stays; ann is closed within two intervals.
+    let quit = bob
+        .expect_json(|e| e["type"] == "quit" && e["nick"] == "ann")
+        .await;
+    assert_eq!(quit["reason"], "no answer to ping");
+    carl.expect("* ann quit (no answer to ping)");
+    bob.say("#lobby", "still here").await;
+    carl.expect("[#lobby] <bob> still here");
+    // Her nick is free for her page's new connection.
+    let mut back = Ws::login(&server, "ann").await;
+    back.say("#lobby", "back").await;
+    drop(ann);
 }
 
 /// A WebSocket whose socket has a small receive buffer (so a client that stops reading is

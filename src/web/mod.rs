@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Admission;
@@ -85,6 +85,9 @@ pub struct WebState {
     pub shutdown: CancellationToken,
     /// Who may open the WebSocket.
     pub origins: OriginPolicy,
+    /// How often each WebSocket is pinged (zero: never); one that answers nothing for two
+    /// intervals is closed.
+    pub ping: Duration,
 }
 
 /// The routes: the page's files and the WebSocket.
@@ -249,6 +252,9 @@ fn ws_message_limit(max_line: usize) -> usize {
     max_line.saturating_mul(4)
 }
 
+/// The shortest ping interval: `--ws-ping` is in seconds, and an interval must not be zero.
+const MIN_PING: Duration = Duration::from_millis(10);
+
 /// The most bytes a close frame's reason may have (125 for the payload, less the code).
 const MAX_CLOSE_REASON: usize = 123;
 
@@ -280,6 +286,13 @@ async fn session(
     let mut is_told_to_slow_down = false;
     let idle = tokio::time::sleep_until(idle_deadline(config.idle_timeout));
     tokio::pin!(idle);
+    // A browser gone without a word (a laptop asleep, a dropped network) sends nothing, not
+    // even a close: pinged, it does not answer, and it is closed instead of holding its nick
+    // until --idle-timeout.
+    let ping = state.ping;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + ping, ping.max(MIN_PING));
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -307,6 +320,9 @@ async fn session(
                 throttle = None;
             }
             received = socket.recv(), if is_reading && throttle.is_none() => {
+                if let Some(Ok(_)) = received {
+                    last_heard = Instant::now();
+                }
                 let request = match received {
                     Some(Ok(Message::Text(text))) if text.len() > config.max_line => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
@@ -369,6 +385,15 @@ async fn session(
                 };
                 if state.hub_tx.send(request).await.is_err() {
                     break;
+                }
+            }
+            _ = heartbeat.tick(), if is_reading && !ping.is_zero() => {
+                if last_heard.elapsed() >= ping * 2 {
+                    is_reading = false;
+                    tracing::info!(%peer, member = id, "websocket: no answer to ping; closing");
+                    let _ = state.hub_tx.send(Request::Leave(id, Some("no answer to ping".into()))).await;
+                } else {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await;
                 }
             }
             () = &mut idle, if is_reading => {
