@@ -433,6 +433,34 @@ async fn bad_json_and_binary_frames_get_an_error_and_the_session_goes_on() {
 }
 
 #[tokio::test]
+async fn binary_frames_count_against_the_rate_like_any_message() {
+    let server = WebServer::start(&["--max-rate", "10", "--burst", "2"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    for _ in 0..12 {
+        ann.send(Message::binary(b"\x00\x01".to_vec())).await;
+    }
+    let warning = ann.expect_json(|e| e["type"] == "warning").await;
+    assert!(
+        warning["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("slow down: at most 10 messages per second"),
+        "{warning}"
+    );
+    // Nothing is lost: every binary frame gets its error, and the session goes on.
+    let mut errors = 0;
+    let said = ann.nick.clone();
+    ann.send_json(json!({"type": "say", "text": "after the binary ones"}))
+        .await;
+    ann.expect_json(|e| {
+        errors += usize::from(e["type"] == "error");
+        e["type"] == "message" && e["nick"] == said.as_str()
+    })
+    .await;
+    assert!(errors >= 10, "{errors} errors after the warning");
+}
+
+#[tokio::test]
 async fn an_oversized_message_is_refused_and_a_huge_one_closes_only_that_websocket() {
     let server = WebServer::start(&["--max-line", "256"]);
     let mut ann = Ws::login(&server, "ann").await;

@@ -323,6 +323,30 @@ async fn session(
                 if let Some(Ok(_)) = received {
                     last_heard = Instant::now();
                 }
+                // Every message within --max-line counts against --max-rate, as every line does
+                // on TCP: a binary one too, or a flood of them would cost the hub an error each,
+                // as fast as the client can send them.
+                let is_counted = match &received {
+                    Some(Ok(Message::Text(text))) => text.len() <= config.max_line,
+                    Some(Ok(Message::Binary(_))) => true,
+                    _ => false,
+                };
+                if is_counted {
+                    let ready_at = limit.ready_at(Instant::now());
+                    // Back within its rate since the warning: warned again next time.
+                    if limit.is_full() {
+                        is_told_to_slow_down = false;
+                    }
+                    if let Some(at) = ready_at {
+                        throttle = Some(at);
+                        if !is_told_to_slow_down {
+                            is_told_to_slow_down = true;
+                            let text = format!("slow down: at most {} messages per second; reading you more slowly (nothing is lost)", config.max_rate);
+                            let _ = state.hub_tx.send(Request::Notice(id, Event::Warning { text })).await;
+                        }
+                    }
+                    limit.take();
+                }
                 let request = match received {
                     Some(Ok(Message::Text(text))) if text.len() > config.max_line => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
@@ -334,20 +358,6 @@ async fn session(
                     }
                     Some(Ok(Message::Text(text))) => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
-                        let ready_at = limit.ready_at(Instant::now());
-                        // Back within its rate since the warning: warned again next time.
-                        if limit.is_full() {
-                            is_told_to_slow_down = false;
-                        }
-                        if let Some(at) = ready_at {
-                            throttle = Some(at);
-                            if !is_told_to_slow_down {
-                                is_told_to_slow_down = true;
-                                let text = format!("slow down: at most {} messages per second; reading you more slowly (nothing is lost)", config.max_rate);
-                                let _ = state.hub_tx.send(Request::Notice(id, Event::Warning { text })).await;
-                            }
-                        }
-                        limit.take();
                         match parse_json(&text) {
                             Ok(None) => continue,
                             Err(err) => Request::Notice(id, Event::Error { text: err.0 }),
