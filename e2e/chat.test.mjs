@@ -661,6 +661,37 @@ test('a nick still held by its old connection after a reconnect comes back once 
   }
 });
 
+test('after a restart without history (--db :memory:) new messages are not taken for old ones', { timeout: 90_000 }, async () => {
+  const first = await startServer({ db: ':memory:' });
+  let second;
+  try {
+    const ann = await openPage(first, 'ann');
+    const carl = await LineClient.connect(first.tcpPort);
+    await carl.setNick('carl');
+    for (const text of ['one', 'two', 'three']) carl.send(text);
+    await seeMessage(ann.page, 'carl', 'three');
+    carl.close();
+    await first.stop();
+    await ann.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('disconnected'));
+
+    // The new server numbers its messages from 1 again.
+    second = await startServer({ db: ':memory:', http: `127.0.0.1:${first.httpPort}` });
+    await waitStatus(ann.page, 'reconnected', 20_000);
+    await ann.page.locator('#messages li.notice', { hasText: 'the server has another history now' }).waitFor();
+    const dave = await LineClient.connect(second.tcpPort);
+    await dave.setNick('dave');
+    for (const text of ['fresh one', 'fresh two']) dave.send(text);
+    await seeMessage(ann.page, 'dave', 'fresh two');
+    assert.deepEqual(await shownTexts(ann.page), ['fresh one', 'fresh two']);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    dave.close();
+  } finally {
+    await first.stop();
+    await second?.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -206,6 +206,8 @@ async fn a_websocket_client_is_a_json_guest_in_the_lobby() {
             assert_eq!(welcome["version"], env!("CARGO_PKG_VERSION"));
             // So that a client can refuse a message too long before sending it.
             assert_eq!(welcome["max_line"], 8192);
+            // No message yet: a page that saw ids from before a restart knows they are gone.
+            assert_eq!(welcome["last_id"], 0);
             assert_eq!(
                 first[1],
                 json!({"type": "join", "room": "#lobby", "nick": "guest1"})

@@ -94,6 +94,7 @@ function handle(m) {
     case 'welcome':
       state.nick = m.nick;
       if (m.max_line) state.maxLine = m.max_line;
+      if (m.last_id !== undefined && m.last_id < newestSeen()) forgetHistory();
       $('nick').value = m.nick;
       break;
     case 'state': {
@@ -302,6 +303,25 @@ function resume() {
     const ids = v.items.filter((x) => x.id !== undefined).map((x) => x.id);
     v.resumeAfter = ids.length > 0 ? Math.max(...ids) : null;
   }
+}
+
+// The newest message id any view holds.
+function newestSeen() {
+  let newest = -Infinity;
+  for (const v of state.views.values()) {
+    for (const x of v.items) if (x.id !== undefined && x.id > newest) newest = x.id;
+  }
+  return newest;
+}
+
+// Back on a server with another history (a restarted --db :memory:): the ids the views hold
+// name other messages there, and would hide new ones as already shown. What was shown goes.
+function forgetHistory() {
+  for (const [key, v] of state.views) {
+    state.views.set(key, { ...v, items: [], oldest: null, exhausted: false, loading: false, filling: false, resumeAfter: null });
+  }
+  if (state.current) renderLog(false);
+  if (state.current) notice(state.current, 'the server has another history now (restarted without its database?); earlier messages are no longer shown');
 }
 
 function fillGap(room, v, messages) {

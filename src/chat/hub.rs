@@ -532,6 +532,7 @@ impl Hub {
                 room: LOBBY.into(),
                 version: env!("CARGO_PKG_VERSION"),
                 max_line: self.config.max_line,
+                last_id: self.delivered_up_to,
             },
         );
         self.join(id, LOBBY.to_string());
