@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const store = window.sessionStorage;
 const MAX_KEPT = 2000;       // messages kept per view
 const PAGE = 50;             // messages per "load older"
+const GAP_PAGE = 500;        // messages per request filling a gap after a reconnect
 const REFRESH_MS = 500;      // member lists and room sizes are asked for at most this often
 
 const state = {
@@ -327,7 +328,7 @@ function forgetHistory() {
 function fillGap(room, v, messages) {
   if (v.resumeAfter === null) return;
   const first = messages.length > 0 ? messages[0].id : null;
-  const met = first === null || first <= v.resumeAfter + 1 || (v.filling && messages.length < PAGE);
+  const met = first === null || first <= v.resumeAfter + 1 || (v.filling && messages.length < GAP_PAGE);
   if (met) {
     v.resumeAfter = null;
     v.filling = false;
@@ -340,7 +341,7 @@ function fillGap(room, v, messages) {
     v.resumeAfter = null;
     v.filling = false;
   } else {
-    v.filling = send({ type: 'history', room, limit: PAGE, before: first });
+    v.filling = send({ type: 'history', room, limit: GAP_PAGE, before: first });
   }
 }
 
