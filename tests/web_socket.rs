@@ -91,8 +91,9 @@ impl Ws {
     /// The next frame but the server's pings (which the library answers) within
     /// [`IO_TIMEOUT`]: `None` when the connection ended (a close frame, EOF or a reset).
     async fn next_frame(&mut self) -> Option<Message> {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
         loop {
-            let next = tokio::time::timeout(IO_TIMEOUT, self.stream.next())
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
                 .await
                 .unwrap_or_else(|_| panic!("{}: nothing within {IO_TIMEOUT:?}", self.nick));
             match next {
@@ -566,6 +567,16 @@ async fn a_websocket_that_answers_no_ping_is_closed_and_its_nick_freed() {
     let mut back = Ws::login(&server, "ann").await;
     back.say("#lobby", "back").await;
     drop(ann);
+}
+
+#[tokio::test]
+async fn a_websocket_held_back_under_the_rate_is_not_taken_for_silent() {
+    // One message every 2 s, pings every 0.3 s: while held back, the server reads nothing,
+    // pongs included.
+    let server = WebServer::start(&["--ws-ping", "0.3", "--max-rate", "0.5", "--burst", "1"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    ann.say("#lobby", "one").await;
+    ann.say("#lobby", "two").await;
 }
 
 /// A WebSocket whose socket has a small receive buffer (so a client that stops reading is

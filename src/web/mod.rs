@@ -398,7 +398,8 @@ async fn session(
                 }
             }
             _ = heartbeat.tick(), if is_reading && !ping.is_zero() => {
-                if last_heard.elapsed() >= ping * 2 {
+                // Held back under --max-rate, its pongs wait unread: that is not silence.
+                if throttle.is_none() && last_heard.elapsed() >= ping * 2 {
                     is_reading = false;
                     tracing::info!(%peer, member = id, "websocket: no answer to ping; closing");
                     let _ = state.hub_tx.send(Request::Leave(id, Some("no answer to ping".into()))).await;
