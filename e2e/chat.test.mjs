@@ -431,6 +431,268 @@ test('the page reconnects after the server restarts on the same port', { timeout
   }
 });
 
+test('after a reconnect the page fetches what was said while it was away', { timeout: 90_000 }, async () => {
+  // A short replay on join, so that most of what was missed is not in it.
+  const server = await startServer({ extra: ['--history', '5', '--max-rate', '0'] });
+  try {
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#dev');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await carl.join('#dev');
+    carl.send('before');
+    await seeMessage(ann.page, 'carl', 'before');
+
+    // The connection drops (a laptop asleep, a Wi-Fi change) while the server carries on;
+    // the page waits a few seconds before it reconnects.
+    await ann.page.evaluate(() => { state.retry = 2; state.ws.close(); });
+    await ann.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('disconnected'));
+    // More than one request's worth (500), so the gap is filled in two.
+    const missed = Array.from({ length: 620 }, (_, i) => `missed ${i}`);
+    carl.socket.write(missed.map((t) => `${t}\n`).join(''));
+    await carl.expect((l) => l === '[#dev] <carl> missed 619', 'carl\'s last message');
+    await waitStatus(ann.page, 'reconnected', 20_000);
+
+    // Every message is there once, in order, with no gap between the old ones and the replay.
+    const wanted = ['before', ...missed];
+    await ann.page.waitForFunction((w) => {
+      const shown = [...document.querySelectorAll('#messages li .text')].map((s) => s.textContent);
+      return JSON.stringify(shown) === JSON.stringify(w);
+    }, wanted).catch(async (error) => {
+      assert.deepEqual(await shownTexts(ann.page), wanted, String(error));
+    });
+    carl.send('after');
+    await seeMessage(ann.page, 'carl', 'after');
+    assert.deepEqual(await shownTexts(ann.page), [...wanted, 'after']);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('older messages loaded go above, and notices stay where they happened', { timeout: 60_000 }, async () => {
+  const server = await startServer({ extra: ['--history', '5'] });
+  try {
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await carl.join('#dev');
+    const old = Array.from({ length: 10 }, (_, i) => `old ${i}`);
+    for (const text of old) carl.send(text);
+    await carl.expect((l) => l === '[#dev] <carl> old 9', 'carl\'s last old message');
+
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#dev');
+    const dave = await LineClient.connect(server.tcpPort);
+    const guest = dave.nick;
+    await dave.setNick('dave');
+    await dave.join('#dev');
+    carl.send('new');
+    await seeMessage(ann.page, 'carl', 'new');
+    await ann.page.click('#older');
+    await seeMessage(ann.page, 'carl', 'old 0');
+
+    const shown = await ann.page.$$eval('#messages li', (lis) => lis.map((li) => li.querySelector('.text')?.textContent ?? li.textContent));
+    assert.deepEqual(shown, [...old, 'ann joined #dev', `${guest} is now known as dave`, 'dave joined #dev', 'new']);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+    dave.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a crowd arriving costs the page a few requests, not two each', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  const crowd = [];
+  try {
+    const ann = await openPage(server, 'ann');
+    let sent = 0;
+    ann.page.on('websocket', (ws) => ws.on('framesent', () => { sent += 1; }));
+    // The page's WebSocket is already open: count from a fresh one.
+    await ann.page.reload();
+    await waitStatus(ann.page, 'connected');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    const before = sent;
+
+    // Everyone comes back at once, as after a server restart; well past --burst 40 if the page
+    // asked for the member list and room sizes on each arrival.
+    crowd.push(...await Promise.all(Array.from({ length: 40 }, () => LineClient.connect(server.tcpPort))));
+    for (const { nick } of crowd) {
+      await ann.page.locator('#members button', { hasText: new RegExp(`^${nick}$`) }).waitFor();
+    }
+    await ann.page.locator('#rooms button', { hasText: '#lobby (41)' }).waitFor();
+    assert.ok(sent - before <= 12, `${sent - before} requests for 40 arrivals`);
+    assert.ok(await ann.page.isHidden('#error'), await ann.page.textContent('#error'));
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+  } finally {
+    for (const client of crowd) client.close();
+    await server.stop();
+  }
+});
+
+test('a message too long is refused by the page and stays in the box', { timeout: 60_000 }, async () => {
+  const server = await startServer({ extra: ['--max-line', '200'] });
+  try {
+    const ann = await openPage(server, 'ann');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await ann.page.locator('#members button', { hasText: /^carl$/ }).waitFor();
+    // 100 characters, but 300 bytes of UTF-8.
+    const long = '你'.repeat(100);
+    await ann.page.fill('#text', long);
+    await ann.page.press('#text', 'Enter');
+    const error = ann.page.locator('#error');
+    await error.waitFor({ state: 'visible' });
+    assert.match(await error.textContent(), /^message too long: \d+ bytes, the server takes at most 200 \(--max-line\); it was not sent$/);
+    assert.equal(await ann.page.inputValue('#text'), long);
+    // Shortened, it goes.
+    await say(ann.page, '你'.repeat(50));
+    assert.equal(await carl.nextMessage('ann\'s shorter message'), `[#lobby] <ann> ${'你'.repeat(50)}`);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a typed /quit leaves the chat for good', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await ann.page.locator('#members button', { hasText: /^carl$/ }).waitFor();
+    await say(ann.page, '/quit lunch');
+    await carl.expect((l) => l === '* ann quit (lunch)', 'ann\'s quit');
+    await waitStatus(ann.page, 'you left the chat; reload the page to come back');
+    // Past the first reconnect's wait (at most 1.25 s), ann is still away.
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    carl.send('/who');
+    assert.equal(await carl.expect((l) => l.startsWith('* #lobby ('), 'the member list'), '* #lobby (1): carl');
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('"load older" brings back what a long-open view dropped', { timeout: 90_000 }, async () => {
+  const server = await startServer({ extra: ['--max-rate', '0'] });
+  try {
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#busy');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    await carl.join('#busy');
+    // More than the 2,000 a view keeps.
+    const all = Array.from({ length: 2100 }, (_, i) => `m ${i}`);
+    carl.socket.write(all.map((t) => `${t}\n`).join(''));
+    await seeMessage(ann.page, 'carl', 'm 2099');
+    const count = () => ann.page.$$eval('#messages li .text', (spans) => spans.length);
+    assert.equal(await count(), 2000);
+
+    // Scrolling back up pages through the dropped messages, to the room's start.
+    for (let pages = 0; await ann.page.isVisible('#older'); pages += 1) {
+      assert.ok(pages < 5, 'still more to load after 5 pages');
+      const before = await count();
+      await ann.page.click('#older');
+      await ann.page.waitForFunction((n) => document.querySelectorAll('#messages li .text').length > n
+        || document.getElementById('older').hidden, before);
+    }
+    assert.deepEqual(await shownTexts(ann.page), all);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a reload keeps the nick, the rooms and the room on screen', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    await joinRoom(ann.page, '#dev');
+    await joinRoom(ann.page, '#random');
+    await ann.page.click('#rooms button:text-matches("^#dev ")');
+    await ann.page.waitForFunction(() => document.getElementById('title').textContent === '#dev');
+    await ann.page.reload();
+    await waitStatus(ann.page, 'connected');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    for (const room of ['#lobby', '#dev', '#random']) await ann.page.locator('#rooms button', { hasText: room }).waitFor();
+    await ann.page.waitForFunction(() => document.getElementById('title').textContent === '#dev');
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a nick still held by its old connection after a reconnect comes back once that one quits', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    const carl = await LineClient.connect(server.tcpPort);
+    await carl.setNick('carl');
+    // ann's connection drops; before the page is back, something holds "ann" (as her old
+    // connection would, until the server notices it is gone).
+    await ann.page.evaluate(() => { state.retry = 2; state.ws.close(); });
+    await ann.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('disconnected'));
+    const ghost = await LineClient.connect(server.tcpPort);
+    await ghost.setNick('ann');
+    await waitStatus(ann.page, 'reconnected', 20_000);
+    await ann.page.locator('#error', { hasText: "nick 'ann' is taken" }).waitFor();
+
+    ghost.send('/quit');
+    await carl.expect((l) => l === '* ann quit', 'the old ann\'s quit');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    await say(ann.page, 'back as ann');
+    assert.equal(await carl.nextMessage('ann\'s message'), '[#lobby] <ann> back as ann');
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    carl.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('after a restart without history (--db :memory:) new messages are not taken for old ones', { timeout: 90_000 }, async () => {
+  const first = await startServer({ db: ':memory:' });
+  let second;
+  try {
+    const ann = await openPage(first, 'ann');
+    const carl = await LineClient.connect(first.tcpPort);
+    await carl.setNick('carl');
+    for (const text of ['one', 'two', 'three']) carl.send(text);
+    await seeMessage(ann.page, 'carl', 'three');
+    carl.close();
+    await first.stop();
+    await ann.page.waitForFunction(() => document.getElementById('status').textContent.startsWith('disconnected'));
+
+    // The new server numbers its messages from 1 again.
+    second = await startServer({ db: ':memory:', http: `127.0.0.1:${first.httpPort}` });
+    await waitStatus(ann.page, 'reconnected', 20_000);
+    await ann.page.locator('#messages li.notice', { hasText: 'the server has another history now' }).waitFor();
+    const dave = await LineClient.connect(second.tcpPort);
+    await dave.setNick('dave');
+    for (const text of ['fresh one', 'fresh two']) dave.send(text);
+    await seeMessage(ann.page, 'dave', 'fresh two');
+    assert.deepEqual(await shownTexts(ann.page), ['fresh one', 'fresh two']);
+    assert.deepEqual(ann.errors, []);
+    await ann.context.close();
+    dave.close();
+  } finally {
+    await first.stop();
+    await second?.stop();
+  }
+});
+
 test('an error from the server is shown on the page', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -350,9 +350,11 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
             outbox: args.outbox.max(2),
             announce_limit: args.announce_limit,
             max_mail: args.max_mail,
+            max_line: args.max_line,
         },
         http,
         allow_origins: args.allow_origins,
+        ws_ping: seconds("--ws-ping", args.ws_ping)?,
     };
     chat::run(config, family, shutdown).await
 }

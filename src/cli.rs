@@ -493,6 +493,11 @@ pub struct ServeArgs {
     #[arg(long = "allow-origin", value_name = "ORIGIN")]
     pub allow_origins: Vec<String>,
 
+    /// Ping each WebSocket this often, and close one that answers nothing for two intervals
+    /// (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = limits::WS_PING.as_secs_f64())]
+    pub ws_ping: f64,
+
     /// Lines queued for a member before it is disconnected as not reading.
     #[arg(long, value_name = "LINES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::OUTBOX)]
     pub outbox: usize,

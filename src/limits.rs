@@ -68,6 +68,11 @@ pub const BURST: f64 = 40.0;
 /// (bytes of an unfinished line don't count, so a client trickling half a line is idle too).
 pub const CHAT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
+/// `serve --ws-ping`: how often each WebSocket is pinged; one that answers nothing for two
+/// intervals (a laptop asleep, a dropped network) is closed, freeing its nick long before
+/// `--idle-timeout`.
+pub const WS_PING: Duration = Duration::from_secs(30);
+
 /// `serve --max-rooms`: rooms one chat member may be in at once.
 pub const MAX_ROOMS: usize = 20;
 

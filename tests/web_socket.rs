@@ -88,15 +88,19 @@ impl Ws {
         self.send(Message::text(request.to_string())).await;
     }
 
-    /// The next frame within [`IO_TIMEOUT`]: `None` when the connection ended (a close frame,
-    /// EOF or a reset).
+    /// The next frame but the server's pings (which the library answers) within
+    /// [`IO_TIMEOUT`]: `None` when the connection ended (a close frame, EOF or a reset).
     async fn next_frame(&mut self) -> Option<Message> {
-        let next = tokio::time::timeout(IO_TIMEOUT, self.stream.next())
-            .await
-            .unwrap_or_else(|_| panic!("{}: nothing within {IO_TIMEOUT:?}", self.nick));
-        match next {
-            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => None,
-            Some(Ok(message)) => Some(message),
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: nothing within {IO_TIMEOUT:?}", self.nick));
+            match next {
+                Some(Ok(Message::Ping(_))) => {}
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                Some(Ok(message)) => return Some(message),
+            }
         }
     }
 
@@ -201,6 +205,10 @@ async fn a_websocket_client_is_a_json_guest_in_the_lobby() {
             assert_eq!(welcome["nick"], "guest1");
             assert_eq!(welcome["room"], "#lobby");
             assert_eq!(welcome["version"], env!("CARGO_PKG_VERSION"));
+            // So that a client can refuse a message too long before sending it.
+            assert_eq!(welcome["max_line"], 8192);
+            // No message yet: a page that saw ids from before a restart knows they are gone.
+            assert_eq!(welcome["last_id"], 0);
             assert_eq!(
                 first[1],
                 json!({"type": "join", "room": "#lobby", "nick": "guest1"})
@@ -428,6 +436,34 @@ async fn bad_json_and_binary_frames_get_an_error_and_the_session_goes_on() {
 }
 
 #[tokio::test]
+async fn binary_frames_count_against_the_rate_like_any_message() {
+    let server = WebServer::start(&["--max-rate", "10", "--burst", "2"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    for _ in 0..12 {
+        ann.send(Message::binary(b"\x00\x01".to_vec())).await;
+    }
+    let warning = ann.expect_json(|e| e["type"] == "warning").await;
+    assert!(
+        warning["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("slow down: at most 10 messages per second"),
+        "{warning}"
+    );
+    // Nothing is lost: every binary frame gets its error, and the session goes on.
+    let mut errors = 0;
+    let said = ann.nick.clone();
+    ann.send_json(json!({"type": "say", "text": "after the binary ones"}))
+        .await;
+    ann.expect_json(|e| {
+        errors += usize::from(e["type"] == "error");
+        e["type"] == "message" && e["nick"] == said.as_str()
+    })
+    .await;
+    assert!(errors >= 10, "{errors} errors after the warning");
+}
+
+#[tokio::test]
 async fn an_oversized_message_is_refused_and_a_huge_one_closes_only_that_websocket() {
     let server = WebServer::start(&["--max-line", "256"]);
     let mut ann = Ws::login(&server, "ann").await;
@@ -474,6 +510,73 @@ async fn an_oversized_message_is_refused_and_a_huge_one_closes_only_that_websock
     carl.expect("[#lobby] <bob> still talking");
     carl.say("me too");
     assert!(is_message(&bob.next_message().await, "carl", "me too"));
+}
+
+#[tokio::test]
+async fn text_that_is_not_utf8_closes_that_websocket_with_code_1007() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    ann.expect_json(|e| e["type"] == "nick" && e["new"] == "bob")
+        .await;
+    let frame = Frame::message(&b"\xff\xfe"[..], OpCode::Data(Data::Text), true);
+    ann.send(Message::Frame(frame)).await;
+    // RFC 6455: "invalid frame payload data", not a policy violation.
+    let close = loop {
+        match tokio::time::timeout(IO_TIMEOUT, ann.stream.next()).await {
+            Ok(Some(Ok(Message::Close(close)))) => break close,
+            Ok(Some(Ok(_))) => {}
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let Some(CloseFrame { code, reason }) = close else {
+        panic!("a close frame without a code");
+    };
+    assert_eq!(code, CloseCode::Invalid, "{reason}");
+    assert!(reason.contains("UTF-8"), "{reason}");
+
+    assert_eq!(
+        bob.expect_json(|e| e["type"] == "quit").await["nick"],
+        "ann"
+    );
+    bob.say("#lobby", "still here").await;
+}
+
+#[tokio::test]
+async fn a_websocket_that_answers_no_ping_is_closed_and_its_nick_freed() {
+    let server = WebServer::start(&["--ws-ping", "0.3"]);
+    // ann's laptop goes to sleep: her connection stays open but nothing answers on it (a
+    // WebSocket client that is not read answers no ping).
+    let ann = Ws::login(&server, "ann").await;
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+
+    // bob, reading all along, answers each ping and stays; ann is closed within two intervals.
+    let quit = bob
+        .expect_json(|e| e["type"] == "quit" && e["nick"] == "ann")
+        .await;
+    assert_eq!(quit["reason"], "no answer to ping");
+    carl.expect("* ann quit (no answer to ping)");
+    bob.say("#lobby", "still here").await;
+    carl.expect("[#lobby] <bob> still here");
+    // Her nick is free for her page's new connection.
+    let mut back = Ws::login(&server, "ann").await;
+    back.say("#lobby", "back").await;
+    drop(ann);
+}
+
+#[tokio::test]
+async fn a_websocket_held_back_under_the_rate_is_not_taken_for_silent() {
+    // One message every 2 s, pings every 0.3 s: while held back, the server reads nothing,
+    // pongs included.
+    let server = WebServer::start(&["--ws-ping", "0.3", "--max-rate", "0.5", "--burst", "1"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    ann.say("#lobby", "one").await;
+    ann.say("#lobby", "two").await;
 }
 
 /// A WebSocket whose socket has a small receive buffer (so a client that stops reading is
@@ -748,8 +851,16 @@ fn the_page_is_served_with_security_headers() {
         assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
         assert!(body.contains(needle), "{path}");
     }
-    let (status, _, _) = http_get(server.http, "/nothing-here");
-    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    // Another path is not a blank page: it says where the chat is.
+    for path in ["/nothing-here", "/index.html", "/ws/", "/%2e%2e/etc/passwd"] {
+        let (status, headers, body) = http_get(server.http, path);
+        assert_eq!(status, "HTTP/1.1 404 Not Found", "{path}");
+        assert_eq!(
+            header(&headers, "content-type"),
+            "text/plain; charset=utf-8"
+        );
+        assert_eq!(body, "not found; the chat is at /\n", "{path}");
+    }
 }
 
 #[tokio::test]

@@ -7,6 +7,8 @@ const $ = (id) => document.getElementById(id);
 const store = window.sessionStorage;
 const MAX_KEPT = 2000;       // messages kept per view
 const PAGE = 50;             // messages per "load older"
+const GAP_PAGE = 500;        // messages per request filling a gap after a reconnect
+const REFRESH_MS = 500;      // member lists and room sizes are asked for at most this often
 
 const state = {
   ws: null,
@@ -17,21 +19,32 @@ const state = {
   members: new Map(),        // room -> [nick]
   allRooms: [],
   retry: 0,
+  maxLine: Infinity,         // the longest request the server reads, in bytes (its welcome says)
   everConnected: false,      // so that a later open says "reconnected"
+  hasQuit: false,            // left with a typed /quit: not reconnected
   showNext: null,            // a room the person asked to join: shown once the server confirms
   wanted: JSON.parse(store.getItem('socktalk.rooms') || '[]'),
 };
 
 function view(key) {
   if (!state.views.has(key)) {
-    state.views.set(key, { items: [], unread: 0, oldest: null, exhausted: false, loading: false });
+    state.views.set(key, {
+      items: [], unread: 0, oldest: null, exhausted: false, loading: false, filling: false, resumeAfter: null,
+    });
   }
   return state.views.get(key);
 }
 
 function send(request) {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) {
-    state.ws.send(JSON.stringify(request));
+    const json = JSON.stringify(request);
+    // Refused here rather than by the server, so that the text stays in the box.
+    const bytes = new TextEncoder().encode(json).length;
+    if (bytes > state.maxLine) {
+      showError(`message too long: ${bytes} bytes, the server takes at most ${state.maxLine} (--max-line); it was not sent`);
+      return false;
+    }
+    state.ws.send(json);
     return true;
   }
   showError('not connected; your message was not sent');
@@ -48,9 +61,11 @@ function connect() {
   ws.onopen = () => {
     state.retry = 0;
     setStatus(state.everConnected ? 'reconnected' : 'connected');
+    if (state.everConnected) resume();
     state.everConnected = true;
-    // After a reconnect, the room on screen stays there once it is joined again.
-    if (state.current && state.current.startsWith('#')) state.showNext = state.current;
+    // After a reconnect or a reload, the room on screen stays there once it is joined again.
+    const shown = state.current || store.getItem('socktalk.current');
+    if (shown && shown.startsWith('#')) state.showNext = shown;
     const nick = store.getItem('socktalk.nick');
     if (nick) send({ type: 'nick', nick });
     for (const room of state.wanted) send({ type: 'join', room });
@@ -62,6 +77,10 @@ function connect() {
     handle(message);
   };
   ws.onclose = () => {
+    if (state.hasQuit) {
+      setStatus('you left the chat; reload the page to come back');
+      return;
+    }
     const wait = Math.min(30, 2 ** state.retry) * (0.75 + Math.random() / 2);
     state.retry += 1;
     setStatus(`disconnected; reconnecting in ${Math.round(wait)} s`);
@@ -75,6 +94,8 @@ function handle(m) {
   switch (m.type) {
     case 'welcome':
       state.nick = m.nick;
+      if (m.max_line) state.maxLine = m.max_line;
+      if (m.last_id !== undefined && m.last_id < newestSeen()) forgetHistory();
       $('nick').value = m.nick;
       break;
     case 'state': {
@@ -107,8 +128,7 @@ function handle(m) {
     case 'join':
     case 'part':
       notice(m.room, `${m.nick} ${m.type === 'join' ? 'joined' : 'left'} ${m.room}`);
-      if (m.room === state.current) send({ type: 'who', room: m.room });
-      send({ type: 'rooms' });
+      refreshSoon();
       break;
     case 'nick':
       if (m.old === state.nick) {
@@ -124,6 +144,7 @@ function handle(m) {
       for (const room of roomsWith(m.nick)) notice(room, `${m.nick} quit${m.reason ? ` (${m.reason})` : ''}`);
       for (const [room, nicks] of state.members) state.members.set(room, nicks.filter((n) => n !== m.nick));
       renderMembers();
+      reclaimNick(m.nick);
       break;
     case 'who':
       state.members.set(m.room, m.nicks);
@@ -166,6 +187,29 @@ function handle(m) {
   }
 }
 
+// Who is in the room on screen and how many are in each room, asked again after joins and parts:
+// once for all those that come within REFRESH_MS. A crowd arriving (everyone reconnecting after a
+// restart) would otherwise cost two requests per arrival and run into the server's --max-rate.
+let refreshTimer = null;
+function refreshSoon() {
+  if (refreshTimer !== null) return;
+  refreshTimer = setTimeout(() => {
+    refreshTimer = null;
+    if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+    if (state.current && state.current.startsWith('#')) send({ type: 'who', room: state.current });
+    send({ type: 'rooms' });
+  }, REFRESH_MS);
+}
+
+// This tab's nick, asked for again on reconnecting, may still be held by its old connection
+// (one the server has not yet seen drop, or a duplicated tab): once that one quits, the page
+// takes the nick back.
+function reclaimNick(freed) {
+  const mine = store.getItem('socktalk.nick');
+  const same = (a, b) => a.toLowerCase() === b.toLowerCase();
+  if (mine && same(freed, mine) && !same(state.nick, mine)) send({ type: 'nick', nick: mine });
+}
+
 // The joined rooms where `nick` was last seen (or the room on screen, if none is known).
 function roomsWith(nick) {
   const rooms = state.joined.filter((room) => (state.members.get(room) || []).includes(nick));
@@ -188,13 +232,27 @@ function add(key, m) {
   const v = view(key);
   if (v.items.some((x) => x.id !== undefined && x.id === m.id)) return;
   v.items.push(m);
-  if (v.items.length > MAX_KEPT) v.items.shift();
   if (v.oldest === null && m.id !== undefined) v.oldest = m.id;
+  if (v.items.length > MAX_KEPT) dropOldest(key, v);
   if (key === state.current) {
     append(m);
   } else {
     v.unread += 1;
     renderRooms();
+  }
+}
+
+// A view keeps its last MAX_KEPT items; "load older" fetches again what it dropped.
+function dropOldest(key, v) {
+  v.items.shift();
+  const first = v.items.find((x) => x.id !== undefined);
+  if (first) {
+    v.oldest = first.id;
+    v.exhausted = false;
+  }
+  if (key === state.current) {
+    $('messages').firstElementChild?.remove();
+    $('older').hidden = !key.startsWith('#');
   }
 }
 
@@ -211,10 +269,80 @@ function addHistory(room, messages) {
   if (v.loading && messages.length < PAGE) v.exhausted = true;
   if (messages.length === 0) v.exhausted = true;
   v.loading = false;
+  if (older.length > 0) {
+    v.items = merged(v.items, older);
+    v.oldest = Math.min(...v.items.filter((x) => x.id !== undefined).map((x) => x.id));
+  }
+  fillGap(room, v, messages);
   if (older.length === 0) { if (room === state.current) renderLog(false); return; }
-  v.items = older.concat(v.items).sort((a, b) => (a.id ?? Infinity) - (b.id ?? Infinity));
-  v.oldest = Math.min(...v.items.filter((x) => x.id !== undefined).map((x) => x.id));
   if (room === state.current) renderLog(messages.length > 0 && v.items.length > older.length);
+}
+
+// `items` with `messages` put in place by id. A notice (which has none) stays just after the
+// message it followed, or just before the first, if it came first.
+function merged(items, messages) {
+  const ids = items.filter((x) => x.id !== undefined).map((x) => x.id);
+  let last = ids.length > 0 ? Math.min(...ids) - 1 : Infinity;
+  const keyed = items.map((x) => {
+    if (x.id !== undefined) last = x.id;
+    return { x, key: x.id ?? last + 0.5 };
+  });
+  return keyed.concat(messages.map((x) => ({ x, key: x.id })))
+    .sort((a, b) => a.key - b.key)
+    .map(({ x }) => x);
+}
+
+// After a reconnect, each room's history replayed on joining again shows only its last
+// messages: what was said while the page was away is fetched from where the replay starts,
+// page by page, back to the newest message the page had, so that no gap is hidden.
+function resume() {
+  for (const [key, v] of state.views) {
+    if (!key.startsWith('#')) continue;
+    // A request sent over the old connection is never answered.
+    v.loading = false;
+    v.filling = false;
+    const ids = v.items.filter((x) => x.id !== undefined).map((x) => x.id);
+    v.resumeAfter = ids.length > 0 ? Math.max(...ids) : null;
+  }
+}
+
+// The newest message id any view holds.
+function newestSeen() {
+  let newest = -Infinity;
+  for (const v of state.views.values()) {
+    for (const x of v.items) if (x.id !== undefined && x.id > newest) newest = x.id;
+  }
+  return newest;
+}
+
+// Back on a server with another history (a restarted --db :memory:): the ids the views hold
+// name other messages there, and would hide new ones as already shown. What was shown goes.
+function forgetHistory() {
+  for (const [key, v] of state.views) {
+    state.views.set(key, { ...v, items: [], oldest: null, exhausted: false, loading: false, filling: false, resumeAfter: null });
+  }
+  if (state.current) renderLog(false);
+  if (state.current) notice(state.current, 'the server has another history now (restarted without its database?); earlier messages are no longer shown');
+}
+
+function fillGap(room, v, messages) {
+  if (v.resumeAfter === null) return;
+  const first = messages.length > 0 ? messages[0].id : null;
+  const met = first === null || first <= v.resumeAfter + 1 || (v.filling && messages.length < GAP_PAGE);
+  if (met) {
+    v.resumeAfter = null;
+    v.filling = false;
+  } else if (v.items.length >= MAX_KEPT) {
+    // Too much was missed to keep it all: the view starts after the gap, and "load older"
+    // pages back through it.
+    v.items = v.items.slice(v.items.findIndex((x) => x.id !== undefined && x.id > v.resumeAfter));
+    v.oldest = first;
+    v.exhausted = false;
+    v.resumeAfter = null;
+    v.filling = false;
+  } else {
+    v.filling = send({ type: 'history', room, limit: GAP_PAGE, before: first });
+  }
 }
 
 // ---- rendering ----------------------------------------------------------------------------
@@ -263,6 +391,7 @@ function renderLog(keepPosition) {
 
 function show(key) {
   state.current = key;
+  if (key && key.startsWith('#')) store.setItem('socktalk.current', key);
   if (key) view(key).unread = 0;
   $('title').textContent = key ? (key.startsWith('@') ? `Private: ${key.slice(1)}` : key) : 'No room';
   $('leave').hidden = !key;
@@ -357,6 +486,7 @@ $('send-form').addEventListener('submit', (event) => {
   else { showError('join a room first'); return; }
   if (ok) input.value = '';
   if (ok) maskIfSecret();
+  if (ok && /^\/quit(\s|$)/i.test(text)) state.hasQuit = true;
   const typedJoin = /^\/j(?:oin)?\s+(\S+)\s*$/i.exec(text);
   if (ok && typedJoin) state.showNext = roomName(typedJoin[1]);
 });
@@ -417,7 +547,7 @@ function loadOlder() {
   const key = state.current;
   if (!key || !key.startsWith('#')) return;
   const v = view(key);
-  if (v.exhausted || v.loading) return;
+  if (v.exhausted || v.loading || v.filling) return;
   v.loading = true;
   send(v.oldest === null ? { type: 'history', room: key, limit: PAGE } : { type: 'history', room: key, limit: PAGE, before: v.oldest });
 }

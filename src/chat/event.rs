@@ -83,6 +83,13 @@ pub enum Event {
         room: String,
         /// socktalk's version.
         version: &'static str,
+        /// The longest line (a JSON request, in JSON mode) the server reads, in bytes
+        /// (`--max-line`): a client can refuse a longer message before sending it.
+        max_line: usize,
+        /// The newest message id delivered so far. A client that saw a newer one before it
+        /// reconnected is back on a server with another history (a restarted `--db :memory:`,
+        /// a new database file): the ids it kept name other messages now.
+        last_id: i64,
     },
     /// The member's state, sent when JSON mode starts and whenever it changes.
     State {

@@ -133,6 +133,8 @@ pub struct HubConfig {
     pub announce_limit: usize,
     /// Private messages kept per registered nick while it is offline (0: none are kept).
     pub max_mail: usize,
+    /// The longest line a member may send (`--max-line`), told to it in its welcome.
+    pub max_line: usize,
 }
 
 /// Who a stored message goes to once committed.
@@ -529,6 +531,8 @@ impl Hub {
                 nick,
                 room: LOBBY.into(),
                 version: env!("CARGO_PKG_VERSION"),
+                max_line: self.config.max_line,
+                last_id: self.delivered_up_to,
             },
         );
         self.join(id, LOBBY.to_string());

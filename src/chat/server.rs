@@ -8,6 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,8 @@ pub struct ChatConfig {
     pub http: Option<Endpoint>,
     /// Origins allowed to open the WebSocket besides the serving host.
     pub allow_origins: Vec<String>,
+    /// How often each WebSocket is pinged (zero: never).
+    pub ws_ping: Duration,
 }
 
 /// Runs the chat server until `shutdown` is cancelled.
@@ -128,6 +131,7 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
             origins: OriginPolicy {
                 allowed: config.allow_origins.clone(),
             },
+            ping: config.ws_ping,
         });
         let entry = Entry {
             refusal: RefusalStyle::Http,

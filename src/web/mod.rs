@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Admission;
@@ -85,6 +85,9 @@ pub struct WebState {
     pub shutdown: CancellationToken,
     /// Who may open the WebSocket.
     pub origins: OriginPolicy,
+    /// How often each WebSocket is pinged (zero: never); one that answers nothing for two
+    /// intervals is closed.
+    pub ping: Duration,
 }
 
 /// The routes: the page's files and the WebSocket.
@@ -103,6 +106,7 @@ pub fn router(state: Arc<WebState>) -> Router {
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
         .route("/ws", get(upgrade))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -173,6 +177,12 @@ async fn serve_http<S>(
     }
 }
 
+/// Any other path: a browser shows a blank page for an empty 404, so this one says where the
+/// chat is.
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found; the chat is at /\n").into_response()
+}
+
 fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut response = body.into_response();
     let headers = response.headers_mut();
@@ -217,14 +227,21 @@ async fn upgrade(
         .on_upgrade(move |socket| session(socket, peer, state, admission))
 }
 
-/// Why a WebSocket session ends on a read error, for its close frame. The library's words for
-/// a message over the limit name neither the limit nor the flag that sets it.
-fn close_reason(error: &str, max_line: usize) -> String {
+/// Why a WebSocket session ends on a read error, for its close frame: the code RFC 6455 gives
+/// the error (1009 for a message too big, 1007 for text that is not UTF-8, 1002 for the rest)
+/// and the reason. The library's words for a message over the limit name neither the limit nor
+/// the flag that sets it.
+fn close_reason(error: &str, max_line: usize) -> (u16, String) {
     if error.contains("Message too long") {
         let max = ws_message_limit(max_line);
-        format!("message too long: over {max} bytes (4 × --max-line)")
+        (
+            close_code::SIZE,
+            format!("message too long: over {max} bytes (4 × --max-line)"),
+        )
+    } else if error.contains("UTF-8") {
+        (close_code::INVALID, format!("websocket error: {error}"))
     } else {
-        format!("websocket error: {error}")
+        (close_code::PROTOCOL, format!("websocket error: {error}"))
     }
 }
 
@@ -234,6 +251,9 @@ fn close_reason(error: &str, max_line: usize) -> String {
 fn ws_message_limit(max_line: usize) -> usize {
     max_line.saturating_mul(4)
 }
+
+/// The shortest ping interval: `--ws-ping` is in seconds, and an interval must not be zero.
+const MIN_PING: Duration = Duration::from_millis(10);
 
 /// The most bytes a close frame's reason may have (125 for the payload, less the code).
 const MAX_CLOSE_REASON: usize = 123;
@@ -266,6 +286,13 @@ async fn session(
     let mut is_told_to_slow_down = false;
     let idle = tokio::time::sleep_until(idle_deadline(config.idle_timeout));
     tokio::pin!(idle);
+    // A browser gone without a word (a laptop asleep, a dropped network) sends nothing, not
+    // even a close: pinged, it does not answer, and it is closed instead of holding its nick
+    // until --idle-timeout.
+    let ping = state.ping;
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + ping, ping.max(MIN_PING));
+    heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     loop {
         tokio::select! {
             biased;
@@ -293,6 +320,33 @@ async fn session(
                 throttle = None;
             }
             received = socket.recv(), if is_reading && throttle.is_none() => {
+                if let Some(Ok(_)) = received {
+                    last_heard = Instant::now();
+                }
+                // Every message within --max-line counts against --max-rate, as every line does
+                // on TCP: a binary one too, or a flood of them would cost the hub an error each,
+                // as fast as the client can send them.
+                let is_counted = match &received {
+                    Some(Ok(Message::Text(text))) => text.len() <= config.max_line,
+                    Some(Ok(Message::Binary(_))) => true,
+                    _ => false,
+                };
+                if is_counted {
+                    let ready_at = limit.ready_at(Instant::now());
+                    // Back within its rate since the warning: warned again next time.
+                    if limit.is_full() {
+                        is_told_to_slow_down = false;
+                    }
+                    if let Some(at) = ready_at {
+                        throttle = Some(at);
+                        if !is_told_to_slow_down {
+                            is_told_to_slow_down = true;
+                            let text = format!("slow down: at most {} messages per second; reading you more slowly (nothing is lost)", config.max_rate);
+                            let _ = state.hub_tx.send(Request::Notice(id, Event::Warning { text })).await;
+                        }
+                    }
+                    limit.take();
+                }
                 let request = match received {
                     Some(Ok(Message::Text(text))) if text.len() > config.max_line => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
@@ -304,20 +358,6 @@ async fn session(
                     }
                     Some(Ok(Message::Text(text))) => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
-                        let ready_at = limit.ready_at(Instant::now());
-                        // Back within its rate since the warning: warned again next time.
-                        if limit.is_full() {
-                            is_told_to_slow_down = false;
-                        }
-                        if let Some(at) = ready_at {
-                            throttle = Some(at);
-                            if !is_told_to_slow_down {
-                                is_told_to_slow_down = true;
-                                let text = format!("slow down: at most {} messages per second; reading you more slowly (nothing is lost)", config.max_rate);
-                                let _ = state.hub_tx.send(Request::Notice(id, Event::Warning { text })).await;
-                            }
-                        }
-                        limit.take();
                         match parse_json(&text) {
                             Ok(None) => continue,
                             Err(err) => Request::Notice(id, Event::Error { text: err.0 }),
@@ -346,15 +386,25 @@ async fn session(
                         // Say why in the close frame (a message far over --max-line, a
                         // protocol error), if the socket takes it soon: a client that does not
                         // read must not hold the session here.
-                        let mut reason = close_reason(&err.to_string(), state.session.max_line);
+                        let (code, mut reason) = close_reason(&err.to_string(), state.session.max_line);
                         reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
-                        let frame = CloseFrame { code: close_code::POLICY, reason: reason.into() };
+                        let frame = CloseFrame { code, reason: reason.into() };
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
                         Request::Leave(id, Some("connection lost".into()))
                     }
                 };
                 if state.hub_tx.send(request).await.is_err() {
                     break;
+                }
+            }
+            _ = heartbeat.tick(), if is_reading && !ping.is_zero() => {
+                // Held back under --max-rate, its pongs wait unread: that is not silence.
+                if throttle.is_none() && last_heard.elapsed() >= ping * 2 {
+                    is_reading = false;
+                    tracing::info!(%peer, member = id, "websocket: no answer to ping; closing");
+                    let _ = state.hub_tx.send(Request::Leave(id, Some("no answer to ping".into()))).await;
+                } else {
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await;
                 }
             }
             () = &mut idle, if is_reading => {
@@ -422,17 +472,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_message_too_long_is_named_with_its_limit_and_flag() {
+    fn a_read_error_closes_with_its_rfc_code_and_says_why() {
         // The WebSocket library's own words, as axum passes them on.
         let error = "Space limit exceeded: Message too long: 401 > 400";
         assert_eq!(
             close_reason(error, 100),
-            "message too long: over 400 bytes (4 × --max-line)"
+            (
+                close_code::SIZE,
+                "message too long: over 400 bytes (4 × --max-line)".to_string()
+            )
         );
         assert_eq!(
             close_reason("Protocol error: bad opcode", 100),
-            "websocket error: Protocol error: bad opcode"
+            (
+                close_code::PROTOCOL,
+                "websocket error: Protocol error: bad opcode".to_string()
+            )
         );
+        let not_utf8 = "UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0";
+        assert_eq!(close_reason(not_utf8, 100).0, close_code::INVALID);
     }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {

@@ -36,6 +36,7 @@ fn config() -> HubConfig {
         outbox: OUTBOX,
         announce_limit: ANNOUNCE_LIMIT,
         max_mail: MAX_MAIL,
+        max_line: crate::limits::MAX_LINE,
     }
 }
 
