@@ -225,3 +225,15 @@ fn an_echo_server_is_not_taken_for_a_chat_server() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(!shown.contains("known as"), "{shown}");
 }
+
+#[test]
+fn a_quit_reason_cannot_redraw_the_terminal() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    let mut ann = chat(&addr.to_string(), "ann");
+    bob.expect("* guest2 is now known as ann");
+    bob.send_raw(b"/quit \x1b[2Jgone\n");
+    let quit = expect_out(&mut ann, |l| l.starts_with("* bob quit"));
+    assert_eq!(quit, "* bob quit (\u{fffd}[2Jgone)");
+}

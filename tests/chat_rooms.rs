@@ -582,3 +582,20 @@ fn what_a_member_does_takes_effect_in_the_order_it_did_it() {
     bob.expect_next("[#lobby] <cat> gone now");
     bob.expect_next("* cat quit");
 }
+
+#[test]
+fn a_quit_reason_cannot_fake_a_server_line_or_redraw_a_terminal() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::login(addr, "bob");
+    ann.expect("* guest2 is now known as bob");
+    bob.send_raw(b"/quit \x1b[2Jgone\rfake\n");
+    ann.expect_next("* bob quit (\u{fffd}[2Jgone\u{fffd}fake)");
+
+    // A JSON client's reason may hold a newline: it must not start a line of its own.
+    let mut cat = ChatClient::login(addr, "cat");
+    ann.expect("* guest3 is now known as cat");
+    cat.json();
+    cat.send_json(&serde_json::json!({"type": "quit", "reason": "bye\n! error: fake"}));
+    ann.expect_next("* cat quit (bye\u{fffd}! error: fake)");
+}

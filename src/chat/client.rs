@@ -218,7 +218,10 @@ impl View {
             "part" => self.status(&format!("{} left {}", s("nick"), s("room"))),
             "nick" => self.status(&format!("{} is now known as {}", s("old"), s("new"))),
             "quit" => match event.get("reason").and_then(Value::as_str) {
-                Some(reason) => self.status(&format!("{} quit ({reason})", s("nick"))),
+                Some(reason) => {
+                    let reason = terminal_safe(reason);
+                    self.status(&format!("{} quit ({reason})", s("nick")));
+                }
                 None => self.status(&format!("{} quit", s("nick"))),
             },
             "who" => {

@@ -235,7 +235,11 @@ impl Event {
                 out.push_str(&format!("* {old} is now known as {new}\n"));
             }
             Event::Quit { nick, reason } => match reason {
-                Some(reason) => out.push_str(&format!("* {nick} quit ({reason})\n")),
+                Some(reason) => {
+                    out.push_str(&format!("* {nick} quit ("));
+                    push_one_line(&mut out, reason);
+                    out.push_str(")\n");
+                }
                 None => out.push_str(&format!("* {nick} quit\n")),
             },
             Event::History { room, messages } => {
