@@ -363,6 +363,7 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
     let config = ClientConfig {
         nick: args.nick,
         is_colored: args.color.is_on(),
+        keepalive: seconds("--keepalive", args.keepalive)?,
     };
     let tls = Connector::new(&args.tls.options())?;
     match (&args.unix, &args.addr) {

@@ -535,6 +535,11 @@ pub struct ChatArgs {
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
 
+    /// While nothing is typed, send an empty line this often, so that the server's
+    /// --idle-timeout does not close a member who only reads (0: never).
+    #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_KEEPALIVE.as_secs_f64())]
+    pub keepalive: f64,
+
     #[command(flatten)]
     pub tls: TlsClientArgs,
 }

@@ -73,6 +73,10 @@ pub const CHAT_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// `--idle-timeout`.
 pub const WS_PING: Duration = Duration::from_secs(30);
 
+/// `chat --keepalive`: how often the terminal client sends an empty line while the user types
+/// nothing, so that someone who only reads is not closed by the server's `--idle-timeout`.
+pub const CHAT_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// `serve --max-rooms`: rooms one chat member may be in at once.
 pub const MAX_ROOMS: usize = 20;
 

@@ -237,3 +237,25 @@ fn a_quit_reason_cannot_redraw_the_terminal() {
     let quit = expect_out(&mut ann, |l| l.starts_with("* bob quit"));
     assert_eq!(quit, "* bob quit (\u{fffd}[2Jgone)");
 }
+
+#[test]
+fn a_member_who_only_reads_is_not_closed_as_idle() {
+    let server = chat_server(":memory:", &["--idle-timeout", "1"]);
+    let addr = server.socket_addr().to_string();
+    let mut ann = Proc::start(&[
+        "chat",
+        &addr,
+        "--nick",
+        "ann",
+        "--color",
+        "never",
+        "--keepalive",
+        "0.2",
+    ]);
+    expect_out(&mut ann, |l| l == "* you are ann, talking in #lobby");
+    // Three idle timeouts of reading only.
+    std::thread::sleep(Duration::from_secs(3));
+    ann.type_line("still here");
+    let line = expect_out(&mut ann, |l| l.contains("still here") || l.contains("idle"));
+    assert!(line.ends_with("[#lobby] <ann> still here"), "{line}");
+}

@@ -14,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use super::event::utc_minute;
+use super::session::far_future;
 use crate::codec::{FrameCodec, Framing, terminal_safe};
 use crate::error::Result;
 use crate::talk::stdin_lines;
@@ -32,6 +33,9 @@ pub struct ClientConfig {
     pub nick: Option<String>,
     /// Colour the output with ANSI escapes.
     pub is_colored: bool,
+    /// Send an empty line after this long without a request, so that a member who only reads
+    /// is not idle for the server (zero: never).
+    pub keepalive: Duration,
 }
 
 /// Chats over `stream` until the user quits or the server closes.
@@ -57,6 +61,10 @@ where
     let mut is_typing = true;
     let greeting_deadline = tokio::time::sleep(GREETING_TIMEOUT);
     tokio::pin!(greeting_deadline);
+    // The server closes a connection that sends no line for --idle-timeout; an empty line is
+    // one, and it asks for nothing.
+    let keepalive = tokio::time::sleep_until(far_future(config.keepalive));
+    tokio::pin!(keepalive);
     loop {
         tokio::select! {
             () = &mut greeting_deadline, if !view.is_json => {
@@ -88,6 +96,13 @@ where
                 if writer.write_all(wire.as_bytes()).await.is_err() {
                     is_typing = false;
                 }
+                keepalive.as_mut().reset(far_future(config.keepalive));
+            }
+            () = &mut keepalive, if is_typing => {
+                if writer.write_all(b"\n").await.is_err() {
+                    is_typing = false;
+                }
+                keepalive.as_mut().reset(far_future(config.keepalive));
             }
             frame = frames.next() => match frame {
                 Some(Ok(line)) => view.show(&String::from_utf8_lossy(&line)),
