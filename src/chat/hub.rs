@@ -258,6 +258,8 @@ impl Renderings {
 /// have to end the replays too.
 struct Replay {
     is_empty: bool,
+    /// How many messages it holds.
+    message_count: usize,
     /// Its messages' text, in bytes.
     text_bytes: usize,
     /// One [`Event::History`]. Its messages are all the room's, so, like every room event, it
@@ -1285,6 +1287,7 @@ impl Hub {
             {
                 Ok(messages) => Replay {
                     is_empty: messages.is_empty(),
+                    message_count: messages.len(),
                     text_bytes: messages.iter().map(|m| m.text.len()).sum(),
                     event: [Event::History {
                         room: room.clone(),
@@ -1302,7 +1305,20 @@ impl Hub {
             && let Some(member) = self.members.get_mut(&id)
         {
             let bytes = replay.renderings.bytes_for(&replay.event, member);
-            push(member, id, bytes, 1, self.config.outbox, &mut self.doomed);
+            // It counts against the outbox as the lines it is as text (a heading, then one per
+            // message): counted as one, a member asking for `/history 1000` again and again
+            // without reading could make the server hold gigabytes for it. At most half the
+            // outbox, so that one reply (a long `--history` replayed on joining) never cuts off
+            // a member who reads.
+            let lines = (1 + replay.message_count).min((self.config.outbox / 2).max(1));
+            push(
+                member,
+                id,
+                bytes,
+                lines,
+                self.config.outbox,
+                &mut self.doomed,
+            );
         }
         if is_replay {
             let held: usize = self.replays.values().map(Replay::size).sum();

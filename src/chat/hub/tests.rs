@@ -638,3 +638,44 @@ async fn a_member_cut_off_with_requests_held_is_not_heard_after_its_quit() {
     );
     assert_eq!(handed_on, ["<bob> anyone?"]);
 }
+
+/// A history reply counts as the lines it holds: a member asking for long histories again and
+/// again without reading is cut off once its outbox holds `--outbox` lines of them, not after
+/// `--outbox` replies.
+#[tokio::test]
+async fn history_replies_count_against_the_outbox_as_their_lines() {
+    // A quarter of the outbox (10) may be in flight at once.
+    let config = HubConfig {
+        outbox: 40,
+        ..config()
+    };
+    let mut hub = Harness::start_with(config, &[]).await;
+    let [ann, bob] = hub.members(["ann", "bob"]).await;
+    for round in 0..3 {
+        for i in 0..10 {
+            hub.say(&ann, &format!("message {round}.{i}")).await;
+        }
+        let commit = hub.written(10).await;
+        hub.deliver(commit).await;
+    }
+    bob.heard();
+    ann.heard();
+    // Bob stops reading. Two replies of 16 lines fit; a third would make 48 wait.
+    let history = || Command::History {
+        room: None,
+        limit: Some(15),
+        before: None,
+    };
+    for _ in 0..3 {
+        hub.command(&bob, history()).await;
+    }
+    hub.command(&ann, Command::Who(None)).await;
+    hub.settle().await;
+    assert_eq!(
+        ann.heard(),
+        [
+            "* bob quit (disconnected for not reading: 40 lines were waiting)",
+            "* #lobby (1): ann"
+        ]
+    );
+}
