@@ -551,3 +551,42 @@ fn what_is_typed_after_a_login_waits_for_its_answer() {
     carl.expect("* you are logged in as carl");
     carl.expect_next("[#lobby] <carl> hello as carl");
 }
+
+#[test]
+fn a_nick_registered_anew_does_not_get_its_earlier_owners_mail() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("chat.db");
+    let db = db_path.to_str().unwrap();
+
+    let mut server = chat_server(db, &[]);
+    let addr = server.socket_addr();
+    let mut ann = registered(addr, "ann", PASSWORD);
+    ann.send("/quit");
+    ann.read_until_closed(Duration::from_secs(10));
+    let mut bob = ChatClient::login(addr, "bob");
+    bob.send("/msg ann my secret, for ann only");
+    bob.expect("* ann is offline; your message is kept and delivered when they log in");
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+
+    // The operator removes ann's account, as the README shows.
+    let program = "import sqlite3, sys\n\
+        conn = sqlite3.connect(sys.argv[1])\n\
+        conn.execute(\"DELETE FROM accounts WHERE nick_key = 'ann'\")\n\
+        conn.commit()\n";
+    python(program, &[db]);
+
+    // Someone else takes and registers the nick: ann's mail is not theirs.
+    let server = chat_server(db, &[]);
+    let addr = server.socket_addr();
+    let mut other = registered(addr, "ann", "another-password");
+    other.send("/quit");
+    other.read_until_closed(Duration::from_secs(10));
+    let mut other = logged_in(addr, "ann", "another-password");
+    let before = lines_until_marker(&mut other, "marker");
+    assert!(
+        before.iter().all(|line| !line.contains("secret")),
+        "{before:#?}"
+    );
+    assert_eq!(query(&db_path, "SELECT COUNT(*) FROM mail"), json!([[0]]));
+}

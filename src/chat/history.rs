@@ -314,19 +314,26 @@ impl Store {
         Ok(rows.next().transpose()?)
     }
 
-    /// Creates the account `key` (`nick` as spelled) with password hash `hash`; `false` if it
-    /// exists already (then nothing changes).
+    /// Creates the account `key` (`nick` as spelled) with password hash `hash`, with an empty
+    /// mailbox; `false` if it exists already (then nothing changes).
     ///
     /// # Errors
     /// [`StoreError::Sql`].
     pub fn create_account(&self, key: &str, nick: &str, hash: &str) -> Result<bool, StoreError> {
-        let conn = self.lock();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
         let now = now_ms();
-        let added = conn.execute(
+        let added = tx.execute(
             "INSERT OR IGNORE INTO accounts (nick_key, nick, hash, created, updated)
              VALUES (?1, ?2, ?3, ?4, ?4)",
             params![key, nick, hash, now],
         )?;
+        if added == 1 {
+            // Mail still kept for the nick was kept for an earlier owner, whose account an
+            // operator removed: it is not the new owner's to read.
+            tx.execute("DELETE FROM mail WHERE recipient = ?1", [key])?;
+        }
+        tx.commit()?;
         Ok(added == 1)
     }
 
