@@ -599,3 +599,22 @@ fn a_quit_reason_cannot_fake_a_server_line_or_redraw_a_terminal() {
     cat.send_json(&serde_json::json!({"type": "quit", "reason": "bye\n! error: fake"}));
     ann.expect_next("* cat quit (bye\u{fffd}! error: fake)");
 }
+
+#[test]
+fn an_error_about_a_line_comes_after_the_messages_sent_before_it() {
+    // Commits that wait for the disk keep each message in flight a while.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = chat_server(db.to_str().unwrap(), &["--db-sync", "full"]);
+    let addr = server.socket_addr();
+    let mut ann = ChatClient::login(addr, "ann");
+    ann.send_raw(b"hello\n/mgs bob hi\n");
+    ann.expect_next("[#lobby] <ann> hello");
+    ann.expect_next("! error: unknown command /mgs (type /help)");
+
+    // In JSON mode too: a program matches errors to its requests by their order.
+    ann.json();
+    ann.send_raw(b"{\"type\":\"say\",\"text\":\"hi\"}\n{\"type\":\"sya\"}\n");
+    assert_eq!(ann.next_json()["type"], "message");
+    assert_eq!(ann.next_json()["type"], "error");
+}

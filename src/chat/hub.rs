@@ -85,9 +85,12 @@ pub enum Request {
     Command(MemberId, Command),
     /// The session switched its text encoding (after checking the label).
     SetEncoding(MemberId, WireEncoding),
-    /// Something to tell the member at once (a parse error, a warning): unlike its requests,
-    /// never held behind its messages in flight.
+    /// Something to tell the member at once (a warning): unlike its requests, never held
+    /// behind its messages in flight.
     Notice(MemberId, Event),
+    /// A line of the member's that the session could not take (unparsable, too long): the
+    /// error is told in its place among the member's requests, after what it sent before.
+    Refused(MemberId, String),
     /// Where the connection comes from (`127.0.0.1:5000`, `unix:pid=7`), sent right after
     /// `Connect`: failed logins are counted per client address as well as per nick.
     Address(MemberId, String),
@@ -99,9 +102,10 @@ impl Request {
     /// The member a request comes from and concerns, for one that must take effect in order.
     fn member(&self) -> Option<MemberId> {
         match self {
-            Request::Command(id, _) | Request::SetEncoding(id, _) | Request::Leave(id, _) => {
-                Some(*id)
-            }
+            Request::Command(id, _)
+            | Request::SetEncoding(id, _)
+            | Request::Refused(id, _)
+            | Request::Leave(id, _) => Some(*id),
             Request::Connect { .. } | Request::Notice(..) | Request::Address(..) => None,
         }
     }
@@ -484,6 +488,7 @@ impl Hub {
                 }
             }
             Request::Notice(id, event) => self.tell(id, &event),
+            Request::Refused(id, text) => self.error(id, &text),
             Request::Address(id, peer) => {
                 if let Some(member) = self.members.get_mut(&id) {
                     member.source = Some(account::source_key(&peer));

@@ -259,7 +259,7 @@ pub async fn serve<S>(
                     line
                 }
                 Err(text) => {
-                    permit.send(Request::Notice(id, Event::Error { text }));
+                    permit.send(Request::Refused(id, text));
                     continue;
                 }
             };
@@ -270,18 +270,13 @@ pub async fn serve<S>(
             limit.take();
             let request = match input.parse(&line) {
                 Ok(None) => continue,
-                Err(text) => Request::Notice(id, Event::Error { text }),
+                Err(text) => Request::Refused(id, text),
                 Ok(Some(Command::Encoding(label))) => match WireEncoding::for_label(&label) {
                     Ok(encoding) => {
                         input.encoding = encoding;
                         Request::SetEncoding(id, encoding)
                     }
-                    Err(err) => Request::Notice(
-                        id,
-                        Event::Error {
-                            text: err.to_string(),
-                        },
-                    ),
+                    Err(err) => Request::Refused(id, err.to_string()),
                 },
                 Ok(Some(command)) => {
                     match command {
