@@ -259,3 +259,46 @@ fn a_member_who_only_reads_is_not_closed_as_idle() {
     let line = expect_out(&mut ann, |l| l.contains("still here") || l.contains("idle"));
     assert!(line.ends_with("[#lobby] <ann> still here"), "{line}");
 }
+
+/// Whatever a server sends (a hostile one, or one in the middle without TLS), the client
+/// prints no control characters: they could redraw the terminal, set its title or write to the
+/// clipboard (OSC 52).
+#[test]
+fn nothing_a_server_sends_can_drive_the_terminal() {
+    let (addr, peer) = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut stream, _) = listener.accept().unwrap();
+            let events = concat!(
+                r##"{"type":"state","nick":"ann","room":"#lobby","rooms":["#lobby"]}"##,
+                "\n",
+                r#"{"type":"info","text":"\u001b]52;c;aGk=\u0007clipboard"}"#,
+                "\n",
+                r##"{"type":"who","room":"#lobby","nicks":["\u001b[2Jbob"]}"##,
+                "\n",
+                r##"{"type":"join","room":"#lobby","nick":"\u001b]0;title\u0007cat"}"##,
+                "\n",
+                "\u{1b}[2Jnot JSON\n",
+            );
+            stream.write_all(events.as_bytes()).unwrap();
+        });
+        (addr, peer)
+    };
+    let out = socktalk()
+        .args(["chat", &addr.to_string(), "--color", "never"])
+        .timeout(Duration::from_secs(10))
+        .output()
+        .unwrap();
+    peer.join().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("clipboard") && shown.contains("not JSON"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains(['\u{1b}', '\u{7}']),
+        "control characters printed: {shown:?}"
+    );
+}

@@ -190,9 +190,9 @@ impl View {
     fn show(&mut self, line: &str) {
         let Ok(event) = serde_json::from_str::<Value>(line) else {
             if self.is_json {
-                self.print(line);
+                self.print(&terminal_safe(line));
             } else if line.starts_with("refused:") {
-                self.refusal = Some(line.to_string());
+                self.refusal = Some(terminal_safe(line).into_owned());
             }
             return;
         };
@@ -204,13 +204,7 @@ impl View {
             }
             self.is_json = true;
         }
-        let s = |key: &str| {
-            event
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
+        let s = |key: &str| text(&event, key);
         match s("type").as_str() {
             "message" | "private" => {
                 let rendered = self.record(&event, false);
@@ -233,10 +227,7 @@ impl View {
             "part" => self.status(&format!("{} left {}", s("nick"), s("room"))),
             "nick" => self.status(&format!("{} is now known as {}", s("old"), s("new"))),
             "quit" => match event.get("reason").and_then(Value::as_str) {
-                Some(reason) => {
-                    let reason = terminal_safe(reason);
-                    self.status(&format!("{} quit ({reason})", s("nick")));
-                }
+                Some(_) => self.status(&format!("{} quit ({})", s("nick"), s("reason"))),
                 None => self.status(&format!("{} quit", s("nick"))),
             },
             "who" => {
@@ -258,7 +249,8 @@ impl View {
                     .map_or(&[][..], Vec::as_slice)
                     .iter()
                     .map(|r| {
-                        let name = r.get("room").and_then(Value::as_str).unwrap_or("?");
+                        let name =
+                            terminal_safe(r.get("room").and_then(Value::as_str).unwrap_or("?"));
                         let count = r.get("members").and_then(Value::as_u64).unwrap_or(0);
                         format!("{name} ({count})")
                     })
@@ -282,8 +274,10 @@ impl View {
             }
             "welcome" => self.status(&format!("welcome, {}", s("nick"))),
             "info" => {
-                for text_line in s("text").lines() {
-                    self.status(text_line);
+                // The one event of several lines (/help).
+                let raw = event.get("text").and_then(Value::as_str).unwrap_or("");
+                for text_line in raw.lines() {
+                    self.status(&terminal_safe(text_line));
                 }
             }
             "warning" => self.print(&self.paint(YELLOW, &format!("! warning: {}", s("text")))),
@@ -324,19 +318,13 @@ impl View {
                 ));
             }
             "error" => self.print(&self.paint(RED, &format!("! error: {}", s("text")))),
-            _ => self.print(line),
+            _ => self.print(&terminal_safe(line)),
         }
     }
 
     /// `14:03 [#dev] <ann> hello`; history lines carry the date too. Times are UTC.
     fn record(&self, record: &Value, with_date: bool) -> String {
-        let s = |key: &str| {
-            record
-                .get(key)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
-        };
+        let s = |key: &str| text(record, key);
         let ts = record.get("ts").and_then(Value::as_i64).unwrap_or(0);
         let stamp = utc_minute(ts);
         let stamp = if with_date {
@@ -345,7 +333,7 @@ impl View {
             stamp[11..].to_string()
         };
         let nick = s("nick");
-        let text = terminal_safe(&s("text")).into_owned();
+        let text = s("text");
         let place = match record.get("room").and_then(Value::as_str) {
             Some(room) => self.paint(CYAN, &format!("[{room}]")),
             None if nick == self.nick => self.paint(MAGENTA, &format!("[pm to {}]", s("to"))),
@@ -360,13 +348,22 @@ impl View {
     }
 }
 
+/// The string field `key` of `event` ("" if there is none), fit for a terminal: whatever the
+/// server sends, its control characters are shown as U+FFFD, so a hostile server (or one in the
+/// middle, without TLS) cannot redraw the terminal, set its title or write to the clipboard.
+fn text(event: &Value, key: &str) -> String {
+    let value = event.get(key).and_then(Value::as_str).unwrap_or("");
+    terminal_safe(value).into_owned()
+}
+
+/// The strings of the list field `key` of `event`, fit for a terminal (see [`text`]).
 fn strings(event: &Value, key: &str) -> Vec<String> {
     event
         .get(key)
         .and_then(Value::as_array)
         .map_or(&[][..], Vec::as_slice)
         .iter()
-        .filter_map(|v| v.as_str().map(str::to_string))
+        .filter_map(|v| v.as_str().map(|s| terminal_safe(s).into_owned()))
         .collect()
 }
 
