@@ -374,6 +374,19 @@ impl Store {
         Ok(usize::try_from(count).unwrap_or(0))
     }
 
+    /// Puts the stored message `id` in `recipient`'s mailbox.
+    ///
+    /// # Errors
+    /// [`StoreError::Sql`].
+    pub fn keep_mail(&self, id: i64, recipient: &str) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT OR IGNORE INTO mail (message_id, recipient) VALUES (?1, ?2)",
+            params![id, recipient],
+        )?;
+        Ok(())
+    }
+
     /// Takes delivered messages out of their mailboxes (the messages stay in history, as every
     /// private message does).
     ///

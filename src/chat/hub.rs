@@ -803,13 +803,19 @@ impl Hub {
                     run.push(Event::Message(record));
                 }
                 None if is_mail => self.deliver_kept(author.from, record),
-                None => {
-                    let event = Event::Private(record);
-                    self.tell(author.from, &event);
-                    if let Some(to) = author.to.filter(|to| *to != author.from) {
-                        self.tell(to, &event);
+                None => match author.to.filter(|to| *to != author.from) {
+                    // Its recipient left while it was being stored.
+                    Some(to) if !self.members.contains_key(&to) => {
+                        self.deliver_to_the_gone(author.from, record);
                     }
-                }
+                    to => {
+                        let event = Event::Private(record);
+                        self.tell(author.from, &event);
+                        if let Some(to) = to {
+                            self.tell(to, &event);
+                        }
+                    }
+                },
             }
         }
         if !run.is_empty() {
@@ -1190,6 +1196,38 @@ impl Hub {
             }
             None => self.tell(from, &Event::Kept(record)),
         }
+    }
+
+    /// A committed private message whose recipient left while it was being stored. To a
+    /// registered nick it goes on like any message to it: to whoever is logged in as it now,
+    /// or into its mailbox if that has room. Otherwise the sender is told it reached no one.
+    fn deliver_to_the_gone(&mut self, from: MemberId, record: Record) {
+        let to = record.to.clone().unwrap_or_default();
+        let key = account::key(&to);
+        if self.accounts.contains_key(&key) {
+            let owner = self
+                .nicks
+                .get(&key)
+                .copied()
+                .filter(|owner| self.members.get(owner).is_some_and(|m| m.is_logged_in));
+            if let Some(owner) = owner {
+                let event = Event::Private(record);
+                self.tell(from, &event);
+                return self.tell(owner, &event);
+            }
+            let has_room = self
+                .store
+                .mail_count(&key, self.delivered_up_to)
+                .is_ok_and(|stored| stored < self.config.max_mail);
+            if has_room {
+                match self.store.keep_mail(record.id, &key) {
+                    Ok(()) => return self.tell(from, &Event::Kept(record)),
+                    Err(err) => tracing::error!("mailbox write failed: {err}"),
+                }
+            }
+        }
+        self.tell(from, &Event::Private(record));
+        self.error(from, &format!("{to} left before your message reached them"));
     }
 
     fn join(&mut self, id: MemberId, room: String) {

@@ -562,12 +562,17 @@ async fn a_member_that_leaves_with_requests_held_hears_nothing_after_and_the_roo
     }
 
     // Bob's messages, committed while ann was here, reach everyone but her. (Bob's copy of
-    // the private one confirms it is stored, as every sender's copy does.)
+    // the private one confirms it is stored, as every sender's copy does; he is told it
+    // reached no one.)
     hub.deliver(bob_commit).await;
     assert!(ann.heard().is_empty());
     assert_eq!(
         bob.heard(),
-        ["[#lobby] <bob> wait", "[pm to ann] <bob> psst"]
+        [
+            "[#lobby] <bob> wait",
+            "[pm to ann] <bob> psst",
+            "! error: ann left before your message reached them"
+        ]
     );
     assert_eq!(cat.heard(), ["[#lobby] <bob> wait"]);
 
@@ -677,5 +682,55 @@ async fn history_replies_count_against_the_outbox_as_their_lines() {
             "* bob quit (disconnected for not reading: 40 lines were waiting)",
             "* #lobby (1): ann"
         ]
+    );
+}
+
+/// A private message whose recipient leaves while it is being stored is not confirmed as if it
+/// had reached them: to a registered nick it is kept as mail, to another the sender is told.
+#[tokio::test]
+async fn a_private_message_to_someone_who_left_meanwhile_is_kept_or_reported() {
+    let mut hub = Harness::start_with(config(), &[("bob", "correct-horse")]).await;
+    let [ann, bob, cat] = hub.members(["ann", "visitor", "cat"]).await;
+    hub.login(&bob, "bob", "correct-horse").await;
+    let check = hub.check_done().await;
+    hub.answer(check).await;
+    for member in [&ann, &bob, &cat] {
+        member.heard();
+    }
+
+    for to in ["bob", "cat"] {
+        let text = format!("psst, {to}");
+        let to = to.into();
+        hub.command(&ann, Command::Msg { to, text }).await;
+    }
+    let commit = hub.written(2).await;
+    hub.send(Request::Leave(bob.id, None)).await;
+    hub.send(Request::Leave(cat.id, None)).await;
+    hub.settle().await;
+    ann.heard();
+    hub.deliver(commit).await;
+    assert_eq!(
+        ann.heard(),
+        [
+            "[pm to bob] <ann> psst, bob",
+            "* bob is offline; your message is kept and delivered when they log in",
+            "[pm to cat] <ann> psst, cat",
+            "! error: cat left before your message reached them",
+        ]
+    );
+
+    // Bob's next login brings it.
+    let [again] = hub.members(["again"]).await;
+    hub.login(&again, "bob", "correct-horse").await;
+    let check = hub.check_done().await;
+    hub.answer(check).await;
+    let heard = again.heard();
+    assert_eq!(
+        heard[heard.len() - 2..][0],
+        "* 1 message kept for you while you were away:"
+    );
+    assert!(
+        heard.last().unwrap().ends_with("<ann> psst, bob"),
+        "{heard:?}"
     );
 }
