@@ -490,7 +490,8 @@ pub fn parse_json(line: &str) -> Result<Option<Command>, CommandError> {
             limit,
             before,
         }),
-        JsonRequest::Quit { reason } => Some(Command::Quit(reason)),
+        // A blank reason is none, as after a typed `/quit`: not `* ann quit ()`.
+        JsonRequest::Quit { reason } => Some(Command::Quit(reason.and_then(not_blank))),
         JsonRequest::Help {} => Some(Command::Help),
         JsonRequest::Register { password } => Some(Command::Register(json_password(
             &password,
@@ -690,6 +691,11 @@ mod tests {
             }
         );
         assert_eq!(one(r#"{"type":"rooms"}"#), Command::Rooms);
+        assert_eq!(one(r#"{"type":"quit","reason":" "}"#), Command::Quit(None));
+        assert_eq!(
+            one(r#"{"type":"quit","reason":"bye"}"#),
+            Command::Quit(Some("bye".into()))
+        );
         assert_eq!(parse_json(r#"{"type":"say","text":"  "}"#).unwrap(), None);
     }
 
