@@ -77,6 +77,19 @@ pub const WS_PING: Duration = Duration::from_secs(30);
 /// nothing, so that someone who only reads is not closed by the server's `--idle-timeout`.
 pub const CHAT_KEEPALIVE: Duration = Duration::from_secs(60);
 
+/// TCP keepalive on chat connections: a member's machine that vanished without a word (a laptop
+/// asleep, a dropped network) is probed after this long of silence, every
+/// [`CHAT_TCP_KEEPALIVE_INTERVAL`], and its connection closed after
+/// [`CHAT_TCP_KEEPALIVE_PROBES`] probes go unanswered: its nick is free again within two
+/// minutes, not at `--idle-timeout`.
+pub const CHAT_TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+/// See [`CHAT_TCP_KEEPALIVE`].
+pub const CHAT_TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// See [`CHAT_TCP_KEEPALIVE`].
+pub const CHAT_TCP_KEEPALIVE_PROBES: u32 = 6;
+
 /// `serve --max-rooms`: rooms one chat member may be in at once.
 pub const MAX_ROOMS: usize = 20;
 

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use socket2::{SockRef, TcpKeepalive};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,7 @@ use super::session::{self, SessionConfig};
 use crate::access::{AccessPolicy, Gate};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
+use crate::limits::{CHAT_TCP_KEEPALIVE, CHAT_TCP_KEEPALIVE_INTERVAL, CHAT_TCP_KEEPALIVE_PROBES};
 use crate::server::{self, Entry, RefusalStyle};
 use crate::transport::{StreamListener, tcp, tls, unix};
 use crate::web::{self, OriginPolicy, WebState};
@@ -72,7 +74,13 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
                 path.display()
             )));
         }
-        tcp_listeners.push(tcp::listen(endpoint, family).await?);
+        let listener = tcp::listen(endpoint, family).await?;
+        // Accepted connections inherit it.
+        keep_alive(&listener).map_err(|source| Error::Bind {
+            endpoint: listener.local_display(),
+            source,
+        })?;
+        tcp_listeners.push(listener);
     }
     let unix_listener = config.unix.as_deref().map(unix::listen).transpose()?;
     let acceptor = tls::Acceptor::new(&config.tls)?;
@@ -146,6 +154,17 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
     Ok(())
 }
 
+/// Turns TCP keepalive on for the connections `listener` accepts, so that the kernel notices a
+/// member whose machine vanished without a word (see [`CHAT_TCP_KEEPALIVE`]). `nc` and every
+/// other client answer its probes without knowing.
+fn keep_alive(listener: &tokio::net::TcpListener) -> std::io::Result<()> {
+    let keepalive = TcpKeepalive::new()
+        .with_time(CHAT_TCP_KEEPALIVE)
+        .with_interval(CHAT_TCP_KEEPALIVE_INTERVAL)
+        .with_retries(CHAT_TCP_KEEPALIVE_PROBES);
+    SockRef::from(listener).set_tcp_keepalive(&keepalive)
+}
+
 /// What every listener's sessions share.
 #[derive(Clone)]
 struct Context {
@@ -175,4 +194,29 @@ fn serve<L: StreamListener>(
             session::serve(conn, peer.name, hub_tx, context.session.clone(), shutdown)
         },
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_are_kept_alive() {
+        let listener = tcp::bind_addr("127.0.0.1:0".parse().unwrap()).unwrap();
+        keep_alive(&listener).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let socket = SockRef::from(&accepted);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), CHAT_TCP_KEEPALIVE);
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            CHAT_TCP_KEEPALIVE_INTERVAL
+        );
+        assert_eq!(
+            socket.tcp_keepalive_retries().unwrap(),
+            CHAT_TCP_KEEPALIVE_PROBES
+        );
+    }
 }
