@@ -210,6 +210,28 @@ fn python_ssl_clients_talk_to_a_tls_upper_server() {
     assert!(out.starts_with("TLSv1."), "{out}");
 }
 
+/// A client may offer ALPN protocols of its own (`openssl s_client -alpn`, `ncat --ssl-alpn`,
+/// Python's `set_alpn_protocols`); the server picks none and the session goes on, instead of
+/// refusing the handshake for want of a protocol in common.
+#[test]
+fn clients_offering_alpn_protocols_are_served() {
+    let pki = Pki::new();
+    let server = pki.echo_server(&[]);
+    let port = server.socket_addr().port().to_string();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        ctx.set_alpn_protocols(['h2', 'echo'])\n\
+        with socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10) as raw:\n\
+        \x20   with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n\
+        \x20       s.sendall(b'alpn\\n')\n\
+        \x20       data = b''\n\
+        \x20       while not data.endswith(b'\\n'):\n\
+        \x20           data += s.recv(1024)\n\
+        \x20       print(s.selected_alpn_protocol(), data.decode().strip())\n";
+    let out = python(program, &[&pki.path("ca.pem"), &port]);
+    assert_eq!(out.trim(), "None alpn", "{out}");
+}
+
 #[test]
 fn client_certificates_are_required_with_tls_client_ca() {
     let pki = Pki::new();

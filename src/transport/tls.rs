@@ -237,8 +237,10 @@ impl Acceptor {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(certificate.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No ALPN: the line protocols have no name to offer, and a server that names one
+        // refuses every client offering others (`no_application_protocol`). Browsers take
+        // HTTP/1.1 when none is chosen.
+        let config = builder.with_cert_resolver(certificate.clone());
         Ok(Some(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             handshake_timeout: options.handshake_timeout,
