@@ -22,7 +22,7 @@ use tokio_util::codec::FramedRead;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
-use crate::limits::{MAX_DATAGRAM_V6, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server::{self, Entry};
 use crate::transport::tls::{self, Conn};
 use crate::transport::{Peer, StreamListener, udp};
@@ -168,7 +168,7 @@ where
     let mut is_first_read = true;
     // Stdin may have ended before this peer came, leaving lines typed (or piped) for it.
     let mut is_stdin_open = !lines.is_closed() || !lines.is_empty();
-    loop {
+    let ending = loop {
         tokio::select! {
             line = lines.recv(), if is_stdin_open => {
                 let Some(line) = line else {
@@ -184,15 +184,20 @@ where
                 let written = async { writer.write_all(&wire).await?; writer.flush().await };
                 if let Err(err) = written.await {
                     config.status(&format!("{peer} is gone: {err}"));
-                    return Ending::PeerLeft;
+                    break Ending::PeerLeft;
                 }
                 if is_bye(&line) {
-                    let _ = writer.shutdown().await;
                     config.status("you said bye; conversation over");
-                    return Ending::WeSaidBye;
+                    break Ending::WeSaidBye;
                 }
             }
             read = reader.read_buf(&mut input) => {
+                // A TLS peer that closes without a close_notify (`openssl s_client`, `ncat
+                // --ssl`, many programs) has left all the same.
+                let read = match read {
+                    Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
+                    read => read,
+                };
                 let is_eof = !matches!(read, Ok(n) if n > 0);
                 if std::mem::take(&mut is_first_read) && tls::looks_like_tls(&input) {
                     config.status(tls::TLS_HINT);
@@ -202,20 +207,20 @@ where
                 uses_newlines |= pending.contains('\n');
                 let hold_piece = uses_newlines && !is_eof && pending.len() < READ_CHUNK;
                 if let Some(ending) = show_messages(&mut pending, hold_piece, peer, config) {
-                    return ending;
+                    break ending;
                 }
                 if is_eof {
                     match read {
                         Err(err) => config.status(&format!("{peer} is gone: {err}")),
                         Ok(_) => config.status(&format!("{peer} left")),
                     }
-                    return Ending::PeerLeft;
+                    break Ending::PeerLeft;
                 }
             }
             () = tokio::time::sleep(PARTIAL_LINE_WAIT), if !pending.is_empty() => {
                 // The rest of the line is not coming soon: show what came.
                 if let Some(ending) = show_messages(&mut pending, false, peer, config) {
-                    return ending;
+                    break ending;
                 }
             }
             accepted = accept_extra(listener.map(|(l, _)| l)) => {
@@ -227,7 +232,12 @@ where
                 }
             }
         }
-    }
+    };
+    // However it ended, the peer reads a clean end: over TLS a close_notify, without which
+    // its TLS library reports a truncated connection. A peer that reads nothing more cannot
+    // hold us past CLOSE_TIMEOUT.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.shutdown()).await;
+    ending
 }
 
 /// Prints every message in `pending` (a whole line, or a final piece without a newline, as

@@ -406,6 +406,65 @@ fn talk_works_over_tls() {
     assert!(caller.wait_exit(IO_TIMEOUT).success());
 }
 
+/// However a talk over TLS ends, the peer reads a clean end (a close_notify, which Python's
+/// `ssl` insists on with `suppress_ragged_eofs=False`), and a peer that closes without one
+/// (`openssl s_client`, a Python `ssl` socket closed without `unwrap()`) has left, not failed.
+#[test]
+fn a_talk_over_tls_ends_cleanly_both_ways() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let listener = Proc::server(&[
+        "talk",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let port = listener.socket_addr().port().to_string();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        raw = socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10)\n\
+        s = ctx.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)\n\
+        s.sendall(b'bye\\n')\n\
+        while s.recv(1024):\n\
+        \x20   pass\n\
+        print('clean end')\n";
+    assert_eq!(
+        python(program, &[&pki.path("ca.pem"), &port]).trim(),
+        "clean end"
+    );
+
+    let server = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        print(srv.getsockname()[1], flush=True)\n\
+        conn = ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        conn.sendall(b'hello\\n')\n\
+        conn.recv(1024)\n\
+        conn.close()\n";
+    let mut command = std::process::Command::new("python3");
+    command.args(["-c", server, &cert, &key]);
+    let mut python_server = Proc::spawn(command);
+    let port = python_server.next_line();
+    let mut caller = Proc::start(&[
+        "talk",
+        &format!("localhost:{port}"),
+        "--tls-ca",
+        &pki.path("ca.pem"),
+    ]);
+    wait_for(&mut caller, |l| l.ends_with("> hello"));
+    caller.type_line("hi");
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+    let said = caller.stderr_text();
+    assert!(
+        said.contains(" left") && !said.contains("is gone"),
+        "{said}"
+    );
+}
+
 /// The web page over HTTPS and its WebSocket over WSS, with socktalk's own TLS client
 /// pinning the self-signed certificate.
 #[tokio::test]
