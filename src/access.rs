@@ -137,11 +137,7 @@ impl Gate {
     /// # Errors
     /// The [`Refusal`] to send the client.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admission, Refusal> {
-        if let Some(ip) = ip
-            && !self.policy.permits(ip)
-        {
-            return Err(Refusal::Denied(ip));
-        }
+        self.check(ip)?;
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return Err(Refusal::Full(self.max_conns));
         };
@@ -163,6 +159,18 @@ impl Gate {
             counted,
             gate: self.clone(),
         })
+    }
+
+    /// Whether `--allow`/`--deny` let `ip` in (`None`, a Unix socket: always), without taking
+    /// a place: for a caller that has more to do (a TLS handshake) before [`Gate::admit`].
+    ///
+    /// # Errors
+    /// [`Refusal::Denied`].
+    pub fn check(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        match ip {
+            Some(ip) if !self.policy.permits(ip) => Err(Refusal::Denied(ip)),
+            _ => Ok(()),
+        }
     }
 
     /// Connections from `ip`'s source admitted and not yet closed (for tests and logs).

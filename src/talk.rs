@@ -20,6 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use crate::access::{Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
@@ -42,6 +43,9 @@ pub struct TalkConfig {
     /// End each line sent over a stream with `\n` (`--no-newline` turns it off).
     pub newline: bool,
 }
+
+/// TLS handshakes `talk --listen` runs at once while it waits for a caller.
+const HANDSHAKES_AT_ONCE: usize = 16;
 
 /// How long a piece of a line waits for the rest, from a peer that ends its lines with `\n`,
 /// before it is shown as it is.
@@ -103,32 +107,70 @@ pub async fn listen<L: StreamListener>(
     server::announce(&listener.local_display());
     server::announce_tls(entry.tls.as_ref());
     loop {
-        let (stream, peer) = listener.accept().await?;
-        let _admission = match entry.gate.admit(peer.ip) {
-            Ok(admission) => admission,
-            Err(refusal) => {
-                tracing::info!(%peer, "{refusal}");
-                let text = format!("{refusal}\n").into_bytes();
-                tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
-                continue;
-            }
-        };
-        let stream = match &entry.tls {
-            None => Conn::Plain(stream),
-            Some(tls) => match tls.accept(stream).await {
-                Ok(conn) => conn,
-                Err(err) => {
-                    config.status(&format!("TLS handshake with {peer} failed: {err}"));
-                    continue;
-                }
-            },
-        };
+        let (stream, peer, _admission) = next_peer(&listener, entry, config).await?;
         config.status(&format!("connected with {peer}"));
         let ending = converse(stream, &peer.name, Some((&listener, entry)), lines, config).await;
         if !config.keep_listening || ending == Ending::WeSaidBye && lines.is_closed() {
             return Ok(());
         }
         config.status("waiting for the next peer");
+    }
+}
+
+/// The next caller to talk with, admitted, and past its TLS handshake if TLS is on. Handshakes
+/// run side by side (at most [`HANDSHAKES_AT_ONCE`]; callers beyond are closed at once), and
+/// the first to finish wins: a caller that stalls in its handshake holds up nobody else.
+///
+/// # Errors
+/// An accept error.
+async fn next_peer<L: StreamListener>(
+    listener: &L,
+    entry: &Entry,
+    config: &TalkConfig,
+) -> Result<(Conn<L::Stream>, Peer, Admission)> {
+    let mut handshakes = tokio::task::JoinSet::new();
+    let refuse = |stream, peer: &Peer, refusal: Refusal| {
+        tracing::info!(%peer, "{refusal}");
+        let text = format!("{refusal}\n").into_bytes();
+        tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted?;
+                if let Err(refusal) = entry.gate.check(peer.ip) {
+                    refuse(stream, &peer, refusal);
+                    continue;
+                }
+                match &entry.tls {
+                    None => match entry.gate.admit(peer.ip) {
+                        Ok(admission) => return Ok((Conn::Plain(stream), peer, admission)),
+                        Err(refusal) => refuse(stream, &peer, refusal),
+                    },
+                    Some(_) if handshakes.len() >= HANDSHAKES_AT_ONCE => {
+                        tracing::info!(%peer, "closed: {HANDSHAKES_AT_ONCE} TLS handshakes going on");
+                    }
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        handshakes.spawn(async move { (tls.accept(stream).await, peer) });
+                    }
+                }
+            }
+            Some(Ok((handshake, peer))) = handshakes.join_next() => {
+                let conn = match handshake {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        config.status(&format!("TLS handshake with {peer} failed: {err}"));
+                        continue;
+                    }
+                };
+                // Nobody holds the one place while we wait for a caller: this never fails.
+                match entry.gate.admit(peer.ip) {
+                    Ok(admission) => return Ok((conn, peer, admission)),
+                    Err(refusal) => tracing::info!(%peer, "{refusal}"),
+                }
+            }
+        }
     }
 }
 

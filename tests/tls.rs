@@ -406,6 +406,31 @@ fn talk_works_over_tls() {
     assert!(caller.wait_exit(IO_TIMEOUT).success());
 }
 
+/// `talk --listen` over TLS is not held up by a caller that stalls in its handshake: the
+/// next caller is talked with at once, not after `--tls-handshake-timeout`.
+#[test]
+fn a_stalled_handshake_does_not_hold_up_talk() {
+    let mut listener = Proc::server(&[
+        "talk",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--tls-handshake-timeout",
+        "60",
+    ]);
+    let fingerprint = listener.next_line();
+    let fingerprint = fingerprint.strip_prefix("tls certificate sha256 ").unwrap();
+    let mut stalled = tcp(listener.socket_addr());
+    stalled.write_all(&[0x16, 0x03]).unwrap();
+    let addr = host_port(&listener.addr).to_string();
+    let mut caller = Proc::start(&["talk", &addr, "--tls-fingerprint", fingerprint]);
+    caller.type_line("not kept waiting");
+    // Within IO_TIMEOUT, well before the stalled handshake times out.
+    wait_for(&mut listener, |l| l.ends_with("> not kept waiting"));
+    listener.type_line("bye");
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+}
+
 /// However a talk over TLS ends, the peer reads a clean end (a close_notify, which Python's
 /// `ssl` insists on with `suppress_ragged_eofs=False`), and a peer that closes without one
 /// (`openssl s_client`, a Python `ssl` socket closed without `unwrap()`) has left, not failed.
