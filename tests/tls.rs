@@ -265,6 +265,54 @@ fn client_certificates_are_required_with_tls_client_ca() {
     );
 }
 
+/// Why a handshake failed, in words that say what to fix: the names a certificate is for,
+/// and a client certificate the server would not take.
+#[test]
+fn handshake_failures_say_what_is_wrong() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    // A certificate from the right CA, for another name.
+    let (elsewhere, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("client.pem"),
+        "--tls-key",
+        &pki.path("client.key"),
+    ]);
+    let line = fails_with(&["connect", host_port(&elsewhere.addr), "--tls-ca", &ca], 1);
+    assert!(
+        line.contains("the certificate is for client.socktalk.test, not 127.0.0.1"),
+        "{line}"
+    );
+    // A client certificate the server's CA did not issue.
+    let server = pki.echo_server(&["--tls-client-ca", &ca]);
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger.test".to_string()]).unwrap();
+    let cert = write(pki.dir.path(), "stranger.pem", &stranger.cert.pem());
+    let key = write(
+        pki.dir.path(),
+        "stranger.key",
+        &stranger.signing_key.serialize_pem(),
+    );
+    let (code, out, err) = connect(
+        host_port(&server.addr),
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-client-cert",
+            cert.to_str().unwrap(),
+            "--tls-client-key",
+            key.to_str().unwrap(),
+        ],
+        "hello\n",
+    );
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(
+        err.contains("the server refused our client certificate"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_certificate_files_fail_at_start_naming_the_file() {
     let pki = Pki::new();

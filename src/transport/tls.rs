@@ -159,9 +159,33 @@ fn readable(err: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => {
             "the certificate is not signed by a CA trusted here (UnknownIssuer)".into()
         }
-        rustls::Error::InvalidCertificate(
-            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
-        ) => "the certificate is not for this name (NotValidForName)".into(),
+        rustls::Error::InvalidCertificate(Cert::NotValidForNameContext {
+            expected,
+            presented,
+        }) => {
+            // Names come as webpki words them: `DnsName("example.org")`, `IpAddress(127.0.0.1)`.
+            let names: Vec<&str> = presented
+                .iter()
+                .map(|name| {
+                    let inner = name
+                        .strip_prefix("DnsName(")
+                        .or_else(|| name.strip_prefix("IpAddress("))
+                        .and_then(|rest| rest.strip_suffix(')'));
+                    inner.map_or(name.as_str(), |inner| inner.trim_matches('"'))
+                })
+                .collect();
+            let names = match names.as_slice() {
+                [] => "no name".to_string(),
+                names => names.join(", "),
+            };
+            format!(
+                "the certificate is for {names}, not {} (NotValidForName)",
+                expected.to_str()
+            )
+        }
+        rustls::Error::InvalidCertificate(Cert::NotValidForName) => {
+            "the certificate is not for this name (NotValidForName)".into()
+        }
         rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
             "the certificate has expired".into()
         }
@@ -180,6 +204,18 @@ fn readable(err: &rustls::Error) -> String {
             "the server wants a client certificate: give --tls-client-cert and --tls-client-key"
                 .into()
         }
+        // A server refusing the client certificate it was given (OpenSSL and rustls say
+        // `certificate_unknown` or `bad_certificate`, some `unknown_ca`).
+        rustls::Error::AlertReceived(
+            alert @ (rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::UnsupportedCertificate
+            | rustls::AlertDescription::CertificateExpired),
+        ) => format!(
+            "the server refused our client certificate ({alert:?}): is it issued by a CA the \
+             server trusts, and still valid?"
+        ),
         other => other.to_string(),
     }
 }
