@@ -234,12 +234,6 @@ where
                 }
             }
             read = reader.read_buf(&mut input) => {
-                // A TLS peer that closes without a close_notify (`openssl s_client`, `ncat
-                // --ssl`, many programs) has left all the same.
-                let read = match read {
-                    Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-                    read => read,
-                };
                 let is_eof = !matches!(read, Ok(n) if n > 0);
                 if std::mem::take(&mut is_first_read) && tls::looks_like_tls(&input) {
                     config.status(tls::TLS_HINT);

@@ -454,6 +454,42 @@ fn talk_works_over_tls() {
     assert!(caller.wait_exit(IO_TIMEOUT).success());
 }
 
+/// A server that closes without a TLS close_notify (a Python `ssl` server's `conn.close()`,
+/// `ncat --ssl`) has ended the stream, as a plain server closing would: `connect` prints what
+/// came and exits 0, instead of failing with rustls's "peer closed connection without sending
+/// TLS close_notify".
+#[test]
+fn a_server_closing_without_close_notify_ends_the_stream() {
+    let pki = Pki::new();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        print(srv.getsockname()[1], flush=True)\n\
+        conn = ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        conn.sendall(b'hello from python\\n')\n\
+        conn.close()\n";
+    let mut command = std::process::Command::new("python3");
+    command.args([
+        "-c",
+        program,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+    ]);
+    let mut server = Proc::spawn(command);
+    let port = server.next_line();
+    let (code, out, err) = connect(
+        &format!("127.0.0.1:{port}"),
+        &["--tls-ca", &pki.path("ca.pem")],
+        "",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "hello from python\n"),
+        "{err}"
+    );
+}
+
 /// `talk --listen` over TLS is not held up by a caller that stalls in its handshake: the
 /// next caller is talked with at once, not after `--tls-handshake-timeout`.
 #[test]

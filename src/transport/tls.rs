@@ -657,9 +657,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Conn::Tls(tls, _) => match Pin::new(tls.as_mut()).poll_read(cx, buf) {
+                Poll::Ready(Err(err)) if is_unannounced_close(&err) => Poll::Ready(Ok(())),
+                read => read,
+            },
         }
     }
+}
+
+/// Whether `err` is the peer closing its TLS connection without a `close_notify` first. Many
+/// peers do (`openssl s_client`, `ncat --ssl`, a Python `ssl` socket closed without
+/// `unwrap()`), as they would close a plain socket: here it is the end of the stream, as
+/// there, not an error. A message cut short shows as it would over plain TCP: a line without
+/// its newline, a frame without its length.
+fn is_unannounced_close(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::UnexpectedEof
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
@@ -738,6 +750,10 @@ where
                     Poll::Ready(Ok(n)) => {
                         *maybe_more = n > 0;
                         Ok(n)
+                    }
+                    Poll::Ready(Err(err)) if is_unannounced_close(&err) => {
+                        *maybe_more = false;
+                        Ok(0)
                     }
                     Poll::Ready(Err(err)) => {
                         *maybe_more = false;
