@@ -354,6 +354,8 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
     let mut is_stdin_open = true;
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     let mut decoded = String::new();
+    // The last sender other than the peer, told of once.
+    let mut last_stranger = None;
     loop {
         tokio::select! {
             line = lines.recv(), if is_stdin_open => {
@@ -388,7 +390,13 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
                 };
                 match peer {
                     Some(expected) if expected != from => {
-                        tracing::info!(%from, "ignored a datagram from a stranger");
+                        // Most often the peer itself, started again from a new port: say so
+                        // (once a sender), rather than drop its messages without a word.
+                        if last_stranger.replace(from) != Some(from) {
+                            config.status(&format!(
+                                "ignored a message from {from}: talking with {expected}"
+                            ));
+                        }
                         continue;
                     }
                     Some(_) => {}

@@ -340,6 +340,34 @@ fn udp_with_a_known_peer_socktalk_may_speak_first_and_ignores_strangers() {
     assert_eq!(talker.stdout_rest(), "");
 }
 
+/// A peer learnt from its first datagram that starts again (a student's client, run once
+/// more) speaks from a new port; what it sends is ignored, and the talk says so instead of
+/// dropping it without a word.
+#[test]
+fn udp_messages_from_a_new_port_are_ignored_with_a_word() {
+    let mut talker = udp_talker(&[]);
+    let talker_addr = talker.socket_addr();
+    let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    first.send_to(b"hello", talker_addr).unwrap();
+    assert_eq!(
+        talker.next_line(),
+        format!("<{}> hello", first.local_addr().unwrap())
+    );
+    let again = UdpSocket::bind("127.0.0.1:0").unwrap();
+    again.send_to(b"me again", talker_addr).unwrap();
+    let said = talker.next_stderr_line();
+    assert!(said.contains("talking with"), "{said}");
+    let said = talker.next_stderr_line();
+    assert_eq!(
+        said,
+        format!(
+            "* ignored a message from {}: talking with {}",
+            again.local_addr().unwrap(),
+            first.local_addr().unwrap()
+        )
+    );
+}
+
 #[test]
 fn udp_gbk_datagrams() {
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
