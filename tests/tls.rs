@@ -313,6 +313,48 @@ fn handshake_failures_say_what_is_wrong() {
     );
 }
 
+/// A TLS 1.2 server that wants a client certificate answers a client without one with a
+/// bare `handshake_failure` alert (OpenSSL does: `openssl s_server -Verify`, Python's `ssl`);
+/// the error says what is likely missing.
+#[test]
+fn a_tls_1_2_server_wanting_a_client_certificate_is_explained() {
+    let pki = Pki::new();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=sys.argv[3])\n\
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2\n\
+        ctx.verify_mode = ssl.CERT_REQUIRED\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        print(srv.getsockname()[1], flush=True)\n\
+        try:\n\
+        \x20   ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        except ssl.SSLError:\n\
+        \x20   pass\n";
+    let mut command = std::process::Command::new("python3");
+    command.args([
+        "-c",
+        program,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &pki.path("ca.pem"),
+    ]);
+    let mut server = Proc::spawn(command);
+    let port = server.next_line();
+    let line = fails_with(
+        &[
+            "connect",
+            &format!("127.0.0.1:{port}"),
+            "--tls-ca",
+            &pki.path("ca.pem"),
+        ],
+        1,
+    );
+    assert!(
+        line.contains("HandshakeFailure") && line.contains("--tls-client-cert"),
+        "{line}"
+    );
+}
+
 #[test]
 fn bad_certificate_files_fail_at_start_naming_the_file() {
     let pki = Pki::new();

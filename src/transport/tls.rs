@@ -340,6 +340,8 @@ impl Acceptor {
 #[derive(Clone)]
 pub struct Connector {
     connector: tokio_rustls::TlsConnector,
+    /// Whether it presents a client certificate (`--tls-client-cert`).
+    has_client_cert: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -356,6 +358,7 @@ impl Connector {
     pub fn new(options: &ClientOptions) -> Result<Option<Self>> {
         Ok(client_config(options)?.map(|config| Self {
             connector: tokio_rustls::TlsConnector::from(config),
+            has_client_cert: options.cert.is_some(),
         }))
     }
 
@@ -387,6 +390,12 @@ impl Connector {
                 } else if text.contains("corrupt message") || text.contains("unexpected handshake")
                 {
                     " (is the server speaking TLS?)"
+                } else if text.contains("HandshakeFailure") && !self.has_client_cert {
+                    // What a TLS 1.2 server answers a client without the certificate it
+                    // asked for (TLS 1.3 has an alert of its own for that).
+                    " (does the server want a client certificate? give --tls-client-cert and \
+                     --tls-client-key; or it may speak no TLS version or cipher socktalk does: \
+                     TLS 1.2 and 1.3)"
                 } else {
                     ""
                 };
