@@ -366,10 +366,23 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
     let server_key = pki.path("server.key");
     let client_key = pki.path("client.key");
     let server_pem = pki.path("server.pem");
+    // A key with a passphrase (`openssl pkcs8 -topk8`): its PEM label says so.
+    let encrypted = write(
+        dir.path(),
+        "encrypted.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAg=\n\
+         -----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let encrypted = encrypted.to_str().unwrap();
     for (cert, key, wanted) in [
         (missing, server_key.as_str(), "missing.pem"),
         (garbage, server_key.as_str(), "no PEM certificate"),
         (server_pem.as_str(), garbage, "garbage.pem"),
+        (
+            server_pem.as_str(),
+            encrypted,
+            "encrypted.key: the private key is encrypted",
+        ),
         (
             server_pem.as_str(),
             client_key.as_str(),

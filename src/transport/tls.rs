@@ -595,10 +595,20 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let pem = read_file(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
-        tls_error(format!(
-            "{}: no usable PEM private key: {err}",
-            path.display()
-        ))
+        // PKCS#8 `ENCRYPTED PRIVATE KEY`, or OpenSSL's older `Proc-Type: 4,ENCRYPTED`.
+        let is_encrypted = memchr::memmem::find(&pem, b"ENCRYPTED").is_some();
+        if is_encrypted {
+            tls_error(format!(
+                "{}: the private key is encrypted (it has a passphrase); decrypt it first: \
+                 openssl pkey -in {0} -out {0}.plain",
+                path.display()
+            ))
+        } else {
+            tls_error(format!(
+                "{}: no usable PEM private key: {err}",
+                path.display()
+            ))
+        }
     })
 }
 
