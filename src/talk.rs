@@ -241,7 +241,7 @@ where
                 decoder.decode(&input, is_eof, &mut pending);
                 input.clear();
                 uses_newlines |= pending.contains('\n');
-                let hold_piece = uses_newlines && !is_eof && pending.len() < READ_CHUNK;
+                let hold_piece = uses_newlines && !is_eof;
                 if let Some(ending) = show_messages(&mut pending, hold_piece, peer, config) {
                     break ending;
                 }
@@ -278,7 +278,8 @@ where
 
 /// Prints every message in `pending` (a whole line, or a final piece without a newline, as
 /// the peer sent it) and reports a bye. With `hold_piece`, a final piece stays in `pending`
-/// to wait for the rest of its line.
+/// to wait for the rest of its line, unless it is [`READ_CHUNK`] long already: a line longer
+/// than that is shown in pieces of about that size.
 fn show_messages(
     pending: &mut String,
     hold_piece: bool,
@@ -287,7 +288,7 @@ fn show_messages(
 ) -> Option<Ending> {
     let text = std::mem::take(pending);
     for message in text.split_inclusive('\n') {
-        if hold_piece && !message.ends_with('\n') {
+        if hold_piece && !message.ends_with('\n') && message.len() < READ_CHUNK {
             pending.push_str(message);
             break;
         }

@@ -594,6 +594,29 @@ fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {
     assert!(listener.wait_exit(IO_TIMEOUT).success());
 }
 
+/// Many lines at once (a file piped to the peer) fill whole reads, which end mid-line; each
+/// line is still shown whole.
+#[test]
+fn lines_sent_in_bulk_are_each_shown_whole() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut caller = TcpStream::connect(listener.socket_addr()).unwrap();
+    let me = caller.local_addr().unwrap();
+    let lines: Vec<String> = (0..5000)
+        .map(|i| format!("line {i} {}", "x".repeat(100)))
+        .collect();
+    caller
+        .write_all(format!("{}\nbye\n", lines.join("\n")).as_bytes())
+        .unwrap();
+    let shown = listener.within(IO_TIMEOUT, Proc::stdout_rest);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    let expected: String = lines
+        .iter()
+        .chain(std::iter::once(&"bye".to_string()))
+        .map(|line| format!("<{me}> {line}\n"))
+        .collect();
+    assert!(shown == expected, "lines were split or lost");
+}
+
 /// A peer that ends its lines with a newline and sends one line in pieces (a student's
 /// `c.send(b'one line sent '); c.send(b'in two parts\n')`) is shown one line, not two.
 #[test]
