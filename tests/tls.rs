@@ -399,6 +399,18 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
     fails_with(&["echo", "127.0.0.1:0", "--tls-cert", &server_pem], 2);
     let line = fails_with(&["echo", "-u", "127.0.0.1:0", "--tls-self-signed"], 2);
     assert!(line.contains("UDP"), "{line}");
+    // A handshake cannot be done in no time at all.
+    let line = fails_with(
+        &[
+            "echo",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            "--tls-handshake-timeout",
+            "0",
+        ],
+        2,
+    );
+    assert!(line.contains("--tls-handshake-timeout 0"), "{line}");
 }
 
 #[test]
