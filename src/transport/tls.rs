@@ -545,12 +545,14 @@ fn hex_colons(bytes: &[u8]) -> String {
 }
 
 /// Parses a SHA-256 fingerprint: 64 hex digits, with or without colons, any case, an optional
-/// `sha256:` prefix.
+/// `sha256:` prefix; also the whole line `openssl x509 -noout -fingerprint -sha256` prints
+/// (`sha256 Fingerprint=AB:CD:…`) or `sha256sum` does (`abcd…  cert.der`).
 ///
 /// # Errors
 /// [`Error::Usage`] naming what is wrong.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
-    let trimmed = text.trim();
+    let after_equals = text.rsplit_once('=').map_or(text, |(_, hex)| hex);
+    let trimmed = after_equals.split_whitespace().next().unwrap_or_default();
     let body = trimmed
         .strip_prefix("sha256:")
         .or_else(|| trimmed.strip_prefix("SHA256:"))
@@ -796,7 +798,14 @@ mod tests {
     fn fingerprints_parse_in_every_common_form() {
         let colons = "AB:".repeat(31) + "AB";
         let plain = "ab".repeat(32);
-        for text in [colons.clone(), plain.clone(), format!("sha256:{plain}")] {
+        for text in [
+            colons.clone(),
+            plain.clone(),
+            format!("sha256:{plain}"),
+            format!("sha256 Fingerprint={colons}"),
+            format!("SHA256 Fingerprint={colons}\n"),
+            format!("{plain}  cert.der"),
+        ] {
             assert_eq!(parse_fingerprint(&text).unwrap(), [0xAB; 32], "{text}");
         }
         for bad in ["", "AB:CD", &"zz".repeat(32), &"é".repeat(64)] {
