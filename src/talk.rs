@@ -20,7 +20,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use crate::access::{Admission, Refusal};
+use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
@@ -338,11 +338,17 @@ impl StreamListener for NoListener {
 }
 
 /// Talks over UDP. With `peer` set, datagrams go there at once (either side may speak first)
-/// and datagrams from anyone else are ignored. Without it, the first sender becomes the peer.
+/// and datagrams from anyone else are ignored. Without it, the first sender `access` permits
+/// becomes the peer; datagrams from senders it does not permit are ignored.
 ///
 /// # Errors
 /// An I/O error on the socket.
-pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfig) -> Result<()> {
+pub async fn udp(
+    socket: UdpSocket,
+    peer: Option<SocketAddr>,
+    access: &AccessPolicy,
+    config: &TalkConfig,
+) -> Result<()> {
     // Compared with what a dual-stack socket reports (`[::ffff:127.0.0.1]:5000`) as IPv4.
     let fixed_peer = peer.map(udp::canonical);
     let mut peer = fixed_peer;
@@ -389,6 +395,10 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
                         continue;
                     }
                 };
+                if !access.permits(from.ip()) {
+                    tracing::info!(%from, "ignored a datagram from a sender not allowed (--allow/--deny)");
+                    continue;
+                }
                 match peer {
                     Some(expected) if expected != from => {
                         // Most often the peer itself, started again from a new port: say so

@@ -220,6 +220,31 @@ fn talk_turns_away_denied_callers() {
     assert!(refusal(listener.socket_addr()).starts_with("refused: 127.0.0.1 is not allowed"));
 }
 
+/// `talk -u --listen` without a PEER takes the first sender as its peer: one it does not allow
+/// is ignored, and cannot become the peer.
+#[test]
+fn udp_talk_ignores_senders_it_does_not_allow() {
+    let mut talker = Proc::server(&[
+        "talk",
+        "-u",
+        "--listen",
+        "127.0.0.1:0",
+        "--deny",
+        "127.0.0.2",
+    ]);
+    let to = talker.socket_addr();
+    let denied = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    denied.send_to(b"let me in", to).unwrap();
+    let allowed = udp_for(to);
+    allowed.send_to(b"hello", to).unwrap();
+    let me = allowed.local_addr().unwrap();
+    assert_eq!(talker.next_line(), format!("<{me}> hello"));
+    talker.type_line("hi, friend");
+    let mut buf = [0u8; 64];
+    let n = allowed.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hi, friend");
+}
+
 #[test]
 fn bad_ranges_are_usage_errors() {
     for bad in ["198.51.100.0/33", "nonsense", "::1/129", ""] {
