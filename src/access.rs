@@ -12,7 +12,8 @@
 //!    IPv6 client: from its /64), the connection is refused.
 //!
 //! Unix-socket clients have no address: only `--max-conns` applies to them. IPv4 clients of a
-//! dual-stack `[::]` listener are matched as IPv4 (`::ffff:192.0.2.1` is `192.0.2.1`).
+//! dual-stack `[::]` listener are matched as IPv4 (`::ffff:192.0.2.1` is `192.0.2.1`), and so
+//! are ranges written that way (`::ffff:192.0.2.0/120` is `192.0.2.0/24`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -34,8 +35,20 @@ impl AccessPolicy {
     /// Whether `ip` may connect.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
-        let is_in = |nets: &[IpNet]| nets.iter().any(|net| net.contains(&ip));
+        let is_in = |nets: &[IpNet]| nets.iter().any(|net| canonical(*net).contains(&ip));
         !is_in(&self.deny) && (self.allow.is_empty() || is_in(&self.allow))
+    }
+}
+
+/// A range of IPv4-mapped IPv6 addresses (`::ffff:10.0.0.0/104`) as the IPv4 range it is
+/// (`10.0.0.0/8`), since clients are matched by their IPv4 address; any other range as it is.
+fn canonical(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
     }
 }
 
@@ -124,11 +137,7 @@ impl Gate {
     /// # Errors
     /// The [`Refusal`] to send the client.
     pub fn admit(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<Admission, Refusal> {
-        if let Some(ip) = ip
-            && !self.policy.permits(ip)
-        {
-            return Err(Refusal::Denied(ip));
-        }
+        self.check(ip)?;
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return Err(Refusal::Full(self.max_conns));
         };
@@ -150,6 +159,18 @@ impl Gate {
             counted,
             gate: self.clone(),
         })
+    }
+
+    /// Whether `--allow`/`--deny` let `ip` in (`None`, a Unix socket: always), without taking
+    /// a place: for a caller that has more to do (a TLS handshake) before [`Gate::admit`].
+    ///
+    /// # Errors
+    /// [`Refusal::Denied`].
+    pub fn check(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        match ip {
+            Some(ip) if !self.policy.permits(ip) => Err(Refusal::Denied(ip)),
+            _ => Ok(()),
+        }
     }
 
     /// Connections from `ip`'s source admitted and not yet closed (for tests and logs).
@@ -213,6 +234,25 @@ mod tests {
         };
         assert!(policy.permits(ip("::ffff:127.0.0.1")));
         assert!(!policy.permits(ip("::1")));
+    }
+
+    #[test]
+    fn mapped_ipv4_ranges_match_ipv4_clients() {
+        let policy = AccessPolicy {
+            allow: nets(&["::ffff:198.51.100.0/120"]),
+            deny: nets(&["::ffff:198.51.100.128/121"]),
+        };
+        assert!(policy.permits(ip("198.51.100.4")));
+        assert!(policy.permits(ip("::ffff:198.51.100.4")));
+        assert!(!policy.permits(ip("198.51.100.200")));
+        assert!(!policy.permits(ip("203.0.113.1")));
+        let no_ipv4 = AccessPolicy {
+            allow: vec![],
+            deny: nets(&["::ffff:0:0/96"]),
+        };
+        assert!(!no_ipv4.permits(ip("::ffff:192.0.2.1")));
+        assert!(!no_ipv4.permits(ip("192.0.2.1")));
+        assert!(no_ipv4.permits(ip("2001:db8::1")));
     }
 
     #[test]

@@ -295,7 +295,7 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
             socket.local_addr()?,
         ));
     }
-    talk::udp(socket, peer, config).await
+    talk::udp(socket, peer, &args.access.policy(), config).await
 }
 
 async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken) -> Result<()> {

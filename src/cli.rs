@@ -251,12 +251,19 @@ impl TlsServerArgs {
                 "--tls-client-ca needs TLS on: --tls-cert/--tls-key or --tls-self-signed".into(),
             ));
         }
+        let handshake_timeout = seconds("--tls-handshake-timeout", self.tls_handshake_timeout)?;
+        if handshake_timeout.is_zero() {
+            return Err(Error::Usage(
+                "--tls-handshake-timeout 0 would close every client mid-handshake; give seconds > 0"
+                    .into(),
+            ));
+        }
         Ok(crate::transport::tls::ServerOptions {
             cert: self.tls_cert.clone(),
             key: self.tls_key.clone(),
             self_signed: self.tls_self_signed,
             client_ca: self.tls_client_ca.clone(),
-            handshake_timeout: seconds("--tls-handshake-timeout", self.tls_handshake_timeout)?,
+            handshake_timeout,
         })
     }
 }

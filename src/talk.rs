@@ -20,9 +20,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
-use crate::limits::{MAX_DATAGRAM_V6, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server::{self, Entry};
 use crate::transport::tls::{self, Conn};
 use crate::transport::{Peer, StreamListener, udp};
@@ -42,6 +43,9 @@ pub struct TalkConfig {
     /// End each line sent over a stream with `\n` (`--no-newline` turns it off).
     pub newline: bool,
 }
+
+/// TLS handshakes `talk --listen` runs at once while it waits for a caller.
+const HANDSHAKES_AT_ONCE: usize = 16;
 
 /// How long a piece of a line waits for the rest, from a peer that ends its lines with `\n`,
 /// before it is shown as it is.
@@ -103,32 +107,70 @@ pub async fn listen<L: StreamListener>(
     server::announce(&listener.local_display());
     server::announce_tls(entry.tls.as_ref());
     loop {
-        let (stream, peer) = listener.accept().await?;
-        let _admission = match entry.gate.admit(peer.ip) {
-            Ok(admission) => admission,
-            Err(refusal) => {
-                tracing::info!(%peer, "{refusal}");
-                let text = format!("{refusal}\n").into_bytes();
-                tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
-                continue;
-            }
-        };
-        let stream = match &entry.tls {
-            None => Conn::Plain(stream),
-            Some(tls) => match tls.accept(stream).await {
-                Ok(conn) => conn,
-                Err(err) => {
-                    config.status(&format!("TLS handshake with {peer} failed: {err}"));
-                    continue;
-                }
-            },
-        };
+        let (stream, peer, _admission) = next_peer(&listener, entry, config).await?;
         config.status(&format!("connected with {peer}"));
         let ending = converse(stream, &peer.name, Some((&listener, entry)), lines, config).await;
         if !config.keep_listening || ending == Ending::WeSaidBye && lines.is_closed() {
             return Ok(());
         }
         config.status("waiting for the next peer");
+    }
+}
+
+/// The next caller to talk with, admitted, and past its TLS handshake if TLS is on. Handshakes
+/// run side by side (at most [`HANDSHAKES_AT_ONCE`]; callers beyond are closed at once), and
+/// the first to finish wins: a caller that stalls in its handshake holds up nobody else.
+///
+/// # Errors
+/// An accept error.
+async fn next_peer<L: StreamListener>(
+    listener: &L,
+    entry: &Entry,
+    config: &TalkConfig,
+) -> Result<(Conn<L::Stream>, Peer, Admission)> {
+    let mut handshakes = tokio::task::JoinSet::new();
+    let refuse = |stream, peer: &Peer, refusal: Refusal| {
+        tracing::info!(%peer, "{refusal}");
+        let text = format!("{refusal}\n").into_bytes();
+        tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted?;
+                if let Err(refusal) = entry.gate.check(peer.ip) {
+                    refuse(stream, &peer, refusal);
+                    continue;
+                }
+                match &entry.tls {
+                    None => match entry.gate.admit(peer.ip) {
+                        Ok(admission) => return Ok((Conn::Plain(stream), peer, admission)),
+                        Err(refusal) => refuse(stream, &peer, refusal),
+                    },
+                    Some(_) if handshakes.len() >= HANDSHAKES_AT_ONCE => {
+                        tracing::info!(%peer, "closed: {HANDSHAKES_AT_ONCE} TLS handshakes going on");
+                    }
+                    Some(tls) => {
+                        let tls = tls.clone();
+                        handshakes.spawn(async move { (tls.accept(stream).await, peer) });
+                    }
+                }
+            }
+            Some(Ok((handshake, peer))) = handshakes.join_next() => {
+                let conn = match handshake {
+                    Ok(conn) => conn,
+                    Err(err) => {
+                        config.status(&format!("TLS handshake with {peer} failed: {err}"));
+                        continue;
+                    }
+                };
+                // Nobody holds the one place while we wait for a caller: this never fails.
+                match entry.gate.admit(peer.ip) {
+                    Ok(admission) => return Ok((conn, peer, admission)),
+                    Err(refusal) => tracing::info!(%peer, "{refusal}"),
+                }
+            }
+        }
     }
 }
 
@@ -168,7 +210,7 @@ where
     let mut is_first_read = true;
     // Stdin may have ended before this peer came, leaving lines typed (or piped) for it.
     let mut is_stdin_open = !lines.is_closed() || !lines.is_empty();
-    loop {
+    let ending = loop {
         tokio::select! {
             line = lines.recv(), if is_stdin_open => {
                 let Some(line) = line else {
@@ -184,12 +226,11 @@ where
                 let written = async { writer.write_all(&wire).await?; writer.flush().await };
                 if let Err(err) = written.await {
                     config.status(&format!("{peer} is gone: {err}"));
-                    return Ending::PeerLeft;
+                    break Ending::PeerLeft;
                 }
                 if is_bye(&line) {
-                    let _ = writer.shutdown().await;
                     config.status("you said bye; conversation over");
-                    return Ending::WeSaidBye;
+                    break Ending::WeSaidBye;
                 }
             }
             read = reader.read_buf(&mut input) => {
@@ -200,22 +241,22 @@ where
                 decoder.decode(&input, is_eof, &mut pending);
                 input.clear();
                 uses_newlines |= pending.contains('\n');
-                let hold_piece = uses_newlines && !is_eof && pending.len() < READ_CHUNK;
+                let hold_piece = uses_newlines && !is_eof;
                 if let Some(ending) = show_messages(&mut pending, hold_piece, peer, config) {
-                    return ending;
+                    break ending;
                 }
                 if is_eof {
                     match read {
                         Err(err) => config.status(&format!("{peer} is gone: {err}")),
                         Ok(_) => config.status(&format!("{peer} left")),
                     }
-                    return Ending::PeerLeft;
+                    break Ending::PeerLeft;
                 }
             }
             () = tokio::time::sleep(PARTIAL_LINE_WAIT), if !pending.is_empty() => {
                 // The rest of the line is not coming soon: show what came.
                 if let Some(ending) = show_messages(&mut pending, false, peer, config) {
-                    return ending;
+                    break ending;
                 }
             }
             accepted = accept_extra(listener.map(|(l, _)| l)) => {
@@ -227,12 +268,18 @@ where
                 }
             }
         }
-    }
+    };
+    // However it ended, the peer reads a clean end: over TLS a close_notify, without which
+    // its TLS library reports a truncated connection. A peer that reads nothing more cannot
+    // hold us past CLOSE_TIMEOUT.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.shutdown()).await;
+    ending
 }
 
 /// Prints every message in `pending` (a whole line, or a final piece without a newline, as
 /// the peer sent it) and reports a bye. With `hold_piece`, a final piece stays in `pending`
-/// to wait for the rest of its line.
+/// to wait for the rest of its line, unless it is [`READ_CHUNK`] long already: a line longer
+/// than that is shown in pieces of about that size.
 fn show_messages(
     pending: &mut String,
     hold_piece: bool,
@@ -241,7 +288,7 @@ fn show_messages(
 ) -> Option<Ending> {
     let text = std::mem::take(pending);
     for message in text.split_inclusive('\n') {
-        if hold_piece && !message.ends_with('\n') {
+        if hold_piece && !message.ends_with('\n') && message.len() < READ_CHUNK {
             pending.push_str(message);
             break;
         }
@@ -291,11 +338,17 @@ impl StreamListener for NoListener {
 }
 
 /// Talks over UDP. With `peer` set, datagrams go there at once (either side may speak first)
-/// and datagrams from anyone else are ignored. Without it, the first sender becomes the peer.
+/// and datagrams from anyone else are ignored. Without it, the first sender `access` permits
+/// becomes the peer; datagrams from senders it does not permit are ignored.
 ///
 /// # Errors
 /// An I/O error on the socket.
-pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfig) -> Result<()> {
+pub async fn udp(
+    socket: UdpSocket,
+    peer: Option<SocketAddr>,
+    access: &AccessPolicy,
+    config: &TalkConfig,
+) -> Result<()> {
     // Compared with what a dual-stack socket reports (`[::ffff:127.0.0.1]:5000`) as IPv4.
     let fixed_peer = peer.map(udp::canonical);
     let mut peer = fixed_peer;
@@ -308,6 +361,8 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
     let mut is_stdin_open = true;
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     let mut decoded = String::new();
+    // The last sender other than the peer, told of once.
+    let mut last_stranger = None;
     loop {
         tokio::select! {
             line = lines.recv(), if is_stdin_open => {
@@ -340,9 +395,19 @@ pub async fn udp(socket: UdpSocket, peer: Option<SocketAddr>, config: &TalkConfi
                         continue;
                     }
                 };
+                if !access.permits(from.ip()) {
+                    tracing::info!(%from, "ignored a datagram from a sender not allowed (--allow/--deny)");
+                    continue;
+                }
                 match peer {
                     Some(expected) if expected != from => {
-                        tracing::info!(%from, "ignored a datagram from a stranger");
+                        // Most often the peer itself, started again from a new port: say so
+                        // (once a sender), rather than drop its messages without a word.
+                        if last_stranger.replace(from) != Some(from) {
+                            config.status(&format!(
+                                "ignored a message from {from}: talking with {expected}"
+                            ));
+                        }
                         continue;
                     }
                     Some(_) => {}

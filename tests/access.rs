@@ -86,6 +86,21 @@ fn ipv6_and_dual_stack_clients_are_matched_by_their_real_address() {
     echoes(&mut six, "v6 is fine\n");
 }
 
+/// A range written as IPv4-mapped IPv6 addresses (`::ffff:0:0/96`, every IPv4 client) keeps
+/// out the IPv4 clients it names, as the IPv4 range would.
+#[test]
+fn mapped_ipv6_ranges_keep_out_ipv4_clients() {
+    let dual = Proc::server(&["echo", "[::]:0", "--deny", "::ffff:127.0.0.0/104"]);
+    let port = dual.socket_addr().port();
+    let v4: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(refusal(v4).starts_with("refused: 127.0.0.1 is not allowed"));
+    let mut six = tcp(format!("[::1]:{port}").parse().unwrap());
+    echoes(&mut six, "v6 is fine\n");
+
+    let allowed = Proc::server(&["echo", "127.0.0.1:0", "--allow", "::ffff:127.0.0.1"]);
+    echoes(&mut tcp(allowed.socket_addr()), "let in\n");
+}
+
 #[test]
 fn the_per_address_cap_refuses_one_more_and_frees_places() {
     let server = Proc::server(&["echo", "127.0.0.1:0", "--max-conns-per-ip", "2"]);
@@ -203,6 +218,31 @@ fn udp_echo_ignores_senders_it_does_not_allow() {
 fn talk_turns_away_denied_callers() {
     let listener = Proc::server(&["talk", "--listen", "127.0.0.1:0", "--deny", "127.0.0.1"]);
     assert!(refusal(listener.socket_addr()).starts_with("refused: 127.0.0.1 is not allowed"));
+}
+
+/// `talk -u --listen` without a PEER takes the first sender as its peer: one it does not allow
+/// is ignored, and cannot become the peer.
+#[test]
+fn udp_talk_ignores_senders_it_does_not_allow() {
+    let mut talker = Proc::server(&[
+        "talk",
+        "-u",
+        "--listen",
+        "127.0.0.1:0",
+        "--deny",
+        "127.0.0.2",
+    ]);
+    let to = talker.socket_addr();
+    let denied = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    denied.send_to(b"let me in", to).unwrap();
+    let allowed = udp_for(to);
+    allowed.send_to(b"hello", to).unwrap();
+    let me = allowed.local_addr().unwrap();
+    assert_eq!(talker.next_line(), format!("<{me}> hello"));
+    talker.type_line("hi, friend");
+    let mut buf = [0u8; 64];
+    let n = allowed.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"hi, friend");
 }
 
 #[test]

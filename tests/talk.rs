@@ -340,6 +340,34 @@ fn udp_with_a_known_peer_socktalk_may_speak_first_and_ignores_strangers() {
     assert_eq!(talker.stdout_rest(), "");
 }
 
+/// A peer learnt from its first datagram that starts again (a student's client, run once
+/// more) speaks from a new port; what it sends is ignored, and the talk says so instead of
+/// dropping it without a word.
+#[test]
+fn udp_messages_from_a_new_port_are_ignored_with_a_word() {
+    let mut talker = udp_talker(&[]);
+    let talker_addr = talker.socket_addr();
+    let first = UdpSocket::bind("127.0.0.1:0").unwrap();
+    first.send_to(b"hello", talker_addr).unwrap();
+    assert_eq!(
+        talker.next_line(),
+        format!("<{}> hello", first.local_addr().unwrap())
+    );
+    let again = UdpSocket::bind("127.0.0.1:0").unwrap();
+    again.send_to(b"me again", talker_addr).unwrap();
+    let said = talker.next_stderr_line();
+    assert!(said.contains("talking with"), "{said}");
+    let said = talker.next_stderr_line();
+    assert_eq!(
+        said,
+        format!(
+            "* ignored a message from {}: talking with {}",
+            again.local_addr().unwrap(),
+            first.local_addr().unwrap()
+        )
+    );
+}
+
 #[test]
 fn udp_gbk_datagrams() {
     let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -564,6 +592,29 @@ fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {
     caller.write_all(b"bye\n").unwrap();
     assert_eq!(listener.next_line(), format!("<{me}> bye"));
     assert!(listener.wait_exit(IO_TIMEOUT).success());
+}
+
+/// Many lines at once (a file piped to the peer) fill whole reads, which end mid-line; each
+/// line is still shown whole.
+#[test]
+fn lines_sent_in_bulk_are_each_shown_whole() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut caller = TcpStream::connect(listener.socket_addr()).unwrap();
+    let me = caller.local_addr().unwrap();
+    let lines: Vec<String> = (0..5000)
+        .map(|i| format!("line {i} {}", "x".repeat(100)))
+        .collect();
+    caller
+        .write_all(format!("{}\nbye\n", lines.join("\n")).as_bytes())
+        .unwrap();
+    let shown = listener.within(IO_TIMEOUT, Proc::stdout_rest);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    let expected: String = lines
+        .iter()
+        .chain(std::iter::once(&"bye".to_string()))
+        .map(|line| format!("<{me}> {line}\n"))
+        .collect();
+    assert!(shown == expected, "lines were split or lost");
 }
 
 /// A peer that ends its lines with a newline and sends one line in pieces (a student's

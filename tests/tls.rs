@@ -210,6 +210,28 @@ fn python_ssl_clients_talk_to_a_tls_upper_server() {
     assert!(out.starts_with("TLSv1."), "{out}");
 }
 
+/// A client may offer ALPN protocols of its own (`openssl s_client -alpn`, `ncat --ssl-alpn`,
+/// Python's `set_alpn_protocols`); the server picks none and the session goes on, instead of
+/// refusing the handshake for want of a protocol in common.
+#[test]
+fn clients_offering_alpn_protocols_are_served() {
+    let pki = Pki::new();
+    let server = pki.echo_server(&[]);
+    let port = server.socket_addr().port().to_string();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        ctx.set_alpn_protocols(['h2', 'echo'])\n\
+        with socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10) as raw:\n\
+        \x20   with ctx.wrap_socket(raw, server_hostname='localhost') as s:\n\
+        \x20       s.sendall(b'alpn\\n')\n\
+        \x20       data = b''\n\
+        \x20       while not data.endswith(b'\\n'):\n\
+        \x20           data += s.recv(1024)\n\
+        \x20       print(s.selected_alpn_protocol(), data.decode().strip())\n";
+    let out = python(program, &[&pki.path("ca.pem"), &port]);
+    assert_eq!(out.trim(), "None alpn", "{out}");
+}
+
 #[test]
 fn client_certificates_are_required_with_tls_client_ca() {
     let pki = Pki::new();
@@ -243,6 +265,96 @@ fn client_certificates_are_required_with_tls_client_ca() {
     );
 }
 
+/// Why a handshake failed, in words that say what to fix: the names a certificate is for,
+/// and a client certificate the server would not take.
+#[test]
+fn handshake_failures_say_what_is_wrong() {
+    let pki = Pki::new();
+    let ca = pki.path("ca.pem");
+    // A certificate from the right CA, for another name.
+    let (elsewhere, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &pki.path("client.pem"),
+        "--tls-key",
+        &pki.path("client.key"),
+    ]);
+    let line = fails_with(&["connect", host_port(&elsewhere.addr), "--tls-ca", &ca], 1);
+    assert!(
+        line.contains("the certificate is for client.socktalk.test, not 127.0.0.1"),
+        "{line}"
+    );
+    // A client certificate the server's CA did not issue.
+    let server = pki.echo_server(&["--tls-client-ca", &ca]);
+    let stranger = rcgen::generate_simple_self_signed(vec!["stranger.test".to_string()]).unwrap();
+    let cert = write(pki.dir.path(), "stranger.pem", &stranger.cert.pem());
+    let key = write(
+        pki.dir.path(),
+        "stranger.key",
+        &stranger.signing_key.serialize_pem(),
+    );
+    let (code, out, err) = connect(
+        host_port(&server.addr),
+        &[
+            "--tls-ca",
+            &ca,
+            "--tls-client-cert",
+            cert.to_str().unwrap(),
+            "--tls-client-key",
+            key.to_str().unwrap(),
+        ],
+        "hello\n",
+    );
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(
+        err.contains("the server refused our client certificate"),
+        "{err}"
+    );
+}
+
+/// A TLS 1.2 server that wants a client certificate answers a client without one with a
+/// bare `handshake_failure` alert (OpenSSL does: `openssl s_server -Verify`, Python's `ssl`);
+/// the error says what is likely missing.
+#[test]
+fn a_tls_1_2_server_wanting_a_client_certificate_is_explained() {
+    let pki = Pki::new();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=sys.argv[3])\n\
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2\n\
+        ctx.verify_mode = ssl.CERT_REQUIRED\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        print(srv.getsockname()[1], flush=True)\n\
+        try:\n\
+        \x20   ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        except ssl.SSLError:\n\
+        \x20   pass\n";
+    let mut command = std::process::Command::new("python3");
+    command.args([
+        "-c",
+        program,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &pki.path("ca.pem"),
+    ]);
+    let mut server = Proc::spawn(command);
+    let port = server.next_line();
+    let line = fails_with(
+        &[
+            "connect",
+            &format!("127.0.0.1:{port}"),
+            "--tls-ca",
+            &pki.path("ca.pem"),
+        ],
+        1,
+    );
+    assert!(
+        line.contains("HandshakeFailure") && line.contains("--tls-client-cert"),
+        "{line}"
+    );
+}
+
 #[test]
 fn bad_certificate_files_fail_at_start_naming_the_file() {
     let pki = Pki::new();
@@ -254,10 +366,23 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
     let server_key = pki.path("server.key");
     let client_key = pki.path("client.key");
     let server_pem = pki.path("server.pem");
+    // A key with a passphrase (`openssl pkcs8 -topk8`): its PEM label says so.
+    let encrypted = write(
+        dir.path(),
+        "encrypted.key",
+        "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIGbMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAg=\n\
+         -----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let encrypted = encrypted.to_str().unwrap();
     for (cert, key, wanted) in [
         (missing, server_key.as_str(), "missing.pem"),
         (garbage, server_key.as_str(), "no PEM certificate"),
         (server_pem.as_str(), garbage, "garbage.pem"),
+        (
+            server_pem.as_str(),
+            encrypted,
+            "encrypted.key: the private key is encrypted",
+        ),
         (
             server_pem.as_str(),
             client_key.as_str(),
@@ -274,6 +399,18 @@ fn bad_certificate_files_fail_at_start_naming_the_file() {
     fails_with(&["echo", "127.0.0.1:0", "--tls-cert", &server_pem], 2);
     let line = fails_with(&["echo", "-u", "127.0.0.1:0", "--tls-self-signed"], 2);
     assert!(line.contains("UDP"), "{line}");
+    // A handshake cannot be done in no time at all.
+    let line = fails_with(
+        &[
+            "echo",
+            "127.0.0.1:0",
+            "--tls-self-signed",
+            "--tls-handshake-timeout",
+            "0",
+        ],
+        2,
+    );
+    assert!(line.contains("--tls-handshake-timeout 0"), "{line}");
 }
 
 #[test]
@@ -382,6 +519,126 @@ fn talk_works_over_tls() {
     listener.type_line("bye");
     wait_for(&mut caller, |l| l.ends_with("> bye"));
     assert!(caller.wait_exit(IO_TIMEOUT).success());
+}
+
+/// A server that closes without a TLS close_notify (a Python `ssl` server's `conn.close()`,
+/// `ncat --ssl`) has ended the stream, as a plain server closing would: `connect` prints what
+/// came and exits 0, instead of failing with rustls's "peer closed connection without sending
+/// TLS close_notify".
+#[test]
+fn a_server_closing_without_close_notify_ends_the_stream() {
+    let pki = Pki::new();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        print(srv.getsockname()[1], flush=True)\n\
+        conn = ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        conn.sendall(b'hello from python\\n')\n\
+        conn.close()\n";
+    let mut command = std::process::Command::new("python3");
+    command.args([
+        "-c",
+        program,
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+    ]);
+    let mut server = Proc::spawn(command);
+    let port = server.next_line();
+    let (code, out, err) = connect(
+        &format!("127.0.0.1:{port}"),
+        &["--tls-ca", &pki.path("ca.pem")],
+        "",
+    );
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "hello from python\n"),
+        "{err}"
+    );
+}
+
+/// `talk --listen` over TLS is not held up by a caller that stalls in its handshake: the
+/// next caller is talked with at once, not after `--tls-handshake-timeout`.
+#[test]
+fn a_stalled_handshake_does_not_hold_up_talk() {
+    let mut listener = Proc::server(&[
+        "talk",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--tls-handshake-timeout",
+        "60",
+    ]);
+    let fingerprint = listener.next_line();
+    let fingerprint = fingerprint.strip_prefix("tls certificate sha256 ").unwrap();
+    let mut stalled = tcp(listener.socket_addr());
+    stalled.write_all(&[0x16, 0x03]).unwrap();
+    let addr = host_port(&listener.addr).to_string();
+    let mut caller = Proc::start(&["talk", &addr, "--tls-fingerprint", fingerprint]);
+    caller.type_line("not kept waiting");
+    // Within IO_TIMEOUT, well before the stalled handshake times out.
+    wait_for(&mut listener, |l| l.ends_with("> not kept waiting"));
+    listener.type_line("bye");
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+}
+
+/// However a talk over TLS ends, the peer reads a clean end (a close_notify, which Python's
+/// `ssl` insists on with `suppress_ragged_eofs=False`), and a peer that closes without one
+/// (`openssl s_client`, a Python `ssl` socket closed without `unwrap()`) has left, not failed.
+#[test]
+fn a_talk_over_tls_ends_cleanly_both_ways() {
+    let pki = Pki::new();
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let listener = Proc::server(&[
+        "talk",
+        "--listen",
+        "127.0.0.1:0",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    let port = listener.socket_addr().port().to_string();
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+        raw = socket.create_connection(('127.0.0.1', int(sys.argv[2])), timeout=10)\n\
+        s = ctx.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)\n\
+        s.sendall(b'bye\\n')\n\
+        while s.recv(1024):\n\
+        \x20   pass\n\
+        print('clean end')\n";
+    assert_eq!(
+        python(program, &[&pki.path("ca.pem"), &port]).trim(),
+        "clean end"
+    );
+
+    let server = "import socket, ssl, sys\n\
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)\n\
+        ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+        srv = socket.create_server(('127.0.0.1', 0))\n\
+        print(srv.getsockname()[1], flush=True)\n\
+        conn = ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        conn.sendall(b'hello\\n')\n\
+        conn.recv(1024)\n\
+        conn.close()\n";
+    let mut command = std::process::Command::new("python3");
+    command.args(["-c", server, &cert, &key]);
+    let mut python_server = Proc::spawn(command);
+    let port = python_server.next_line();
+    let mut caller = Proc::start(&[
+        "talk",
+        &format!("localhost:{port}"),
+        "--tls-ca",
+        &pki.path("ca.pem"),
+    ]);
+    wait_for(&mut caller, |l| l.ends_with("> hello"));
+    caller.type_line("hi");
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+    let said = caller.stderr_text();
+    assert!(
+        said.contains(" left") && !said.contains("is gone"),
+        "{said}"
+    );
 }
 
 /// The web page over HTTPS and its WebSocket over WSS, with socktalk's own TLS client

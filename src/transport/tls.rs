@@ -159,9 +159,33 @@ fn readable(err: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => {
             "the certificate is not signed by a CA trusted here (UnknownIssuer)".into()
         }
-        rustls::Error::InvalidCertificate(
-            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
-        ) => "the certificate is not for this name (NotValidForName)".into(),
+        rustls::Error::InvalidCertificate(Cert::NotValidForNameContext {
+            expected,
+            presented,
+        }) => {
+            // Names come as webpki words them: `DnsName("example.org")`, `IpAddress(127.0.0.1)`.
+            let names: Vec<&str> = presented
+                .iter()
+                .map(|name| {
+                    let inner = name
+                        .strip_prefix("DnsName(")
+                        .or_else(|| name.strip_prefix("IpAddress("))
+                        .and_then(|rest| rest.strip_suffix(')'));
+                    inner.map_or(name.as_str(), |inner| inner.trim_matches('"'))
+                })
+                .collect();
+            let names = match names.as_slice() {
+                [] => "no name".to_string(),
+                names => names.join(", "),
+            };
+            format!(
+                "the certificate is for {names}, not {} (NotValidForName)",
+                expected.to_str()
+            )
+        }
+        rustls::Error::InvalidCertificate(Cert::NotValidForName) => {
+            "the certificate is not for this name (NotValidForName)".into()
+        }
         rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
             "the certificate has expired".into()
         }
@@ -180,6 +204,18 @@ fn readable(err: &rustls::Error) -> String {
             "the server wants a client certificate: give --tls-client-cert and --tls-client-key"
                 .into()
         }
+        // A server refusing the client certificate it was given (OpenSSL and rustls say
+        // `certificate_unknown` or `bad_certificate`, some `unknown_ca`).
+        rustls::Error::AlertReceived(
+            alert @ (rustls::AlertDescription::CertificateUnknown
+            | rustls::AlertDescription::BadCertificate
+            | rustls::AlertDescription::UnknownCA
+            | rustls::AlertDescription::UnsupportedCertificate
+            | rustls::AlertDescription::CertificateExpired),
+        ) => format!(
+            "the server refused our client certificate ({alert:?}): is it issued by a CA the \
+             server trusts, and still valid?"
+        ),
         other => other.to_string(),
     }
 }
@@ -237,8 +273,10 @@ impl Acceptor {
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(certificate.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // No ALPN: the line protocols have no name to offer, and a server that names one
+        // refuses every client offering others (`no_application_protocol`). Browsers take
+        // HTTP/1.1 when none is chosen.
+        let config = builder.with_cert_resolver(certificate.clone());
         Ok(Some(Self {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             handshake_timeout: options.handshake_timeout,
@@ -302,6 +340,8 @@ impl Acceptor {
 #[derive(Clone)]
 pub struct Connector {
     connector: tokio_rustls::TlsConnector,
+    /// Whether it presents a client certificate (`--tls-client-cert`).
+    has_client_cert: bool,
 }
 
 impl std::fmt::Debug for Connector {
@@ -318,6 +358,7 @@ impl Connector {
     pub fn new(options: &ClientOptions) -> Result<Option<Self>> {
         Ok(client_config(options)?.map(|config| Self {
             connector: tokio_rustls::TlsConnector::from(config),
+            has_client_cert: options.cert.is_some(),
         }))
     }
 
@@ -349,6 +390,12 @@ impl Connector {
                 } else if text.contains("corrupt message") || text.contains("unexpected handshake")
                 {
                     " (is the server speaking TLS?)"
+                } else if text.contains("HandshakeFailure") && !self.has_client_cert {
+                    // What a TLS 1.2 server answers a client without the certificate it
+                    // asked for (TLS 1.3 has an alert of its own for that).
+                    " (does the server want a client certificate? give --tls-client-cert and \
+                     --tls-client-key; or it may speak no TLS version or cipher socktalk does: \
+                     TLS 1.2 and 1.3)"
                 } else {
                     ""
                 };
@@ -498,12 +545,14 @@ fn hex_colons(bytes: &[u8]) -> String {
 }
 
 /// Parses a SHA-256 fingerprint: 64 hex digits, with or without colons, any case, an optional
-/// `sha256:` prefix.
+/// `sha256:` prefix; also the whole line `openssl x509 -noout -fingerprint -sha256` prints
+/// (`sha256 Fingerprint=AB:CD:…`) or `sha256sum` does (`abcd…  cert.der`).
 ///
 /// # Errors
 /// [`Error::Usage`] naming what is wrong.
 pub fn parse_fingerprint(text: &str) -> Result<[u8; 32]> {
-    let trimmed = text.trim();
+    let after_equals = text.rsplit_once('=').map_or(text, |(_, hex)| hex);
+    let trimmed = after_equals.split_whitespace().next().unwrap_or_default();
     let body = trimmed
         .strip_prefix("sha256:")
         .or_else(|| trimmed.strip_prefix("SHA256:"))
@@ -548,10 +597,20 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>> {
     let pem = read_file(path)?;
     PrivateKeyDer::from_pem_slice(&pem).map_err(|err| {
-        tls_error(format!(
-            "{}: no usable PEM private key: {err}",
-            path.display()
-        ))
+        // PKCS#8 `ENCRYPTED PRIVATE KEY`, or OpenSSL's older `Proc-Type: 4,ENCRYPTED`.
+        let is_encrypted = memchr::memmem::find(&pem, b"ENCRYPTED").is_some();
+        if is_encrypted {
+            tls_error(format!(
+                "{}: the private key is encrypted (it has a passphrase); decrypt it first: \
+                 openssl pkey -in {0} -out {0}.plain",
+                path.display()
+            ))
+        } else {
+            tls_error(format!(
+                "{}: no usable PEM private key: {err}",
+                path.display()
+            ))
+        }
     })
 }
 
@@ -619,9 +678,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Conn::Tls(tls, _) => match Pin::new(tls.as_mut()).poll_read(cx, buf) {
+                Poll::Ready(Err(err)) if is_unannounced_close(&err) => Poll::Ready(Ok(())),
+                read => read,
+            },
         }
     }
+}
+
+/// Whether `err` is the peer closing its TLS connection without a `close_notify` first. Many
+/// peers do (`openssl s_client`, `ncat --ssl`, a Python `ssl` socket closed without
+/// `unwrap()`), as they would close a plain socket: here it is the end of the stream, as
+/// there, not an error. A message cut short shows as it would over plain TCP: a line without
+/// its newline, a frame without its length.
+fn is_unannounced_close(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::UnexpectedEof
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
@@ -701,6 +772,10 @@ where
                         *maybe_more = n > 0;
                         Ok(n)
                     }
+                    Poll::Ready(Err(err)) if is_unannounced_close(&err) => {
+                        *maybe_more = false;
+                        Ok(0)
+                    }
                     Poll::Ready(Err(err)) => {
                         *maybe_more = false;
                         Err(err)
@@ -723,7 +798,14 @@ mod tests {
     fn fingerprints_parse_in_every_common_form() {
         let colons = "AB:".repeat(31) + "AB";
         let plain = "ab".repeat(32);
-        for text in [colons.clone(), plain.clone(), format!("sha256:{plain}")] {
+        for text in [
+            colons.clone(),
+            plain.clone(),
+            format!("sha256:{plain}"),
+            format!("sha256 Fingerprint={colons}"),
+            format!("SHA256 Fingerprint={colons}\n"),
+            format!("{plain}  cert.der"),
+        ] {
             assert_eq!(parse_fingerprint(&text).unwrap(), [0xAB; 32], "{text}");
         }
         for bad in ["", "AB:CD", &"zz".repeat(32), &"é".repeat(64)] {
