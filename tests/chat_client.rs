@@ -188,15 +188,7 @@ fn a_refused_client_says_why_and_fails() {
 
 #[test]
 fn a_server_that_is_not_a_chat_server_is_named_as_such() {
-    let (addr, peer) = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || {
-            let (stream, _) = listener.accept().unwrap();
-            drop(stream);
-        });
-        (addr, peer)
-    };
+    let (addr, peer) = common::tcp_peer("127.0.0.1", drop);
     let out = socktalk()
         .args(["chat", &addr.to_string(), "--color", "never"])
         .timeout(Duration::from_secs(10))
@@ -265,27 +257,21 @@ fn a_member_who_only_reads_is_not_closed_as_idle() {
 /// clipboard (OSC 52).
 #[test]
 fn nothing_a_server_sends_can_drive_the_terminal() {
-    let (addr, peer) = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let peer = std::thread::spawn(move || {
-            use std::io::Write;
-            let (mut stream, _) = listener.accept().unwrap();
-            let events = concat!(
-                r##"{"type":"state","nick":"ann","room":"#lobby","rooms":["#lobby"]}"##,
-                "\n",
-                r#"{"type":"info","text":"\u001b]52;c;aGk=\u0007clipboard"}"#,
-                "\n",
-                r##"{"type":"who","room":"#lobby","nicks":["\u001b[2Jbob"]}"##,
-                "\n",
-                r##"{"type":"join","room":"#lobby","nick":"\u001b]0;title\u0007cat"}"##,
-                "\n",
-                "\u{1b}[2Jnot JSON\n",
-            );
-            stream.write_all(events.as_bytes()).unwrap();
-        });
-        (addr, peer)
-    };
+    let (addr, peer) = common::tcp_peer("127.0.0.1", |mut stream| {
+        use std::io::Write;
+        let events = concat!(
+            r##"{"type":"state","nick":"ann","room":"#lobby","rooms":["#lobby"]}"##,
+            "\n",
+            r#"{"type":"info","text":"\u001b]52;c;aGk=\u0007clipboard"}"#,
+            "\n",
+            r##"{"type":"who","room":"#lobby","nicks":["\u001b[2Jbob"]}"##,
+            "\n",
+            r##"{"type":"join","room":"#lobby","nick":"\u001b]0;title\u0007cat"}"##,
+            "\n",
+            "\u{1b}[2Jnot JSON\n",
+        );
+        stream.write_all(events.as_bytes()).unwrap();
+    });
     let out = socktalk()
         .args(["chat", &addr.to_string(), "--color", "never"])
         .timeout(Duration::from_secs(10))

@@ -4,32 +4,15 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::net::UnixListener;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
     IO_TIMEOUT, Proc, closed_tcp_addr, closed_udp_addr, is_closed, len_frame, one_line_error,
-    read_exact, read_to_end, reset, socktalk,
+    read_exact, read_to_end, reset, socktalk, tcp_peer,
 };
-
-/// A one-connection TCP peer on `ip`: `serve` gets the accepted stream (with timeouts) and its
-/// result comes back through the handle.
-fn tcp_peer<T: Send + 'static>(
-    ip: &str,
-    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
-) -> (SocketAddr, JoinHandle<T>) {
-    let listener = TcpListener::bind((ip, 0)).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        serve(stream)
-    });
-    (addr, handle)
-}
 
 /// Reads everything the client sends (EOF proves it half-closed), then answers `reply` and
 /// closes; returns what it received.

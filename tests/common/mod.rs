@@ -206,6 +206,23 @@ impl Drop for Proc {
     }
 }
 
+/// A one-connection TCP peer on `ip`: `serve` gets the accepted stream (with timeouts) and its
+/// result comes back through the handle.
+pub fn tcp_peer<T: Send + 'static>(
+    ip: &str,
+    serve: impl FnOnce(TcpStream) -> T + Send + 'static,
+) -> (SocketAddr, std::thread::JoinHandle<T>) {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        serve(stream)
+    });
+    (addr, handle)
+}
+
 /// A TCP connection with read/write timeouts.
 pub fn tcp(addr: SocketAddr) -> TcpStream {
     let stream = TcpStream::connect(addr).expect("connect");
