@@ -24,6 +24,19 @@ fn read_all_then_reply(reply: &'static [u8]) -> impl FnOnce(TcpStream) -> Vec<u8
     }
 }
 
+/// Runs `socktalk connect ARGS` with `stdin`, checks that it exits with `code`, and returns its
+/// one-line error.
+fn connect_fails(args: &[&str], stdin: impl Into<Vec<u8>>, code: i32) -> String {
+    let out = socktalk()
+        .arg("connect")
+        .args(args)
+        .write_stdin(stdin)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(code), "{out:?}");
+    one_line_error(&out.stderr)
+}
+
 #[test]
 fn pipes_stdin_to_an_echo_server_and_prints_the_reply() {
     let server = Proc::server(&["echo", "127.0.0.1:0"]);
@@ -197,13 +210,7 @@ fn a_len_client_turned_away_by_a_full_server_says_so() {
     assert_eq!(common::read_len_frame(&mut holder), b"mine");
     // Its refusal is a line of text, whatever the framing: read as a length prefix, "refu"
     // announced a frame of 1.9 GB.
-    let out = socktalk()
-        .args(["connect", "--frame", "len", &server.addr])
-        .write_stdin("hi\n")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = one_line_error(&out.stderr);
+    let line = connect_fails(&["--frame", "len", &server.addr], "hi\n", 1);
     assert!(
         line.ends_with("the server refused the connection: server full (--max-conns 1)"),
         "{line}"
@@ -214,13 +221,7 @@ fn a_len_client_turned_away_by_a_full_server_says_so() {
 fn a_len_client_of_a_tls_server_is_told_to_use_tls() {
     let server = Proc::server(&["echo", "--frame", "len", "--tls-self-signed", "127.0.0.1:0"]);
     // The server answers plain bytes with a TLS alert, 15 03 03 00: a 352 MB length prefix.
-    let out = socktalk()
-        .args(["connect", "--frame", "len", &server.addr])
-        .write_stdin("hi\n")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = one_line_error(&out.stderr);
+    let line = connect_fails(&["--frame", "len", &server.addr], "hi\n", 1);
     assert!(
         line.contains("the server answered in TLS: connect with --tls"),
         "{line}"
@@ -233,14 +234,8 @@ fn a_peer_closing_mid_len_frame_exits_1() {
         let _ = read_to_end(&mut stream);
         stream.write_all(&[0, 0, 0, 9, b'a', b'b']).unwrap();
     });
-    let out = socktalk()
-        .args(["connect", "--frame", "len", &addr.to_string()])
-        .write_stdin("q\n")
-        .output()
-        .unwrap();
+    let line = connect_fails(&["--frame", "len", &addr.to_string()], "q\n", 1);
     peer.join().unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = one_line_error(&out.stderr);
     assert!(line.contains("mid-frame"), "{line}");
 }
 
@@ -333,21 +328,10 @@ fn unix_peer_sees_half_close_and_answers() {
 fn unix_socket_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nobody.sock");
-    let out = socktalk()
-        .args(["connect", "-U", missing.to_str().unwrap()])
-        .write_stdin("x\n")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = one_line_error(&out.stderr);
+    let line = connect_fails(&["-U", missing.to_str().unwrap()], "x\n", 1);
     assert!(line.contains("no such socket file"), "{line}");
     // UDP over a Unix stream socket makes no sense: a usage error.
-    let out = socktalk()
-        .args(["connect", "-u", "-U", missing.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    one_line_error(&out.stderr);
+    connect_fails(&["-u", "-U", missing.to_str().unwrap()], "", 2);
 }
 
 #[test]
@@ -457,25 +441,15 @@ fn udp_silent_peer_ends_after_linger() {
 #[test]
 fn udp_to_a_closed_port_is_an_error() {
     let addr = closed_udp_addr("127.0.0.1");
-    let out = socktalk()
-        .args(["connect", "-u", "--frame", "line", &addr.to_string()])
-        .write_stdin("hello?\n")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = one_line_error(&out.stderr);
+    let line = connect_fails(&["-u", "--frame", "line", &addr.to_string()], "hello?\n", 1);
     assert!(line.contains(&format!("udp://{addr}")), "{line}");
     assert!(line.contains("connection refused"), "{line}");
 }
 
 #[test]
 fn udp_refuses_len_framing() {
-    let out = socktalk()
-        .args(["connect", "-u", "--frame", "len", "127.0.0.1:9"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(one_line_error(&out.stderr).contains("--frame len"));
+    let line = connect_fails(&["-u", "--frame", "len", "127.0.0.1:9"], "", 2);
+    assert!(line.contains("--frame len"), "{line}");
 }
 
 #[test]
@@ -604,13 +578,11 @@ fn udp_lines_up_to_the_largest_datagram_pass_and_longer_ones_are_refused() {
         .assert()
         .success()
         .stdout(largest);
-    let out = socktalk()
-        .args(["connect", "--frame", "line", &server.addr])
-        .write_stdin(format!("{}\n", "x".repeat(MAX_DATAGRAM + 1)))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let line = one_line_error(&out.stderr);
+    let line = connect_fails(
+        &["--frame", "line", &server.addr],
+        format!("{}\n", "x".repeat(MAX_DATAGRAM + 1)),
+        1,
+    );
     assert!(line.contains("65508-byte"), "{line}");
     assert!(line.contains("UDP datagram"), "{line}");
     // The server is unharmed.
