@@ -268,6 +268,12 @@ fn nothing_a_server_sends_can_drive_the_terminal() {
             "\n",
             r##"{"type":"join","room":"#lobby","nick":"\u001b]0;title\u0007cat"}"##,
             "\n",
+            r##"{"type":"message","id":1,"ts":0,"room":"\u001b[2J#dev","nick":"bob","text":"hi"}"##,
+            "\n",
+            r##"{"type":"state","nick":"ann","room":"\u001b]52;c;aGk=\u0007#ops","rooms":[]}"##,
+            "\n",
+            r##"{"type":"message","id":2,"ts":9223372036854775807,"nick":"bob","text":"late"}"##,
+            "\n",
             "\u{1b}[2Jnot JSON\n",
         );
         stream.write_all(events.as_bytes()).unwrap();
@@ -283,6 +289,9 @@ fn nothing_a_server_sends_can_drive_the_terminal() {
         shown.contains("clipboard") && shown.contains("not JSON"),
         "{shown}"
     );
+    // Room names too: in a message's place and in the state line.
+    assert!(shown.contains("#dev] <bob> hi"), "{shown}");
+    assert!(shown.contains("#ops"), "{shown}");
     assert!(
         !shown.contains(['\u{1b}', '\u{7}']),
         "control characters printed: {shown:?}"

@@ -262,7 +262,7 @@ impl View {
                 let room = event
                     .get("room")
                     .and_then(Value::as_str)
-                    .map(str::to_string);
+                    .map(|room| terminal_safe(room).into_owned());
                 if nick != self.nick || room != self.room {
                     let place = room.as_deref().unwrap_or("no room");
                     self.print(
@@ -335,7 +335,7 @@ impl View {
         let nick = s("nick");
         let text = s("text");
         let place = match record.get("room").and_then(Value::as_str) {
-            Some(room) => self.paint(CYAN, &format!("[{room}]")),
+            Some(room) => self.paint(CYAN, &format!("[{}]", terminal_safe(room))),
             None if nick == self.nick => self.paint(MAGENTA, &format!("[pm to {}]", s("to"))),
             None => self.paint(MAGENTA, "[pm]"),
         };
