@@ -135,7 +135,11 @@ fn command_of(text: &str) -> String {
 fn command_in_args() -> String {
     let mut command = Cli::command();
     let mut words = vec!["socktalk".to_string()];
-    for arg in std::env::args().skip(1) {
+    // Arguments that are not UTF-8 are no subcommand's name (and `args()` would panic on them).
+    for arg in std::env::args_os()
+        .skip(1)
+        .filter_map(|arg| arg.into_string().ok())
+    {
         if let Some(sub) = command.find_subcommand(&arg).cloned() {
             words.push(arg);
             command = sub;

@@ -311,4 +311,14 @@ fn a_value_its_parser_refuses_points_to_its_own_commands_help() {
         let line = common::fails_with(args, 2);
         assert!(line.ends_with(&format!("(see {command} --help)")), "{line}");
     }
+    // An argument that is not UTF-8 after the refused value is no reason to panic.
+    use std::os::unix::ffi::OsStrExt;
+    let out = socktalk()
+        .args(["connect", "--linger", "abc"])
+        .arg(std::ffi::OsStr::from_bytes(b"unix:\xff.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let line = one_line_error(&out.stderr);
+    assert!(line.ends_with("(see socktalk connect --help)"), "{line}");
 }
