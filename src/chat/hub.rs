@@ -1218,7 +1218,11 @@ impl Hub {
             let has_room = self
                 .store
                 .mail_count(&key, self.delivered_up_to)
-                .is_ok_and(|stored| stored < self.config.max_mail);
+                .is_ok_and(|stored| {
+                    // As in `keep`: mail still being stored for the nick counts too.
+                    let in_flight = self.mail_in_flight.get(&key).copied().unwrap_or(0);
+                    stored + in_flight < self.config.max_mail
+                });
             if has_room {
                 match self.store.keep_mail(record.id, &key) {
                     Ok(()) => return self.tell(from, &Event::Kept(record)),
