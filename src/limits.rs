@@ -90,6 +90,13 @@ pub const CHAT_TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// See [`CHAT_TCP_KEEPALIVE`].
 pub const CHAT_TCP_KEEPALIVE_PROBES: u32 = 6;
 
+/// `TCP_USER_TIMEOUT` on chat connections: keepalive probes are sent only while nothing the
+/// server sent is waiting to be acknowledged, so a member that vanished while messages were
+/// going to it would otherwise hold its nick until the kernel's retransmissions give up (about
+/// 15 minutes). Data unacknowledged this long, or a receive window shut this long, closes the
+/// connection.
+pub const CHAT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// `serve --max-rooms`: rooms one chat member may be in at once.
 pub const MAX_ROOMS: usize = 20;
 

@@ -20,7 +20,10 @@ use super::session::{self, SessionConfig};
 use crate::access::{AccessPolicy, Gate};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
-use crate::limits::{CHAT_TCP_KEEPALIVE, CHAT_TCP_KEEPALIVE_INTERVAL, CHAT_TCP_KEEPALIVE_PROBES};
+use crate::limits::{
+    CHAT_TCP_KEEPALIVE, CHAT_TCP_KEEPALIVE_INTERVAL, CHAT_TCP_KEEPALIVE_PROBES,
+    CHAT_TCP_USER_TIMEOUT,
+};
 use crate::server::{self, Entry, RefusalStyle};
 use crate::transport::{StreamListener, tcp, tls, unix};
 use crate::web::{self, OriginPolicy, WebState};
@@ -154,15 +157,18 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
     Ok(())
 }
 
-/// Turns TCP keepalive on for the connections `listener` accepts, so that the kernel notices a
-/// member whose machine vanished without a word (see [`CHAT_TCP_KEEPALIVE`]). `nc` and every
-/// other client answer its probes without knowing.
+/// Turns TCP keepalive on for the connections `listener` accepts, with a user timeout, so that
+/// the kernel notices a member whose machine vanished without a word, whether or not messages
+/// were on their way to it (see [`CHAT_TCP_KEEPALIVE`] and [`CHAT_TCP_USER_TIMEOUT`]). `nc` and
+/// every other client answer its probes without knowing.
 fn keep_alive(listener: &tokio::net::TcpListener) -> std::io::Result<()> {
     let keepalive = TcpKeepalive::new()
         .with_time(CHAT_TCP_KEEPALIVE)
         .with_interval(CHAT_TCP_KEEPALIVE_INTERVAL)
         .with_retries(CHAT_TCP_KEEPALIVE_PROBES);
-    SockRef::from(listener).set_tcp_keepalive(&keepalive)
+    let socket = SockRef::from(listener);
+    socket.set_tcp_keepalive(&keepalive)?;
+    socket.set_tcp_user_timeout(Some(CHAT_TCP_USER_TIMEOUT))
 }
 
 /// What every listener's sessions share.
@@ -217,6 +223,10 @@ mod tests {
         assert_eq!(
             socket.tcp_keepalive_retries().unwrap(),
             CHAT_TCP_KEEPALIVE_PROBES
+        );
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(CHAT_TCP_USER_TIMEOUT)
         );
     }
 }
