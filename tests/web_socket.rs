@@ -435,6 +435,30 @@ async fn bad_json_and_binary_frames_get_an_error_and_the_session_goes_on() {
     assert_eq!(said["room"], "#lobby");
 }
 
+/// An error about a request comes after the messages sent before it, as on TCP: a client can
+/// tell which request it was about by its place.
+#[tokio::test]
+async fn an_error_comes_after_the_messages_sent_before_it() {
+    let server = WebServer::start(&[]);
+    let mut ann = Ws::login(&server, "ann").await;
+    for i in 0..5 {
+        ann.send_json(json!({"type": "say", "room": "#lobby", "text": format!("m{i}")}))
+            .await;
+    }
+    ann.send(Message::text("{not json")).await;
+    ann.send(Message::binary(b"x".to_vec())).await;
+    let mut order = Vec::new();
+    while order.len() < 7 {
+        let event = ann.next_json().await;
+        match event["type"].as_str() {
+            Some("message") => order.push(event["text"].as_str().unwrap().to_string()),
+            Some("error") => order.push("error".to_string()),
+            _ => {}
+        }
+    }
+    assert_eq!(order, ["m0", "m1", "m2", "m3", "m4", "error", "error"]);
+}
+
 #[tokio::test]
 async fn binary_frames_count_against_the_rate_like_any_message() {
     let server = WebServer::start(&["--max-rate", "10", "--burst", "2"]);

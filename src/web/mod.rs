@@ -354,16 +354,16 @@ async fn session(
                             "message longer than {} bytes (--max-line); it was discarded",
                             config.max_line
                         );
-                        Request::Notice(id, Event::Error { text })
+                        Request::Refused(id, text)
                     }
                     Some(Ok(Message::Text(text))) => {
                         idle.as_mut().reset(idle_deadline(config.idle_timeout));
                         match parse_json(&text) {
                             Ok(None) => continue,
-                            Err(err) => Request::Notice(id, Event::Error { text: err.0 }),
-                            Ok(Some(Command::Encoding(_))) => Request::Notice(id, Event::Error {
-                                text: "a web connection is always utf-8".into(),
-                            }),
+                            Err(err) => Request::Refused(id, err.0),
+                            Ok(Some(Command::Encoding(_))) => {
+                                Request::Refused(id, "a web connection is always utf-8".into())
+                            }
                             Ok(Some(command)) => {
                                 if matches!(command, Command::Quit(_)) {
                                     is_reading = false;
@@ -372,9 +372,9 @@ async fn session(
                             }
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => Request::Notice(id, Event::Error {
-                        text: "send JSON text frames, not binary".into(),
-                    }),
+                    Some(Ok(Message::Binary(_))) => {
+                        Request::Refused(id, "send JSON text frames, not binary".into())
+                    }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => {
                         is_reading = false;
