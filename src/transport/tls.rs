@@ -372,8 +372,7 @@ impl Connector {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
-            .map_err(|err| tls_error(format!("{host}: not a server name: {err}")))?;
+        let name = server_name(host)?;
         let handshake = self.connector.connect(name, stream);
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
@@ -790,9 +789,36 @@ where
     }
 }
 
+/// The name a server's certificate is checked against: `host` without the brackets of an IPv6
+/// literal, or the zone of a link-local one (`fe80::1%eth0` is `fe80::1`).
+fn server_name(host: &str) -> Result<ServerName<'static>> {
+    let bare = host.trim_matches(['[', ']']);
+    let bare = match bare.split_once('%') {
+        Some((ip, _zone)) if ip.parse::<std::net::Ipv6Addr>().is_ok() => ip,
+        _ => bare,
+    };
+    ServerName::try_from(bare.to_owned())
+        .map_err(|err| tls_error(format!("{host}: not a server name: {err}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn server_names_drop_brackets_and_zones() {
+        let ip =
+            |text: &str| ServerName::IpAddress(text.parse::<std::net::IpAddr>().unwrap().into());
+        assert_eq!(server_name("[fe80::1%eth0]").unwrap(), ip("fe80::1"));
+        assert_eq!(server_name("fe80::1%2").unwrap(), ip("fe80::1"));
+        assert_eq!(server_name("[::1]").unwrap(), ip("::1"));
+        assert_eq!(server_name("127.0.0.1").unwrap(), ip("127.0.0.1"));
+        assert!(matches!(
+            server_name("example.org").unwrap(),
+            ServerName::DnsName(_)
+        ));
+        assert!(server_name("not a%name").is_err());
+    }
 
     #[test]
     fn fingerprints_parse_in_every_common_form() {
