@@ -23,7 +23,7 @@ use tokio_util::codec::FramedRead;
 use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
-use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK, REFUSAL_LINGER};
 use crate::server::{self, Entry};
 use crate::transport::tls::{self, Conn};
 use crate::transport::{Peer, StreamListener, udp};
@@ -117,6 +117,9 @@ pub async fn listen<L: StreamListener>(
     }
 }
 
+/// What a caller hears while the listener is in a conversation.
+const BUSY: &str = "* busy: in a conversation already; try later\n";
+
 /// The next caller to talk with, admitted, and past its TLS handshake if TLS is on. Handshakes
 /// run side by side (at most [`HANDSHAKES_AT_ONCE`]; callers beyond are closed at once), and
 /// the first to finish wins: a caller that stalls in its handshake holds up nobody else.
@@ -166,7 +169,20 @@ async fn next_peer<L: StreamListener>(
                 };
                 // Nobody holds the one place while we wait for a caller: this never fails.
                 match entry.gate.admit(peer.ip) {
-                    Ok(admission) => return Ok((conn, peer, admission)),
+                    Ok(admission) => {
+                        // The callers still in their handshakes, or past them, get the line
+                        // busy, as those who call during the conversation do.
+                        let busy = config.encoding.encode_message(BUSY);
+                        tokio::spawn(async move {
+                            while let Some(done) = handshakes.join_next().await {
+                                if let Ok((Ok(mut conn), _)) = done {
+                                    let farewell = server::close_gently(&mut conn, &busy);
+                                    let _ = tokio::time::timeout(REFUSAL_LINGER, farewell).await;
+                                }
+                            }
+                        });
+                        return Ok((conn, peer, admission));
+                    }
                     Err(refusal) => tracing::info!(%peer, "{refusal}"),
                 }
             }
@@ -263,7 +279,7 @@ where
                 if let (Ok((extra, who)), Some((_, entry))) = (accepted, listener) {
                     tracing::info!(peer = %who, "turned away: already talking");
                     // Who we talk with is nobody else's business.
-                    let busy = config.encoding.encode_message("* busy: in a conversation already; try later\n");
+                    let busy = config.encoding.encode_message(BUSY);
                     tokio::spawn(server::turn_away(extra, entry.tls.clone(), busy));
                 }
             }
