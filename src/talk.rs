@@ -154,6 +154,7 @@ async fn next_peer<L: StreamListener>(
                         tracing::info!(%peer, "closed: {HANDSHAKES_AT_ONCE} TLS handshakes going on");
                     }
                     Some(tls) => {
+                        tracing::info!(%peer, "TLS handshake started");
                         let tls = tls.clone();
                         handshakes.spawn(async move { (tls.accept(stream).await, peer) });
                     }

@@ -582,6 +582,47 @@ fn a_stalled_handshake_does_not_hold_up_talk() {
     assert!(caller.wait_exit(IO_TIMEOUT).success());
 }
 
+/// A caller whose handshake finishes after another caller's has won hears that the line is
+/// busy, as one calling during the conversation does, instead of a close without a word.
+#[test]
+fn a_caller_whose_handshake_finishes_second_hears_the_line_is_busy() {
+    let mut listener =
+        Proc::server(&["talk", "--listen", "127.0.0.1:0", "--tls-self-signed", "-v"]);
+    let fingerprint = listener.next_line();
+    let fingerprint = fingerprint.strip_prefix("tls certificate sha256 ").unwrap();
+    let port = listener.socket_addr().port().to_string();
+    // Connects at once, and shakes hands only when told to.
+    let program = "import socket, ssl, sys\n\
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n\
+        ctx.check_hostname = False\n\
+        ctx.verify_mode = ssl.CERT_NONE\n\
+        raw = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n\
+        print('connected', flush=True)\n\
+        sys.stdin.readline()\n\
+        conn = ctx.wrap_socket(raw)\n\
+        print(conn.recv(1024).decode().strip(), flush=True)\n";
+    let mut late = Proc::spawn({
+        let mut command = std::process::Command::new("python3");
+        command.args(["-c", program, &port]);
+        command
+    });
+    assert_eq!(late.next_line(), "connected");
+    // Accepted: its handshake waits on it.
+    while !listener
+        .next_stderr_line()
+        .contains("TLS handshake started")
+    {}
+    let addr = host_port(&listener.addr).to_string();
+    let mut caller = Proc::start(&["talk", &addr, "--tls-fingerprint", fingerprint]);
+    caller.type_line("first through");
+    wait_for(&mut listener, |l| l.ends_with("> first through"));
+    late.type_line("go");
+    assert_eq!(
+        late.next_line(),
+        "* busy: in a conversation already; try later"
+    );
+}
+
 /// However a talk over TLS ends, the peer reads a clean end (a close_notify, which Python's
 /// `ssl` insists on with `suppress_ragged_eofs=False`), and a peer that closes without one
 /// (`openssl s_client`, a Python `ssl` socket closed without `unwrap()`) has left, not failed.
