@@ -40,8 +40,8 @@ impl AccessPolicy {
     }
 }
 
-/// A range of IPv4-mapped IPv6 addresses (`::ffff:10.0.0.0/104`) as the IPv4 range it is
-/// (`10.0.0.0/8`), since clients are matched by their IPv4 address; any other range as it is.
+/// A range of IPv4-mapped IPv6 addresses (`::ffff:198.51.100.0/120`) as the IPv4 range it is
+/// (`198.51.100.0/24`), since clients are matched by their IPv4 address; any other range as it is.
 fn canonical(net: IpNet) -> IpNet {
     match net {
         IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
