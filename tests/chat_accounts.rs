@@ -30,6 +30,13 @@ fn registered(addr: std::net::SocketAddr, nick: &str, password: &str) -> ChatCli
     client
 }
 
+/// Registers `nick` (with [`PASSWORD`]) and quits, so that it is a registered nick offline.
+fn registered_and_gone(addr: std::net::SocketAddr, nick: &str) {
+    let mut client = registered(addr, nick, PASSWORD);
+    client.send("/quit");
+    client.read_until_closed(Duration::from_secs(10));
+}
+
 /// Logs a fresh guest in as `nick` and waits for the confirmation.
 fn logged_in(addr: std::net::SocketAddr, nick: &str, password: &str) -> ChatClient {
     let mut client = ChatClient::guest(addr);
@@ -248,9 +255,7 @@ fn offline_mail_is_delivered_at_login_and_survives_a_restart() {
 
     let mut server = chat_server(db, &[]);
     let addr = server.socket_addr();
-    let mut ann = registered(addr, "ann", PASSWORD);
-    ann.send("/quit");
-    ann.read_until_closed(Duration::from_secs(10));
+    registered_and_gone(addr, "ann");
     let mut bob = ChatClient::login(addr, "bob");
     for text in ["first, while you were out", "second"] {
         bob.send(&format!("/msg ann {text}"));
@@ -492,9 +497,7 @@ async fn a_websocket_member_logs_in_and_gets_its_mail() {
     let addr = server.tcp;
     let http = server.http.to_string();
 
-    let mut ann = registered(addr, "ann", PASSWORD);
-    ann.send("/quit");
-    ann.read_until_closed(Duration::from_secs(10));
+    registered_and_gone(addr, "ann");
     let mut bob = ChatClient::login(addr, "bob");
     bob.send("/msg ann from the terminal");
     bob.expect("* ann is offline; your message is kept and delivered when they log in");
@@ -560,9 +563,7 @@ fn a_nick_registered_anew_does_not_get_its_earlier_owners_mail() {
 
     let mut server = chat_server(db, &[]);
     let addr = server.socket_addr();
-    let mut ann = registered(addr, "ann", PASSWORD);
-    ann.send("/quit");
-    ann.read_until_closed(Duration::from_secs(10));
+    registered_and_gone(addr, "ann");
     let mut bob = ChatClient::login(addr, "bob");
     bob.send("/msg ann my secret, for ann only");
     bob.expect("* ann is offline; your message is kept and delivered when they log in");

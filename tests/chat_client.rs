@@ -25,10 +25,28 @@ fn expect_out(client: &mut Proc, wanted: impl Fn(&str) -> bool) -> String {
 
 /// Starts `socktalk chat ADDR --nick NICK --color never` and waits until it has its nick.
 fn chat(addr: &str, nick: &str) -> Proc {
-    let mut client = Proc::start(&["chat", addr, "--nick", nick, "--color", "never"]);
+    chat_with(addr, nick, &[])
+}
+
+/// [`chat`] with `extra` flags.
+fn chat_with(addr: &str, nick: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["chat", addr, "--nick", nick, "--color", "never"];
+    args.extend_from_slice(extra);
+    let mut client = Proc::start(&args);
     let you = format!("* you are {nick}, talking in #lobby");
     expect_out(&mut client, |l| l == you);
     client
+}
+
+/// A chat server with bob on a raw connection, and ann on `socktalk chat`, whose arrival bob
+/// has seen.
+fn bob_sees_ann() -> (Proc, ChatClient, Proc) {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    let mut bob = ChatClient::login(addr, "bob");
+    let ann = chat(&addr.to_string(), "ann");
+    bob.expect("* guest2 is now known as ann");
+    (server, bob, ann)
 }
 
 #[test]
@@ -108,11 +126,7 @@ fn the_client_shows_earlier_messages_on_arrival() {
 
 #[test]
 fn the_client_exits_cleanly_at_end_of_input() {
-    let server = chat_server(":memory:", &[]);
-    let addr = server.socket_addr();
-    let mut bob = ChatClient::login(addr, "bob");
-    let mut ann = chat(&addr.to_string(), "ann");
-    bob.expect("* guest2 is now known as ann");
+    let (_server, mut bob, mut ann) = bob_sees_ann();
     ann.type_line("last words");
     bob.expect_next("[#lobby] <ann> last words");
     ann.close_stdin();
@@ -154,11 +168,7 @@ fn the_client_connects_over_a_unix_socket() {
 
 #[test]
 fn commands_typed_after_blanks_stay_commands() {
-    let server = chat_server(":memory:", &[]);
-    let addr = server.socket_addr();
-    let mut bob = ChatClient::login(addr, "bob");
-    let mut ann = chat(&addr.to_string(), "ann");
-    bob.expect("* guest2 is now known as ann");
+    let (_server, mut bob, mut ann) = bob_sees_ann();
     // Sent as a message, this would show the password to the room (and store it).
     ann.type_line("  /register a-long-secret");
     expect_out(&mut ann, |l| l.contains("ann is registered to you now"));
@@ -220,11 +230,7 @@ fn an_echo_server_is_not_taken_for_a_chat_server() {
 
 #[test]
 fn a_quit_reason_cannot_redraw_the_terminal() {
-    let server = chat_server(":memory:", &[]);
-    let addr = server.socket_addr();
-    let mut bob = ChatClient::login(addr, "bob");
-    let mut ann = chat(&addr.to_string(), "ann");
-    bob.expect("* guest2 is now known as ann");
+    let (_server, mut bob, mut ann) = bob_sees_ann();
     bob.send_raw(b"/quit \x1b[2Jgone\n");
     let quit = expect_out(&mut ann, |l| l.starts_with("* bob quit"));
     assert_eq!(quit, "* bob quit (\u{fffd}[2Jgone)");
@@ -234,17 +240,7 @@ fn a_quit_reason_cannot_redraw_the_terminal() {
 fn a_member_who_only_reads_is_not_closed_as_idle() {
     let server = chat_server(":memory:", &["--idle-timeout", "1"]);
     let addr = server.socket_addr().to_string();
-    let mut ann = Proc::start(&[
-        "chat",
-        &addr,
-        "--nick",
-        "ann",
-        "--color",
-        "never",
-        "--keepalive",
-        "0.2",
-    ]);
-    expect_out(&mut ann, |l| l == "* you are ann, talking in #lobby");
+    let mut ann = chat_with(&addr, "ann", &["--keepalive", "0.2"]);
     // Three idle timeouts of reading only.
     std::thread::sleep(Duration::from_secs(3));
     ann.type_line("still here");
