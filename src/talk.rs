@@ -26,7 +26,8 @@ use crate::error::Result;
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK, REFUSAL_LINGER};
 use crate::server::{self, Entry};
 use crate::transport::tls::{self, Conn};
-use crate::transport::{Peer, StreamListener, udp};
+use crate::transport::udp::{self, DatagramServer};
+use crate::transport::{Peer, StreamListener};
 
 /// The word that ends a conversation when it is a whole line.
 pub const BYE: &str = "bye";
@@ -356,7 +357,8 @@ impl StreamListener for NoListener {
 
 /// Talks over UDP. With `peer` set, datagrams go there at once (either side may speak first)
 /// and datagrams from anyone else are ignored. Without it, the first sender `access` permits
-/// becomes the peer; datagrams from senders it does not permit are ignored.
+/// becomes the peer; datagrams from senders it does not permit are ignored, and on a socket
+/// bound to a wildcard address, what we send the peer leaves from the address it sent to.
 ///
 /// # Errors
 /// An I/O error on the socket.
@@ -368,12 +370,37 @@ pub async fn udp(
 ) -> Result<()> {
     // Compared with what a dual-stack socket reports (`[::ffff:127.0.0.1]:5000`) as IPv4.
     let fixed_peer = peer.map(udp::canonical);
-    let mut peer = fixed_peer;
     // Connected to a known peer, the socket hears of a port nobody listens on (ICMP port
-    // unreachable), and the kernel drops strangers' datagrams for us.
+    // unreachable), and the kernel drops strangers' datagrams for us. It also picks, once,
+    // the address we send from.
     if let Some(to) = fixed_peer {
         socket.connect(to).await?;
+        return converse_udp(socket, fixed_peer, access, config).await;
     }
+    if !socket.local_addr().is_ok_and(udp::is_wildcard) {
+        return converse_udp(socket, None, access, config).await;
+    }
+    match udp::WildcardSocket::new(socket) {
+        Ok(socket) => converse_udp(socket, None, access, config).await,
+        Err((err, socket)) => {
+            tracing::warn!(
+                "messages will leave from the address the kernel picks, not always the one the peer sent to: {err}"
+            );
+            converse_udp(socket, None, access, config).await
+        }
+    }
+}
+
+/// The conversation of [`udp`], over either kind of socket.
+async fn converse_udp<S: DatagramServer>(
+    socket: S,
+    fixed_peer: Option<SocketAddr>,
+    access: &AccessPolicy,
+    config: &TalkConfig,
+) -> Result<()> {
+    let mut peer = fixed_peer;
+    // Where the peer's last datagram arrived: what we send leaves from there.
+    let mut reply_from = S::ReplyFrom::default();
     let mut lines = stdin_lines();
     let mut is_stdin_open = true;
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
@@ -391,18 +418,20 @@ pub async fn udp(
                     config.status("nobody to talk to yet: waiting for a peer to speak first");
                     continue;
                 };
-                send_datagram(&socket, &config.encoding.encode_message(&line), to, config).await?;
+                let datagram = config.encoding.encode_message(&line);
+                send_datagram(&socket, &datagram, to, reply_from, config).await?;
                 if is_bye(&line) {
                     config.status("you said bye; conversation over");
                     if !config.keep_listening {
                         return Ok(());
                     }
                     peer = fixed_peer;
+                    reply_from = S::ReplyFrom::default();
                 }
             }
             received = socket.recv_from(&mut buf) => {
-                let (len, from) = match received {
-                    Ok((len, from)) => (len, udp::canonical(from)),
+                let (len, from, arrival) = match received {
+                    Ok((len, from, arrival)) => (len, udp::canonical(from), arrival),
                     Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
                         report_unreachable(peer, config);
                         continue;
@@ -433,6 +462,7 @@ pub async fn udp(
                         peer = Some(from);
                     }
                 }
+                reply_from = arrival;
                 decoded.clear();
                 let mut decoder: TextDecoder = config.encoding.decoder();
                 decoder.decode(&buf[..len], true, &mut decoded);
@@ -444,22 +474,24 @@ pub async fn udp(
                         return Ok(());
                     }
                     peer = fixed_peer;
+                    reply_from = S::ReplyFrom::default();
                 }
             }
         }
     }
 }
 
-/// Sends one datagram to `to`. What the kernel refuses for this conversation's sake is reported
+/// Sends one datagram to `to`, from where `from` says. What the kernel refuses for this conversation's sake is reported
 /// and the talk goes on: a message too big for one datagram, and a peer not listening (yet: the
 /// other side of a UDP chat may start later).
 ///
 /// # Errors
 /// Any other I/O error on the socket.
-async fn send_datagram(
-    socket: &UdpSocket,
+async fn send_datagram<S: DatagramServer>(
+    socket: &S,
     datagram: &[u8],
     to: SocketAddr,
+    from: S::ReplyFrom,
     config: &TalkConfig,
 ) -> std::io::Result<()> {
     let max = udp::max_payload(to);
@@ -473,7 +505,7 @@ async fn send_datagram(
     // A refusal is the news of an earlier datagram (ICMP port unreachable), and this one was
     // not sent: it is sent once more, as the peer may be listening by now.
     for _ in 0..2 {
-        match socket.send_to(datagram, to).await {
+        match socket.send_to(datagram, to, from).await {
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
                 report_unreachable(Some(to), config);
             }

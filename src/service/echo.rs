@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
-use crate::transport::udp;
+use crate::transport::udp::{self, DatagramServer, WildcardSocket};
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
 const FIRST_READ: usize = 4 * 1024;
@@ -352,9 +352,32 @@ async fn write<S: AsyncWrite + Unpin>(
     result.map_err(|err| tracing::info!(%peer, "connection lost while writing: {err}"))
 }
 
-/// Answers each datagram on `socket` to its sender until `shutdown` is cancelled. An empty
-/// datagram is a message too and gets an empty reply.
+/// Answers each datagram on `socket` to its sender, from the address it was sent to, until
+/// `shutdown` is cancelled. An empty datagram is a message too and gets an empty reply.
 pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
+    // Bound to one address, a reply can leave from nowhere else: the plain socket does.
+    let is_wildcard = socket.local_addr().is_ok_and(udp::is_wildcard);
+    if !is_wildcard {
+        return serve_datagrams(socket, config, shutdown).await;
+    }
+    let socket = match WildcardSocket::new(socket) {
+        Ok(socket) => socket,
+        Err((err, socket)) => {
+            tracing::warn!(
+                "replies will leave from the address the kernel picks, not always the one a client sent to: {err}"
+            );
+            return serve_datagrams(socket, config, shutdown).await;
+        }
+    };
+    serve_datagrams(socket, config, shutdown).await;
+}
+
+/// The loop of [`serve_udp`], over either kind of socket.
+async fn serve_datagrams<S: DatagramServer>(
+    socket: S,
+    config: Arc<EchoConfig>,
+    shutdown: CancellationToken,
+) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     loop {
@@ -362,7 +385,7 @@ pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: Can
             received = socket.recv_from(&mut buf) => received,
             () = shutdown.cancelled() => return,
         };
-        let (len, peer) = match received {
+        let (len, peer, reply_from) = match received {
             Ok(pair) => pair,
             Err(err) => {
                 // On Linux an ICMP error from an earlier reply can surface here; it concerns
@@ -377,7 +400,7 @@ pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: Can
         }
         tracing::debug!(%peer, len, "datagram");
         let reply = responder.reply(&mut buf[..len]);
-        if let Err(err) = socket.send_to(reply, peer).await {
+        if let Err(err) = socket.send_to(reply, peer, reply_from).await {
             let max = udp::max_payload(peer);
             if reply.len() > max {
                 // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said

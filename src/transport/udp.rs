@@ -1,8 +1,22 @@
 //! UDP sockets.
+//!
+//! A server answers each datagram through a [`DatagramServer`]. A socket bound to one address
+//! is one as it is: its replies can only leave from that address. A socket bound to a wildcard
+//! (`0.0.0.0`, `[::]`) is wrapped in a [`WildcardSocket`], which learns from each datagram the
+//! address it was sent to and sends the reply from there. Left to itself, the kernel would send
+//! it from the address it prefers for the way back, and a client that sent to another of the
+//! host's addresses (`127.0.0.2`, one of several on a network card) would drop it as coming
+//! from a stranger.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::fmt;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::mem;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, Family, Proto, display_addr};
@@ -32,12 +46,21 @@ pub fn bind_addr(addr: SocketAddr) -> Result<UdpSocket> {
     })
 }
 
-/// Resolves `endpoint` and binds a UDP socket there.
+/// Resolves `endpoint` and binds a server's UDP socket there. On a wildcard address it also
+/// asks the kernel to report each datagram's destination ([`WildcardSocket`]) at once: the
+/// report is made as a datagram arrives, and one that arrived before would be answered from
+/// the kernel's choice.
 ///
 /// # Errors
 /// [`Error::Resolve`] or [`Error::Bind`].
 pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<UdpSocket> {
-    bind_addr(endpoint.resolve_one(family).await?)
+    let addr = endpoint.resolve_one(family).await?;
+    let socket = bind_addr(addr)?;
+    if is_wildcard(addr) {
+        // Failing, it fails again in `WildcardSocket::new`, which says so.
+        let _ = report_destinations(&socket);
+    }
+    Ok(socket)
 }
 
 /// Resolves a peer endpoint to the address datagrams go to: for a name of both families, its
@@ -88,4 +111,390 @@ pub async fn connect(peer: SocketAddr) -> Result<UdpSocket> {
             source,
         })?;
     Ok(socket)
+}
+
+/// A UDP socket a server answers datagrams on: each reply goes to a datagram's sender, from the
+/// address that datagram was sent to.
+pub trait DatagramServer: Send + Sync {
+    /// Where a datagram arrived, as much as its reply needs to leave from there. The default
+    /// leaves it to the kernel: what a peer not heard from yet gets.
+    type ReplyFrom: Copy + Default + PartialEq + fmt::Debug + Send + Sync + 'static;
+
+    /// Waits for the next datagram, copied into `buf`: its length, its sender, and where it
+    /// arrived. Cancel-safe: a datagram is taken off the socket only by the call that returns it.
+    fn recv_from(
+        &self,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr, Self::ReplyFrom)>> + Send;
+
+    /// Sends `buf` to `peer` from where `from` says a datagram arrived.
+    fn send_to(
+        &self,
+        buf: &[u8],
+        peer: SocketAddr,
+        from: Self::ReplyFrom,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
+}
+
+/// Bound to one address, a socket replies from it: plain `recv_from` and `send_to`.
+impl DatagramServer for UdpSocket {
+    type ReplyFrom = ();
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, ())> {
+        let (len, peer) = UdpSocket::recv_from(self, buf).await?;
+        Ok((len, peer, ()))
+    }
+
+    async fn send_to(&self, buf: &[u8], peer: SocketAddr, (): ()) -> io::Result<usize> {
+        UdpSocket::send_to(self, buf, peer).await
+    }
+}
+
+/// Whether a socket bound to `local` receives datagrams sent to several addresses, and so needs
+/// a [`WildcardSocket`] to answer each from the right one.
+pub fn is_wildcard(local: SocketAddr) -> bool {
+    local.ip().is_unspecified()
+}
+
+/// A UDP socket bound to a wildcard address that replies from the address each datagram was
+/// sent to.
+///
+/// It asks the kernel for each datagram's destination (`IP_PKTINFO` over IPv4,
+/// `IPV6_RECVPKTINFO` over IPv6, which on a dual-stack `[::]` socket reports an IPv4 datagram's
+/// destination as an IPv4-mapped address), receives with `recvmsg`, and sends each reply with
+/// `sendmsg` carrying that address as its source.
+/// A datagram sent to a broadcast or multicast address, which cannot be a reply's source, is
+/// answered with plain `send_to`, as is any reply `sendmsg` fails to send.
+///
+/// Control messages are built and parsed in buffers on the stack: no allocation per datagram.
+#[derive(Debug)]
+pub struct WildcardSocket {
+    socket: UdpSocket,
+    is_v6: bool,
+}
+
+/// Where a datagram to a [`WildcardSocket`] arrived: the address it was sent to (an IPv4 one as
+/// IPv4-mapped on an IPv6 socket) and the index of the interface it came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    /// The datagram's destination: the reply's source.
+    pub local: IpAddr,
+    /// The interface it came in on; a reply is pinned to it only from a link-local address.
+    pub ifindex: u32,
+}
+
+impl WildcardSocket {
+    /// Turns on the reports of each datagram's destination on `socket`, which must be bound to a
+    /// wildcard address (anything else would work, but pay for nothing).
+    ///
+    /// # Errors
+    /// The kernel refuses the socket option; the socket is handed back, to be used as it is.
+    pub fn new(socket: UdpSocket) -> Result<Self, (io::Error, UdpSocket)> {
+        match report_destinations(&socket) {
+            Ok(is_v6) => Ok(Self { socket, is_v6 }),
+            Err(err) => Err((err, socket)),
+        }
+    }
+
+    /// The socket's bound address.
+    ///
+    /// # Errors
+    /// As `getsockname`.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// One `recvmsg`, without waiting.
+    fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
+        let mut control = Control::new();
+        let fd = self.socket.as_raw_fd();
+        // SAFETY: `try_init` hands us zeroed storage for any socket address and its size;
+        // `recvmsg` writes at most that much there, and says how much it wrote.
+        let ((len, control_len), addr) = unsafe {
+            SockAddr::try_init(|storage, storage_len| {
+                let mut iov = libc::iovec {
+                    iov_base: buf.as_mut_ptr().cast(),
+                    iov_len: buf.len(),
+                };
+                // SAFETY: all zeros is a valid (empty) msghdr.
+                let mut msg: libc::msghdr = mem::zeroed();
+                msg.msg_name = storage.cast();
+                msg.msg_namelen = *storage_len;
+                msg.msg_iov = &raw mut iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = control.bytes.as_mut_ptr().cast();
+                msg.msg_controllen = control.bytes.len() as _;
+                // SAFETY: every pointer in `msg` is to a live buffer of the length given.
+                let len = libc::recvmsg(fd, &raw mut msg, 0);
+                if len < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                *storage_len = msg.msg_namelen;
+                Ok((len as usize, msg.msg_controllen as usize))
+            })?
+        };
+        let peer = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))?;
+        // A kernel never reports more than the buffer holds; the bound only keeps that a fact.
+        let control = &control.bytes[..control_len.min(CONTROL_LEN)];
+        Ok((len, peer, parse_arrival(control).and_then(reply_source)))
+    }
+
+    /// One `sendmsg` from `from`, without waiting.
+    fn try_send(&self, buf: &[u8], peer: &SockAddr, from: Arrival) -> io::Result<usize> {
+        let mut control = Control::new();
+        let len = write_pktinfo(&mut control, from, self.is_v6);
+        let bufs = [IoSlice::new(buf)];
+        let msg = socket2::MsgHdr::new()
+            .with_addr(peer)
+            .with_buffers(&bufs)
+            .with_control(&control.bytes[..len]);
+        SockRef::from(&self.socket).sendmsg(&msg, 0)
+    }
+}
+
+impl DatagramServer for WildcardSocket {
+    type ReplyFrom = Option<Arrival>;
+
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
+        self.socket
+            .async_io(Interest::READABLE, || self.try_recv(buf))
+            .await
+    }
+
+    async fn send_to(
+        &self,
+        buf: &[u8],
+        peer: SocketAddr,
+        from: Option<Arrival>,
+    ) -> io::Result<usize> {
+        if let Some(from) = from {
+            let to = SockAddr::from(peer);
+            match self
+                .socket
+                .async_io(Interest::WRITABLE, || self.try_send(buf, &to, from))
+                .await
+            {
+                Ok(sent) => return Ok(sent),
+                Err(err) => {
+                    tracing::debug!(%peer, local = %from.local, "reply from the address sent to failed ({err}); sending it from the kernel's choice");
+                }
+            }
+        }
+        self.socket.send_to(buf, peer).await
+    }
+}
+
+/// Asks the kernel to report the destination of each datagram `socket` receives: `IP_PKTINFO`
+/// on an IPv4 socket, `IPV6_RECVPKTINFO` on an IPv6 one (IPv4 datagrams on a dual-stack socket
+/// included). Says whether the socket is IPv6.
+fn report_destinations(socket: &UdpSocket) -> io::Result<bool> {
+    let is_v6 = socket.local_addr()?.is_ipv6();
+    let (level, name) = if is_v6 {
+        (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        (libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    set_flag(socket.as_raw_fd(), level, name)?;
+    Ok(is_v6)
+}
+
+/// Sets an `int` socket option to 1.
+fn set_flag(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: the option value is a live `int` of the size given.
+    let result = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&raw const one).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Room for control messages: the one a [`WildcardSocket`] asks for (an `in6_pktinfo`, the
+/// larger, takes 40 bytes with its header) and as much again, should the kernel add another.
+/// One the buffer cannot hold is cut off, and its datagram answered from the kernel's choice.
+const CONTROL_LEN: usize = 128;
+
+/// A control message buffer, aligned as the `cmsghdr`s in it must be.
+#[repr(C)]
+struct Control {
+    _align: [libc::cmsghdr; 0],
+    bytes: [u8; CONTROL_LEN],
+}
+
+impl Control {
+    fn new() -> Self {
+        Self {
+            _align: [],
+            bytes: [0; CONTROL_LEN],
+        }
+    }
+}
+
+/// The size of a control message's header, padded as its data follows it.
+fn cmsg_header_len() -> usize {
+    // SAFETY: pure arithmetic.
+    unsafe { libc::CMSG_LEN(0) as usize }
+}
+
+/// `len` rounded up to the alignment of control messages.
+fn cmsg_align(len: usize) -> usize {
+    // SAFETY: pure arithmetic.
+    unsafe { (libc::CMSG_SPACE(len as libc::c_uint) - libc::CMSG_SPACE(0)) as usize }
+}
+
+/// The `IP_PKTINFO` or `IPV6_PKTINFO` among the control messages in `control`, as `recvmsg`
+/// filled it; `None` without one, or for an IPv4 datagram not sent to one of our own unicast
+/// addresses. A message whose length is shorter than its header, runs past the buffer, or is
+/// too short for its data ends the search: the datagram is then answered from the kernel's
+/// choice, never read out of bounds.
+fn parse_arrival(control: &[u8]) -> Option<Arrival> {
+    let header_len = cmsg_header_len();
+    let mut at = 0;
+    while control.len().saturating_sub(at) >= header_len {
+        // SAFETY: at least a header's worth of bytes is there; it is copied out unaligned.
+        let header: libc::cmsghdr = unsafe {
+            control[at..]
+                .as_ptr()
+                .cast::<libc::cmsghdr>()
+                .read_unaligned()
+        };
+        let len = header.cmsg_len as usize;
+        if len < header_len || len > control.len() - at {
+            return None;
+        }
+        let data = &control[at + header_len..at + len];
+        match (header.cmsg_level, header.cmsg_type) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                if data.len() < mem::size_of::<libc::in_pktinfo>() {
+                    return None;
+                }
+                // SAFETY: the data holds an `in_pktinfo`; it is copied out unaligned.
+                let info: libc::in_pktinfo =
+                    unsafe { data.as_ptr().cast::<libc::in_pktinfo>().read_unaligned() };
+                let sent_to = Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes());
+                let spec_dst = Ipv4Addr::from(info.ipi_spec_dst.s_addr.to_ne_bytes());
+                // Sent to one of our addresses, the two are the same. Sent to a broadcast
+                // (a subnet's too, which its address alone does not tell) or multicast
+                // address, `ipi_spec_dst` is the address the kernel would reply from anyway.
+                if sent_to != spec_dst {
+                    return None;
+                }
+                return Some(Arrival {
+                    local: IpAddr::V4(sent_to),
+                    ifindex: u32::try_from(info.ipi_ifindex).unwrap_or(0),
+                });
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                if data.len() < mem::size_of::<libc::in6_pktinfo>() {
+                    return None;
+                }
+                // SAFETY: the data holds an `in6_pktinfo`; it is copied out unaligned.
+                let info: libc::in6_pktinfo =
+                    unsafe { data.as_ptr().cast::<libc::in6_pktinfo>().read_unaligned() };
+                return Some(Arrival {
+                    local: IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)),
+                    ifindex: info.ipi6_ifindex,
+                });
+            }
+            _ => {}
+        }
+        at += cmsg_align(len);
+    }
+    None
+}
+
+/// `arrival` if a reply can leave from its address: not one sent to a broadcast or multicast
+/// address (nor, never seen, the wildcard), whose reply leaves from the kernel's choice.
+fn reply_source(arrival: Arrival) -> Option<Arrival> {
+    let is_usable = match arrival.local.to_canonical() {
+        IpAddr::V4(ip) => !(ip.is_broadcast() || ip.is_multicast() || ip.is_unspecified()),
+        IpAddr::V6(ip) => !(ip.is_multicast() || ip.is_unspecified()),
+    };
+    is_usable.then_some(arrival)
+}
+
+/// The interface a reply from `from` is pinned to: none (0, the routing table's choice) unless
+/// the address alone does not name one, as an IPv6 link-local address does not.
+///
+/// The interface a datagram came in on is not where its reply must go out: a datagram from the
+/// host to one of its own addresses comes in on the interface that owns the address (`eth0`
+/// for `fd00::2`, sent from `::1`), and a reply forced out of it to `::1` is dropped without a
+/// word; a host routing asymmetrically would lose replies the same way.
+fn reply_ifindex(from: Arrival) -> u32 {
+    match from.local {
+        IpAddr::V6(ip) if ip.is_unicast_link_local() => from.ifindex,
+        _ => 0,
+    }
+}
+
+/// Writes into `control` the `IP_PKTINFO` (`is_v6` false) or `IPV6_PKTINFO` control message
+/// that sends a datagram from `from`, and returns its length.
+fn write_pktinfo(control: &mut Control, from: Arrival, is_v6: bool) -> usize {
+    let (level, kind, data_len) = if is_v6 {
+        (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_PKTINFO,
+            mem::size_of::<libc::in6_pktinfo>(),
+        )
+    } else {
+        (
+            libc::IPPROTO_IP,
+            libc::IP_PKTINFO,
+            mem::size_of::<libc::in_pktinfo>(),
+        )
+    };
+    // SAFETY: all zeros is a valid cmsghdr.
+    let mut header: libc::cmsghdr = unsafe { mem::zeroed() };
+    header.cmsg_level = level;
+    header.cmsg_type = kind;
+    header.cmsg_len = (cmsg_header_len() + data_len) as _;
+    let space = cmsg_header_len() + cmsg_align(data_len);
+    let out = &mut control.bytes[..space];
+    out.fill(0);
+    // SAFETY: `out` has room for the header and its data (`space` is well under CONTROL_LEN);
+    // both are written unaligned.
+    unsafe {
+        out.as_mut_ptr()
+            .cast::<libc::cmsghdr>()
+            .write_unaligned(header);
+        let data = out.as_mut_ptr().add(cmsg_header_len());
+        if is_v6 {
+            let local = match from.local {
+                IpAddr::V6(ip) => ip,
+                IpAddr::V4(ip) => ip.to_ipv6_mapped(),
+            };
+            let info = libc::in6_pktinfo {
+                ipi6_addr: libc::in6_addr {
+                    s6_addr: local.octets(),
+                },
+                ipi6_ifindex: reply_ifindex(from),
+            };
+            data.cast::<libc::in6_pktinfo>().write_unaligned(info);
+        } else {
+            let local = match from.local.to_canonical() {
+                IpAddr::V4(ip) => ip,
+                IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+            };
+            let info = libc::in_pktinfo {
+                ipi_ifindex: 0,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(local.octets()),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            data.cast::<libc::in_pktinfo>().write_unaligned(info);
+        }
+    }
+    space
 }
