@@ -137,6 +137,52 @@ fn ipv6_loopback() {
     assert_eq!(ask(&client, addr, b"six"), b"six");
 }
 
+/// Bound to `0.0.0.0`, the server hears datagrams sent to any of the host's addresses, and
+/// answers each from the address it was sent to: a client that sent to `127.0.0.2` checks the
+/// reply comes from there (`ask` does), and a connected one would drop it otherwise.
+#[test]
+fn a_wildcard_server_replies_from_the_address_each_datagram_was_sent_to() {
+    let server = Proc::server(&["echo", "-u", "0.0.0.0:0"]);
+    assert!(server.addr.starts_with("udp://0.0.0.0:"), "{}", server.addr);
+    let port = server.socket_addr().port();
+    let to = |ip: [u8; 4]| SocketAddr::from((ip, port));
+    let client = udp_for(to([127, 0, 0, 1]));
+    // From the very first datagram on, in any order, the empty one and the largest included.
+    assert_eq!(ask(&client, to([127, 0, 0, 2]), b"first"), b"first");
+    assert_eq!(ask(&client, to([127, 0, 0, 1]), b"one"), b"one");
+    assert_eq!(ask(&client, to([127, 0, 0, 2]), b""), b"");
+    assert_eq!(ask(&client, to([127, 0, 0, 3]), b"three"), b"three");
+    let largest: Vec<u8> = (0..65_507).map(|i| (i % 251) as u8).collect();
+    assert!(ask(&client, to([127, 0, 0, 2]), &largest) == largest);
+    // A connected client (`connect -u`, `nc -u`) hears only its server's address.
+    let connected = udp_for(to([127, 0, 0, 1]));
+    connected.connect(to([127, 0, 0, 2])).unwrap();
+    connected.send(b"connected").unwrap();
+    let mut buf = [0u8; 64];
+    let len = connected
+        .recv(&mut buf)
+        .expect("a reply the connected client accepts");
+    assert_eq!(&buf[..len], b"connected");
+}
+
+/// On a dual-stack `[::]` socket, IPv4 clients are answered from the IPv4 address they sent
+/// to, IPv6 ones from the IPv6 address.
+#[test]
+fn a_dual_stack_wildcard_server_replies_from_the_address_sent_to() {
+    let server = Proc::server(&["echo", "-u", "--upper", "[::]:0"]);
+    assert!(server.addr.starts_with("udp://[::]:"), "{}", server.addr);
+    let port = server.socket_addr().port();
+    let v4 = |ip: [u8; 4]| SocketAddr::from((ip, port));
+    let client = udp_for(v4([127, 0, 0, 1]));
+    assert_eq!(ask(&client, v4([127, 0, 0, 2]), b"four"), b"FOUR");
+    assert_eq!(ask(&client, v4([127, 0, 0, 1]), b""), b"");
+    assert_eq!(ask(&client, v4([127, 0, 0, 4]), b"again"), b"AGAIN");
+    let six = SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+    let client = udp_for(six);
+    assert_eq!(ask(&client, six, b"six"), b"SIX");
+    assert_eq!(ask(&client, six, b""), b"");
+}
+
 #[test]
 fn udp_scheme_without_the_flag() {
     let server = Proc::server(&["echo", "udp://127.0.0.1:0"]);

@@ -580,6 +580,29 @@ fn udp_on_a_dual_stack_socket_hears_an_ipv4_peer() {
     assert!(a.wait_exit(IO_TIMEOUT).success());
 }
 
+/// A UDP talk bound to a wildcard address, without a PEER, answers the peer from the address
+/// the peer sent to (here `127.0.0.2`, where the kernel would pick `127.0.0.1`).
+#[test]
+fn udp_on_a_wildcard_address_answers_from_the_address_the_peer_sent_to() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let mut a = Proc::server(&["talk", "-u", "--listen", listen]);
+        let to = SocketAddr::from(([127, 0, 0, 2], a.socket_addr().port()));
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        peer.send_to(b"hello", to).unwrap();
+        assert_eq!(a.next_line(), format!("<{peer_addr}> hello"));
+        for line in ["hi there", "bye"] {
+            a.type_line(line);
+            let mut buf = [0u8; 64];
+            let (len, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..len], line.as_bytes());
+            assert_eq!(from, to, "{listen}: sent from an unexpected address");
+        }
+        assert!(a.wait_exit(IO_TIMEOUT).success());
+    }
+}
+
 /// Over TCP too, an IPv4 caller of a `[::]` listener is shown as `127.0.0.1:PORT`.
 #[test]
 fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {

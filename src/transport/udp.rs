@@ -498,3 +498,228 @@ fn write_pktinfo(control: &mut Control, from: Arrival, is_v6: bool) -> usize {
     }
     space
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wildcard server socket of `bind`'s family, and its port.
+    fn wildcard(bind: &str) -> (WildcardSocket, u16) {
+        let socket = bind_addr(bind.parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        (WildcardSocket::new(socket).unwrap(), port)
+    }
+
+    /// Sends `msg` from a client bound to `client` to `to`, has the server echo it with
+    /// `from` (or what it learnt, given `None`), and returns where it arrived and where the
+    /// reply came from.
+    async fn round_trip(
+        server: &WildcardSocket,
+        client: &str,
+        to: SocketAddr,
+        msg: &[u8],
+        from: Option<Option<Arrival>>,
+    ) -> (Option<Arrival>, SocketAddr) {
+        let client = UdpSocket::bind(client).await.unwrap();
+        client.send_to(msg, to).await.unwrap();
+        let mut buf = vec![0u8; 65_536];
+        let (len, peer, arrival) = DatagramServer::recv_from(server, &mut buf).await.unwrap();
+        assert_eq!(&buf[..len], msg);
+        assert_eq!(peer.port(), client.local_addr().unwrap().port());
+        let sent = DatagramServer::send_to(server, &buf[..len], peer, from.unwrap_or(arrival))
+            .await
+            .unwrap();
+        assert_eq!(sent, len);
+        let (len, reply_from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..len], msg);
+        (arrival, reply_from)
+    }
+
+    #[tokio::test]
+    async fn an_ipv4_wildcard_socket_replies_from_the_address_sent_to() {
+        let (server, port) = wildcard("0.0.0.0:0");
+        for (to, msg) in [
+            ("127.0.0.2", &b"hello"[..]),
+            ("127.0.0.1", b""),
+            ("127.0.0.3", b"x"),
+        ] {
+            let to = SocketAddr::new(to.parse().unwrap(), port);
+            let (arrival, from) = round_trip(&server, "127.0.0.1:0", to, msg, None).await;
+            assert_eq!(arrival.unwrap().local, to.ip());
+            assert_eq!(from, to);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dual_stack_socket_replies_to_ipv4_and_ipv6_from_the_address_sent_to() {
+        let (server, port) = wildcard("[::]:0");
+        let to = SocketAddr::from(([127, 0, 0, 2], port));
+        let (arrival, from) = round_trip(&server, "127.0.0.1:0", to, b"four", None).await;
+        // An IPv4 datagram's destination, on an IPv6 socket, is IPv4-mapped.
+        assert_eq!(
+            arrival.unwrap().local,
+            IpAddr::V6(Ipv4Addr::new(127, 0, 0, 2).to_ipv6_mapped())
+        );
+        assert_eq!(from, to);
+        let to = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+        let (arrival, from) = round_trip(&server, "[::1]:0", to, b"six", None).await;
+        assert_eq!(arrival.unwrap().local, IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(from, to);
+    }
+
+    /// A reply `sendmsg` cannot send (from an address the host does not have) still goes, from
+    /// the kernel's choice; so does one with no arrival to reply from.
+    #[tokio::test]
+    async fn a_reply_sendmsg_refuses_is_sent_from_the_kernels_choice() {
+        let (server, port) = wildcard("0.0.0.0:0");
+        let to = SocketAddr::from(([127, 0, 0, 2], port));
+        let foreign = Arrival {
+            local: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 199)),
+            ifindex: 0,
+        };
+        let kernels = SocketAddr::from(([127, 0, 0, 1], port));
+        let (_, from) = round_trip(&server, "127.0.0.1:0", to, b"a", Some(Some(foreign))).await;
+        assert_eq!(from, kernels);
+        let (_, from) = round_trip(&server, "127.0.0.1:0", to, b"b", Some(None)).await;
+        assert_eq!(from, kernels);
+    }
+
+    /// A control message buffer holding `messages` (level, type, data), each padded.
+    fn control_of(messages: &[(libc::c_int, libc::c_int, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &(level, kind, data) in messages {
+            // SAFETY: all zeros is a valid cmsghdr.
+            let mut header: libc::cmsghdr = unsafe { mem::zeroed() };
+            header.cmsg_level = level;
+            header.cmsg_type = kind;
+            header.cmsg_len = (cmsg_header_len() + data.len()) as _;
+            let mut bytes = vec![0u8; cmsg_header_len()];
+            // SAFETY: `bytes` holds a header.
+            unsafe {
+                bytes
+                    .as_mut_ptr()
+                    .cast::<libc::cmsghdr>()
+                    .write_unaligned(header)
+            };
+            bytes.extend_from_slice(data);
+            bytes.resize(cmsg_header_len() + cmsg_align(data.len()), 0);
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    fn in_pktinfo(ifindex: i32, spec_dst: [u8; 4], addr: [u8; 4]) -> Vec<u8> {
+        let info = libc::in_pktinfo {
+            ipi_ifindex: ifindex,
+            ipi_spec_dst: libc::in_addr {
+                s_addr: u32::from_ne_bytes(spec_dst),
+            },
+            ipi_addr: libc::in_addr {
+                s_addr: u32::from_ne_bytes(addr),
+            },
+        };
+        let mut bytes = vec![0u8; mem::size_of::<libc::in_pktinfo>()];
+        // SAFETY: `bytes` holds an in_pktinfo.
+        unsafe {
+            bytes
+                .as_mut_ptr()
+                .cast::<libc::in_pktinfo>()
+                .write_unaligned(info)
+        };
+        bytes
+    }
+
+    #[test]
+    fn packet_info_is_found_among_other_control_messages() {
+        let info = in_pktinfo(1, [127, 0, 0, 2], [127, 0, 0, 2]);
+        let control = control_of(&[
+            (libc::SOL_SOCKET, libc::SO_TIMESTAMP, &[7u8; 16][..]),
+            (libc::IPPROTO_IP, libc::IP_PKTINFO, &info),
+        ]);
+        assert_eq!(
+            parse_arrival(&control),
+            Some(Arrival {
+                local: IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                ifindex: 1
+            })
+        );
+        // What `write_pktinfo` builds for IPv6 is what `parse_arrival` reads.
+        let from = Arrival {
+            local: IpAddr::V6("fe80::1".parse().unwrap()),
+            ifindex: 3,
+        };
+        let mut control = Control::new();
+        let len = write_pktinfo(&mut control, from, true);
+        assert_eq!(parse_arrival(&control.bytes[..len]), Some(from));
+    }
+
+    #[test]
+    fn broadcast_and_multicast_destinations_are_answered_from_the_kernels_choice() {
+        // Sent to a subnet's broadcast address, the kernel names another address to reply from.
+        let info = in_pktinfo(2, [192, 0, 2, 2], [192, 0, 2, 255]);
+        assert_eq!(
+            parse_arrival(&control_of(&[(libc::IPPROTO_IP, libc::IP_PKTINFO, &info)])),
+            None
+        );
+        for local in [
+            "255.255.255.255",
+            "224.0.0.1",
+            "ff02::1",
+            "::ffff:239.1.2.3",
+            "::",
+        ] {
+            let arrival = Arrival {
+                local: local.parse().unwrap(),
+                ifindex: 1,
+            };
+            assert_eq!(reply_source(arrival), None, "{local}");
+        }
+        for local in ["127.0.0.2", "::1", "::ffff:127.0.0.2", "fd00::2"] {
+            let arrival = Arrival {
+                local: local.parse().unwrap(),
+                ifindex: 1,
+            };
+            assert_eq!(reply_source(arrival), Some(arrival), "{local}");
+        }
+    }
+
+    #[test]
+    fn only_a_link_local_reply_is_pinned_to_its_interface() {
+        let arrival = |local: &str| Arrival {
+            local: local.parse().unwrap(),
+            ifindex: 4,
+        };
+        assert_eq!(reply_ifindex(arrival("fe80::1")), 4);
+        assert_eq!(reply_ifindex(arrival("fd00::2")), 0);
+        assert_eq!(reply_ifindex(arrival("127.0.0.2")), 0);
+    }
+
+    #[test]
+    fn cut_short_or_lying_control_messages_give_no_arrival() {
+        let info = in_pktinfo(1, [127, 0, 0, 2], [127, 0, 0, 2]);
+        let whole = control_of(&[(libc::IPPROTO_IP, libc::IP_PKTINFO, &info)]);
+        assert!(parse_arrival(&whole).is_some());
+        // Cut anywhere short of its data's end.
+        for len in 0..cmsg_header_len() + info.len() {
+            assert_eq!(parse_arrival(&whole[..len]), None, "cut at {len}");
+        }
+        // A length too short for its data, shorter than its header, zero, or past the buffer.
+        let header_len = cmsg_header_len();
+        for claimed in [header_len + 4, header_len - 1, 0, whole.len() + 8] {
+            let mut lying = whole.clone();
+            lying[..mem::size_of::<usize>()].copy_from_slice(&claimed.to_ne_bytes());
+            assert_eq!(parse_arrival(&lying), None, "claims {claimed}");
+        }
+        let short = control_of(&[(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &[0u8; 8][..])]);
+        assert_eq!(parse_arrival(&short), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_control_bytes_are_parsed_without_a_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..CONTROL_LEN),
+        ) {
+            let _ = parse_arrival(&bytes);
+        }
+    }
+}
