@@ -369,6 +369,8 @@ fn parse_arrival(control: &[u8]) -> Option<Arrival> {
                 .cast::<libc::cmsghdr>()
                 .read_unaligned()
         };
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::unnecessary_cast)]
         let len = header.cmsg_len as usize;
         if len < header_len || len > control.len() - at {
             return None;
