@@ -386,7 +386,7 @@ async fn serve_datagrams<S: DatagramServer>(
             () = shutdown.cancelled() => return,
         };
         let (len, peer, reply_from) = match received {
-            Ok(pair) => pair,
+            Ok(received) => received,
             Err(err) => {
                 // On Linux an ICMP error from an earlier reply can surface here; it concerns
                 // one peer, not the server.
