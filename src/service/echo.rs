@@ -6,6 +6,7 @@
 //! With `raw` framing and plain echo the bytes go straight back without any per-message work.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -354,16 +355,49 @@ async fn write<S: AsyncWrite + Unpin>(
 
 /// Answers each datagram on `socket` to its sender until `shutdown` is cancelled. An empty
 /// datagram is a message too and gets an empty reply.
+///
+/// The answering runs on a thread of its own that blocks in its receive, so a datagram costs two
+/// system calls, a receive and a send. On the runtime it would cost four: the receive that finds
+/// nothing left, the wait for readiness, the receive and the send (BENCHMARKS.md has the
+/// measurement). Stopping wakes the blocked receive by shutting the socket's reading side.
 pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
+    let socket = match socket.into_std().and_then(|socket| {
+        socket.set_nonblocking(false)?;
+        Ok(Arc::new(socket))
+    }) {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::error!("udp socket unusable: {err}");
+            return;
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
+        tokio::task::spawn_blocking(move || answer_datagrams(&socket, &config, &stop))
+    };
+    shutdown.cancelled().await;
+    stop.store(true, Ordering::Release);
+    // Linux answers ENOTCONN for a socket with no peer, yet still wakes the receive, which then
+    // returns at once: nothing more is read.
+    let _ = socket2::SockRef::from(&*socket).shutdown(std::net::Shutdown::Read);
+    if let Err(err) = worker.await {
+        tracing::error!("udp service stopped abnormally: {err}");
+    }
+}
+
+/// The blocking loop of [`serve_udp`], until `stop` is set.
+fn answer_datagrams(socket: &std::net::UdpSocket, config: &EchoConfig, stop: &AtomicBool) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buf) => received,
-            () = shutdown.cancelled() => return,
-        };
+        let received = udp::recv_from(socket, &mut buf);
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
         let (len, peer) = match received {
-            Ok(pair) => pair,
+            Ok(Some(pair)) => pair,
+            Ok(None) => continue,
             Err(err) => {
                 // On Linux an ICMP error from an earlier reply can surface here; it concerns
                 // one peer, not the server.
@@ -377,7 +411,7 @@ pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: Can
         }
         tracing::debug!(%peer, len, "datagram");
         let reply = responder.reply(&mut buf[..len]);
-        if let Err(err) = socket.send_to(reply, peer).await {
+        if let Err(err) = socket.send_to(reply, peer) {
             let max = udp::max_payload(peer);
             if reply.len() > max {
                 // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said

@@ -1,8 +1,10 @@
 //! UDP sockets.
 
+use std::io;
+use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use tokio::net::UdpSocket;
 
 use crate::endpoint::{Endpoint, Family, Proto, display_addr};
@@ -88,4 +90,19 @@ pub async fn connect(peer: SocketAddr) -> Result<UdpSocket> {
             source,
         })?;
     Ok(socket)
+}
+
+/// Receives one datagram into `buf`, waiting for it if `socket` is blocking. `Ok(None)` means
+/// there was no sender: the socket's reading side was shut down (which wakes a blocked receive).
+///
+/// # Errors
+/// What the receive reports, e.g. an ICMP error left by an earlier send.
+pub fn recv_from(
+    socket: &std::net::UdpSocket,
+    buf: &mut [u8],
+) -> io::Result<Option<(usize, SocketAddr)>> {
+    // SAFETY: the slice is initialised, and a receive only writes initialised bytes into it.
+    let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
+    let (len, from) = SockRef::from(socket).recv_from(uninit)?;
+    Ok(from.as_socket().map(|peer| (len, peer)))
 }
