@@ -362,6 +362,50 @@ test('a private message from the member list reaches only its target', { timeout
   }
 });
 
+test('a reload keeps the private conversations, until their view is closed', { timeout: 60_000 }, async () => {
+  const server = await startServer();
+  try {
+    const ann = await openPage(server, 'ann');
+    const bob = await openPage(server, 'bob');
+    await ann.page.click('#members button:text-is("bob")');
+    await say(ann.page, 'said before the reload');
+    await seeMessage(ann.page, 'ann', 'said before the reload');
+    await bob.page.locator('#rooms li', { hasText: '✉ ann' }).locator('button').click();
+    await seeMessage(bob.page, 'ann', 'said before the reload');
+
+    // bob reloads while looking at the conversation: it is on screen again, before and after
+    // the page is connected, and an answer goes on in it.
+    await bob.page.reload();
+    await waitStatus(bob.page, 'connected');
+    assert.equal(await bob.page.textContent('#title'), 'Private: ann');
+    await seeMessage(bob.page, 'ann', 'said before the reload');
+    await say(bob.page, 'answered after it');
+    await seeMessage(ann.page, 'bob', 'answered after it');
+
+    // ann reloads from #lobby: the conversation is listed, with both lines in order.
+    await ann.page.click('#rooms button:text-matches("^#lobby")');
+    await ann.page.reload();
+    await waitStatus(ann.page, 'connected');
+    await ann.page.locator('#rooms li', { hasText: '✉ bob' }).locator('button').click();
+    assert.deepEqual(
+      await ann.page.locator('#messages li .text').allTextContents(),
+      ['said before the reload', 'answered after it'],
+    );
+
+    // Closing the view forgets it for good.
+    await ann.page.click('#leave');
+    await ann.page.reload();
+    await waitStatus(ann.page, 'connected');
+    await ann.page.locator('#members button', { hasText: 'ann (you)' }).waitFor();
+    assert.equal(await ann.page.locator('#rooms li', { hasText: '✉' }).count(), 0);
+    assert.deepEqual(ann.errors, []);
+    assert.deepEqual(bob.errors, []);
+    for (const person of [ann, bob]) await person.context.close();
+  } finally {
+    await server.stop();
+  }
+});
+
 test('markup sent from nc shows as literal text and runs nothing', { timeout: 60_000 }, async () => {
   const server = await startServer();
   try {

@@ -3,6 +3,7 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
@@ -313,5 +314,40 @@ fn sigterm_stops_the_udp_server_with_exit_code_0() {
     assert_eq!(ask(&client, addr, b"bye"), b"bye");
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(3));
+    assert_eq!(status.code(), Some(0), "{status}");
+}
+
+#[test]
+fn sigterm_stops_the_udp_server_while_it_waits_and_while_it_is_flooded() {
+    // Never sent anything: the server is waiting in its receive when the signal comes, on a
+    // plain socket and on a wildcard one (which receives with recvmsg).
+    for bind in ["[::1]:0", "[::]:0"] {
+        let mut idle = Proc::server(&["echo", "-u", bind]);
+        idle.signal("TERM");
+        assert_eq!(
+            idle.wait_exit(Duration::from_secs(3)).code(),
+            Some(0),
+            "{bind}"
+        );
+    }
+
+    // Datagrams keep coming while it stops.
+    let mut busy = Proc::server(&["echo", "-u", "--upper", "127.0.0.1:0"]);
+    let addr = busy.socket_addr();
+    let flooder = udp_for(addr);
+    assert_eq!(ask(&flooder, addr, b"go"), b"GO");
+    let done = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let done = Arc::clone(&done);
+        thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let _ = flooder.send_to(&[b'x'; 512], addr);
+            }
+        })
+    };
+    busy.signal("TERM");
+    let status = busy.wait_exit(Duration::from_secs(3));
+    done.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
     assert_eq!(status.code(), Some(0), "{status}");
 }

@@ -9,6 +9,7 @@ const MAX_KEPT = 2000;       // messages kept per view
 const PAGE = 50;             // messages per "load older"
 const GAP_PAGE = 500;        // messages per request filling a gap after a reconnect
 const REFRESH_MS = 500;      // member lists and room sizes are asked for at most this often
+const PRIVATE_KEPT = 200;    // messages of each private conversation a reload brings back
 
 const state = {
   ws: null,
@@ -224,8 +225,42 @@ function renamePrivate(old, renamed) {
   const to = '@' + renamed;
   state.views.set(to, state.views.get(from));
   state.views.delete(from);
+  savePrivatesSoon();
   if (state.current === from) show(to);
   else renderRooms();
+}
+
+// The server stores private messages but never replays them (a guest's nick is no identity), so the page keeps
+// each conversation's last PRIVATE_KEPT messages in this tab's sessionStorage: a reload brings
+// them back, closing the tab forgets them. Saved once per task, however many came in it.
+let privatesPending = false;
+function savePrivatesSoon() {
+  if (privatesPending) return;
+  privatesPending = true;
+  queueMicrotask(() => {
+    privatesPending = false;
+    const kept = {};
+    for (const [key, v] of state.views) {
+      if (!key.startsWith('@')) continue;
+      const messages = v.items.filter((x) => x.id !== undefined).slice(-PRIVATE_KEPT);
+      if (messages.length > 0) kept[key] = messages;
+    }
+    try {
+      store.setItem('socktalk.private', JSON.stringify(kept));
+    } catch {
+      // The tab's storage is full: the conversations stay on screen, a reload loses them.
+    }
+  });
+}
+
+function restorePrivates() {
+  let kept = {};
+  try { kept = JSON.parse(store.getItem('socktalk.private') || '{}'); } catch { return; }
+  for (const [key, messages] of Object.entries(kept)) {
+    if (key.startsWith('@') && Array.isArray(messages)) view(key).items = messages;
+  }
+  const shown = store.getItem('socktalk.current');
+  if (shown && state.views.has(shown)) show(shown);
 }
 
 function add(key, m) {
@@ -234,6 +269,7 @@ function add(key, m) {
   v.items.push(m);
   if (v.oldest === null && m.id !== undefined) v.oldest = m.id;
   if (v.items.length > MAX_KEPT) dropOldest(key, v);
+  if (key.startsWith('@') && m.id !== undefined) savePrivatesSoon();
   if (key === state.current) {
     append(m);
   } else {
@@ -321,6 +357,7 @@ function forgetHistory() {
   for (const [key, v] of state.views) {
     state.views.set(key, { ...v, items: [], oldest: null, exhausted: false, loading: false, filling: false, resumeAfter: null });
   }
+  savePrivatesSoon();
   if (state.current) renderLog(false);
   if (state.current) notice(state.current, 'the server has another history now (restarted without its database?); earlier messages are no longer shown');
 }
@@ -391,7 +428,7 @@ function renderLog(keepPosition) {
 
 function show(key) {
   state.current = key;
-  if (key && key.startsWith('#')) store.setItem('socktalk.current', key);
+  if (key) store.setItem('socktalk.current', key);
   if (key) view(key).unread = 0;
   $('title').textContent = key ? (key.startsWith('@') ? `Private: ${key.slice(1)}` : key) : 'No room';
   $('leave').hidden = !key;
@@ -536,6 +573,7 @@ $('leave').addEventListener('click', () => {
     send({ type: 'part', room: key });
   } else {
     state.views.delete(key);
+    savePrivatesSoon();
     show(state.joined[0] || null);
   }
 });
@@ -579,4 +617,5 @@ setInterval(() => {
   if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send('{"type":"rooms"}');
 }, 15000);
 
+restorePrivates();
 connect();

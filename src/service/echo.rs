@@ -6,6 +6,7 @@
 //! With `raw` framing and plain echo the bytes go straight back without any per-message work.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
-use crate::transport::udp::{self, DatagramServer, WildcardSocket};
+use crate::transport::udp::{self, BlockingDatagramServer, WildcardSocket};
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
 const FIRST_READ: usize = 4 * 1024;
@@ -354,37 +355,67 @@ async fn write<S: AsyncWrite + Unpin>(
 
 /// Answers each datagram on `socket` to its sender, from the address it was sent to, until
 /// `shutdown` is cancelled. An empty datagram is a message too and gets an empty reply.
+///
+/// The answering runs on a thread of its own that waits in its receive
+/// ([`BlockingDatagramServer`]): a datagram costs a receive and a send, where on the runtime it
+/// would also cost the receive that finds nothing left and the wait for readiness
+/// (BENCHMARKS.md has the measurement).
 pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
     // Bound to one address, a reply can leave from nowhere else: the plain socket does.
     let is_wildcard = socket.local_addr().is_ok_and(udp::is_wildcard);
-    if !is_wildcard {
-        return serve_datagrams(socket, config, shutdown).await;
-    }
-    let socket = match WildcardSocket::new(socket) {
+    let socket = match socket.into_std().and_then(|socket| {
+        socket.set_nonblocking(false)?;
+        Ok(socket)
+    }) {
         Ok(socket) => socket,
+        Err(err) => {
+            tracing::error!("udp socket unusable: {err}");
+            return;
+        }
+    };
+    if !is_wildcard {
+        return answer_on_a_thread(socket, config, shutdown).await;
+    }
+    match WildcardSocket::new(socket) {
+        Ok(socket) => answer_on_a_thread(socket, config, shutdown).await,
         Err((err, socket)) => {
             tracing::warn!(
                 "replies will leave from the address the kernel picks, not always the one a client sent to: {err}"
             );
-            return serve_datagrams(socket, config, shutdown).await;
+            answer_on_a_thread(socket, config, shutdown).await;
         }
-    };
-    serve_datagrams(socket, config, shutdown).await;
+    }
 }
 
-/// The loop of [`serve_udp`], over either kind of socket.
-async fn serve_datagrams<S: DatagramServer>(
+/// Runs [`answer_datagrams`] on a thread until `shutdown` is cancelled, then wakes and ends it.
+async fn answer_on_a_thread<S: BlockingDatagramServer + 'static>(
     socket: S,
     config: Arc<EchoConfig>,
     shutdown: CancellationToken,
 ) {
+    let socket = Arc::new(socket);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
+        tokio::task::spawn_blocking(move || answer_datagrams(&*socket, &config, &stop))
+    };
+    shutdown.cancelled().await;
+    stop.store(true, Ordering::Release);
+    udp::shut_reading(&*socket);
+    if let Err(err) = worker.await {
+        tracing::error!("udp service stopped abnormally: {err}");
+    }
+}
+
+/// The loop of [`serve_udp`], over either kind of socket, until `stop` is set.
+fn answer_datagrams<S: BlockingDatagramServer>(socket: &S, config: &EchoConfig, stop: &AtomicBool) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buf) => received,
-            () = shutdown.cancelled() => return,
-        };
+        let received = socket.recv_from(&mut buf);
+        if stop.load(Ordering::Acquire) {
+            return;
+        }
         let (len, peer, reply_from) = match received {
             Ok(received) => received,
             Err(err) => {
@@ -400,7 +431,7 @@ async fn serve_datagrams<S: DatagramServer>(
         }
         tracing::debug!(%peer, len, "datagram");
         let reply = responder.reply(&mut buf[..len]);
-        if let Err(err) = socket.send_to(reply, peer, reply_from).await {
+        if let Err(err) = socket.send_to(reply, peer, reply_from) {
             let max = udp::max_payload(peer);
             if reply.len() > max {
                 // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said
