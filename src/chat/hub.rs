@@ -473,7 +473,9 @@ impl Hub {
             }
             self.settle();
         }
-        // The reader first: the writer's connection, closed last, tidies the WAL away.
+        // The reader first: the writer's connection, closed last, tidies the WAL away. With
+        // no one to hear its answers, it stops after the read it is on.
+        drop(read);
         self.reader.finish();
         self.writer.finish();
         let notice = Event::Info {
