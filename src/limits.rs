@@ -57,6 +57,13 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// refused with an error and skipped; the session goes on.
 pub const MAX_LINE: usize = 8 * 1024;
 
+/// The smallest line a reply to one chat member (`/who`, `/rooms`, `/history`) is weighed in:
+/// such a reply counts against the member's `--outbox` as the lines it holds, or as its bytes
+/// divided by `--max-line` if that is more, and `--max-line` counts as at least this much, so
+/// that a tiny `--max-line` does not make a modest reply weigh like a flood (at most half the
+/// outbox either way).
+pub const MIN_REPLY_LINE: usize = 1024;
+
 /// `serve --max-rate`: chat messages per second per connection before the server reads that
 /// client more slowly (TCP pushes back; nothing is dropped). `0` turns it off.
 pub const MAX_RATE: f64 = 20.0;

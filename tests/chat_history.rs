@@ -133,6 +133,30 @@ fn history_is_limited_to_rooms_one_is_in() {
     bob.expect_next("* 0 earlier messages in #lobby:");
 }
 
+/// `/history N` is read off the hub (on the reader thread, with its own connection to a file
+/// database): what the member sent right after it, in the same write, still comes after it.
+#[test]
+fn what_is_sent_after_history_n_comes_after_its_reply() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("chat.db");
+    let server = chat_server(db.to_str().unwrap(), &[]);
+    let mut ann = ChatClient::login(server.socket_addr(), "ann");
+    for n in 1..=3 {
+        ann.say(&format!("m{n}"));
+    }
+    ann.send_raw(b"/history 2\nm4\n/nonsense\n/who\n/history 1000\n");
+    ann.expect_next("* 2 earlier messages in #lobby:");
+    assert_eq!(replayed(&ann.next_line(), "#lobby"), "<ann> m2");
+    assert_eq!(replayed(&ann.next_line(), "#lobby"), "<ann> m3");
+    ann.expect_next("[#lobby] <ann> m4");
+    assert!(ann.next_line().starts_with("! error: "));
+    ann.expect_next("* #lobby (1): ann");
+    ann.expect_next("* 4 earlier messages in #lobby:");
+    for n in 1..=4 {
+        assert_eq!(replayed(&ann.next_line(), "#lobby"), format!("<ann> m{n}"));
+    }
+}
+
 /// Several members send as fast as they can while each also reads everything; the server is
 /// killed with SIGKILL mid-traffic. Every message any member received must be in the database,
 /// and each sender's stored messages must be a gap-free prefix of what it sent.

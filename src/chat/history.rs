@@ -22,6 +22,13 @@
 //! The write-ahead log (`-wal` file) is not counted; it is checkpointed back into the database
 //! every 1000 pages (about 4 MB), which bounds it in normal use.
 //!
+//! # Reading
+//! The hub reads what it keeps cached (a room's replay on joining) on its own task. Longer or
+//! older reads (`/history N`, paging back with `before`) go to the reader thread
+//! ([`Store::spawn_reader`]), which has a read-only connection of its own: WAL lets it read
+//! while the writer commits, and no one else waits while it does. A `:memory:` database cannot
+//! be opened twice, so there the reader shares the one connection (and its lock).
+//!
 //! # Opening
 //! [`Store::open`] checks that the database can really be written before the server starts: a
 //! read-only file or file system would otherwise open without complaint (SQLite falls back to
@@ -77,6 +84,9 @@ pub enum StoreError {
     /// A query failed.
     #[error("history database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The reader thread could not be started.
+    #[error("cannot start the history reader thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// How hard a commit tries to reach the disk (`--db-sync`).
@@ -89,7 +99,8 @@ pub enum Sync {
     Full,
 }
 
-/// The history database. Cheap to clone; every clone shares one connection.
+/// The history database. Cheap to clone; every clone shares one connection (the
+/// [reader](Store::spawn_reader) has its own).
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
@@ -521,6 +532,72 @@ impl Store {
 }
 
 impl Store {
+    /// Another handle on the database for reading only, with a connection of its own: in WAL
+    /// mode its reads neither wait for the writer's commits nor hold them up. A `:memory:`
+    /// database cannot be opened twice: there it is this handle, sharing its connection.
+    ///
+    /// # Errors
+    /// [`StoreError::Open`] naming the file and the reason.
+    pub fn reading(&self) -> Result<Store, StoreError> {
+        if self.path == ":memory:" {
+            return Ok(self.clone());
+        }
+        let open_err = |err: rusqlite::Error| StoreError::Open {
+            path: self.path.clone(),
+            reason: format!("opening it again for reading: {}", sqlite_reason(&err)),
+        };
+        let conn = Connection::open_with_flags(
+            Path::new(&self.path),
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: self.path.clone(),
+            max_size: self.max_size,
+        })
+    }
+
+    /// Starts the reader thread (`socktalk-reader`), over a [reading](Store::reading) handle
+    /// of its own: each job sent to the returned [`Reader`] is given to `answer` with that
+    /// handle, in the order sent, and what `answer` returns goes to `done_tx`. Reads too long
+    /// or too rare to cache (paging back through history) run there, so that no one waits
+    /// for them but whoever asked.
+    ///
+    /// # Errors
+    /// The connection could not be opened or the thread spawned.
+    pub fn spawn_reader<J, R, F>(
+        &self,
+        done_tx: mpsc::UnboundedSender<R>,
+        mut answer: F,
+    ) -> Result<Reader<J>, StoreError>
+    where
+        J: Send + 'static,
+        R: Send + 'static,
+        F: FnMut(&Store, J) -> R + Send + 'static,
+    {
+        let store = self.reading()?;
+        let (jobs_tx, mut jobs_rx) = mpsc::unbounded_channel::<J>();
+        let thread = std::thread::Builder::new()
+            .name("socktalk-reader".into())
+            .spawn(move || {
+                while let Some(job) = jobs_rx.blocking_recv() {
+                    if done_tx.send(answer(&store, job)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(StoreError::Thread)?;
+        Ok(Reader {
+            jobs_tx: Some(jobs_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Store {
     /// How big the database is next to its cap, for a log line about a full database
     /// (empty without a cap).
     fn size_note(&self) -> String {
@@ -775,6 +852,30 @@ impl<A> Writer<A> {
     /// Closes and waits for the thread to finish its last batch.
     pub fn finish(&mut self) {
         self.close();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The sending end of the reader thread.
+pub struct Reader<J> {
+    jobs_tx: Option<mpsc::UnboundedSender<J>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl<J> Reader<J> {
+    /// Queues a job. Returns it if the reader has stopped.
+    pub fn read(&self, job: J) -> Result<(), J> {
+        match &self.jobs_tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+
+    /// Stops taking jobs and waits for the thread to finish the one it is on.
+    pub fn finish(&mut self) {
+        self.jobs_tx.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -16,6 +16,17 @@
 //! reading and TCP pushes back on fast senders. A committed batch is therefore never more than a
 //! member who keeps reading can take, however long a commit took.
 //!
+//! # Replies and reads
+//! A reply to one member (`/who`, `/rooms`, `/history`) weighs in its outbox as the lines it
+//! is, or as its bytes in lines of `--max-line` if that is more (see [`MIN_REPLY_LINE`]), at
+//! most half the outbox: asked for again and again by a member that does not read, big replies
+//! fill its outbox (and it is cut off) long before the server holds much for it. A room keeps
+//! its `/who` reply, rendered, until someone joins, leaves or changes nick.
+//!
+//! A room's replay on joining is read and rendered on the hub, once until the room's next
+//! message (see `Replay`). Other `/history` reads go to the history [`Reader`] thread, and
+//! the member's later requests wait for the reply, as they wait for a password check.
+//!
 //! # Slow members
 //! Outboxes are bounded and filled with `try_send`, so the hub never waits for anyone. A member
 //! whose outbox passes half full is warned once; one whose outbox is full is disconnected with
@@ -38,12 +49,12 @@ use tokio_util::sync::CancellationToken;
 use super::account::{self, Checked, Checker, FailureLimit, Job, JobKind, Outcome, Password};
 use super::command::{Command, HELP};
 use super::event::{Event, Kind, Record, RoomInfo, now_ms};
-use super::history::{Batch, Pending, Store, Writer};
+use super::history::{Batch, Pending, Reader, Store, StoreError, Writer};
 use super::outbox::{Outbox, Push};
 use crate::codec::WireEncoding;
 use crate::limits::{
     LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_FAILURES_PER_SOURCE,
-    LOGIN_WINDOW, MAX_HELD_REQUESTS,
+    LOGIN_WINDOW, MAX_HELD_REQUESTS, MIN_REPLY_LINE,
 };
 
 /// The answer when too many password checks are queued.
@@ -169,6 +180,8 @@ struct Member {
     is_checking: bool,
     /// Its messages handed to the writer and not yet delivered.
     in_flight: usize,
+    /// A `/history` of its is being read by the reader thread.
+    is_reading: bool,
     /// Its requests held back until what it did before has taken effect (see [`Hub::handle`]).
     held: VecDeque<Request>,
 }
@@ -177,19 +190,24 @@ impl Member {
     /// Whether `request` of this member's must wait for what it did before (see
     /// [`Hub::handle`]).
     fn blocks(&self, request: &Request) -> bool {
-        self.is_checking || (!request.is_message() && self.in_flight > 0)
+        self.is_checking || self.is_reading || (!request.is_message() && self.in_flight > 0)
     }
 
     fn render(&self, event: &Event) -> Bytes {
-        match self.format {
-            Format::Json => json_line(event),
-            Format::Text => {
-                let text = event.to_text(&self.nick);
-                if self.encoding.is_utf8() {
-                    Bytes::from(text)
-                } else {
-                    Bytes::from(self.encoding.encode_message(&text))
-                }
+        render(event, self.format, self.encoding, &self.nick)
+    }
+}
+
+/// `event` as read in `format` and `encoding` by the member called `viewer`.
+fn render(event: &Event, format: Format, encoding: WireEncoding, viewer: &str) -> Bytes {
+    match format {
+        Format::Json => json_line(event),
+        Format::Text => {
+            let text = event.to_text(viewer);
+            if encoding.is_utf8() {
+                Bytes::from(text)
+            } else {
+                Bytes::from(encoding.encode_message(&text))
             }
         }
     }
@@ -287,6 +305,53 @@ const MAX_REPLAY_BYTES: usize = 4 << 20;
 #[derive(Default)]
 struct Room {
     members: Vec<MemberId>,
+    /// Its `/who` reply, rendered for whoever asked, until its members or their nicks change.
+    who: Option<Box<Cached>>,
+}
+
+/// A reply kept for everyone who asks for it: one event, rendered once per (format, encoding).
+struct Cached {
+    event: [Event; 1],
+    renderings: Renderings,
+}
+
+/// A `/history` for the reader thread to read and render.
+#[derive(Debug)]
+struct ReadJob {
+    member: MemberId,
+    room: String,
+    limit: usize,
+    before: Option<i64>,
+    /// The newest message delivered when it was asked for (see [`Store::recent`]).
+    up_to: i64,
+    format: Format,
+    encoding: WireEncoding,
+}
+
+/// A `/history` read: the reply rendered for its member and the lines it holds, or why not.
+#[derive(Debug)]
+struct ReadDone {
+    member: MemberId,
+    reply: Result<(Bytes, usize), StoreError>,
+}
+
+/// Reads and renders `job` (on the reader thread).
+fn read_history(store: &Store, job: ReadJob) -> ReadDone {
+    let reply = store
+        .recent(&job.room, job.limit, job.before, job.up_to)
+        .map(|messages| {
+            let lines = 1 + messages.len();
+            let event = Event::History {
+                room: job.room,
+                messages,
+            };
+            // Room history reads the same for every viewer.
+            (render(&event, job.format, job.encoding, ""), lines)
+        });
+    ReadDone {
+        member: job.member,
+        reply,
+    }
 }
 
 /// The hub's state. Build with [`Hub::new`], then drive with [`Hub::run`].
@@ -325,13 +390,17 @@ pub struct Hub {
     source_failures: FailureLimit,
     /// Mail handed to the writer and not yet back, per recipient key.
     mail_in_flight: HashMap<String, usize>,
+    /// Reads `/history` off the hub.
+    reader: Reader<ReadJob>,
+    /// Where the reader's replies arrive; taken by [`Hub::run`].
+    read: Option<mpsc::UnboundedReceiver<ReadDone>>,
 }
 
 impl Hub {
     /// A hub over `store`, sending messages to `writer` for commit.
     ///
     /// # Errors
-    /// The store could not be read.
+    /// The store could not be read, or its reader thread not started.
     pub fn new(
         config: HubConfig,
         store: Store,
@@ -340,6 +409,8 @@ impl Hub {
         let delivered_up_to = store.last_id()?;
         let accounts = store.accounts()?.into_iter().collect();
         let (checker, checked) = Checker::new(store.clone());
+        let (read_tx, read) = mpsc::unbounded_channel();
+        let reader = store.spawn_reader(read_tx, read_history)?;
         Ok(Hub {
             config,
             members: HashMap::new(),
@@ -361,6 +432,8 @@ impl Hub {
             nick_total_failures: FailureLimit::new(LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_WINDOW),
             source_failures: FailureLimit::new(LOGIN_FAILURES_PER_SOURCE, LOGIN_WINDOW),
             mail_in_flight: HashMap::new(),
+            reader,
+            read: Some(read),
         })
     }
 
@@ -376,6 +449,10 @@ impl Hub {
             .checked
             .take()
             .unwrap_or_else(|| mpsc::unbounded_channel().1);
+        let mut read = self
+            .read
+            .take()
+            .unwrap_or_else(|| mpsc::unbounded_channel().1);
         loop {
             tokio::select! {
                 biased;
@@ -386,6 +463,8 @@ impl Hub {
                 },
                 // The hub keeps a sender for new jobs, so this channel never ends.
                 Some(result) = checked.recv() => self.apply_check(result),
+                // The hub keeps the reader's sender too.
+                Some(done) = read.recv() => self.apply_read(done),
                 request = requests.recv(), if self.in_flight < self.max_in_flight() => match request {
                     Some(request) => self.handle(request),
                     None => self.close_writer(),
@@ -394,6 +473,10 @@ impl Hub {
             }
             self.settle();
         }
+        // The reader first: the writer's connection, closed last, tidies the WAL away. With
+        // no one to hear its answers, it stops after the read it is on.
+        drop(read);
+        self.reader.finish();
         self.writer.finish();
         let notice = Event::Info {
             text: "server shutting down; bye".into(),
@@ -529,6 +612,7 @@ impl Hub {
                 is_logged_in: false,
                 is_checking: false,
                 in_flight: 0,
+                is_reading: false,
                 held: VecDeque::new(),
             }),
         );
@@ -578,16 +662,7 @@ impl Hub {
                 let Some(room) = room.or_else(|| member.current.clone()) else {
                     return self.error(id, "you are in no room; /who #room");
                 };
-                let Some(found) = self.rooms.get(&room) else {
-                    return self.error(id, &format!("there is no room {room}"));
-                };
-                let mut nicks: Vec<String> = found
-                    .members
-                    .iter()
-                    .filter_map(|m| self.members.get(m).map(|m| m.nick.clone()))
-                    .collect();
-                nicks.sort_by_key(|n| n.to_lowercase());
-                self.tell(id, &Event::Who { room, nicks });
+                self.who(id, room);
             }
             Command::Rooms => {
                 let rooms = self
@@ -598,7 +673,10 @@ impl Hub {
                         members: room.members.len(),
                     })
                     .collect();
-                self.tell(id, &Event::Rooms { rooms });
+                if let Some(member) = self.members.get(&id) {
+                    let bytes = member.render(&Event::Rooms { rooms });
+                    self.reply(id, bytes, 1);
+                }
             }
             Command::History {
                 room,
@@ -869,6 +947,11 @@ impl Hub {
         }
         self.nicks.remove(&old_key);
         self.nicks.insert(key, id);
+        for room in &member.rooms {
+            if let Some(found) = self.rooms.get_mut(room) {
+                found.who = None;
+            }
+        }
         let event = Event::Nick {
             old: old.clone(),
             new: nick,
@@ -1257,7 +1340,9 @@ impl Hub {
         if self.config.history_replay > 0 {
             self.history(id, room.clone(), self.config.history_replay, None, false);
         }
-        self.rooms.entry(room.clone()).or_default().members.push(id);
+        let found = self.rooms.entry(room.clone()).or_default();
+        found.members.push(id);
+        found.who = None;
         let member = self.members.get_mut(&id).expect("present");
         member.rooms.push(room.clone());
         member.current = Some(room.clone());
@@ -1300,6 +1385,7 @@ impl Hub {
     fn leave_room(&mut self, id: MemberId, room: &str) {
         if let Some(found) = self.rooms.get_mut(room) {
             found.members.retain(|m| *m != id);
+            found.who = None;
             if found.members.is_empty() {
                 self.rooms.remove(room);
                 self.replays.remove(room);
@@ -1310,6 +1396,9 @@ impl Hub {
         }
     }
 
+    /// Sends `id` the last `limit` messages of `room` (before `before`, if given). The replay
+    /// on joining (and a plain `/history`) is answered here, from the cache if it can be;
+    /// anything else is read by the reader thread. With `always`, an empty history is told too.
     fn history(
         &mut self,
         id: MemberId,
@@ -1321,17 +1410,12 @@ impl Hub {
         // Only the replay on joining (and a plain `/history`) is kept: paging back with
         // `before`, or a longer `/history N`, could hold a thousand lines for nobody.
         let is_replay = limit == self.config.history_replay && before.is_none();
-        let cached = if is_replay {
-            self.replays.remove(&room)
-        } else {
-            None
-        };
-        let mut replay = match cached {
+        if !is_replay {
+            return self.read_later(id, room, limit, before);
+        }
+        let mut replay = match self.replays.remove(&room) {
             Some(replay) => replay,
-            None => match self
-                .store
-                .recent(&room, limit, before, self.delivered_up_to)
-            {
+            None => match self.store.recent(&room, limit, None, self.delivered_up_to) {
                 Ok(messages) => Replay {
                     is_empty: messages.is_empty(),
                     message_count: messages.len(),
@@ -1349,32 +1433,100 @@ impl Hub {
             },
         };
         if (always || !replay.is_empty)
-            && let Some(member) = self.members.get_mut(&id)
+            && let Some(member) = self.members.get(&id)
         {
             let bytes = replay.renderings.bytes_for(&replay.event, member);
-            // It counts against the outbox as the lines it is as text (a heading, then one per
-            // message): counted as one, a member asking for `/history 1000` again and again
-            // without reading could make the server hold gigabytes for it. At most half the
-            // outbox, so that one reply (a long `--history` replayed on joining) never cuts off
-            // a member who reads.
-            let lines = (1 + replay.message_count).min((self.config.outbox / 2).max(1));
+            // A heading, then a line per message.
+            self.reply(id, bytes, 1 + replay.message_count);
+        }
+        let held: usize = self.replays.values().map(Replay::size).sum();
+        if self.replays.len() >= MAX_REPLAYS || held + replay.size() > MAX_REPLAY_BYTES {
+            self.replays.clear();
+        }
+        if replay.size() <= MAX_REPLAY_BYTES {
+            self.replays.insert(room, replay);
+        }
+    }
+
+    /// Hands a `/history` the replay cache cannot answer to the reader thread. What `id` asks
+    /// for next waits until the reply is queued (see [`Member::blocks`]), so nothing it asked
+    /// for later overtakes it.
+    fn read_later(&mut self, id: MemberId, room: String, limit: usize, before: Option<i64>) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        let job = ReadJob {
+            member: id,
+            room,
+            limit,
+            before,
+            up_to: self.delivered_up_to,
+            format: member.format,
+            encoding: member.encoding,
+        };
+        if self.reader.read(job).is_err() {
+            tracing::error!("history read failed: the reader thread has stopped");
+            return self.error(id, "history is unavailable right now");
+        }
+        member.is_reading = true;
+    }
+
+    /// A `/history` read off the hub is done: its reply (or error) is queued, and what its
+    /// member asked for since runs.
+    fn apply_read(&mut self, done: ReadDone) {
+        let id = done.member;
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        member.is_reading = false;
+        match done.reply {
+            Ok((bytes, lines)) => self.reply(id, bytes, lines),
+            Err(err) => {
+                tracing::error!("history read failed: {err}");
+                self.error(id, "history is unavailable right now");
+            }
+        }
+        self.release(id);
+    }
+
+    /// `/who`: the room's reply, kept until someone joins or leaves it or changes nick, so
+    /// asking again and again costs the hub next to nothing, whatever the room's size.
+    fn who(&mut self, id: MemberId, room: String) {
+        let members = &self.members;
+        let Some(found) = self.rooms.get_mut(&room) else {
+            return self.error(id, &format!("there is no room {room}"));
+        };
+        let Some(member) = members.get(&id) else {
+            return;
+        };
+        let who = found.who.get_or_insert_with(|| {
+            let mut nicks: Vec<String> = found
+                .members
+                .iter()
+                .filter_map(|m| members.get(m).map(|m| m.nick.clone()))
+                .collect();
+            nicks.sort_by_cached_key(|n| n.to_lowercase());
+            Box::new(Cached {
+                event: [Event::Who { room, nicks }],
+                renderings: Renderings::default(),
+            })
+        });
+        let bytes = who.renderings.bytes_for(&who.event, member);
+        self.reply(id, bytes, 1);
+    }
+
+    /// Queues for `id` a reply of `lines` lines, weighed by [`reply_weight`].
+    fn reply(&mut self, id: MemberId, bytes: Bytes, lines: usize) {
+        let weight = reply_weight(&self.config, lines, bytes.len());
+        if let Some(member) = self.members.get_mut(&id) {
             push(
                 member,
                 id,
                 bytes,
-                lines,
+                weight,
                 self.config.outbox,
                 &mut self.doomed,
             );
-        }
-        if is_replay {
-            let held: usize = self.replays.values().map(Replay::size).sum();
-            if self.replays.len() >= MAX_REPLAYS || held + replay.size() > MAX_REPLAY_BYTES {
-                self.replays.clear();
-            }
-            if replay.size() <= MAX_REPLAY_BYTES {
-                self.replays.insert(room, replay);
-            }
         }
     }
 
@@ -1520,6 +1672,17 @@ impl Hub {
 fn is_guest_nick(key: &str) -> bool {
     key.strip_prefix("guest")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// What a reply to one member of `lines` lines and `bytes` bytes weighs in its outbox, in lines:
+/// as many as it holds, or its bytes in lines of `--max-line` (at least [`MIN_REPLY_LINE`]) if
+/// that is more. Counted as one, a member asking again and again for a `/who` of a big room or a
+/// long `/history` without reading could make the server hold gigabytes for it. At most half the
+/// outbox, so that one reply (a long `--history` replayed on joining) never cuts off a member
+/// who reads.
+fn reply_weight(config: &HubConfig, lines: usize, bytes: usize) -> usize {
+    let line = config.max_line.max(MIN_REPLY_LINE);
+    lines.max(bytes / line).min((config.outbox / 2).max(1))
 }
 
 /// Queues `bytes` (`lines` lines) for `member` without waiting; warns it at half full and

@@ -1,10 +1,11 @@
 //! The hub driven directly, without sockets: requests in, outboxes read.
 //!
-//! The hub runs its own loop ([`Hub::run`]) with the real history writer (over an in-memory
-//! store) and the real password checker. Their answers reach the hub on channels it already
+//! The hub runs its own loop ([`Hub::run`]) with the real history writer and reader (over an
+//! in-memory store) and the real password checker. Their answers reach the hub on channels it already
 //! takes as inputs, so the tests put a relay on each, with no seam in the hub: a committed
-//! batch or a finished password check is handed on only when a test says so. "A message still
-//! being committed" or "a password still being checked" is then a state a test holds for as
+//! batch, a finished password check or a history read is handed on only when a test says so.
+//! "A message still being committed", "a password still being checked" or "a history still
+//! being read" is then a state a test holds for as
 //! long as it likes, and the order rules can be seen from both sides of it.
 //!
 //! [`Harness::settle`] waits until the hub has handled everything given to it so far. Nothing
@@ -104,6 +105,10 @@ struct Harness {
     checks_done: mpsc::UnboundedReceiver<Checked>,
     /// Where the hub hears of finished checks.
     checked: mpsc::UnboundedSender<Checked>,
+    /// History the reader read, not yet given to the hub.
+    reads_done: mpsc::UnboundedReceiver<ReadDone>,
+    /// Where the hub hears of finished reads.
+    read: mpsc::UnboundedSender<ReadDone>,
     /// A member in no room, whose notices show how far the hub has got.
     probe: Client,
     marks: u64,
@@ -131,6 +136,9 @@ impl Harness {
         let checks_done = hub.checked.take().expect("the checker's answers");
         let (checked, checked_rx) = mpsc::unbounded_channel();
         hub.checked = Some(checked_rx);
+        let reads_done = hub.read.take().expect("the reader's answers");
+        let (read, read_rx) = mpsc::unbounded_channel();
+        hub.read = Some(read_rx);
         let (committed, committed_rx) = mpsc::unbounded_channel();
         let (requests, requests_rx) = mpsc::channel(64);
         // Dropped with the test's runtime: the hub's task, then the writer, end with it.
@@ -143,6 +151,8 @@ impl Harness {
             committed,
             checks_done,
             checked,
+            reads_done,
+            read,
             probe,
             marks: 0,
             next_id: 1,
@@ -250,6 +260,27 @@ impl Harness {
     async fn answer(&mut self, result: Checked) {
         self.checked.send(result).expect("the hub to be running");
         self.settle().await;
+    }
+
+    /// Waits until the reader has read a `/history`, and keeps it from the hub: the member's
+    /// read is pending until [`Harness::hand_read`].
+    async fn read_done(&mut self) -> ReadDone {
+        let done = timeout(PATIENCE, self.reads_done.recv()).await;
+        done.expect("the reader to answer").expect("the reader")
+    }
+
+    /// Hands a finished read to the hub and waits until it has handled it.
+    async fn hand_read(&mut self, done: ReadDone) {
+        self.read.send(done).expect("the hub to be running");
+        self.settle().await;
+    }
+
+    /// Hands the hub the next `count` reads as the reader finishes them.
+    async fn reads(&mut self, count: usize) {
+        for _ in 0..count {
+            let done = self.read_done().await;
+            self.hand_read(done).await;
+        }
     }
 }
 
@@ -674,6 +705,8 @@ async fn history_replies_count_against_the_outbox_as_their_lines() {
     for _ in 0..3 {
         hub.command(&bob, history()).await;
     }
+    // Read off the hub, one after the other: each waits for the one before.
+    hub.reads(3).await;
     hub.command(&ann, Command::Who(None)).await;
     hub.settle().await;
     assert_eq!(
@@ -733,4 +766,147 @@ async fn a_private_message_to_someone_who_left_meanwhile_is_kept_or_reported() {
         heard.last().unwrap().ends_with("<ann> psst, bob"),
         "{heard:?}"
     );
+}
+
+/// A `/history` read off the hub holds back what its member asks for next, message or command,
+/// until its reply is queued; the others are served meanwhile.
+#[tokio::test]
+async fn what_follows_a_history_read_waits_for_its_reply() {
+    let mut hub = Harness::start().await;
+    let [ann, bob] = hub.members(["ann", "bob"]).await;
+    hub.say(&ann, "one").await;
+    hub.say(&ann, "two").await;
+    let commit = hub.written(2).await;
+    hub.deliver(commit).await;
+    ann.heard();
+    bob.heard();
+    let older = Command::History {
+        room: None,
+        limit: Some(1),
+        before: None,
+    };
+    hub.command(&ann, older).await;
+    hub.say(&ann, "three").await;
+    hub.send(Request::Refused(ann.id, "that line was too long".into()))
+        .await;
+    hub.command(&ann, Command::Who(None)).await;
+    hub.command(&bob, Command::Who(None)).await;
+    hub.settle().await;
+    // Bob is not held up by ann's read.
+    assert_eq!(bob.heard(), ["* #lobby (2): ann, bob"]);
+    assert_eq!(
+        ann.heard(),
+        Vec::<String>::new(),
+        "nothing before the reply"
+    );
+    let done = hub.read_done().await;
+    hub.hand_read(done).await;
+    let heard = ann.heard();
+    assert_eq!(heard.len(), 2, "{heard:?}");
+    assert_eq!(heard[0], "* 1 earlier message in #lobby:");
+    assert!(heard[1].ends_with("] <ann> two"), "{heard:?}");
+    // Then the message, and what came after it once it is delivered.
+    let commit = hub.written(1).await;
+    assert_eq!(said(&commit), ["<ann> three"]);
+    hub.deliver(commit).await;
+    assert_eq!(
+        ann.heard(),
+        [
+            "[#lobby] <ann> three",
+            "! error: that line was too long",
+            "* #lobby (2): ann, bob"
+        ]
+    );
+}
+
+/// `/who` is kept per room, and a join, a nick change or a leave makes it anew.
+#[tokio::test]
+async fn who_is_answered_anew_after_joins_nick_changes_and_leaves() {
+    let mut hub = Harness::start().await;
+    let [ann, bob] = hub.members(["ann", "bob"]).await;
+    let who = async |hub: &mut Harness| {
+        hub.command(&ann, Command::Who(None)).await;
+        hub.settle().await;
+        ann.heard()
+            .into_iter()
+            .filter(|l| l.starts_with("* #lobby ("))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(who(&mut hub).await, ["* #lobby (2): ann, bob"]);
+    assert_eq!(who(&mut hub).await, ["* #lobby (2): ann, bob"]);
+    let [cat] = hub.members(["cat"]).await;
+    assert_eq!(who(&mut hub).await, ["* #lobby (3): ann, bob, cat"]);
+    hub.command(&bob, Command::Nick("Ava".into())).await;
+    assert_eq!(who(&mut hub).await, ["* #lobby (3): ann, Ava, cat"]);
+    hub.command(&cat, Command::Part(None)).await;
+    assert_eq!(who(&mut hub).await, ["* #lobby (2): ann, Ava"]);
+    hub.send(Request::Leave(bob.id, None)).await;
+    assert_eq!(who(&mut hub).await, ["* #lobby (1): ann"]);
+}
+
+/// A `/who` reply weighs in the outbox as its bytes in lines of `--max-line`, with a tiny
+/// `--max-line` counted as `MIN_REPLY_LINE`: a member asking for a big room's list again and
+/// again without reading is cut off after a few, not after `--outbox` of them.
+#[tokio::test]
+async fn who_replies_count_against_the_outbox_as_their_bytes() {
+    let config = HubConfig {
+        outbox: 40,
+        max_line: 16,
+        // Bob hears none of the crowd arriving.
+        announce_limit: 0,
+        ..config()
+    };
+    let mut hub = Harness::start_with(config, &[]).await;
+    let [bob] = hub.members(["bob"]).await;
+    // 300 nicks of 24 characters: a reply of about 7.6 KiB, 7 lines of MIN_REPLY_LINE.
+    let mut crowd = Vec::new();
+    for n in 0..300 {
+        let (member, connect) = Client::new(1000 + n);
+        hub.send(connect).await;
+        let nick = format!("member{n:0>18}");
+        hub.command(&member, Command::Nick(nick)).await;
+        crowd.push(member);
+    }
+    hub.settle().await;
+    bob.heard();
+    // Bob stops reading: 7, 14, 21 lines (and a warning), 29, 36; the sixth would make 43.
+    for _ in 0..8 {
+        hub.command(&bob, Command::Who(None)).await;
+    }
+    hub.settle().await;
+    let heard = bob.heard();
+    let replies = heard
+        .iter()
+        .filter(|l| l.starts_with("* #lobby (301): "))
+        .count();
+    assert_eq!(replies, 5, "{heard:?}");
+    assert_eq!(
+        heard.last().map(String::as_str),
+        Some("! error: disconnected for not reading: 40 lines were waiting")
+    );
+    assert!(bob.is_closed());
+    drop(crowd);
+}
+
+#[test]
+fn a_reply_weighs_its_lines_or_its_bytes_in_lines_at_most_half_the_outbox() {
+    let config = HubConfig {
+        outbox: 4096,
+        max_line: 8192,
+        ..config()
+    };
+    assert_eq!(reply_weight(&config, 1, 100), 1);
+    assert_eq!(reply_weight(&config, 21, 2000), 21);
+    assert_eq!(reply_weight(&config, 1, 10 * 8192), 10);
+    assert_eq!(reply_weight(&config, 1, 1 << 30), 2048);
+    let tiny = HubConfig {
+        max_line: 10,
+        ..config.clone()
+    };
+    assert_eq!(reply_weight(&tiny, 1, 10 * MIN_REPLY_LINE), 10);
+    let one = HubConfig {
+        outbox: 1,
+        ..config
+    };
+    assert_eq!(reply_weight(&one, 5, 1 << 20), 1);
 }
