@@ -384,6 +384,16 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
     pub linger: f64,
 
+    /// Close the connection and exit (code 3) when nothing is sent or received for SECS
+    /// (TCP and Unix; 0: never).
+    #[arg(short = 'i', long, value_name = "SECS", default_value_t = limits::CONNECT_IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
+
+    /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
+    /// SECS in all (0: no limit).
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    pub wait: f64,
+
     #[command(flatten)]
     pub tls: TlsClientArgs,
 }
@@ -411,6 +421,11 @@ pub struct TalkArgs {
     /// `conn.send(input().encode())` does (TCP and Unix; a UDP datagram never has one).
     #[arg(long)]
     pub no_newline: bool,
+
+    /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
+    /// SECS in all (0: no limit); not with --listen.
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen")]
+    pub wait: f64,
 
     #[command(flatten)]
     pub text: EncodingArgs,
@@ -546,6 +561,11 @@ pub struct ChatArgs {
     /// --idle-timeout does not close a member who only reads (0: never).
     #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_KEEPALIVE.as_secs_f64())]
     pub keepalive: f64,
+
+    /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
+    /// SECS in all (0: no limit).
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    pub wait: f64,
 
     #[command(flatten)]
     pub tls: TlsClientArgs,

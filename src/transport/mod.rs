@@ -10,6 +10,7 @@
 //! [`StreamListener`] lets one accept loop ([`crate::server`]) serve TCP and Unix alike.
 
 pub mod deadline;
+pub mod dial;
 pub mod tcp;
 pub mod tls;
 pub mod udp;
