@@ -293,3 +293,22 @@ fn nothing_a_server_sends_can_drive_the_terminal() {
         "control characters printed: {shown:?}"
     );
 }
+
+#[test]
+fn wait_gives_up_on_a_server_that_never_answers_with_exit_code_3() {
+    let server = common::Unanswering::new();
+    let started = std::time::Instant::now();
+    let out = socktalk()
+        .args(["chat", "-w", "1", &server.addr.to_string(), "--nick", "ann"])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = one_line_error(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no answer within 1s (-w)"), "{err}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+}

@@ -694,3 +694,34 @@ fn a_signal_stops_talk_at_once_and_the_peer_reads_the_end() {
         assert!(said.contains(" left"), "{said}");
     }
 }
+
+#[test]
+fn calling_a_peer_that_never_answers_gives_up_after_wait_with_exit_code_3() {
+    let server = common::Unanswering::new();
+    let started = std::time::Instant::now();
+    let out = socktalk()
+        .args(["talk", "--wait", "1", &server.addr.to_string()])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = one_line_error(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to tcp://{}: no answer within 1s (-w)",
+            server.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(9),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn wait_is_for_calling_not_listening() {
+    let err = common::fails_with(&["talk", "--listen", "127.0.0.1:0", "-w", "3"], 2);
+    assert!(err.contains("--wait") && err.contains("--listen"), "{err}");
+}

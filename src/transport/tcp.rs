@@ -73,6 +73,15 @@ pub async fn connect_within(
                 deadline.describe()
             ))
         })??;
+    connect_addrs(endpoint, &addrs, deadline).await
+}
+
+/// Connects to each of `addrs` (what `endpoint` resolved to) in turn, as [`connect_within`].
+async fn connect_addrs(
+    endpoint: &Endpoint,
+    addrs: &[SocketAddr],
+    deadline: Deadline,
+) -> Result<TcpStream> {
     let mut failures = Vec::with_capacity(addrs.len());
     for (tried, &addr) in addrs.iter().enumerate() {
         let attempt = TcpStream::connect(addr);
@@ -152,5 +161,79 @@ impl StreamListener for TcpListener {
             Ok(addr) => display_addr(Proto::Tcp, addr),
             Err(_) => "tcp://?".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A loopback port nobody listens on.
+    fn closed_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A listener whose accept queue is full, so a new connection's SYN goes unanswered; the
+    /// queued connections are kept with it.
+    fn unanswering() -> (Socket, Vec<std::net::TcpStream>) {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(stream) =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        {
+            queued.push(stream);
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        (listener, queued)
+    }
+
+    #[tokio::test]
+    async fn every_address_tried_is_named() {
+        let (a, b) = (closed_port(), closed_port());
+        let endpoint: Endpoint = "localhost:7".parse().unwrap();
+        let err = connect_addrs(&endpoint, &[a, b], Deadline::none())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ConnectEach { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot connect to localhost:7: tcp://{a}: connection refused"
+            )) && text.contains(&format!("; tcp://{b}: connection refused")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_that_never_answers_leaves_the_next_its_share() {
+        let (listener, _queued) = unanswering();
+        let silent = listener.local_addr().unwrap().as_socket().unwrap();
+        let refusing = closed_port();
+        let endpoint: Endpoint = "localhost:7".parse().unwrap();
+        let started = std::time::Instant::now();
+        let deadline = Deadline::after(Duration::from_secs(2), "-w");
+        let err = connect_addrs(&endpoint, &[silent, refusing], deadline)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        // The silent address had half of the 2 s; the refusing one was still tried after it.
+        assert!(err.is_timeout(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("tcp://{silent}: timed out"))
+                && text.contains(&format!("tcp://{refusing}: connection refused"))
+                && text.contains("within 2s (-w)"),
+            "{text}"
+        );
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        assert!(took < Duration::from_millis(1900), "{took:?}");
     }
 }
