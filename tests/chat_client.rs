@@ -312,3 +312,25 @@ fn wait_gives_up_on_a_server_that_never_answers_with_exit_code_3() {
         "{took:?}"
     );
 }
+
+#[test]
+fn serve_and_chat_meet_on_an_abstract_unix_socket() {
+    let name = common::abstract_name("chat");
+    let server = Proc::server(&["serve", "-U", &format!("@{name}"), "--db", ":memory:"]);
+    assert_eq!(server.addr, format!("unix:@{name}"));
+    let mut bob = ChatClient::over(common::ChatConn::Unix(common::unix_abstract(&name))).welcomed();
+    bob.set_nick("bob");
+    let mut ann = chat(&format!("unix:@{name}"), "ann");
+    bob.expect("* guest2 is now known as ann");
+    ann.type_line("over the abstract socket");
+    bob.expect_next("[#lobby] <ann> over the abstract socket");
+    ann.type_line("/quit");
+    assert!(ann.wait_exit(Duration::from_secs(10)).success());
+    // `-U @name` is the same socket.
+    let at_name = format!("@{name}");
+    let mut cat = Proc::start(&["chat", "-U", &at_name, "--nick", "cat", "--color", "never"]);
+    expect_out(&mut cat, |l| l == "* you are cat, talking in #lobby");
+    bob.expect("* guest3 is now known as cat");
+    cat.type_line("/quit");
+    assert!(cat.wait_exit(Duration::from_secs(10)).success());
+}

@@ -725,3 +725,21 @@ fn wait_is_for_calling_not_listening() {
     let err = common::fails_with(&["talk", "--listen", "127.0.0.1:0", "-w", "3"], 2);
     assert!(err.contains("--wait") && err.contains("--listen"), "{err}");
 }
+
+#[test]
+fn talk_over_an_abstract_unix_socket() {
+    let name = common::abstract_name("talk");
+    let mut listener = Proc::server(&["talk", "--listen", &format!("unix:@{name}")]);
+    assert_eq!(listener.addr, format!("unix:@{name}"));
+    let mut caller = Proc::start(&["talk", &format!("unix:@{name}")]);
+    caller.type_line("hello listener");
+    assert_eq!(
+        listener.next_line(),
+        format!("<unix:pid={}> hello listener", caller.child.id())
+    );
+    listener.type_line("hello caller");
+    assert_eq!(caller.next_line(), format!("<unix:@{name}> hello caller"));
+    caller.type_line("bye");
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+}
