@@ -7,6 +7,9 @@
 //! - A Unix socket file left behind by a dead server is replaced; one a live server still
 //!   answers on is refused ([`crate::Error::UnixInUse`]).
 //!
+//! - A Unix socket path starting with `@` names an abstract socket (Linux): no file at all.
+//! - [`dial`] is how the clients connect: resolve, connect and TLS under one deadline (`-w`).
+//!
 //! [`StreamListener`] lets one accept loop ([`crate::server`]) serve TCP and Unix alike.
 
 pub mod deadline;
