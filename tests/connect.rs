@@ -817,3 +817,14 @@ fn idle_timeout_is_for_streams() {
     let err = connect_fails(&["--idle-timeout=-2", "127.0.0.1:9"], "", 2);
     assert!(err.contains("--idle-timeout"), "{err}");
 }
+
+#[test]
+fn limits_too_far_off_for_the_clock_are_no_limits() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    socktalk()
+        .args(["connect", "-w", "1e19", "-i", "1e19", &server.addr])
+        .write_stdin("hi\n")
+        .assert()
+        .success()
+        .stdout("hi\n");
+}

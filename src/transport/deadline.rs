@@ -28,10 +28,13 @@ pub struct Deadline {
 }
 
 impl Deadline {
-    /// `limit` from now, set by `flag`; a zero `limit` is no deadline.
+    /// `limit` from now, set by `flag`; a zero `limit` is no deadline, and neither is one too
+    /// far off for the clock to hold (`-w 1e19`).
     pub fn after(limit: Duration, flag: &'static str) -> Self {
         Self {
-            at: (!limit.is_zero()).then(|| Instant::now() + limit),
+            at: (!limit.is_zero())
+                .then(|| Instant::now().checked_add(limit))
+                .flatten(),
             limit,
             flag,
         }
@@ -126,7 +129,13 @@ impl IdleClock {
         }
         loop {
             let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let end = self.start + last + self.limit;
+            // A limit too far off for the clock to hold never runs out.
+            let end = last
+                .checked_add(self.limit)
+                .and_then(|after| self.start.checked_add(after));
+            let Some(end) = end else {
+                return std::future::pending().await;
+            };
             if Instant::now() >= end {
                 return;
             }
@@ -354,6 +363,18 @@ mod tests {
         let clock = IdleClock::new(Duration::ZERO);
         let got = tokio::time::timeout(Duration::from_secs(86_400), clock.expired()).await;
         assert!(got.is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limits_beyond_the_clock_are_no_limit_not_a_panic() {
+        let huge = Duration::MAX;
+        let clock = IdleClock::new(huge);
+        clock.touch();
+        let got = tokio::time::timeout(Duration::from_secs(86_400), clock.expired()).await;
+        assert!(got.is_err());
+        let deadline = Deadline::after(huge, "-w");
+        assert!(!deadline.is_set());
+        assert_eq!(deadline.within(async { 1 }).await, Some(1));
     }
 
     #[tokio::test(start_paused = true)]
