@@ -24,7 +24,8 @@ use crate::error::{Error, Result, stdout_error};
 use crate::server;
 use crate::service::echo::{self, EchoConfig, Transform};
 use crate::talk::{self, TalkConfig};
-use crate::transport::tls::{Acceptor, Conn, Connector};
+use crate::transport::dial::dial;
+use crate::transport::tls::{Acceptor, Connector};
 use crate::transport::{StreamListener, tcp, udp, unix};
 
 /// Runs the command `cli` names until it finishes or, for servers, until SIGINT/SIGTERM.
@@ -157,17 +158,14 @@ async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
         max_frame: args.frame.max_frame,
         encoding: args.text.encoding,
         linger: seconds("--linger", args.linger)?,
+        idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
     };
+    let wait = seconds("--wait", args.wait)?;
     let tls = Connector::new(&args.tls.options())?;
     match (endpoint.proto(args.target.udp)?, &endpoint) {
-        (_, Endpoint::Unix(path)) => {
-            let stream = unix::connect(path).await?;
-            connect::stream(secure(stream, tls.as_ref(), "localhost").await?, &config).await
-        }
-        (Proto::Tcp, _) => {
-            let stream = tcp::connect(&endpoint, family).await?;
-            let host = endpoint.host_name();
-            connect::stream(secure(stream, tls.as_ref(), &host).await?, &config).await
+        (_, Endpoint::Unix(_)) | (Proto::Tcp, _) => {
+            let (conn, _) = dial(&endpoint, family, tls.as_ref(), wait).await?;
+            connect::stream(conn, &config).await
         }
         (Proto::Udp, _) if tls.is_some() => Err(Error::Usage(
             "TLS needs a stream (TCP or a Unix socket); UDP has none".into(),
@@ -179,19 +177,14 @@ async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
                         .into(),
                 ));
             }
+            if !config.idle_timeout.is_zero() {
+                return Err(Error::Usage(
+                    "--idle-timeout closes an idle connection; UDP has none (--linger bounds the wait for replies)"
+                        .into(),
+                ));
+            }
             connect::udp(udp::resolve_peer(&endpoint, family).await?, &config).await
         }
-    }
-}
-
-/// Runs the client handshake when TLS is on, checking the server's certificate for `host`.
-async fn secure<S>(stream: S, tls: Option<&Connector>, host: &str) -> Result<Conn<S>>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    match tls {
-        Some(tls) => tls.connect(host, stream).await,
-        None => Ok(Conn::Plain(stream)),
     }
 }
 
@@ -247,16 +240,10 @@ async fn run_talk(args: TalkArgs, family: Family, is_chatty: bool) -> Result<()>
             let listener = tcp::listen(addr, family).await?;
             talk::listen(listener, &entry, &mut talk::stdin_lines(), &config).await
         }
-        (None, Some(Endpoint::Unix(path))) => {
-            let stream = unix::connect(path).await?;
-            let stream = secure(stream, connector.as_ref(), "localhost").await?;
-            talk::dial(stream, &format!("unix:{}", path.display()), &config).await
-        }
         (None, Some(peer)) => {
-            let stream = tcp::connect(peer, family).await?;
-            let name = stream.peer_addr()?.to_string();
-            let stream = secure(stream, connector.as_ref(), &peer.host_name()).await?;
-            talk::dial(stream, &name, &config).await
+            let wait = seconds("--wait", args.wait)?;
+            let (conn, name) = dial(peer, family, connector.as_ref(), wait).await?;
+            talk::dial(conn, &name, &config).await
         }
         (None, None) => Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
     }
@@ -366,17 +353,13 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
         keepalive: seconds("--keepalive", args.keepalive)?,
     };
     let tls = Connector::new(&args.tls.options())?;
-    match (&args.unix, &args.addr) {
-        (Some(path), _) | (None, Endpoint::Unix(path)) => {
-            let stream = unix::connect(path).await?;
-            chat::client::run(secure(stream, tls.as_ref(), "localhost").await?, &config).await
-        }
-        (None, addr) => {
-            let stream = tcp::connect(addr, family).await?;
-            let host = addr.host_name();
-            chat::client::run(secure(stream, tls.as_ref(), &host).await?, &config).await
-        }
-    }
+    let target = match &args.unix {
+        Some(path) => Endpoint::Unix(path.clone()),
+        None => args.addr.clone(),
+    };
+    let wait = seconds("--wait", args.wait)?;
+    let (conn, _) = dial(&target, family, tls.as_ref(), wait).await?;
+    chat::client::run(conn, &config).await
 }
 
 async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {

@@ -128,7 +128,9 @@ pub enum Command {
         printf 'hi\\n' | socktalk connect 127.0.0.1:7000\n  \
         socktalk connect -u 127.0.0.1:7000\n  \
         socktalk connect --frame len --encoding gbk localhost:7000\n  \
-        socktalk connect 127.0.0.1:7000 --tls-fingerprint 9B:40:…:6E:12")]
+        socktalk connect 127.0.0.1:7000 --tls-fingerprint 9B:40:…:6E:12\n  \
+        socktalk connect -w 3 -i 60 example.org:7000     # give up after 3 s; close after 60 s idle\n  \
+        socktalk connect -U @echo                        # an abstract Unix socket")]
     Connect(ConnectArgs),
 
     /// One-to-one chat, full duplex; a line 'bye' ends it.
@@ -166,11 +168,12 @@ impl Command {
 #[group(skip)]
 #[command(group = clap::ArgGroup::new("target").args(["addr", "unix"]).required(true))]
 pub struct TargetArgs {
-    /// Address: HOST:PORT, [IPv6]:PORT, PORT, tcp://…, udp://… or unix:PATH.
+    /// Address: HOST:PORT, [IPv6]:PORT, PORT, tcp://…, udp://…, unix:PATH or unix:@NAME (an
+    /// abstract Unix socket).
     #[arg(value_name = "ADDR")]
     pub addr: Option<Endpoint>,
 
-    /// Use the Unix stream socket at PATH.
+    /// Use the Unix stream socket at PATH (@NAME: the abstract socket NAME, no file).
     #[arg(short = 'U', long = "unix", value_name = "PATH")]
     pub unix: Option<PathBuf>,
 
@@ -384,6 +387,16 @@ pub struct ConnectArgs {
     #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
     pub linger: f64,
 
+    /// Close the connection and exit (code 3) when nothing is sent or received for SECS
+    /// (TCP and Unix; 0: never).
+    #[arg(short = 'i', long, value_name = "SECS", default_value_t = limits::CONNECT_IDLE_TIMEOUT.as_secs_f64())]
+    pub idle_timeout: f64,
+
+    /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
+    /// SECS in all (0: no limit).
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    pub wait: f64,
+
     #[command(flatten)]
     pub tls: TlsClientArgs,
 }
@@ -412,6 +425,11 @@ pub struct TalkArgs {
     #[arg(long)]
     pub no_newline: bool,
 
+    /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
+    /// SECS in all (0: no limit); not with --listen.
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen")]
+    pub wait: f64,
+
     #[command(flatten)]
     pub text: EncodingArgs,
 
@@ -432,7 +450,7 @@ pub struct ServeArgs {
     #[arg(long = "tcp", value_name = "ADDR")]
     pub tcp: Vec<Endpoint>,
 
-    /// Listen for clients on a Unix socket at PATH.
+    /// Listen for clients on a Unix socket at PATH (@NAME: the abstract socket NAME, no file).
     #[arg(long = "unix", short = 'U', value_name = "PATH")]
     pub unix: Option<PathBuf>,
 
@@ -530,7 +548,7 @@ pub struct ChatArgs {
     )]
     pub addr: Endpoint,
 
-    /// Connect to the chat server's Unix socket at PATH.
+    /// Connect to the chat server's Unix socket at PATH (@NAME: the abstract socket NAME).
     #[arg(short = 'U', long = "unix", value_name = "PATH")]
     pub unix: Option<PathBuf>,
 
@@ -546,6 +564,11 @@ pub struct ChatArgs {
     /// --idle-timeout does not close a member who only reads (0: never).
     #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_KEEPALIVE.as_secs_f64())]
     pub keepalive: f64,
+
+    /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
+    /// SECS in all (0: no limit).
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    pub wait: f64,
 
     #[command(flatten)]
     pub tls: TlsClientArgs,

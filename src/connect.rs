@@ -4,7 +4,8 @@
 //! Streams (TCP, Unix): on stdin EOF the write side is shut down (a half-close, so the peer
 //! sees EOF and can still answer); the client exits when the peer closes. With `--frame line`
 //! or `--frame len`, each stdin line is sent as one frame and each received frame is printed as
-//! one line.
+//! one line. With `--idle-timeout`, a connection that carries nothing either way for that long
+//! is closed, and the client exits with [`Error::TimedOut`] (exit code 3).
 //!
 //! UDP: each stdin read (`raw`, up to the largest datagram) or line (`line`) is one datagram;
 //! each reply datagram is printed. After stdin ends the client waits until every datagram it
@@ -25,6 +26,7 @@ use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding, te
 use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result, named, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
+use crate::transport::deadline::{Idle, IdleClock};
 use crate::transport::{tls, udp};
 
 /// Settings of the `connect` client.
@@ -38,6 +40,9 @@ pub struct ConnectConfig {
     pub encoding: WireEncoding,
     /// UDP: how long to wait for outstanding replies after stdin ends.
     pub linger: Duration,
+    /// Streams: close the connection when nothing is sent or received for this long (zero:
+    /// never).
+    pub idle_timeout: Duration,
 }
 
 impl ConnectConfig {
@@ -52,11 +57,27 @@ impl ConnectConfig {
 }
 
 /// Pumps stdin to `stream` and `stream` to stdout until the peer closes (and, for piped stdin,
-/// until all of it is sent).
+/// until all of it is sent), or until the connection has been idle for `--idle-timeout`.
 ///
 /// # Errors
-/// A broken framing from the peer, or an I/O error on the socket or stdout.
+/// A broken framing from the peer, an I/O error on the socket or stdout, or
+/// [`Error::TimedOut`] for an idle connection.
 pub async fn stream<S>(stream: S, config: &ConnectConfig) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let clock = IdleClock::new(config.idle_timeout);
+    tokio::select! {
+        result = pump(Idle::new(stream, clock.clone()), config) => result,
+        // Dropping the pump closes the connection.
+        () = clock.expired() => Err(Error::TimedOut(format!(
+            "nothing sent or received for {:?} (--idle-timeout): closed the connection",
+            clock.limit()
+        ))),
+    }
+}
+
+async fn pump<S>(stream: S, config: &ConnectConfig) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Send,
 {

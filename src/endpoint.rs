@@ -11,6 +11,8 @@
 //! | `7000`                        | a bare port: `localhost:7000`                       |
 //! | `tcp://…`, `udp://…`          | any of the above with the transport spelled out     |
 //! | `unix:/tmp/s.sock`, `unix://…`| a Unix stream socket path                           |
+//! | `unix:@name`                  | an abstract Unix socket (Linux): no file            |
+//! | `unix:./@file`                | a socket file whose name starts with `@`            |
 //!
 //! Servers print the address they bound in the same syntax (`tcp://127.0.0.1:41234`), so a user
 //! can copy it straight into a client.
@@ -253,6 +255,11 @@ impl FromStr for Endpoint {
             }
             None => (None, text),
         };
+        if rest.starts_with('@') {
+            return Err(bad(format!(
+                "looks like an abstract Unix socket; write unix:{rest} or use -U {rest}"
+            )));
+        }
         if rest.starts_with('/') || rest.starts_with("./") {
             return Err(bad(format!(
                 "looks like a path; write unix:{rest} or use -U {rest}"
@@ -401,6 +408,8 @@ mod tests {
             "udp://[::]:9",
             "[fe80::1%eth0]:7000",
             "unix:/tmp/x",
+            "unix:@chat",
+            "unix:./@file",
         ] {
             let endpoint: Endpoint = text.parse().unwrap();
             assert_eq!(endpoint.to_string(), text);
@@ -440,6 +449,7 @@ mod tests {
             ("ftp://x:1", "unknown scheme 'ftp'"),
             ("unix:", "needs a path"),
             ("/tmp/s.sock", "write unix:/tmp/s.sock"),
+            ("@chat", "write unix:@chat or use -U @chat"),
             ("bad host:1", "not a valid host name"),
             ("", "empty"),
         ];

@@ -2,7 +2,8 @@
 //!
 //! Every message is written for the person at the terminal: lowercase, no final period, naming the
 //! value that was wrong and, where there is one, what to do about it. The binary prints the message
-//! on one line and maps [`Error::is_usage`] to exit code 2, everything else to exit code 1.
+//! on one line and maps [`Error::is_usage`] to exit code 2, [`Error::is_timeout`] to exit code 3,
+//! everything else to exit code 1.
 
 use std::io;
 use std::path::PathBuf;
@@ -60,6 +61,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// Connecting failed at each of the addresses a name resolved to.
+    #[error("cannot connect to {endpoint}: {}", explain_attempts(.attempts))]
+    ConnectEach {
+        /// The endpoint as typed.
+        endpoint: String,
+        /// Each address tried (`tcp://[::1]:7000`) and its error, in the order tried.
+        attempts: Vec<(String, io::Error)>,
+    },
+
+    /// A client gave up waiting: to connect (`-w`), or for traffic (`connect --idle-timeout`).
+    #[error("{0}")]
+    TimedOut(String),
+
     /// A Unix socket path is held by a server that still answers.
     #[error("cannot listen on unix:{}: a live server is already listening there", .0.display())]
     UnixInUse(PathBuf),
@@ -104,6 +118,11 @@ pub fn named(what: &str, err: &io::Error) -> io::Error {
 }
 
 impl Error {
+    /// Whether a client timed out (exit code 3): a script may try again, or wait longer.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::TimedOut(_))
+    }
+
     /// Whether this error comes from what the user typed (exit code 2) rather than from the
     /// world (exit code 1).
     pub fn is_usage(&self) -> bool {
@@ -149,6 +168,15 @@ fn explain_connect(err: &io::Error) -> String {
         io::ErrorKind::TimedOut => "timed out".to_string(),
         _ => lowercase_io(err),
     }
+}
+
+/// Each address tried and what it said: `tcp://[::1]:7000: connection refused; tcp://…`.
+pub(crate) fn explain_attempts(attempts: &[(String, io::Error)]) -> String {
+    attempts
+        .iter()
+        .map(|(addr, err)| format!("{addr}: {}", explain_connect(err)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The system's message without its "(os error N)" suffix, starting lowercase.

@@ -130,10 +130,26 @@ pub const HTTP_ADDR: &str = "127.0.0.1:8080";
 /// The chat server's default TCP address.
 pub const CHAT_ADDR: &str = "127.0.0.1:7878";
 
-/// `--tls-handshake-timeout`: how long a TLS handshake may take (servers; clients use the same
-/// bound). A client that stalls in the handshake (a slowloris on TLS) holds its connection
+/// `--tls-handshake-timeout`: how long a TLS handshake may take (servers; `bench` uses the same
+/// bound, and the other clients their `-w`). A client that stalls in the handshake (a slowloris on TLS) holds its connection
 /// only this long. The web server gives a client as long to send each request's head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `-w`/`--wait` of the clients (`connect`, `chat`, `talk PEER`): how long resolving the
+/// server's name, connecting and the TLS handshake may take together before the client gives up
+/// (exit code 3). A name of several addresses gives each an equal share of the time left.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `connect --idle-timeout`: a connection that carries nothing either way this long is closed
+/// and the client exits with code 3. Zero (the default) waits forever, as `nc` does without `-i`.
+pub const CONNECT_IDLE_TIMEOUT: Duration = Duration::ZERO;
+
+/// How long a Unix socket client first waits before trying again when the server's accept
+/// queue is full (`EAGAIN`), doubling up to [`UNIX_RETRY_MAX`], within `-w`.
+pub const UNIX_RETRY_MIN: Duration = Duration::from_millis(5);
+
+/// The longest wait between two tries of a Unix socket connect; see [`UNIX_RETRY_MIN`].
+pub const UNIX_RETRY_MAX: Duration = Duration::from_millis(200);
 
 /// `serve --max-conns-per-ip`: connections one client address may hold at once (0: no cap).
 /// Beyond it a connection gets a one-line `refused:` reason and is closed.

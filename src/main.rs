@@ -1,5 +1,5 @@
 //! The `socktalk` binary: parse the command line, set up logging, run, and turn the outcome into
-//! an exit code (0 ok, 1 runtime error, 2 usage error). Errors are one line on stderr.
+//! an exit code (0 ok, 1 runtime error, 2 usage error, 3 a client timed out). Errors are one line on stderr.
 
 use std::process::ExitCode;
 
@@ -40,7 +40,13 @@ fn main() -> ExitCode {
         Err(socktalk::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("socktalk: error: {err}");
-            ExitCode::from(if err.is_usage() { 2 } else { 1 })
+            ExitCode::from(if err.is_usage() {
+                2
+            } else if err.is_timeout() {
+                3
+            } else {
+                1
+            })
         }
     }
 }

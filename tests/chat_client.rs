@@ -293,3 +293,44 @@ fn nothing_a_server_sends_can_drive_the_terminal() {
         "control characters printed: {shown:?}"
     );
 }
+
+#[test]
+fn wait_gives_up_on_a_server_that_never_answers_with_exit_code_3() {
+    let server = common::Unanswering::new();
+    let started = std::time::Instant::now();
+    let out = socktalk()
+        .args(["chat", "-w", "1", &server.addr.to_string(), "--nick", "ann"])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = one_line_error(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("no answer within 1s (-w)"), "{err}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn serve_and_chat_meet_on_an_abstract_unix_socket() {
+    let name = common::abstract_name("chat");
+    let server = Proc::server(&["serve", "-U", &format!("@{name}"), "--db", ":memory:"]);
+    assert_eq!(server.addr, format!("unix:@{name}"));
+    let mut bob = ChatClient::over(common::ChatConn::Unix(common::unix_abstract(&name))).welcomed();
+    bob.set_nick("bob");
+    let mut ann = chat(&format!("unix:@{name}"), "ann");
+    bob.expect("* guest2 is now known as ann");
+    ann.type_line("over the abstract socket");
+    bob.expect_next("[#lobby] <ann> over the abstract socket");
+    ann.type_line("/quit");
+    assert!(ann.wait_exit(Duration::from_secs(10)).success());
+    // `-U @name` is the same socket.
+    let at_name = format!("@{name}");
+    let mut cat = Proc::start(&["chat", "-U", &at_name, "--nick", "cat", "--color", "never"]);
+    expect_out(&mut cat, |l| l == "* you are cat, talking in #lobby");
+    bob.expect("* guest3 is now known as cat");
+    cat.type_line("/quit");
+    assert!(cat.wait_exit(Duration::from_secs(10)).success());
+}

@@ -10,8 +10,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    IO_TIMEOUT, Proc, closed_tcp_addr, closed_udp_addr, is_closed, len_frame, one_line_error,
-    read_exact, read_to_end, reset, socktalk, tcp_peer,
+    FullUnix, IO_TIMEOUT, Proc, Unanswering, closed_tcp_addr, closed_udp_addr, is_closed,
+    len_frame, one_line_error, read_exact, read_to_end, reset, socktalk, tcp_peer,
 };
 
 /// Reads everything the client sends (EOF proves it half-closed), then answers `reply` and
@@ -646,4 +646,185 @@ fn udp_datagrams_without_a_reply_are_counted_in_a_warning() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("3 of 3 datagrams got no reply"), "{stderr}");
     drop(silent);
+}
+
+/// Runs `socktalk ARGS` with empty stdin; returns its exit code, its one-line error and how
+/// long it took.
+fn timed_failure(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let out = socktalk().args(args).write_stdin("").output().unwrap();
+    let took = started.elapsed();
+    (out.status.code(), one_line_error(&out.stderr), took)
+}
+
+/// Asserts a timeout of about `wait` seconds: at least most of it, and not wildly more (the
+/// bound is generous for a loaded machine).
+fn took_about(took: Duration, wait: f64) {
+    assert!(took >= Duration::from_secs_f64(wait * 0.9), "took {took:?}");
+    assert!(took < Duration::from_secs_f64(wait + 8.0), "took {took:?}");
+}
+
+#[test]
+fn wait_gives_up_on_a_server_that_never_answers_with_exit_code_3() {
+    let server = Unanswering::new();
+    let addr = server.addr.to_string();
+    let (code, err, took) = timed_failure(&["connect", "-w", "1", &addr]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to tcp://{addr}: no answer within 1s (-w)"
+        )),
+        "{err}"
+    );
+    took_about(took, 1.0);
+    let (code, err, took) = timed_failure(&["connect", "--wait", "1.5", &format!("tcp://{addr}")]);
+    assert_eq!(code, Some(3), "{err}");
+    took_about(took, 1.5);
+}
+
+#[test]
+fn wait_bounds_the_tls_handshake_too() {
+    // A server that accepts and says nothing: the TLS handshake never ends, and -w's time left
+    // after the connect, not the fixed handshake limit (10 s), ends it.
+    let (addr, holder) = tcp_peer("127.0.0.1", |mut stream| read_to_end(&mut stream));
+    let addr = addr.to_string();
+    let pin = "00".repeat(32);
+    let (code, err, took) =
+        timed_failure(&["connect", "-w", "1", "--tls-fingerprint", &pin, &addr]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("TLS handshake with 127.0.0.1 not done within 1s (-w)"),
+        "{err}"
+    );
+    took_about(took, 1.0);
+    // It got the client's hello, then the client's close.
+    assert!(!holder.join().unwrap().is_empty());
+}
+
+#[test]
+fn bad_waits_are_usage_errors() {
+    for wait in ["--wait=-1", "-wabc", "--wait=nan"] {
+        let err = connect_fails(&[wait, "127.0.0.1:1"], "", 2);
+        assert!(err.contains("wait"), "{wait}: {err}");
+    }
+}
+
+#[test]
+fn wait_0_waits_for_as_long_as_it_takes() {
+    // -w 0 has no limit: a refused connect still fails at once, with exit code 1 (not 3).
+    let addr = closed_tcp_addr("127.0.0.1").to_string();
+    let err = connect_fails(&["-w", "0", &addr], "", 1);
+    assert!(err.contains("connection refused"), "{err}");
+}
+
+#[test]
+fn a_unix_client_tries_again_while_the_accept_queue_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let mut server = FullUnix::new(&path);
+    let mut client = Proc::start(&["-v", "connect", "-w", "10", "-U", path.to_str().unwrap()]);
+    // The client says when it finds the queue full; then room is made for it.
+    loop {
+        let line = client.next_stderr_line();
+        assert!(
+            !line.is_empty(),
+            "the client ended: {}",
+            client.stderr_text()
+        );
+        if line.contains("the server's accept queue is full; trying again") {
+            break;
+        }
+    }
+    drop(server.accept_one());
+    let mut conn = server.accept_one();
+    client.type_line("made it");
+    client.close_stdin();
+    assert_eq!(read_to_end(&mut conn), b"made it\n");
+    drop(conn);
+    assert!(client.wait_exit(IO_TIMEOUT).success());
+}
+
+#[test]
+fn a_unix_queue_that_stays_full_times_out_with_exit_code_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let _server = FullUnix::new(&path);
+    let target = format!("unix:{}", path.display());
+    let (code, err, took) = timed_failure(&["connect", "-w", "1", &target]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to {target}: the server's accept queue stayed full for 1s (-w)"
+        )),
+        "{err}"
+    );
+    took_about(took, 1.0);
+}
+
+/// Runs `socktalk connect ARGS` with stdin left open (nothing typed, never closed), until it
+/// exits by itself; returns its exit code, stdout, one-line error and how long it took.
+fn connect_stdin_open(args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let started = Instant::now();
+    let mut client = Proc::start(&[&["connect"], args].concat());
+    let status = client.wait_exit(Duration::from_secs(20));
+    let took = started.elapsed();
+    let stdout = client.stdout_rest();
+    let stderr = client.stderr_text();
+    (
+        status.code(),
+        stdout,
+        one_line_error(stderr.as_bytes()),
+        took,
+    )
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_connection_with_exit_code_3() {
+    // Neither side sends: the peer waits for the client to close.
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| read_to_end(&mut stream));
+    let (code, _, err, took) = connect_stdin_open(&["-i", "1", &addr.to_string()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(
+        err.contains("nothing sent or received for 1s (--idle-timeout)"),
+        "{err}"
+    );
+    took_about(took, 1.0);
+    assert_eq!(peer.join().unwrap(), b"");
+}
+
+#[test]
+fn traffic_keeps_an_idle_timeout_from_closing() {
+    // Five lines 400 ms apart: 2 s in all, longer than -i 1, yet no gap reaches it; then
+    // silence, until the client closes.
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        for n in 0..5 {
+            thread::sleep(Duration::from_millis(400));
+            stream.write_all(format!("line {n}\n").as_bytes()).unwrap();
+        }
+        read_to_end(&mut stream)
+    });
+    let (code, stdout, err, took) = connect_stdin_open(&["--idle-timeout", "1", &addr.to_string()]);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(stdout, "line 0\nline 1\nline 2\nline 3\nline 4\n");
+    assert!(took >= Duration::from_millis(2900), "took {took:?}");
+    peer.join().unwrap();
+}
+
+#[test]
+fn idle_timeout_is_for_streams() {
+    let err = connect_fails(&["-u", "-i", "5", "127.0.0.1:9"], "", 2);
+    assert!(err.contains("--idle-timeout"), "{err}");
+    let err = connect_fails(&["--idle-timeout=-2", "127.0.0.1:9"], "", 2);
+    assert!(err.contains("--idle-timeout"), "{err}");
+}
+
+#[test]
+fn limits_too_far_off_for_the_clock_are_no_limits() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    socktalk()
+        .args(["connect", "-w", "1e19", "-i", "1e19", &server.addr])
+        .write_stdin("hi\n")
+        .assert()
+        .success()
+        .stdout("hi\n");
 }

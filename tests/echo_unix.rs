@@ -8,7 +8,9 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Proc, fails_with, is_closed, read_exact, read_to_end, unix};
+use common::{
+    Proc, abstract_name, fails_with, is_closed, read_exact, read_to_end, unix, unix_abstract,
+};
 
 fn path_arg(path: &Path) -> &str {
     path.to_str().expect("temp paths are utf-8")
@@ -205,4 +207,121 @@ fn shutdown_leaves_a_file_that_another_server_now_owns() {
     let mut client = unix(&path);
     client.write_all(b"new").unwrap();
     assert_eq!(read_exact(&mut client, 3), b"new");
+}
+
+/// Starts `socktalk ARGS` in `dir` and waits for its "listening on" line; returns it and the line.
+fn server_in(dir: &Path, args: &[&str]) -> (Proc, String) {
+    let mut command = std::process::Command::new(common::bin());
+    command.current_dir(dir).args(args);
+    let mut server = Proc::spawn(command);
+    let line = server.next_line();
+    (server, line)
+}
+
+#[test]
+fn an_abstract_socket_serves_socktalk_std_and_python_clients_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = abstract_name("echo");
+    let (mut server, line) = server_in(dir.path(), &["echo", "-U", &format!("@{name}")]);
+    assert_eq!(line, format!("listening on unix:@{name}"));
+    let mut client = unix_abstract(&name);
+    client.write_all(b"abstract\n").unwrap();
+    assert_eq!(read_exact(&mut client, 9), b"abstract\n");
+    drop(client);
+    for target in [
+        vec!["-U".to_string(), format!("@{name}")],
+        vec![format!("unix:@{name}")],
+    ] {
+        common::socktalk()
+            .current_dir(dir.path())
+            .arg("connect")
+            .args(&target)
+            .write_stdin("from socktalk\n")
+            .assert()
+            .success()
+            .stdout("from socktalk\n");
+    }
+    // Python names an abstract socket with a leading NUL.
+    let got = common::python(
+        "import socket, sys\n\
+         s = socket.socket(socket.AF_UNIX)\n\
+         s.connect('\\0' + sys.argv[1])\n\
+         s.sendall('from python'.encode())\n\
+         s.shutdown(socket.SHUT_WR)\n\
+         print(s.makefile('rb').read().decode())\n",
+        &[&name],
+    );
+    assert_eq!(got, "from python\n");
+    // A second server cannot take the name while the first holds it.
+    let err = fails_with(&["echo", &format!("unix:@{name}")], 1);
+    assert!(
+        err.contains(&format!(
+            "unix:@{name}: a live server is already listening there"
+        )),
+        "{err}"
+    );
+    server.signal("TERM");
+    assert!(server.wait_exit(common::IO_TIMEOUT).success());
+    // No file was made, here or anywhere named like it; and the name is free again.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    assert!(!Path::new(&format!("@{name}")).exists());
+    let (_again, line) = server_in(dir.path(), &["echo", &format!("unix:@{name}")]);
+    assert_eq!(line, format!("listening on unix:@{name}"));
+}
+
+#[test]
+fn socktalk_reaches_a_python_server_on_an_abstract_socket() {
+    let name = abstract_name("python-server");
+    let mut command = std::process::Command::new("python3");
+    command.arg("-c").arg(
+        "import socket, sys\n\
+         l = socket.socket(socket.AF_UNIX)\n\
+         l.bind('\\0' + sys.argv[1])\n\
+         l.listen(1)\n\
+         print('ready', flush=True)\n\
+         c, _ = l.accept()\n\
+         data = c.makefile('rb').read()\n\
+         c.sendall(data.upper())\n\
+         c.close()\n",
+    );
+    command.arg(&name);
+    let mut python = Proc::spawn(command);
+    assert_eq!(python.next_line(), "ready");
+    common::socktalk()
+        .args(["connect", "-U", &format!("@{name}")])
+        .write_stdin("shout\n")
+        .assert()
+        .success()
+        .stdout("SHOUT\n");
+}
+
+#[test]
+fn a_file_whose_name_starts_with_at_is_reached_through_its_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, line) = server_in(dir.path(), &["echo", "unix:./@file"]);
+    assert_eq!(line, "listening on unix:./@file");
+    assert!(is_socket(&dir.path().join("@file")));
+    common::socktalk()
+        .current_dir(dir.path())
+        .args(["connect", "-U", "./@file"])
+        .write_stdin("a file\n")
+        .assert()
+        .success()
+        .stdout("a file\n");
+}
+
+#[test]
+fn bad_abstract_names_are_usage_errors() {
+    for command in ["echo", "connect"] {
+        let err = fails_with(&[command, "unix:@"], 2);
+        assert!(err.contains("needs a name after '@'"), "{err}");
+        let long = format!("@{}", "x".repeat(120));
+        let err = fails_with(&[command, "-U", &long], 2);
+        assert!(
+            err.contains("an abstract socket name is at most 107 bytes"),
+            "{err}"
+        );
+    }
+    let err = fails_with(&["connect", "@chat"], 2);
+    assert!(err.contains("write unix:@chat or use -U @chat"), "{err}");
 }

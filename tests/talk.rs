@@ -717,3 +717,52 @@ fn a_signal_stops_talk_at_once_and_the_peer_reads_the_end() {
         assert!(said.contains(" left"), "{said}");
     }
 }
+
+#[test]
+fn calling_a_peer_that_never_answers_gives_up_after_wait_with_exit_code_3() {
+    let server = common::Unanswering::new();
+    let started = std::time::Instant::now();
+    let out = socktalk()
+        .args(["talk", "--wait", "1", &server.addr.to_string()])
+        .write_stdin("")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = one_line_error(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cannot connect to tcp://{}: no answer within 1s (-w)",
+            server.addr
+        )),
+        "{err}"
+    );
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(9),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn wait_is_for_calling_not_listening() {
+    let err = common::fails_with(&["talk", "--listen", "127.0.0.1:0", "-w", "3"], 2);
+    assert!(err.contains("--wait") && err.contains("--listen"), "{err}");
+}
+
+#[test]
+fn talk_over_an_abstract_unix_socket() {
+    let name = common::abstract_name("talk");
+    let mut listener = Proc::server(&["talk", "--listen", &format!("unix:@{name}")]);
+    assert_eq!(listener.addr, format!("unix:@{name}"));
+    let mut caller = Proc::start(&["talk", &format!("unix:@{name}")]);
+    caller.type_line("hello listener");
+    assert_eq!(
+        listener.next_line(),
+        format!("<unix:pid={}> hello listener", caller.child.id())
+    );
+    listener.type_line("hello caller");
+    assert_eq!(caller.next_line(), format!("<unix:@{name}> hello caller"));
+    caller.type_line("bye");
+    assert!(caller.wait_exit(IO_TIMEOUT).success());
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+}

@@ -35,6 +35,7 @@ use tokio_util::either::Either;
 
 use crate::endpoint::{Endpoint, Family};
 use crate::error::Result;
+use crate::transport::deadline::Deadline;
 use crate::transport::tls::{self, Connector};
 use crate::transport::{tcp, unix};
 
@@ -61,7 +62,7 @@ impl Dialer {
     /// As [`tcp::connect`] and [`unix::connect`], and a failed handshake.
     pub async fn connect(&self) -> Result<Conn> {
         let stream = match &self.target {
-            Endpoint::Unix(path) => Either::Right(unix::connect(path).await?),
+            Endpoint::Unix(path) => Either::Right(unix::connect(path, Deadline::none()).await?),
             Endpoint::Inet { .. } => Either::Left(tcp::connect(&self.target, self.family).await?),
         };
         match &self.tls {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
+use crate::transport::deadline::IdleClock;
 use crate::transport::udp::{self, BlockingDatagramServer, WildcardSocket};
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
@@ -238,13 +239,10 @@ pub async fn serve_stream<S>(
     // the token (a lock) and deregisters when dropped, which showed on the echo hot path.
     let cancelled = shutdown.cancelled();
     tokio::pin!(cancelled);
-    let has_idle_limit = !config.idle_timeout.is_zero();
-    let idle = tokio::time::sleep(if has_idle_limit {
-        config.idle_timeout
-    } else {
-        Duration::from_secs(86_400)
-    });
-    tokio::pin!(idle);
+    // Input restarts the clock; what the server writes does not.
+    let idle = IdleClock::new(config.idle_timeout);
+    let expired = idle.expired();
+    tokio::pin!(expired);
 
     conn.greet(&config, &mut output);
     if write(&mut stream, &mut output, &peer, &mut cancelled)
@@ -260,15 +258,12 @@ pub async fn serve_stream<S>(
             biased;
             read = stream.read_buf(&mut input) => read,
             () = &mut cancelled => return leave_if_stopping(&mut stream, &shutdown).await,
-            () = &mut idle, if has_idle_limit => {
+            () = &mut expired, if idle.is_on() => {
                 tracing::info!(%peer, "closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
                 return;
             }
         };
-        if has_idle_limit {
-            idle.as_mut()
-                .reset(tokio::time::Instant::now() + config.idle_timeout);
-        }
+        idle.touch();
         let is_eof = match read {
             Ok(0) => true,
             Ok(n) => {

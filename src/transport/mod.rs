@@ -7,9 +7,13 @@
 //! - A Unix socket file left behind by a dead server is replaced; one a live server still
 //!   answers on is refused ([`crate::Error::UnixInUse`]).
 //!
+//! - A Unix socket path starting with `@` names an abstract socket (Linux): no file at all.
+//! - [`dial`] is how the clients connect: resolve, connect and TLS under one deadline (`-w`).
+//!
 //! [`StreamListener`] lets one accept loop ([`crate::server`]) serve TCP and Unix alike.
 
 pub mod deadline;
+pub mod dial;
 pub mod tcp;
 pub mod tls;
 pub mod udp;

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::deadline::Deadline;
 use super::{Peer, StreamListener};
 use crate::endpoint::{Endpoint, Family, Proto, display_addr};
 use crate::error::{Error, Result};
@@ -41,27 +42,103 @@ pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<TcpListener> 
     })
 }
 
-/// Connects to `endpoint`, trying each resolved address in turn.
+/// Connects to `endpoint`, trying each resolved address in turn, for as long as it takes.
 ///
 /// # Errors
-/// [`Error::Resolve`], or [`Error::Connect`] with the last address's error.
+/// As [`connect_within`].
 pub async fn connect(endpoint: &Endpoint, family: Family) -> Result<TcpStream> {
-    let addrs = endpoint.resolve(family).await?;
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
+    connect_within(endpoint, family, Deadline::none()).await
+}
+
+/// Resolves `endpoint` and connects to each address in turn until one answers, all done by
+/// `deadline`: each address gets an equal share of the time left when its turn comes, so one
+/// that never answers (a black-holed IPv6 route) leaves time for the next.
+///
+/// # Errors
+/// [`Error::Resolve`]; [`Error::Connect`] for a single address, [`Error::ConnectEach`] naming
+/// every address and its error for several; [`Error::TimedOut`] (naming them too) when the
+/// deadline passed or any address did not answer in its share.
+pub async fn connect_within(
+    endpoint: &Endpoint,
+    family: Family,
+    deadline: Deadline,
+) -> Result<TcpStream> {
+    let addrs = deadline
+        .within(endpoint.resolve(family))
+        .await
+        .ok_or_else(|| {
+            Error::TimedOut(format!(
+                "cannot resolve host '{}': no answer within {}",
+                endpoint.host_name(),
+                deadline.describe()
+            ))
+        })??;
+    connect_addrs(endpoint, &addrs, deadline).await
+}
+
+/// Connects to each of `addrs` (what `endpoint` resolved to) in turn, as [`connect_within`].
+async fn connect_addrs(
+    endpoint: &Endpoint,
+    addrs: &[SocketAddr],
+    deadline: Deadline,
+) -> Result<TcpStream> {
+    let mut failures = Vec::with_capacity(addrs.len());
+    for (tried, &addr) in addrs.iter().enumerate() {
+        let attempt = TcpStream::connect(addr);
+        let result = match deadline.share(addrs.len() - tried) {
+            Some(share) => tokio::time::timeout(share, attempt)
+                .await
+                .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into())),
+            None => attempt.await,
+        };
+        match result {
             Ok(stream) => {
                 stream.set_nodelay(true)?;
                 return Ok(stream);
             }
-            Err(err) => last = Some((addr, err)),
+            Err(err) => {
+                tracing::info!(
+                    "cannot connect to {}: {err}",
+                    display_addr(Proto::Tcp, addr)
+                );
+                failures.push((display_addr(Proto::Tcp, addr), err));
+            }
         }
     }
-    let (addr, source) = last.expect("resolve returns at least one address");
-    Err(Error::Connect {
-        endpoint: display_addr(Proto::Tcp, addr),
-        source,
-    })
+    Err(connect_error(endpoint, failures, deadline))
+}
+
+/// The error for a connect that failed at every address.
+fn connect_error(
+    endpoint: &Endpoint,
+    mut failures: Vec<(String, io::Error)>,
+    deadline: Deadline,
+) -> Error {
+    let timed_out = failures
+        .iter()
+        .any(|(_, err)| err.kind() == io::ErrorKind::TimedOut);
+    if timed_out {
+        let limit = if deadline.is_set() {
+            format!(" within {}", deadline.describe())
+        } else {
+            String::new()
+        };
+        return Error::TimedOut(match failures.as_slice() {
+            [(addr, _)] => format!("cannot connect to {addr}: no answer{limit}"),
+            _ => format!(
+                "cannot connect to {endpoint}{limit}: {}",
+                crate::error::explain_attempts(&failures)
+            ),
+        });
+    }
+    if failures.len() == 1 {
+        let (endpoint, source) = failures.remove(0);
+        return Error::Connect { endpoint, source };
+    }
+    Error::ConnectEach {
+        endpoint: endpoint.to_string(),
+        attempts: failures,
+    }
 }
 
 impl StreamListener for TcpListener {
@@ -84,5 +161,79 @@ impl StreamListener for TcpListener {
             Ok(addr) => display_addr(Proto::Tcp, addr),
             Err(_) => "tcp://?".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A loopback port nobody listens on.
+    fn closed_port() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A listener whose accept queue is full, so a new connection's SYN goes unanswered; the
+    /// queued connections are kept with it.
+    fn unanswering() -> (Socket, Vec<std::net::TcpStream>) {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(stream) =
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        {
+            queued.push(stream);
+            assert!(queued.len() < 64, "the queue never filled");
+        }
+        (listener, queued)
+    }
+
+    #[tokio::test]
+    async fn every_address_tried_is_named() {
+        let (a, b) = (closed_port(), closed_port());
+        let endpoint: Endpoint = "localhost:7".parse().unwrap();
+        let err = connect_addrs(&endpoint, &[a, b], Deadline::none())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::ConnectEach { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.starts_with(&format!(
+                "cannot connect to localhost:7: tcp://{a}: connection refused"
+            )) && text.contains(&format!("; tcp://{b}: connection refused")),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_address_that_never_answers_leaves_the_next_its_share() {
+        let (listener, _queued) = unanswering();
+        let silent = listener.local_addr().unwrap().as_socket().unwrap();
+        let refusing = closed_port();
+        let endpoint: Endpoint = "localhost:7".parse().unwrap();
+        let started = std::time::Instant::now();
+        let deadline = Deadline::after(Duration::from_secs(2), "-w");
+        let err = connect_addrs(&endpoint, &[silent, refusing], deadline)
+            .await
+            .unwrap_err();
+        let took = started.elapsed();
+        // The silent address had half of the 2 s; the refusing one was still tried after it.
+        assert!(err.is_timeout(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("tcp://{silent}: timed out"))
+                && text.contains(&format!("tcp://{refusing}: connection refused"))
+                && text.contains("within 2s (-w)"),
+            "{text}"
+        );
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        assert!(took < Duration::from_millis(1900), "{took:?}");
     }
 }

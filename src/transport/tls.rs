@@ -29,6 +29,7 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Readiness;
+use super::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::limits::HANDSHAKE_TIMEOUT;
 
@@ -365,18 +366,38 @@ impl Connector {
     /// Runs the client handshake on `stream`, checking the certificate against `host` (a DNS
     /// name or an IP address; unused when the certificate is pinned by fingerprint).
     ///
+    /// The handshake may take [`HANDSHAKE_TIMEOUT`].
+    ///
+    /// # Errors
+    /// As [`Connector::connect_within`].
+    pub async fn connect<S>(&self, host: &str, stream: S) -> Result<Conn<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let deadline = Deadline::after(HANDSHAKE_TIMEOUT, "");
+        self.connect_within(host, stream, deadline).await
+    }
+
+    /// Runs the client handshake on `stream`, as [`Connector::connect`] does, done by
+    /// `deadline` (the client's `-w`, which the connect before it used part of).
+    ///
     /// # Errors
     /// [`Error::Tls`] with rustls's reason (an unknown issuer, a name mismatch, a fingerprint
-    /// that differs, a timeout).
-    pub async fn connect<S>(&self, host: &str, stream: S) -> Result<Conn<S>>
+    /// that differs); [`Error::TimedOut`] when the deadline passes first.
+    pub async fn connect_within<S>(
+        &self,
+        host: &str,
+        stream: S,
+        deadline: Deadline,
+    ) -> Result<Conn<S>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let name = server_name(host)?;
         let handshake = self.connector.connect(name, stream);
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
-            Ok(Err(err)) => {
+        match deadline.within(handshake).await {
+            Some(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
+            Some(Err(err)) => {
                 let text = match err
                     .get_ref()
                     .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -402,8 +423,9 @@ impl Connector {
                     "TLS handshake with {host} failed: {text}{hint}"
                 )))
             }
-            Err(_) => Err(tls_error(format!(
-                "TLS handshake with {host} not done within {HANDSHAKE_TIMEOUT:?}"
+            None => Err(Error::TimedOut(format!(
+                "tls: TLS handshake with {host} not done within {}",
+                deadline.describe()
             ))),
         }
     }

@@ -813,3 +813,115 @@ impl WebServer {
         format!("ws://{}/ws", self.http)
     }
 }
+
+/// A TCP server on 127.0.0.1 that never answers: its accept queue (backlog 0) is full of
+/// connections it never accepts, so the SYN of a new one goes unanswered, as from a host that
+/// is down or behind a firewall that drops. For testing client timeouts; closed when dropped.
+pub struct Unanswering {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<TcpStream>,
+}
+
+impl Unanswering {
+    /// Binds it and fills its queue: connects until one is not answered within a moment.
+    pub fn new() -> Unanswering {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    break;
+                }
+                Err(err) => panic!("filling the accept queue of {addr}: {err}"),
+            }
+            assert!(queued.len() < 64, "the accept queue of {addr} never filled");
+        }
+        Unanswering {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}
+
+/// A Unix socket server whose accept queue is full: a connect to it fails with `EAGAIN` until
+/// [`FullUnix::accept_one`] makes room. `path` is a file's path or `@name` (abstract).
+pub struct FullUnix {
+    listener: std::os::unix::net::UnixListener,
+    _queued: Vec<UnixStream>,
+}
+
+impl FullUnix {
+    /// Binds `path` (a file's, or `@name`) with backlog 0 and fills its queue.
+    pub fn new(path: &Path) -> FullUnix {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        socket.bind(&unix_sock_addr(path)).unwrap();
+        socket.listen(0).unwrap();
+        let listener: std::os::unix::net::UnixListener = socket.into();
+        let mut queued = Vec::new();
+        loop {
+            let client = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+            client.set_nonblocking(true).unwrap();
+            match client.connect(&unix_sock_addr(path)) {
+                Ok(()) => queued.push(UnixStream::from(client)),
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(err) => panic!("filling the accept queue of {}: {err}", path.display()),
+            }
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        FullUnix {
+            listener,
+            _queued: queued,
+        }
+    }
+
+    /// Accepts one queued connection (and keeps it open), making room for one more.
+    pub fn accept_one(&mut self) -> UnixStream {
+        let (stream, _) = self.listener.accept().unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream
+    }
+}
+
+/// The socket address of `path`: a file's, or the abstract `@name` (a NUL, then the name).
+pub fn unix_sock_addr(path: &Path) -> socket2::SockAddr {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    match bytes.strip_prefix(b"@") {
+        Some(name) => {
+            let nul_name = [&[0u8][..], name].concat();
+            socket2::SockAddr::unix(std::ffi::OsStr::from_bytes(&nul_name)).unwrap()
+        }
+        None => socket2::SockAddr::unix(path).unwrap(),
+    }
+}
+
+/// A connection to the abstract Unix socket `name` (without the `@`), with timeouts.
+pub fn unix_abstract(name: &str) -> UnixStream {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+    let stream = UnixStream::connect_addr(&addr).unwrap();
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    stream
+}
+
+/// An abstract socket name no other test (or run) uses: `socktalk-test-PID-TAG`.
+pub fn abstract_name(tag: &str) -> String {
+    format!("socktalk-test-{}-{tag}", std::process::id())
+}
