@@ -140,6 +140,10 @@ pub const ECHO_MAX_CONNS_PER_IP: usize = 0;
 /// client already sent, so the close is clean rather than a reset).
 pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// The most of a plain-text HTTP request's head a TLS web listener reads, to name its `Host` in
+/// the `400` that says to use `https://`.
+pub const PLAIN_REQUEST_HEAD: usize = 8 * 1024;
+
 /// Refused connections lingering at once; beyond this (a flood) the reason line is written
 /// only if the socket takes it without waiting, and the connection is closed at once.
 pub const REFUSALS_AT_ONCE: usize = 64;

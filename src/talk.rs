@@ -24,7 +24,7 @@ use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK, REFUSAL_LINGER};
-use crate::server::{self, Entry};
+use crate::server::{self, Entry, RefusalStyle};
 use crate::transport::tls::{self, Conn};
 use crate::transport::{Peer, StreamListener, udp};
 
@@ -135,7 +135,12 @@ async fn next_peer<L: StreamListener>(
     let refuse = |stream, peer: &Peer, refusal: Refusal| {
         tracing::info!(%peer, "{refusal}");
         let text = format!("{refusal}\n").into_bytes();
-        tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
+        tokio::spawn(server::turn_away(
+            stream,
+            entry.tls.clone(),
+            RefusalStyle::Line,
+            text,
+        ));
     };
     loop {
         tokio::select! {
@@ -156,7 +161,7 @@ async fn next_peer<L: StreamListener>(
                     Some(tls) => {
                         tracing::info!(%peer, "TLS handshake started");
                         let tls = tls.clone();
-                        handshakes.spawn(async move { (tls.accept(stream).await, peer) });
+                        handshakes.spawn(async move { (tls.accept(stream, RefusalStyle::Line).await, peer) });
                     }
                 }
             }
@@ -281,7 +286,7 @@ where
                     tracing::info!(peer = %who, "turned away: already talking");
                     // Who we talk with is nobody else's business.
                     let busy = config.encoding.encode_message(BUSY);
-                    tokio::spawn(server::turn_away(extra, entry.tls.clone(), busy));
+                    tokio::spawn(server::turn_away(extra, entry.tls.clone(), RefusalStyle::Line, busy));
                 }
             }
         }

@@ -124,14 +124,88 @@ fn a_self_signed_echo_server_talks_to_a_client_that_pins_it() {
     assert_eq!((code, out.as_str()), (Some(0), "again\n"), "{err}");
 }
 
-/// A plain client on a TLS port gets the server's alert bytes; it says what they mean.
+/// What a socktalk TLS server tells a client that speaks plain text to it.
+const PLAIN_ON_TLS: &str = "refused: this port speaks TLS; connect with --tls (socktalk), \
+                            ncat --ssl or openssl s_client\n";
+
+/// A plain client on a socktalk TLS port is told, in plain text, to speak TLS.
 #[test]
 fn a_plain_client_on_a_tls_port_is_told_to_speak_tls() {
     let (server, _) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
-    let (_, _, err) = connect(host_port(&server.addr), &[], "hello\n");
+    let (_, out, err) = connect(host_port(&server.addr), &[], "hello\n");
+    assert_eq!(out, PLAIN_ON_TLS, "{err}");
+}
+
+/// On a Unix socket too (peeking there takes `recv(MSG_PEEK)`, not TCP's own peek).
+#[test]
+fn a_plain_client_on_a_tls_unix_socket_is_told_to_speak_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.sock");
+    let addr = format!("unix:{}", path.display());
+    let (_server, _) = tls_server(&["echo", &addr, "--tls-self-signed"]);
+    let mut plain = common::unix(&path);
+    plain.write_all(b"hello\n").unwrap();
+    let got = common::read_to_end(&mut plain);
+    assert_eq!(String::from_utf8_lossy(&got), PLAIN_ON_TLS);
+}
+
+/// A plain client that waits for the server to speak first (nc on a chat port) is told too,
+/// once the handshake timeout shows it is not starting a handshake.
+#[test]
+fn a_silent_plain_client_on_a_tls_port_is_told_at_the_handshake_timeout() {
+    let (server, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--tls-handshake-timeout",
+        "0.3",
+    ]);
+    let mut silent = tcp(server.socket_addr());
+    let got = common::read_to_end(&mut silent);
+    assert_eq!(String::from_utf8_lossy(&got), PLAIN_ON_TLS);
+}
+
+/// Plain HTTP to an HTTPS web listener gets a 400 naming the https:// address, from the
+/// request's Host or else the address it reached; other plain text there gets the line.
+#[test]
+fn plain_http_to_an_https_web_listener_is_sent_to_https() {
+    let server = common::WebServer::start(&["--tls-self-signed"]);
+    let mut http = tcp(server.http);
+    http.write_all(b"GET / HTTP/1.1\r\nHost: chat.example:8443\r\n\r\n")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&common::read_to_end(&mut http)).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(reply.contains("https://chat.example:8443/"), "{reply}");
+
+    // HTTP/1.0 with no Host: the address the client connected to.
+    let mut http = tcp(server.http);
+    http.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let reply = String::from_utf8_lossy(&common::read_to_end(&mut http)).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(
-        err.contains("the server answered in TLS: connect with --tls"),
-        "{err}"
+        reply.contains(&format!("https://{}/", server.http)),
+        "{reply}"
+    );
+
+    // A Host that is not a plain host:port is not echoed back.
+    let mut http = tcp(server.http);
+    http.write_all(b"GET / HTTP/1.1\r\nHost: <script>\r\n\r\n")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&common::read_to_end(&mut http)).into_owned();
+    assert!(!reply.contains("<script>"), "{reply}");
+
+    let mut line = tcp(server.http);
+    line.write_all(b"hello\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&common::read_to_end(&mut line)),
+        PLAIN_ON_TLS
+    );
+    // The chat's own TLS port answers plain text the same way.
+    let mut nc = tcp(server.tcp);
+    nc.write_all(b"/nick plain\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&common::read_to_end(&mut nc)),
+        PLAIN_ON_TLS
     );
 }
 
@@ -418,10 +492,10 @@ fn a_plaintext_client_on_a_tls_port_is_closed_and_others_carry_on() {
     let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
     let mut plain = tcp(server.socket_addr());
     plain.write_all(b"GET / HTTP/1.0\r\n\r\nhello\n").unwrap();
-    // Whatever comes back is a TLS alert at most, never the echo, and then the close.
+    // A line saying to speak TLS, never the echo, and then the close.
     let mut got = Vec::new();
     let _ = plain.read_to_end(&mut got);
-    assert!(!String::from_utf8_lossy(&got).contains("hello"), "{got:?}");
+    assert_eq!(String::from_utf8_lossy(&got), PLAIN_ON_TLS);
     let addr = host_port(&server.addr);
     let (code, out, err) = connect(addr, &["--tls-fingerprint", &fingerprint], "still here\n");
     assert_eq!((code, out.as_str()), (Some(0), "still here\n"), "{err}");

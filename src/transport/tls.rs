@@ -28,9 +28,10 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Readiness;
+use super::{Peek, Readiness};
 use crate::error::{Error, Result};
-use crate::limits::HANDSHAKE_TIMEOUT;
+use crate::limits::{HANDSHAKE_TIMEOUT, PLAIN_REQUEST_HEAD, REFUSAL_LINGER};
+use crate::server::RefusalStyle;
 
 /// How a server offers TLS (`--tls-cert`/`--tls-key`, `--tls-self-signed`, `--tls-client-ca`).
 #[derive(Debug, Clone)]
@@ -315,14 +316,52 @@ impl Acceptor {
 
     /// Runs the server handshake on `stream`, for at most `--tls-handshake-timeout`.
     ///
+    /// First it looks at what the client sent, without taking it: a TLS client opens with a
+    /// handshake record (0x16). A client that sends anything else, or nothing before the
+    /// timeout (a plain client waiting for the server to speak first), is told in plain text
+    /// that this port speaks TLS ([`plain_answer`]: an HTTP 400 naming the `https://` address
+    /// when `style` is [`RefusalStyle::Http`] and it sent an HTTP request) and closed; it
+    /// would otherwise get a TLS alert it shows as garbage, or nothing at all.
+    ///
     /// # Errors
-    /// The handshake failed or timed out.
-    pub async fn accept<S>(&self, stream: S) -> io::Result<Conn<S>>
+    /// The handshake failed or timed out, or the client spoke plain text.
+    pub async fn accept<S>(&self, mut stream: S, style: RefusalStyle) -> io::Result<Conn<S>>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Peek + Unpin,
     {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let mut first = [0u8; 8];
+        let first = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(0)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before its TLS handshake",
+                ));
+            }
+            Ok(Ok(n)) => &first[..n],
+            Ok(Err(err)) => return Err(err),
+            Err(_) => &[],
+        };
+        if first.first() != Some(&TLS_HANDSHAKE) {
+            let is_silent = first.is_empty();
+            let answer = plain_answer(&mut stream, first, style).await;
+            let _ = tokio::time::timeout(
+                REFUSAL_LINGER,
+                crate::server::close_gently(&mut stream, &answer),
+            )
+            .await;
+            let why = if is_silent {
+                format!(
+                    "sent nothing within {:?} (--tls-handshake-timeout); told it this port speaks TLS",
+                    self.handshake_timeout
+                )
+            } else {
+                "spoke plain text to a TLS port; told it to use TLS".to_string()
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
         let handshake = self.acceptor.accept(stream);
-        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+        match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(io::Error::new(
@@ -334,6 +373,83 @@ impl Acceptor {
             )),
         }
     }
+}
+
+/// The first byte of every TLS connection a client opens: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a plain-text client on a TLS port is told, in one line.
+pub const PLAIN_ON_TLS: &str = "refused: this port speaks TLS; connect with --tls (socktalk), \
+                                ncat --ssl or openssl s_client";
+
+/// The answer for a plain-text client on a TLS port that sent `first`: on a web listener
+/// (`style` [`RefusalStyle::Http`]) an HTTP request gets `400 Bad Request` naming the `https://`
+/// address (its `Host`, else the address it connected to), read from its request head (at most
+/// [`PLAIN_REQUEST_HEAD`] bytes, for at most [`REFUSAL_LINGER`]); anything else gets
+/// [`PLAIN_ON_TLS`].
+async fn plain_answer<S>(stream: &mut S, first: &[u8], style: RefusalStyle) -> Vec<u8>
+where
+    S: AsyncRead + Peek + Unpin,
+{
+    if style != RefusalStyle::Http || !looks_like_http(first) {
+        return format!("{PLAIN_ON_TLS}\n").into_bytes();
+    }
+    let head = read_head(stream).await;
+    let host = host_header(&head)
+        .or_else(|| stream.local_name())
+        .unwrap_or_else(|| "this-host".into());
+    let body = format!("this port speaks HTTPS: open https://{host}/ instead\n");
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Whether `first` starts like an HTTP request: a method (capital letters) and a space, or as
+/// much of that as has come.
+fn looks_like_http(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method >= 3 && first.get(method).is_none_or(|b| *b == b' ')
+}
+
+/// A request head, read until its blank line, [`PLAIN_REQUEST_HEAD`] bytes or
+/// [`REFUSAL_LINGER`], whichever comes first.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut chunk = [0u8; 1024];
+        while head.len() < PLAIN_REQUEST_HEAD
+            && memchr::memmem::find(&head, b"\r\n\r\n").is_none()
+            && memchr::memmem::find(&head, b"\n\n").is_none()
+        {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    head
+}
+
+/// The `Host` header of a request head, if it is a plain `host[:port]` (anything else is not
+/// echoed back).
+fn host_header(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let value = text.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| value.trim())
+    })?;
+    let is_plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    is_plain.then(|| value.to_string())
 }
 
 /// A client's TLS setup, ready to connect.
