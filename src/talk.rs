@@ -257,8 +257,18 @@ where
             }
             read = reader.read_buf(&mut input) => {
                 let is_eof = !matches!(read, Ok(n) if n > 0);
-                if std::mem::take(&mut is_first_read) && tls::looks_like_tls(&input) {
-                    config.status(tls::TLS_HINT);
+                let is_plain_listener = listener.is_some_and(|(_, entry)| entry.tls.is_none());
+                if std::mem::take(&mut is_first_read) {
+                    if is_plain_listener && tls::looks_like_client_hello(&input) {
+                        // A caller with --tls on a plain port: its handshake is not a message.
+                        config.status(&format!("{peer} started a TLS handshake on this plain port; hung up"));
+                        let line = format!("{}\n", tls::TLS_ON_PLAIN);
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.write_all(line.as_bytes())).await;
+                        break Ending::PeerLeft;
+                    }
+                    if !is_plain_listener && tls::looks_like_tls(&input) {
+                        config.status(tls::TLS_HINT);
+                    }
                 }
                 decoder.decode(&input, is_eof, &mut pending);
                 input.clear();

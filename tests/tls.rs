@@ -990,3 +990,55 @@ fn sighup_reloads_a_renewed_certificate() {
     let (code, out, err) = connect(&addr, &["--tls-fingerprint", &second], "still\n");
     assert_eq!((code, out.as_str()), (Some(0), "still\n"), "{err}");
 }
+
+/// The start of a ClientHello as a TLS client opens with it (record header, handshake type,
+/// length, version), then some of its random bytes.
+const CLIENT_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03, 0x5a, 0x0a, 0x7e, 0x10, 0x0a,
+];
+
+/// What a plain socktalk listener tells a client that opens with a TLS handshake.
+const TLS_ON_PLAIN: &str = "refused: this port is plain text, not TLS; connect without --tls\n";
+
+/// A TLS client on a plain chat port is told the port is not TLS and closed; its handshake
+/// never reaches a room as a message.
+#[test]
+fn a_tls_client_on_a_plain_chat_port_is_told_and_nothing_is_posted() {
+    let server = common::chat_server(":memory:", &[]);
+    let mut watcher = common::ChatClient::guest(server.socket_addr());
+    let mut tls_client = tcp(server.socket_addr());
+    tls_client.write_all(CLIENT_HELLO).unwrap();
+    let got = String::from_utf8_lossy(&common::read_to_end(&mut tls_client)).into_owned();
+    assert!(got.ends_with(TLS_ON_PLAIN), "{got:?}");
+    let quit = watcher.expect_line(|line| line.contains(" quit "));
+    assert!(
+        quit.ends_with("quit (started TLS on a plain port)"),
+        "{quit}"
+    );
+    // Nothing the TLS client sent was posted: the watcher's own line is the next message.
+    watcher.send("after");
+    let next = watcher.next_line();
+    assert!(next.ends_with("after"), "{next}");
+    // A nc user whose first line comes at once is served as ever.
+    let mut nc = common::ChatClient::guest(server.socket_addr());
+    nc.send("hello from nc");
+    watcher.expect_line(|line| line.ends_with("hello from nc"));
+}
+
+/// `talk --listen` on a plain port: a caller with --tls is told and hung up on, and the
+/// listener says so instead of printing its handshake.
+#[test]
+fn a_tls_caller_on_a_plain_talk_port_is_told() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut caller = tcp(listener.socket_addr());
+    caller.write_all(CLIENT_HELLO).unwrap();
+    let got = common::read_to_end(&mut caller);
+    assert_eq!(String::from_utf8_lossy(&got), TLS_ON_PLAIN);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    let err = listener.stderr_text();
+    assert!(
+        err.contains("started a TLS handshake on this plain port"),
+        "{err}"
+    );
+    assert!(listener.stdout_rest().is_empty());
+}

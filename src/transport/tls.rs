@@ -644,6 +644,16 @@ pub fn looks_like_tls(first: &[u8]) -> bool {
     matches!(first, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
 
+/// Whether `first` (what a plain listener's first read of a connection brought) starts like a
+/// TLS ClientHello: a handshake record (0x16) of TLS 1.0–1.3 (0x03 0x00–0x04), or as much of
+/// that as came. A line of text never starts with 0x16.
+pub fn looks_like_client_hello(first: &[u8]) -> bool {
+    matches!(first, [0x16] | [0x16, 0x03] | [0x16, 0x03, 0x00..=0x04, ..])
+}
+
+/// What a plain listener tells a client that opened with a TLS handshake, in one line.
+pub const TLS_ON_PLAIN: &str = "refused: this port is plain text, not TLS; connect without --tls";
+
 /// The warning for a plain client whose server answered with TLS.
 pub const TLS_HINT: &str = "the server answered in TLS: connect with --tls (or --tls-ca, \
                             --tls-fingerprint) to talk to it";
@@ -920,6 +930,17 @@ fn server_name(host: &str) -> Result<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_hellos_are_told_from_text() {
+        assert!(looks_like_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(looks_like_client_hello(&[0x16, 0x03, 0x03]));
+        assert!(looks_like_client_hello(&[0x16]));
+        assert!(!looks_like_client_hello(b"hello\n"));
+        assert!(!looks_like_client_hello(b""));
+        assert!(!looks_like_client_hello(&[0x16, 0x03, 0x09]));
+        assert!(!looks_like_client_hello(&[0x15, 0x03, 0x03]));
+    }
 
     #[test]
     fn server_names_drop_brackets_and_zones() {
