@@ -846,6 +846,45 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
 }
 
+/// A client that ends its side right after its request (`printf 'GET / HTTP/1.1\r\n…\r\n\r\n'
+/// | nc -N`) still gets the whole reply: the end of its input is not the end of the connection.
+/// Deterministically so here: corked, the request goes out with the end of input in one
+/// segment, and a head of exactly 8 KiB fills the server's first read, so the server looks for
+/// more at once, and finds the end of input before it has answered.
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_whole_reply() {
+    let server = WebServer::start(&[]);
+    for (path, version) in [("/app.js", "1.1"), ("/", "1.0"), ("/nothing", "1.1")] {
+        let head = format!("GET {path} HTTP/{version}\r\nHost: x\r\nX-Pad: ");
+        let request = format!("{head}{}\r\n\r\n", "a".repeat(8192 - head.len() - 4));
+        for _ in 0..5 {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.connect(&server.http.into()).unwrap();
+            socket.set_tcp_cork(true).unwrap();
+            let mut stream: std::net::TcpStream = socket.into();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            let response = String::from_utf8_lossy(&response);
+            let (head, body) = response
+                .split_once("\r\n\r\n")
+                .unwrap_or_else(|| panic!("GET {path}: no reply: {response:?}"));
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            assert_eq!(body.len(), length, "GET {path}: the reply was cut short");
+        }
+    }
+}
+
 #[test]
 fn the_page_is_served_with_security_headers() {
     let server = WebServer::start(&[]);

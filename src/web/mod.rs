@@ -160,6 +160,10 @@ async fn serve_http<S>(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
+        // A client may end its side right after its request (`nc -N`, a script's
+        // `shutdown(SHUT_WR)`) and still wait for the reply: without this, hyper takes the
+        // end of input it finds before answering for a dropped client, and the reply is lost.
+        .half_close(true)
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
         .with_upgrades();
