@@ -140,6 +140,10 @@ pub const ECHO_MAX_CONNS_PER_IP: usize = 0;
 /// client already sent, so the close is clean rather than a reset).
 pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// A TLS server warns at start (and on each SIGHUP reload) when its certificate expires within
+/// this long, as it does for one already expired or not yet valid.
+pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
 /// The most of a plain-text HTTP request's head a TLS web listener reads, to name its `Host` in
 /// the `400` that says to use `https://`.
 pub const PLAIN_REQUEST_HEAD: usize = 8 * 1024;

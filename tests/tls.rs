@@ -991,6 +991,77 @@ fn sighup_reloads_a_renewed_certificate() {
     assert_eq!((code, out.as_str()), (Some(0), "still\n"), "{err}");
 }
 
+/// A self-signed certificate for localhost valid from `not_before` to `not_after` (seconds
+/// from now, either side), written as `cert.pem` and `key.pem` in `dir`.
+fn write_cert_valid(dir: &Path, not_before: i64, not_after: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at =
+        |offset: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + offset) as u64);
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = at(not_before);
+    params.not_after = at(not_after);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    write(dir, "cert.pem", &cert.pem());
+    write(dir, "key.pem", &key.serialize_pem());
+}
+
+/// A certificate that has expired, or expires within 14 days, is warned about at start and at
+/// each SIGHUP reload; the server serves it all the same.
+#[test]
+fn an_expired_or_expiring_certificate_is_warned_about() {
+    const DAY: i64 = 24 * 60 * 60;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    write_cert_valid(dir.path(), -30 * DAY, -2 * DAY - 60);
+    let args = [
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (mut server, _) = tls_server(&args);
+    let line = server.next_stderr_line();
+    assert!(
+        line.contains("cert.pem: the TLS certificate expired on "),
+        "{line}"
+    );
+    assert!(line.contains("(2 days ago)"), "{line}");
+
+    write_cert_valid(dir.path(), -DAY, 5 * DAY + 60);
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("the TLS certificate expires on "), "{line}");
+    assert!(line.contains("(in 5 days): renew it soon"), "{line}");
+
+    write_cert_valid(dir.path(), 3 * DAY + 60, 90 * DAY);
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("not valid until"), "{line}");
+    assert!(line.contains("(in 3 days)"), "{line}");
+
+    // A certificate good for long is not warned about: the next line is the reload's own.
+    write_cert_valid(dir.path(), -DAY, 365 * DAY);
+    std::fs::write(&key, "not a key").unwrap();
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("kept the current TLS certificate"), "{line}");
+    write_cert_valid(dir.path(), -DAY, 365 * DAY);
+    server.signal("HUP");
+    let fingerprint = server.next_line();
+    assert!(
+        fingerprint.starts_with("tls certificate sha256 "),
+        "{fingerprint}"
+    );
+    let err = server.stderr_text();
+    assert!(!err.contains("the TLS certificate"), "{err}");
+}
+
 /// The start of a ClientHello as a TLS client opens with it (record header, handshake type,
 /// length, version), then some of its random bytes.
 const CLIENT_HELLO: &[u8] = &[

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{Peek, Readiness};
 use crate::error::{Error, Result};
-use crate::limits::{HANDSHAKE_TIMEOUT, PLAIN_REQUEST_HEAD, REFUSAL_LINGER};
+use crate::limits::{CERT_EXPIRY_WARNING, HANDSHAKE_TIMEOUT, PLAIN_REQUEST_HEAD, REFUSAL_LINGER};
 use crate::server::RefusalStyle;
 
 /// How a server offers TLS (`--tls-cert`/`--tls-key`, `--tls-self-signed`, `--tls-client-ca`).
@@ -244,7 +244,11 @@ impl Acceptor {
             return Ok(None);
         }
         let (pair, files) = match (&options.cert, &options.key) {
-            (Some(cert), Some(key)) => (load_pair(cert, key)?, Some((cert.clone(), key.clone()))),
+            (Some(cert), Some(key)) => {
+                let pair = load_pair(cert, key)?;
+                warn_about_validity(cert, &pair.cert[0], std::time::SystemTime::now());
+                (pair, Some((cert.clone(), key.clone())))
+            }
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::Usage("--tls-cert and --tls-key go together".into()));
             }
@@ -301,6 +305,7 @@ impl Acceptor {
             return Ok(None);
         };
         let pair = Arc::new(load_pair(cert, key)?);
+        warn_about_validity(cert, &pair.cert[0], std::time::SystemTime::now());
         *self
             .certificate
             .current
@@ -450,6 +455,92 @@ fn host_header(head: &[u8]) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
     is_plain.then(|| value.to_string())
+}
+
+/// Logs a warning when the certificate in `file` is expired, not yet valid, or expires within
+/// [`CERT_EXPIRY_WARNING`] of `now`: the server still starts (or reloads), but clients will
+/// refuse it, or soon will.
+fn warn_about_validity(file: &Path, cert: &CertificateDer<'_>, now: std::time::SystemTime) {
+    if let Some(warning) = validity_warning(cert, now) {
+        tracing::warn!("{}: {warning}", file.display());
+    }
+}
+
+/// What is wrong with `cert`'s validity period at `now`, in words; `None` when nothing is (or
+/// it cannot be read: rustls has accepted the certificate, and clients check it anyway).
+fn validity_warning(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> Option<String> {
+    const DAY: i64 = 24 * 60 * 60;
+    let (not_before, not_after) = validity(cert)?;
+    let now = match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    let days = |seconds: i64| match seconds / DAY {
+        0 => "less than a day".to_string(),
+        1 => "1 day".to_string(),
+        n => format!("{n} days"),
+    };
+    let soon = i64::try_from(CERT_EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    if now >= not_after.0 {
+        Some(format!(
+            "the TLS certificate expired on {} ({} ago): clients will refuse it; renew it \
+             (kill -HUP reloads --tls-cert without a restart)",
+            not_after.1,
+            days(now - not_after.0)
+        ))
+    } else if now < not_before.0 {
+        Some(format!(
+            "the TLS certificate is not valid until {} (in {}): clients will refuse it until \
+             then; is this machine's clock right?",
+            not_before.1,
+            days(not_before.0 - now)
+        ))
+    } else if not_after.0 - now <= soon {
+        Some(format!(
+            "the TLS certificate expires on {} (in {}): renew it soon (kill -HUP reloads \
+             --tls-cert without a restart)",
+            not_after.1,
+            days(not_after.0 - now)
+        ))
+    } else {
+        None
+    }
+}
+
+/// An X.509 certificate's validity period: `notBefore` and `notAfter`, each in Unix seconds
+/// and as a date (`2026-12-03`, UTC). Read with yasna, the DER reader rcgen already brings.
+fn validity(cert: &CertificateDer<'_>) -> Option<((i64, String), (i64, String))> {
+    fn time(reader: yasna::BERReader<'_, '_>) -> yasna::ASN1Result<(i64, String)> {
+        let at = if reader.lookahead_tag()? == yasna::tags::TAG_UTCTIME {
+            *reader.read_utctime()?.datetime()
+        } else {
+            *reader.read_generalized_time()?.datetime()
+        };
+        Ok((at.unix_timestamp(), at.date().to_string()))
+    }
+    fn skip_rest(reader: &mut yasna::BERReaderSeq<'_, '_>) -> yasna::ASN1Result<()> {
+        while reader.read_optional(|r| r.read_der())?.is_some() {}
+        Ok(())
+    }
+    let read = yasna::parse_ber(cert.as_ref(), |reader| {
+        reader.read_sequence(|certificate| {
+            let validity = certificate.next().read_sequence(|tbs| {
+                // version [0] EXPLICIT (absent in v1), serialNumber, signature, issuer.
+                tbs.read_optional(|r| r.read_tagged(yasna::Tag::context(0), |r| r.read_der()))?;
+                for _ in 0..3 {
+                    tbs.next().read_der()?;
+                }
+                let validity = tbs
+                    .next()
+                    .read_sequence(|v| Ok((time(v.next())?, time(v.next())?)))?;
+                skip_rest(tbs)?;
+                Ok(validity)
+            })?;
+            skip_rest(certificate)?;
+            Ok(validity)
+        })
+    });
+    read.ok()
 }
 
 /// A client's TLS setup, ready to connect.
@@ -930,6 +1021,61 @@ fn server_name(host: &str) -> Result<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate valid from `not_before` to `not_after` (Unix seconds).
+    fn cert_valid(not_before: u64, not_after: u64) -> CertificateDer<'static> {
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = epoch + Duration::from_secs(not_before);
+        params.not_after = epoch + Duration::from_secs(not_after);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn certificate_validity_is_warned_about() {
+        const DAY: u64 = 24 * 60 * 60;
+        let now = 20_000 * DAY; // 2024-10-04
+        let at = |seconds| std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+        let (from, to) = validity(&cert_valid(now - DAY, now + 30 * DAY)).unwrap();
+        assert_eq!(
+            (from.0, to.0),
+            ((now - DAY) as i64, (now + 30 * DAY) as i64)
+        );
+        assert_eq!(to.1, "2024-11-03");
+        assert_eq!(
+            validity_warning(&cert_valid(now - DAY, now + 30 * DAY), at(now)),
+            None
+        );
+        let expired = validity_warning(&cert_valid(now - 9 * DAY, now - 3 * DAY), at(now));
+        assert!(
+            expired
+                .as_deref()
+                .unwrap()
+                .starts_with("the TLS certificate expired on 2024-10-01 (3 days ago)"),
+            "{expired:?}"
+        );
+        let early = validity_warning(&cert_valid(now + 2 * DAY, now + 90 * DAY), at(now));
+        assert!(
+            early
+                .as_deref()
+                .unwrap()
+                .starts_with("the TLS certificate is not valid until 2024-10-06 (in 2 days)"),
+            "{early:?}"
+        );
+        let soon = validity_warning(&cert_valid(now - DAY, now + 5 * DAY + 60), at(now));
+        assert!(
+            soon.as_deref()
+                .unwrap()
+                .starts_with("the TLS certificate expires on 2024-10-09 (in 5 days)"),
+            "{soon:?}"
+        );
+        // A GeneralizedTime (from 2050 on) reads too.
+        let far = 30_000 * DAY;
+        let (_, to) = validity(&cert_valid(now, far)).unwrap();
+        assert_eq!(to.0, far as i64);
+        assert!(validity(&CertificateDer::from(vec![0x30, 0x00])).is_none());
+    }
 
     #[test]
     fn client_hellos_are_told_from_text() {
