@@ -199,6 +199,11 @@ pub const HASH_QUEUE: usize = 64;
 /// not a reset): a client that stopped reading cannot hold its connection open past it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long a chat server shutting down waits for its WebSocket sessions to say goodbye (their
+/// last events, then a close frame with code 1001, each bounded by [`CLOSE_TIMEOUT`]) before
+/// it exits under them.
+pub const WS_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the
 /// default) is no cap. Once a commit would pass it, new messages are refused with an error to
 /// their sender and a log line, never lost silently. The `-wal` file is not counted.

@@ -158,6 +158,24 @@ impl Ws {
         .await;
     }
 
+    /// Reads until the server's close frame, within [`IO_TIMEOUT`]: its code and reason
+    /// (`None` if the connection ended without one). Pings are answered by the library.
+    async fn close_frame(&mut self) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no close within {IO_TIMEOUT:?}", self.nick));
+            match next {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Reads until the server ends the connection, within [`IO_TIMEOUT`]; returns the events
     /// read before the end.
     async fn read_until_closed(&mut self) -> Vec<Value> {
@@ -590,7 +608,42 @@ async fn a_websocket_that_answers_no_ping_is_closed_and_its_nick_freed() {
     // Her nick is free for her page's new connection.
     let mut back = Ws::login(&server, "ann").await;
     back.say("#lobby", "back").await;
-    drop(ann);
+    // When her laptop wakes, her old connection reads why it was closed: 1001, going away.
+    let mut ann = ann;
+    assert_eq!(
+        ann.close_frame().await,
+        Some((1001, "no answer to ping".to_string()))
+    );
+}
+
+/// The close frame says why the server ended a session: 1000 for /quit and for idleness,
+/// 1001 (going away) at shutdown, and the client answering it ends the connection cleanly.
+#[tokio::test]
+async fn websockets_are_closed_with_a_code_that_says_why() {
+    let server = WebServer::start(&["--idle-timeout", "1"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    ann.send_json(json!({"type": "quit"})).await;
+    assert_eq!(ann.close_frame().await, Some((1000, "bye".to_string())));
+
+    let mut idle = Ws::connect(&server).await;
+    assert_eq!(
+        idle.close_frame().await,
+        Some((1000, "idle for 1s (--idle-timeout)".to_string()))
+    );
+
+    let mut server = WebServer::start(&[]);
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = Ws::login(&server, "carl").await;
+    server.proc.signal("TERM");
+    assert_eq!(
+        bob.close_frame().await,
+        Some((1001, "server shutting down".to_string()))
+    );
+    assert_eq!(
+        carl.close_frame().await,
+        Some((1001, "server shutting down".to_string()))
+    );
+    assert!(server.proc.wait_exit(IO_TIMEOUT).success());
 }
 
 #[tokio::test]

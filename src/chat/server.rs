@@ -143,6 +143,7 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
                 allowed: config.allow_origins.clone(),
             },
             ping: config.ws_ping,
+            sessions: tokio_util::task::TaskTracker::new(),
         });
         let entry = Entry {
             refusal: RefusalStyle::Http,
