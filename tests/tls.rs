@@ -238,12 +238,32 @@ fn an_unverifiable_server_is_an_error_not_a_warning() {
     let line = common::one_line_error(&out.stderr);
     assert!(line.contains("no system CA certificates"), "{line}");
     // A fingerprint that differs by one byte.
-    let wrong = format!("00{}", &fingerprint[2..]);
+    let wrong = another_fingerprint(&fingerprint);
     let line = fails_with(&["connect", addr, "--tls-fingerprint", &wrong], 1);
     assert!(line.contains("is not the pinned"), "{line}");
     // A malformed fingerprint is a usage error.
     let line = fails_with(&["connect", addr, "--tls-fingerprint", "AB:CD"], 2);
     assert!(line.contains("64 hex digits"), "{line}");
+}
+
+/// `fingerprint` with its first byte changed: `00` becomes `FF`, anything else `00`. (Always
+/// `00` was the same fingerprint for one certificate in 256, and the test then failed.)
+fn another_fingerprint(fingerprint: &str) -> String {
+    let first = if fingerprint.starts_with("00") {
+        "FF"
+    } else {
+        "00"
+    };
+    format!("{first}{}", &fingerprint[2..])
+}
+
+#[test]
+fn another_fingerprint_always_differs() {
+    for fingerprint in ["00:11:22", "AB:11:22", "FF:00:00"] {
+        let other = another_fingerprint(fingerprint);
+        assert_ne!(other, fingerprint);
+        assert_eq!(other[2..], fingerprint[2..]);
+    }
 }
 
 #[test]
