@@ -98,6 +98,10 @@ pub trait Peek {
     /// them to be read; `Ok(0)` at EOF.
     fn peek(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
 
+    /// Copies up to `buf.len()` bytes of what has arrived already into `buf`, leaving them to be
+    /// read, without waiting: `WouldBlock` when nothing has.
+    fn peek_arrived(&self, buf: &mut [u8]) -> io::Result<usize>;
+
     /// The address the client connected to (`127.0.0.1:8443`), for telling it where to go;
     /// `None` where there is none to give (a Unix socket).
     fn local_name(&self) -> Option<String>;
@@ -106,6 +110,10 @@ pub trait Peek {
 impl Peek for tokio::net::TcpStream {
     fn peek(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send {
         tokio::net::TcpStream::peek(self, buf)
+    }
+
+    fn peek_arrived(&self, buf: &mut [u8]) -> io::Result<usize> {
+        peek_now(self, buf)
     }
 
     fn local_name(&self) -> Option<String> {
@@ -124,12 +132,16 @@ impl Peek for tokio::net::UnixStream {
         }
     }
 
+    fn peek_arrived(&self, buf: &mut [u8]) -> io::Result<usize> {
+        peek_now(self, buf)
+    }
+
     fn local_name(&self) -> Option<String> {
         None
     }
 }
 
-/// One `recv(MSG_PEEK)` on `socket`: what is there (at most 64 bytes), without taking it.
+/// One `recv(MSG_PEEK)` on `socket` (non-blocking, as tokio's sockets are): what is there (at most 64 bytes), without taking it.
 fn peek_now(socket: &impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<usize> {
     let mut peeked = [std::mem::MaybeUninit::<u8>::uninit(); 64];
     let len = buf.len().min(peeked.len());
