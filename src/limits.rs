@@ -163,6 +163,14 @@ pub const ECHO_MAX_CONNS_PER_IP: usize = 0;
 /// client already sent, so the close is clean rather than a reset).
 pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 
+/// A TLS server warns at start (and on each SIGHUP reload) when its certificate expires within
+/// this long, as it does for one already expired or not yet valid.
+pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// The most of a plain-text HTTP request's head a TLS web listener reads, to name its `Host` in
+/// the `400` that says to use `https://`.
+pub const PLAIN_REQUEST_HEAD: usize = 8 * 1024;
+
 /// Refused connections lingering at once; beyond this (a flood) the reason line is written
 /// only if the socket takes it without waiting, and the connection is closed at once.
 pub const REFUSALS_AT_ONCE: usize = 64;
@@ -213,6 +221,11 @@ pub const HASH_QUEUE: usize = 64;
 /// it never read; a chat member's last word; its input, read and dropped so that the close is
 /// not a reset): a client that stopped reading cannot hold its connection open past it.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a chat server shutting down waits for its WebSocket sessions to say goodbye (their
+/// last events, then a close frame with code 1001, each bounded by [`CLOSE_TIMEOUT`]) before
+/// it exits under them.
+pub const WS_DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// `serve --db-max-size`: the largest the history database file may grow, in bytes; `0` (the
 /// default) is no cap. Once a commit would pass it, new messages are refused with an error to

@@ -20,7 +20,7 @@ use crate::limits::{
     ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, DRAIN_TIMEOUT, REFUSAL_LINGER, REFUSALS_AT_ONCE,
 };
 use crate::transport::tls::{Acceptor, Conn};
-use crate::transport::{Peer, Readiness, StreamListener};
+use crate::transport::{Peek, Peer, Readiness, StreamListener};
 
 /// How a listener lets connections in: who may ([`Gate`]), whether they speak TLS, and how a
 /// refusal is worded on the wire.
@@ -125,8 +125,9 @@ where
                 let text = entry.refusal.render(&refusal);
                 if let Ok(place) = lingering.clone().try_acquire_owned() {
                     let tls = entry.tls.clone();
+                    let style = entry.refusal;
                     tokio::spawn(async move {
-                        turn_away(stream, tls, text).await;
+                        turn_away(stream, tls, style, text).await;
                         drop(place);
                     });
                 } else if entry.tls.is_none() {
@@ -140,11 +141,12 @@ where
         tracing::info!(%peer, "connected");
         let handle = handle.clone();
         let tls = entry.tls.clone();
+        let style = entry.refusal;
         let token = shutdown.child_token();
         tracker.spawn(async move {
             let conn = match tls {
                 None => Conn::Plain(stream),
-                Some(tls) => match tls.accept(stream).await {
+                Some(tls) => match tls.accept(stream, style).await {
                     Ok(conn) => conn,
                     Err(err) => {
                         tracing::info!(%peer, "TLS handshake failed: {err}");
@@ -183,14 +185,14 @@ pub async fn close_gently<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, las
 
 /// Tells a refused client why (after a TLS handshake, if the listener speaks TLS), then closes
 /// the connection gently ([`close_gently`]), all within [`REFUSAL_LINGER`].
-pub async fn turn_away<S>(stream: S, tls: Option<Acceptor>, text: Vec<u8>)
+pub async fn turn_away<S>(stream: S, tls: Option<Acceptor>, style: RefusalStyle, text: Vec<u8>)
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Peek + Unpin,
 {
     let _ = tokio::time::timeout(REFUSAL_LINGER, async move {
         let mut conn = match tls {
             None => Conn::Plain(stream),
-            Some(tls) => tls.accept(stream).await?,
+            Some(tls) => tls.accept(stream, style).await?,
         };
         close_gently(&mut conn, &text).await;
         Ok::<_, std::io::Error>(())

@@ -24,7 +24,7 @@ use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK, REFUSAL_LINGER};
-use crate::server::{self, Entry};
+use crate::server::{self, Entry, RefusalStyle};
 use crate::transport::tls::{self, Conn};
 use crate::transport::udp::{self, DatagramServer};
 use crate::transport::{Peer, StreamListener};
@@ -136,7 +136,12 @@ async fn next_peer<L: StreamListener>(
     let refuse = |stream, peer: &Peer, refusal: Refusal| {
         tracing::info!(%peer, "{refusal}");
         let text = format!("{refusal}\n").into_bytes();
-        tokio::spawn(server::turn_away(stream, entry.tls.clone(), text));
+        tokio::spawn(server::turn_away(
+            stream,
+            entry.tls.clone(),
+            RefusalStyle::Line,
+            text,
+        ));
     };
     loop {
         tokio::select! {
@@ -157,7 +162,7 @@ async fn next_peer<L: StreamListener>(
                     Some(tls) => {
                         tracing::info!(%peer, "TLS handshake started");
                         let tls = tls.clone();
-                        handshakes.spawn(async move { (tls.accept(stream).await, peer) });
+                        handshakes.spawn(async move { (tls.accept(stream, RefusalStyle::Line).await, peer) });
                     }
                 }
             }
@@ -253,8 +258,18 @@ where
             }
             read = reader.read_buf(&mut input) => {
                 let is_eof = !matches!(read, Ok(n) if n > 0);
-                if std::mem::take(&mut is_first_read) && tls::looks_like_tls(&input) {
-                    config.status(tls::TLS_HINT);
+                let is_plain_listener = listener.is_some_and(|(_, entry)| entry.tls.is_none());
+                if std::mem::take(&mut is_first_read) {
+                    if is_plain_listener && tls::looks_like_client_hello(&input) {
+                        // A caller with --tls on a plain port: its handshake is not a message.
+                        config.status(&format!("{peer} started a TLS handshake on this plain port; hung up"));
+                        let line = format!("{}\n", tls::TLS_ON_PLAIN);
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer.write_all(line.as_bytes())).await;
+                        break Ending::PeerLeft;
+                    }
+                    if !is_plain_listener && tls::looks_like_tls(&input) {
+                        config.status(tls::TLS_HINT);
+                    }
                 }
                 decoder.decode(&input, is_eof, &mut pending);
                 input.clear();
@@ -282,7 +297,7 @@ where
                     tracing::info!(peer = %who, "turned away: already talking");
                     // Who we talk with is nobody else's business.
                     let busy = config.encoding.encode_message(BUSY);
-                    tokio::spawn(server::turn_away(extra, entry.tls.clone(), busy));
+                    tokio::spawn(server::turn_away(extra, entry.tls.clone(), RefusalStyle::Line, busy));
                 }
             }
         }

@@ -220,12 +220,36 @@ fn a_len_client_turned_away_by_a_full_server_says_so() {
 #[test]
 fn a_len_client_of_a_tls_server_is_told_to_use_tls() {
     let server = Proc::server(&["echo", "--frame", "len", "--tls-self-signed", "127.0.0.1:0"]);
-    // The server answers plain bytes with a TLS alert, 15 03 03 00: a 352 MB length prefix.
+    // A socktalk server answers plain bytes with a `refused:` line of text, whatever the
+    // framing (read as a length prefix it would announce 1.9 GB).
     let line = connect_fails(&["--frame", "len", &server.addr], "hi\n", 1);
+    assert!(
+        line.ends_with(
+            "the server refused the connection: this port speaks TLS; connect with --tls \
+             (socktalk), ncat --ssl or openssl s_client"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_len_client_of_another_tls_server_is_told_to_use_tls() {
+    // Another TLS server answers plain bytes with a TLS alert, 15 03 03 00 02 …: a 352 MB
+    // length prefix.
+    let (addr, peer) = tcp_peer("127.0.0.1", |mut stream| {
+        // The whole frame ("hi\n" after its 4-byte length) is read first, and what follows
+        // till the client closes: unread input would make our close a reset.
+        let mut frame = [0u8; 7];
+        let _ = stream.read_exact(&mut frame);
+        let _ = stream.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]);
+        let _ = read_to_end(&mut stream);
+    });
+    let line = connect_fails(&["--frame", "len", &addr.to_string()], "hi\n", 1);
     assert!(
         line.contains("the server answered in TLS: connect with --tls"),
         "{line}"
     );
+    peer.join().unwrap();
 }
 
 #[test]

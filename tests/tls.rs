@@ -124,14 +124,88 @@ fn a_self_signed_echo_server_talks_to_a_client_that_pins_it() {
     assert_eq!((code, out.as_str()), (Some(0), "again\n"), "{err}");
 }
 
-/// A plain client on a TLS port gets the server's alert bytes; it says what they mean.
+/// What a socktalk TLS server tells a client that speaks plain text to it.
+const PLAIN_ON_TLS: &str = "refused: this port speaks TLS; connect with --tls (socktalk), \
+                            ncat --ssl or openssl s_client\n";
+
+/// A plain client on a socktalk TLS port is told, in plain text, to speak TLS.
 #[test]
 fn a_plain_client_on_a_tls_port_is_told_to_speak_tls() {
     let (server, _) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
-    let (_, _, err) = connect(host_port(&server.addr), &[], "hello\n");
+    let (_, out, err) = connect(host_port(&server.addr), &[], "hello\n");
+    assert_eq!(out, PLAIN_ON_TLS, "{err}");
+}
+
+/// On a Unix socket too (peeking there takes `recv(MSG_PEEK)`, not TCP's own peek).
+#[test]
+fn a_plain_client_on_a_tls_unix_socket_is_told_to_speak_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tls.sock");
+    let addr = format!("unix:{}", path.display());
+    let (_server, _) = tls_server(&["echo", &addr, "--tls-self-signed"]);
+    let mut plain = common::unix(&path);
+    plain.write_all(b"hello\n").unwrap();
+    let got = common::read_to_end(&mut plain);
+    assert_eq!(String::from_utf8_lossy(&got), PLAIN_ON_TLS);
+}
+
+/// A plain client that waits for the server to speak first (nc on a chat port) is told too,
+/// once the handshake timeout shows it is not starting a handshake.
+#[test]
+fn a_silent_plain_client_on_a_tls_port_is_told_at_the_handshake_timeout() {
+    let (server, _) = tls_server(&[
+        "echo",
+        "127.0.0.1:0",
+        "--tls-self-signed",
+        "--tls-handshake-timeout",
+        "0.3",
+    ]);
+    let mut silent = tcp(server.socket_addr());
+    let got = common::read_to_end(&mut silent);
+    assert_eq!(String::from_utf8_lossy(&got), PLAIN_ON_TLS);
+}
+
+/// Plain HTTP to an HTTPS web listener gets a 400 naming the https:// address, from the
+/// request's Host or else the address it reached; other plain text there gets the line.
+#[test]
+fn plain_http_to_an_https_web_listener_is_sent_to_https() {
+    let server = common::WebServer::start(&["--tls-self-signed"]);
+    let mut http = tcp(server.http);
+    http.write_all(b"GET / HTTP/1.1\r\nHost: chat.example:8443\r\n\r\n")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&common::read_to_end(&mut http)).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{reply}");
+    assert!(reply.contains("https://chat.example:8443/"), "{reply}");
+
+    // HTTP/1.0 with no Host: the address the client connected to.
+    let mut http = tcp(server.http);
+    http.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let reply = String::from_utf8_lossy(&common::read_to_end(&mut http)).into_owned();
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(
-        err.contains("the server answered in TLS: connect with --tls"),
-        "{err}"
+        reply.contains(&format!("https://{}/", server.http)),
+        "{reply}"
+    );
+
+    // A Host that is not a plain host:port is not echoed back.
+    let mut http = tcp(server.http);
+    http.write_all(b"GET / HTTP/1.1\r\nHost: <script>\r\n\r\n")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&common::read_to_end(&mut http)).into_owned();
+    assert!(!reply.contains("<script>"), "{reply}");
+
+    let mut line = tcp(server.http);
+    line.write_all(b"hello\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&common::read_to_end(&mut line)),
+        PLAIN_ON_TLS
+    );
+    // The chat's own TLS port answers plain text the same way.
+    let mut nc = tcp(server.tcp);
+    nc.write_all(b"/nick plain\n").unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&common::read_to_end(&mut nc)),
+        PLAIN_ON_TLS
     );
 }
 
@@ -164,12 +238,32 @@ fn an_unverifiable_server_is_an_error_not_a_warning() {
     let line = common::one_line_error(&out.stderr);
     assert!(line.contains("no system CA certificates"), "{line}");
     // A fingerprint that differs by one byte.
-    let wrong = format!("00{}", &fingerprint[2..]);
+    let wrong = another_fingerprint(&fingerprint);
     let line = fails_with(&["connect", addr, "--tls-fingerprint", &wrong], 1);
     assert!(line.contains("is not the pinned"), "{line}");
     // A malformed fingerprint is a usage error.
     let line = fails_with(&["connect", addr, "--tls-fingerprint", "AB:CD"], 2);
     assert!(line.contains("64 hex digits"), "{line}");
+}
+
+/// `fingerprint` with its first byte changed: `00` becomes `FF`, anything else `00`. (Always
+/// `00` was the same fingerprint for one certificate in 256, and the test then failed.)
+fn another_fingerprint(fingerprint: &str) -> String {
+    let first = if fingerprint.starts_with("00") {
+        "FF"
+    } else {
+        "00"
+    };
+    format!("{first}{}", &fingerprint[2..])
+}
+
+#[test]
+fn another_fingerprint_always_differs() {
+    for fingerprint in ["00:11:22", "AB:11:22", "FF:00:00"] {
+        let other = another_fingerprint(fingerprint);
+        assert_ne!(other, fingerprint);
+        assert_eq!(other[2..], fingerprint[2..]);
+    }
 }
 
 #[test]
@@ -418,10 +512,10 @@ fn a_plaintext_client_on_a_tls_port_is_closed_and_others_carry_on() {
     let (server, fingerprint) = tls_server(&["echo", "127.0.0.1:0", "--tls-self-signed"]);
     let mut plain = tcp(server.socket_addr());
     plain.write_all(b"GET / HTTP/1.0\r\n\r\nhello\n").unwrap();
-    // Whatever comes back is a TLS alert at most, never the echo, and then the close.
+    // A line saying to speak TLS, never the echo, and then the close.
     let mut got = Vec::new();
     let _ = plain.read_to_end(&mut got);
-    assert!(!String::from_utf8_lossy(&got).contains("hello"), "{got:?}");
+    assert_eq!(String::from_utf8_lossy(&got), PLAIN_ON_TLS);
     let addr = host_port(&server.addr);
     let (code, out, err) = connect(addr, &["--tls-fingerprint", &fingerprint], "still here\n");
     assert_eq!((code, out.as_str()), (Some(0), "still here\n"), "{err}");
@@ -915,4 +1009,156 @@ fn sighup_reloads_a_renewed_certificate() {
     assert!(line.contains("kept the current TLS certificate"), "{line}");
     let (code, out, err) = connect(&addr, &["--tls-fingerprint", &second], "still\n");
     assert_eq!((code, out.as_str()), (Some(0), "still\n"), "{err}");
+}
+
+/// A self-signed certificate for localhost valid from `not_before` to `not_after` (seconds
+/// from now, either side), written as `cert.pem` and `key.pem` in `dir`.
+fn write_cert_valid(dir: &Path, not_before: i64, not_after: i64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let at =
+        |offset: i64| rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + offset) as u64);
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.not_before = at(not_before);
+    params.not_after = at(not_after);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    write(dir, "cert.pem", &cert.pem());
+    write(dir, "key.pem", &key.serialize_pem());
+}
+
+/// A certificate that has expired, or expires within 14 days, is warned about at start and at
+/// each SIGHUP reload; the server serves it all the same.
+#[test]
+fn an_expired_or_expiring_certificate_is_warned_about() {
+    const DAY: i64 = 24 * 60 * 60;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    write_cert_valid(dir.path(), -30 * DAY, -2 * DAY - 60);
+    let args = [
+        "echo",
+        "127.0.0.1:0",
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ];
+    let (mut server, _) = tls_server(&args);
+    let line = server.next_stderr_line();
+    assert!(
+        line.contains("cert.pem: the TLS certificate expired on "),
+        "{line}"
+    );
+    assert!(line.contains("(2 days ago)"), "{line}");
+
+    write_cert_valid(dir.path(), -DAY, 5 * DAY + 60);
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("the TLS certificate expires on "), "{line}");
+    assert!(line.contains("(in 5 days): renew it soon"), "{line}");
+
+    write_cert_valid(dir.path(), 3 * DAY + 60, 90 * DAY);
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("not valid until"), "{line}");
+    assert!(line.contains("(in 3 days)"), "{line}");
+
+    // A certificate good for long is not warned about: the next line is the reload's own.
+    write_cert_valid(dir.path(), -DAY, 365 * DAY);
+    std::fs::write(&key, "not a key").unwrap();
+    server.signal("HUP");
+    let line = server.next_stderr_line();
+    assert!(line.contains("kept the current TLS certificate"), "{line}");
+    write_cert_valid(dir.path(), -DAY, 365 * DAY);
+    server.signal("HUP");
+    let fingerprint = server.next_line();
+    assert!(
+        fingerprint.starts_with("tls certificate sha256 "),
+        "{fingerprint}"
+    );
+    let err = server.stderr_text();
+    assert!(!err.contains("the TLS certificate"), "{err}");
+}
+
+/// The start of a ClientHello as a TLS client opens with it (record header, handshake type,
+/// length, version), then some of its random bytes.
+const CLIENT_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03, 0x5a, 0x0a, 0x7e, 0x10, 0x0a,
+];
+
+/// What a plain socktalk listener tells a client that opens with a TLS handshake.
+const TLS_ON_PLAIN: &str = "refused: this port is plain text, not TLS; connect without --tls\n";
+
+/// A TLS client on a plain chat port is told the port is not TLS and closed; its handshake
+/// never reaches a room as a message.
+#[test]
+fn a_tls_client_on_a_plain_chat_port_is_told_and_nothing_is_posted() {
+    let server = common::chat_server(":memory:", &[]);
+    let mut watcher = common::ChatClient::guest(server.socket_addr());
+    let mut tls_client = tcp(server.socket_addr());
+    tls_client.write_all(CLIENT_HELLO).unwrap();
+    let got = String::from_utf8_lossy(&common::read_to_end(&mut tls_client)).into_owned();
+    // Refused before it was given a nick when its ClientHello was in by then (no welcome),
+    // else at the session's first read.
+    assert!(got.ends_with(TLS_ON_PLAIN), "{got:?}");
+    // Nothing the TLS client sent was posted: at most its guest came and went.
+    watcher.send("after");
+    let mine = format!("[#lobby] <{}> after", watcher.nick);
+    loop {
+        let line = watcher.next_line();
+        if line == mine {
+            break;
+        }
+        assert!(
+            line.ends_with(" joined #lobby")
+                || line.ends_with(" quit (started TLS on a plain port)"),
+            "{line}"
+        );
+    }
+    // One whose handshake comes only after its welcome is caught at the session's first read:
+    // its guest leaves, saying why, and none of it is posted either.
+    let mut late = common::ChatClient::guest(server.socket_addr());
+    late.send_raw(CLIENT_HELLO);
+    let rest = late.read_until_closed(IO_TIMEOUT);
+    assert_eq!(
+        rest.last().map(|l| format!("{l}\n")).as_deref(),
+        Some(TLS_ON_PLAIN)
+    );
+    let quit = format!("* {} quit (started TLS on a plain port)", late.nick);
+    watcher.send("later");
+    let mine = format!("[#lobby] <{}> later", watcher.nick);
+    let mut lines = Vec::new();
+    loop {
+        let line = watcher.next_line();
+        if line == mine {
+            break;
+        }
+        lines.push(line);
+    }
+    assert!(lines.contains(&quit), "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with("* ")), "{lines:?}");
+    // A nc user whose first line comes at once is served as ever.
+    let mut nc = common::ChatClient::guest(server.socket_addr());
+    nc.send("hello from nc");
+    watcher.expect_line(|line| line.ends_with("hello from nc"));
+}
+
+/// `talk --listen` on a plain port: a caller with --tls is told and hung up on, and the
+/// listener says so instead of printing its handshake.
+#[test]
+fn a_tls_caller_on_a_plain_talk_port_is_told() {
+    let mut listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let mut caller = tcp(listener.socket_addr());
+    caller.write_all(CLIENT_HELLO).unwrap();
+    let got = common::read_to_end(&mut caller);
+    assert_eq!(String::from_utf8_lossy(&got), TLS_ON_PLAIN);
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    let err = listener.stderr_text();
+    assert!(
+        err.contains("started a TLS handshake on this plain port"),
+        "{err}"
+    );
+    assert!(listener.stdout_rest().is_empty());
 }

@@ -158,6 +158,24 @@ impl Ws {
         .await;
     }
 
+    /// Reads until the server's close frame, within [`IO_TIMEOUT`]: its code and reason
+    /// (`None` if the connection ended without one). Pings are answered by the library.
+    async fn close_frame(&mut self) -> Option<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: no close within {IO_TIMEOUT:?}", self.nick));
+            match next {
+                Some(Ok(Message::Close(frame))) => {
+                    return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                }
+                None | Some(Err(_)) => return None,
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Reads until the server ends the connection, within [`IO_TIMEOUT`]; returns the events
     /// read before the end.
     async fn read_until_closed(&mut self) -> Vec<Value> {
@@ -590,7 +608,42 @@ async fn a_websocket_that_answers_no_ping_is_closed_and_its_nick_freed() {
     // Her nick is free for her page's new connection.
     let mut back = Ws::login(&server, "ann").await;
     back.say("#lobby", "back").await;
-    drop(ann);
+    // When her laptop wakes, her old connection reads why it was closed: 1001, going away.
+    let mut ann = ann;
+    assert_eq!(
+        ann.close_frame().await,
+        Some((1001, "no answer to ping".to_string()))
+    );
+}
+
+/// The close frame says why the server ended a session: 1000 for /quit and for idleness,
+/// 1001 (going away) at shutdown, and the client answering it ends the connection cleanly.
+#[tokio::test]
+async fn websockets_are_closed_with_a_code_that_says_why() {
+    let server = WebServer::start(&["--idle-timeout", "1"]);
+    let mut ann = Ws::login(&server, "ann").await;
+    ann.send_json(json!({"type": "quit"})).await;
+    assert_eq!(ann.close_frame().await, Some((1000, "bye".to_string())));
+
+    let mut idle = Ws::connect(&server).await;
+    assert_eq!(
+        idle.close_frame().await,
+        Some((1000, "idle for 1s (--idle-timeout)".to_string()))
+    );
+
+    let mut server = WebServer::start(&[]);
+    let mut bob = Ws::login(&server, "bob").await;
+    let mut carl = Ws::login(&server, "carl").await;
+    server.proc.signal("TERM");
+    assert_eq!(
+        bob.close_frame().await,
+        Some((1001, "server shutting down".to_string()))
+    );
+    assert_eq!(
+        carl.close_frame().await,
+        Some((1001, "server shutting down".to_string()))
+    );
+    assert!(server.proc.wait_exit(IO_TIMEOUT).success());
 }
 
 #[tokio::test]
@@ -844,6 +897,45 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
         .find(|(n, _)| n == name)
         .map(|(_, v)| v.as_str())
         .unwrap_or_else(|| panic!("no {name} header in {headers:?}"))
+}
+
+/// A client that ends its side right after its request (`printf 'GET / HTTP/1.1\r\n…\r\n\r\n'
+/// | nc -N`) still gets the whole reply: the end of its input is not the end of the connection.
+/// Deterministically so here: corked, the request goes out with the end of input in one
+/// segment, and a head of exactly 8 KiB fills the server's first read, so the server looks for
+/// more at once, and finds the end of input before it has answered.
+#[test]
+fn a_client_that_half_closes_after_its_request_gets_the_whole_reply() {
+    let server = WebServer::start(&[]);
+    for (path, version) in [("/app.js", "1.1"), ("/", "1.0"), ("/nothing", "1.1")] {
+        let head = format!("GET {path} HTTP/{version}\r\nHost: x\r\nX-Pad: ");
+        let request = format!("{head}{}\r\n\r\n", "a".repeat(8192 - head.len() - 4));
+        for _ in 0..5 {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.connect(&server.http.into()).unwrap();
+            socket.set_tcp_cork(true).unwrap();
+            let mut stream: std::net::TcpStream = socket.into();
+            stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut response = Vec::new();
+            let _ = stream.read_to_end(&mut response);
+            let response = String::from_utf8_lossy(&response);
+            let (head, body) = response
+                .split_once("\r\n\r\n")
+                .unwrap_or_else(|| panic!("GET {path}: no reply: {response:?}"));
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let l = l.to_ascii_lowercase();
+                    l.strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .expect("a content-length");
+            assert_eq!(body.len(), length, "GET {path}: the reply was cut short");
+        }
+    }
 }
 
 #[test]

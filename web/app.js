@@ -77,14 +77,17 @@ function connect() {
     try { message = JSON.parse(event.data); } catch { return; }
     handle(message);
   };
-  ws.onclose = () => {
+  ws.onclose = (event) => {
     if (state.hasQuit) {
       setStatus('you left the chat; reload the page to come back');
       return;
     }
+    // The server says why in its close frame: "server shutting down" (1001), "idle for …"
+    // (1000), "disconnected for not reading" (1008), …
+    const why = event.reason ? ` (${event.reason})` : '';
     const wait = Math.min(30, 2 ** state.retry) * (0.75 + Math.random() / 2);
     state.retry += 1;
-    setStatus(`disconnected; reconnecting in ${Math.round(wait)} s`);
+    setStatus(`disconnected${why}; reconnecting in ${Math.round(wait)} s`);
     setTimeout(connect, wait * 1000);
   };
 }

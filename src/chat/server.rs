@@ -22,10 +22,10 @@ use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 use crate::limits::{
     CHAT_TCP_KEEPALIVE, CHAT_TCP_KEEPALIVE_INTERVAL, CHAT_TCP_KEEPALIVE_PROBES,
-    CHAT_TCP_USER_TIMEOUT,
+    CHAT_TCP_USER_TIMEOUT, REFUSAL_LINGER,
 };
 use crate::server::{self, Entry, RefusalStyle};
-use crate::transport::{StreamListener, tcp, tls, unix};
+use crate::transport::{Peek, StreamListener, tcp, tls, unix};
 use crate::web::{self, OriginPolicy, WebState};
 
 /// Requests queued from sessions to the hub before senders wait.
@@ -143,6 +143,7 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
                 allowed: config.allow_origins.clone(),
             },
             ping: config.ws_ping,
+            sessions: tokio_util::task::TaskTracker::new(),
         });
         let entry = Entry {
             refusal: RefusalStyle::Http,
@@ -195,16 +196,66 @@ fn serve<L: StreamListener>(
         listener,
         entry,
         shutdown,
-        move |conn, peer, _, shutdown| {
+        move |mut conn, peer, _, shutdown| {
             let hub_tx = context.hub_tx.clone();
-            session::serve(conn, peer.name, hub_tx, context.session.clone(), shutdown)
+            let config = context.session.clone();
+            async move {
+                if !conn.is_tls() && has_sent_client_hello(conn.get_ref()) {
+                    // A client with --tls on this plain port, seen before it is given a nick
+                    // (when its ClientHello is in already; else the session's first read sees it).
+                    tracing::info!(%peer, "a TLS handshake on a plain port; closing");
+                    let line = format!("{}\n", tls::TLS_ON_PLAIN);
+                    let farewell = server::close_gently(&mut conn, line.as_bytes());
+                    let _ = tokio::time::timeout(REFUSAL_LINGER, farewell).await;
+                    return;
+                }
+                session::serve(conn, peer.name, hub_tx, config, shutdown).await;
+            }
         },
     ));
+}
+
+/// Whether what `stream` has received so far, looked at without waiting, starts like a TLS
+/// ClientHello.
+fn has_sent_client_hello<S: Peek>(stream: &S) -> bool {
+    let mut first = [0u8; 3];
+    stream
+        .peek_arrived(&mut first)
+        .is_ok_and(|n| n > 0 && tls::looks_like_client_hello(&first[..n]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_client_hello_that_has_arrived_is_seen_without_waiting() {
+        use std::io::Write;
+        let listener = tcp::bind_addr("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut tls_client = std::net::TcpStream::connect(addr).unwrap();
+        let (tls_side, _) = listener.accept().await.unwrap();
+        let mut nc = std::net::TcpStream::connect(addr).unwrap();
+        let (nc_side, _) = listener.accept().await.unwrap();
+        // Nothing sent yet: no, at once.
+        assert!(!has_sent_client_hello(&tls_side));
+        tls_client
+            .write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01])
+            .unwrap();
+        nc.write_all(b"hello\n").unwrap();
+        // Sent is not yet arrived: look again until it has (loopback takes a moment at most).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !has_sent_client_hello(&tls_side) {
+            assert!(std::time::Instant::now() < deadline, "never seen");
+            tokio::task::yield_now().await;
+        }
+        let mut line = [0u8; 6];
+        while nc_side.peek_arrived(&mut line).unwrap_or(0) < 6 {
+            assert!(std::time::Instant::now() < deadline, "never arrived");
+            tokio::task::yield_now().await;
+        }
+        assert!(!has_sent_client_hello(&nc_side));
+    }
 
     #[tokio::test]
     async fn accepted_connections_are_kept_alive() {

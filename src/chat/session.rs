@@ -36,7 +36,7 @@ use super::outbox::{Inbox, Outgoing, outbox};
 use crate::codec::{FrameCodec, FrameError, Framing, WireEncoding};
 use crate::limits::CLOSE_TIMEOUT;
 use crate::server;
-use crate::transport::Readiness;
+use crate::transport::{Readiness, tls};
 
 /// The first read buffer; it grows only for long lines.
 const FIRST_READ: usize = 1024;
@@ -210,6 +210,10 @@ pub async fn serve<S>(
     let mut is_told_to_slow_down = false;
     let mut is_reading = true;
     let mut is_cut_mid_line = false;
+    // Only the first read is looked at for a TLS ClientHello (a client with --tls on a plain
+    // port): what it brought, with no wait for more.
+    let mut is_first_read = true;
+    let mut last_word_here: Option<Vec<u8>> = None;
     // The hub's queue is full: lines wait (and so does the socket) until it has room, while the
     // outbox keeps draining. Waiting for the hub inside `send` instead would stop this
     // member's own reading, and a fast sender would be cut off as "not reading".
@@ -361,7 +365,17 @@ pub async fn serve<S>(
                         let _ = hub.send(Request::Leave(id, reason)).await;
                     }
                     // Bytes alone are not activity: the idle clock waits for a whole line.
-                    Ok(_) => {}
+                    Ok(_) => {
+                        if std::mem::take(&mut is_first_read) && tls::looks_like_client_hello(&input.buf) {
+                            // Its handshake is not a message: nothing of it reaches a room.
+                            tracing::info!(%peer, "a TLS handshake on a plain port; closing");
+                            input.buf.clear();
+                            last_word_here = Some(format!("{}\n", tls::TLS_ON_PLAIN).into_bytes());
+                            let reason = "started TLS on a plain port".to_string();
+                            let _ = hub.send(Request::Leave(id, Some(reason))).await;
+                            break;
+                        }
+                    }
                 }
             }
             // Idle means the client sent no whole line while we were waiting for it: time the
@@ -380,7 +394,10 @@ pub async fn serve<S>(
     }
     let _ = hub.send(Request::Leave(id, None)).await;
     // The hub's last word to a member it cut off, on a line of its own.
-    let mut last_word = inbox.last_word().map(Vec::from).unwrap_or_default();
+    let mut last_word = match last_word_here {
+        Some(word) => word,
+        None => inbox.last_word().map(Vec::from).unwrap_or_default(),
+    };
     if is_cut_mid_line && !last_word.is_empty() {
         last_word.insert(0, b'\n');
     }

@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A listening stream socket: TCP or Unix.
 pub trait StreamListener: Send + Sync + 'static {
     /// The accepted connection type.
-    type Stream: AsyncRead + AsyncWrite + Readiness + Unpin + Send + Sync + 'static;
+    type Stream: AsyncRead + AsyncWrite + Readiness + Peek + Unpin + Send + Sync + 'static;
 
     /// Waits for the next connection and says who it is from.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, Peer)>> + Send;
@@ -93,4 +93,66 @@ impl Readiness for tokio::net::UnixStream {
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         tokio::net::UnixStream::try_write(self, buf)
     }
+}
+
+/// Looking at a connection's first bytes without taking them: how a TLS listener tells a
+/// ClientHello from a plain-text client before its handshake starts.
+pub trait Peek {
+    /// Waits for input (or EOF), then copies up to `buf.len()` bytes of it into `buf`, leaving
+    /// them to be read; `Ok(0)` at EOF.
+    fn peek(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+
+    /// Copies up to `buf.len()` bytes of what has arrived already into `buf`, leaving them to be
+    /// read, without waiting: `WouldBlock` when nothing has.
+    fn peek_arrived(&self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// The address the client connected to (`127.0.0.1:8443`), for telling it where to go;
+    /// `None` where there is none to give (a Unix socket).
+    fn local_name(&self) -> Option<String>;
+}
+
+impl Peek for tokio::net::TcpStream {
+    fn peek(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send {
+        tokio::net::TcpStream::peek(self, buf)
+    }
+
+    fn peek_arrived(&self, buf: &mut [u8]) -> io::Result<usize> {
+        peek_now(self, buf)
+    }
+
+    fn local_name(&self) -> Option<String> {
+        self.local_addr().ok().map(|addr| addr.to_string())
+    }
+}
+
+impl Peek for tokio::net::UnixStream {
+    async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.readable().await?;
+            match self.try_io(tokio::io::Interest::READABLE, || peek_now(self, buf)) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                read => return read,
+            }
+        }
+    }
+
+    fn peek_arrived(&self, buf: &mut [u8]) -> io::Result<usize> {
+        peek_now(self, buf)
+    }
+
+    fn local_name(&self) -> Option<String> {
+        None
+    }
+}
+
+/// One `recv(MSG_PEEK)` on `socket` (non-blocking, as tokio's sockets are): what is there (at most 64 bytes), without taking it.
+fn peek_now(socket: &impl std::os::fd::AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    let mut peeked = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+    let len = buf.len().min(peeked.len());
+    let n = socket2::SockRef::from(socket).peek(&mut peeked[..len])?;
+    for (to, from) in buf.iter_mut().zip(&peeked[..n]) {
+        // SAFETY: `peek` returned `n`, so the kernel wrote the first `n` bytes.
+        *to = unsafe { from.assume_init() };
+    }
+    Ok(n)
 }

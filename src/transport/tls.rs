@@ -28,10 +28,11 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::Readiness;
 use super::deadline::Deadline;
+use super::{Peek, Readiness};
 use crate::error::{Error, Result};
-use crate::limits::HANDSHAKE_TIMEOUT;
+use crate::limits::{CERT_EXPIRY_WARNING, HANDSHAKE_TIMEOUT, PLAIN_REQUEST_HEAD, REFUSAL_LINGER};
+use crate::server::RefusalStyle;
 
 /// How a server offers TLS (`--tls-cert`/`--tls-key`, `--tls-self-signed`, `--tls-client-ca`).
 #[derive(Debug, Clone)]
@@ -244,7 +245,11 @@ impl Acceptor {
             return Ok(None);
         }
         let (pair, files) = match (&options.cert, &options.key) {
-            (Some(cert), Some(key)) => (load_pair(cert, key)?, Some((cert.clone(), key.clone()))),
+            (Some(cert), Some(key)) => {
+                let pair = load_pair(cert, key)?;
+                warn_about_validity(cert, &pair.cert[0], std::time::SystemTime::now());
+                (pair, Some((cert.clone(), key.clone())))
+            }
             (Some(_), None) | (None, Some(_)) => {
                 return Err(Error::Usage("--tls-cert and --tls-key go together".into()));
             }
@@ -301,6 +306,7 @@ impl Acceptor {
             return Ok(None);
         };
         let pair = Arc::new(load_pair(cert, key)?);
+        warn_about_validity(cert, &pair.cert[0], std::time::SystemTime::now());
         *self
             .certificate
             .current
@@ -316,14 +322,52 @@ impl Acceptor {
 
     /// Runs the server handshake on `stream`, for at most `--tls-handshake-timeout`.
     ///
+    /// First it looks at what the client sent, without taking it: a TLS client opens with a
+    /// handshake record (0x16). A client that sends anything else, or nothing before the
+    /// timeout (a plain client waiting for the server to speak first), is told in plain text
+    /// that this port speaks TLS ([`plain_answer`]: an HTTP 400 naming the `https://` address
+    /// when `style` is [`RefusalStyle::Http`] and it sent an HTTP request) and closed; it
+    /// would otherwise get a TLS alert it shows as garbage, or nothing at all.
+    ///
     /// # Errors
-    /// The handshake failed or timed out.
-    pub async fn accept<S>(&self, stream: S) -> io::Result<Conn<S>>
+    /// The handshake failed or timed out, or the client spoke plain text.
+    pub async fn accept<S>(&self, mut stream: S, style: RefusalStyle) -> io::Result<Conn<S>>
     where
-        S: AsyncRead + AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Peek + Unpin,
     {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
+        let mut first = [0u8; 8];
+        let first = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+            Ok(Ok(0)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before its TLS handshake",
+                ));
+            }
+            Ok(Ok(n)) => &first[..n],
+            Ok(Err(err)) => return Err(err),
+            Err(_) => &[],
+        };
+        if first.first() != Some(&TLS_HANDSHAKE) {
+            let is_silent = first.is_empty();
+            let answer = plain_answer(&mut stream, first, style).await;
+            let _ = tokio::time::timeout(
+                REFUSAL_LINGER,
+                crate::server::close_gently(&mut stream, &answer),
+            )
+            .await;
+            let why = if is_silent {
+                format!(
+                    "sent nothing within {:?} (--tls-handshake-timeout); told it this port speaks TLS",
+                    self.handshake_timeout
+                )
+            } else {
+                "spoke plain text to a TLS port; told it to use TLS".to_string()
+            };
+            return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+        }
         let handshake = self.acceptor.accept(stream);
-        match tokio::time::timeout(self.handshake_timeout, handshake).await {
+        match tokio::time::timeout_at(deadline, handshake).await {
             Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(io::Error::new(
@@ -335,6 +379,169 @@ impl Acceptor {
             )),
         }
     }
+}
+
+/// The first byte of every TLS connection a client opens: a handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What a plain-text client on a TLS port is told, in one line.
+pub const PLAIN_ON_TLS: &str = "refused: this port speaks TLS; connect with --tls (socktalk), \
+                                ncat --ssl or openssl s_client";
+
+/// The answer for a plain-text client on a TLS port that sent `first`: on a web listener
+/// (`style` [`RefusalStyle::Http`]) an HTTP request gets `400 Bad Request` naming the `https://`
+/// address (its `Host`, else the address it connected to), read from its request head (at most
+/// [`PLAIN_REQUEST_HEAD`] bytes, for at most [`REFUSAL_LINGER`]); anything else gets
+/// [`PLAIN_ON_TLS`].
+async fn plain_answer<S>(stream: &mut S, first: &[u8], style: RefusalStyle) -> Vec<u8>
+where
+    S: AsyncRead + Peek + Unpin,
+{
+    if style != RefusalStyle::Http || !looks_like_http(first) {
+        return format!("{PLAIN_ON_TLS}\n").into_bytes();
+    }
+    let head = read_head(stream).await;
+    let host = host_header(&head)
+        .or_else(|| stream.local_name())
+        .unwrap_or_else(|| "this-host".into());
+    let body = format!("this port speaks HTTPS: open https://{host}/ instead\n");
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Whether `first` starts like an HTTP request: a method (capital letters) and a space, or as
+/// much of that as has come.
+fn looks_like_http(first: &[u8]) -> bool {
+    let method = first.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    method >= 3 && first.get(method).is_none_or(|b| *b == b' ')
+}
+
+/// A request head, read until its blank line, [`PLAIN_REQUEST_HEAD`] bytes or
+/// [`REFUSAL_LINGER`], whichever comes first.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut chunk = [0u8; 1024];
+        while head.len() < PLAIN_REQUEST_HEAD
+            && memchr::memmem::find(&head, b"\r\n\r\n").is_none()
+            && memchr::memmem::find(&head, b"\n\n").is_none()
+        {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    head
+}
+
+/// The `Host` header of a request head, if it is a plain `host[:port]` (anything else is not
+/// echoed back).
+fn host_header(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let value = text.lines().skip(1).find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("host")
+            .then(|| value.trim())
+    })?;
+    let is_plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c));
+    is_plain.then(|| value.to_string())
+}
+
+/// Logs a warning when the certificate in `file` is expired, not yet valid, or expires within
+/// [`CERT_EXPIRY_WARNING`] of `now`: the server still starts (or reloads), but clients will
+/// refuse it, or soon will.
+fn warn_about_validity(file: &Path, cert: &CertificateDer<'_>, now: std::time::SystemTime) {
+    if let Some(warning) = validity_warning(cert, now) {
+        tracing::warn!("{}: {warning}", file.display());
+    }
+}
+
+/// What is wrong with `cert`'s validity period at `now`, in words; `None` when nothing is (or
+/// it cannot be read: rustls has accepted the certificate, and clients check it anyway).
+fn validity_warning(cert: &CertificateDer<'_>, now: std::time::SystemTime) -> Option<String> {
+    const DAY: i64 = 24 * 60 * 60;
+    let (not_before, not_after) = validity(cert)?;
+    let now = match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        Err(_) => 0,
+    };
+    let days = |seconds: i64| match seconds / DAY {
+        0 => "less than a day".to_string(),
+        1 => "1 day".to_string(),
+        n => format!("{n} days"),
+    };
+    let soon = i64::try_from(CERT_EXPIRY_WARNING.as_secs()).unwrap_or(i64::MAX);
+    if now >= not_after.0 {
+        Some(format!(
+            "the TLS certificate expired on {} ({} ago): clients will refuse it; renew it \
+             (kill -HUP reloads --tls-cert without a restart)",
+            not_after.1,
+            days(now - not_after.0)
+        ))
+    } else if now < not_before.0 {
+        Some(format!(
+            "the TLS certificate is not valid until {} (in {}): clients will refuse it until \
+             then; is this machine's clock right?",
+            not_before.1,
+            days(not_before.0 - now)
+        ))
+    } else if not_after.0 - now <= soon {
+        Some(format!(
+            "the TLS certificate expires on {} (in {}): renew it soon (kill -HUP reloads \
+             --tls-cert without a restart)",
+            not_after.1,
+            days(not_after.0 - now)
+        ))
+    } else {
+        None
+    }
+}
+
+/// An X.509 certificate's validity period: `notBefore` and `notAfter`, each in Unix seconds
+/// and as a date (`2026-12-03`, UTC). Read with yasna, the DER reader rcgen already brings.
+fn validity(cert: &CertificateDer<'_>) -> Option<((i64, String), (i64, String))> {
+    fn time(reader: yasna::BERReader<'_, '_>) -> yasna::ASN1Result<(i64, String)> {
+        let at = if reader.lookahead_tag()? == yasna::tags::TAG_UTCTIME {
+            *reader.read_utctime()?.datetime()
+        } else {
+            *reader.read_generalized_time()?.datetime()
+        };
+        Ok((at.unix_timestamp(), at.date().to_string()))
+    }
+    fn skip_rest(reader: &mut yasna::BERReaderSeq<'_, '_>) -> yasna::ASN1Result<()> {
+        while reader.read_optional(|r| r.read_der())?.is_some() {}
+        Ok(())
+    }
+    let read = yasna::parse_ber(cert.as_ref(), |reader| {
+        reader.read_sequence(|certificate| {
+            let validity = certificate.next().read_sequence(|tbs| {
+                // version [0] EXPLICIT (absent in v1), serialNumber, signature, issuer.
+                tbs.read_optional(|r| r.read_tagged(yasna::Tag::context(0), |r| r.read_der()))?;
+                for _ in 0..3 {
+                    tbs.next().read_der()?;
+                }
+                let validity = tbs
+                    .next()
+                    .read_sequence(|v| Ok((time(v.next())?, time(v.next())?)))?;
+                skip_rest(tbs)?;
+                Ok(validity)
+            })?;
+            skip_rest(certificate)?;
+            Ok(validity)
+        })
+    });
+    read.ok()
 }
 
 /// A client's TLS setup, ready to connect.
@@ -549,6 +756,16 @@ impl ServerCertVerifier for Pinned {
 pub fn looks_like_tls(first: &[u8]) -> bool {
     matches!(first, [0x15 | 0x16, 0x03, 0x00..=0x04, ..])
 }
+
+/// Whether `first` (what a plain listener's first read of a connection brought) starts like a
+/// TLS ClientHello: a handshake record (0x16) of TLS 1.0–1.3 (0x03 0x00–0x04), or as much of
+/// that as came. A line of text never starts with 0x16.
+pub fn looks_like_client_hello(first: &[u8]) -> bool {
+    matches!(first, [0x16] | [0x16, 0x03] | [0x16, 0x03, 0x00..=0x04, ..])
+}
+
+/// What a plain listener tells a client that opened with a TLS handshake, in one line.
+pub const TLS_ON_PLAIN: &str = "refused: this port is plain text, not TLS; connect without --tls";
 
 /// The warning for a plain client whose server answered with TLS.
 pub const TLS_HINT: &str = "the server answered in TLS: connect with --tls (or --tls-ca, \
@@ -826,6 +1043,72 @@ fn server_name(host: &str) -> Result<ServerName<'static>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A self-signed certificate valid from `not_before` to `not_after` (Unix seconds).
+    fn cert_valid(not_before: u64, not_after: u64) -> CertificateDer<'static> {
+        let epoch = rcgen::date_time_ymd(1970, 1, 1);
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_before = epoch + Duration::from_secs(not_before);
+        params.not_after = epoch + Duration::from_secs(not_after);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn certificate_validity_is_warned_about() {
+        const DAY: u64 = 24 * 60 * 60;
+        let now = 20_000 * DAY; // 2024-10-04
+        let at = |seconds| std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+        let (from, to) = validity(&cert_valid(now - DAY, now + 30 * DAY)).unwrap();
+        assert_eq!(
+            (from.0, to.0),
+            ((now - DAY) as i64, (now + 30 * DAY) as i64)
+        );
+        assert_eq!(to.1, "2024-11-03");
+        assert_eq!(
+            validity_warning(&cert_valid(now - DAY, now + 30 * DAY), at(now)),
+            None
+        );
+        let expired = validity_warning(&cert_valid(now - 9 * DAY, now - 3 * DAY), at(now));
+        assert!(
+            expired
+                .as_deref()
+                .unwrap()
+                .starts_with("the TLS certificate expired on 2024-10-01 (3 days ago)"),
+            "{expired:?}"
+        );
+        let early = validity_warning(&cert_valid(now + 2 * DAY, now + 90 * DAY), at(now));
+        assert!(
+            early
+                .as_deref()
+                .unwrap()
+                .starts_with("the TLS certificate is not valid until 2024-10-06 (in 2 days)"),
+            "{early:?}"
+        );
+        let soon = validity_warning(&cert_valid(now - DAY, now + 5 * DAY + 60), at(now));
+        assert!(
+            soon.as_deref()
+                .unwrap()
+                .starts_with("the TLS certificate expires on 2024-10-09 (in 5 days)"),
+            "{soon:?}"
+        );
+        // A GeneralizedTime (from 2050 on) reads too.
+        let far = 30_000 * DAY;
+        let (_, to) = validity(&cert_valid(now, far)).unwrap();
+        assert_eq!(to.0, far as i64);
+        assert!(validity(&CertificateDer::from(vec![0x30, 0x00])).is_none());
+    }
+
+    #[test]
+    fn client_hellos_are_told_from_text() {
+        assert!(looks_like_client_hello(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(looks_like_client_hello(&[0x16, 0x03, 0x03]));
+        assert!(looks_like_client_hello(&[0x16]));
+        assert!(!looks_like_client_hello(b"hello\n"));
+        assert!(!looks_like_client_hello(b""));
+        assert!(!looks_like_client_hello(&[0x16, 0x03, 0x09]));
+        assert!(!looks_like_client_hello(&[0x15, 0x03, 0x03]));
+    }
 
     #[test]
     fn server_names_drop_brackets_and_zones() {

@@ -23,6 +23,7 @@ use axum::routing::get;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::access::Admission;
 use crate::chat::command::{Command, parse_json};
@@ -31,7 +32,7 @@ use crate::chat::hub::{Format, Request};
 use crate::chat::outbox::{Inbox, Outgoing, outbox};
 use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
-use crate::limits::{CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT};
+use crate::limits::{CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, WS_DRAIN_TIMEOUT};
 use crate::server::{self, Entry};
 use crate::transport::deadline::WriteDeadline;
 use crate::transport::tls::Conn;
@@ -88,6 +89,9 @@ pub struct WebState {
     /// How often each WebSocket is pinged (zero: never); one that answers nothing for two
     /// intervals is closed.
     pub ping: Duration,
+    /// The WebSocket sessions, each in a task of its own once upgraded: at shutdown the web
+    /// listener waits for them to say goodbye (at most [`WS_DRAIN_TIMEOUT`]).
+    pub sessions: TaskTracker,
 }
 
 /// The routes: the page's files and the WebSocket.
@@ -128,6 +132,7 @@ pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<W
     // A client that stops reading (pipelined requests, a WebSocket in a quiet room) is given
     // up after the chat's idle timeout, as on the line protocol.
     let stall = state.session.idle_timeout;
+    let sessions = state.sessions.clone();
     let router = router(state);
     server::run(
         listener,
@@ -143,6 +148,10 @@ pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<W
         },
     )
     .await;
+    // The WebSockets were handed over to tasks of their own: each closes with 1001 (going
+    // away), and this waits for them, within bounds, before the server exits under them.
+    sessions.close();
+    server::drain(&sessions, WS_DRAIN_TIMEOUT).await;
 }
 
 async fn serve_http<S>(
@@ -160,6 +169,10 @@ async fn serve_http<S>(
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
+        // A client may end its side right after its request (`nc -N`, a script's
+        // `shutdown(SHUT_WR)`) and still wait for the reply: without this, hyper takes the
+        // end of input it finds before answering for a dropped client, and the reply is lost.
+        .half_close(true)
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
         .with_upgrades();
@@ -222,9 +235,14 @@ async fn upgrade(
     // session goes on, as on TCP; only far bigger ones end the connection.
     let max = ws_message_limit(state.session.max_line);
     let admission = visitor.admission;
+    // Counted from the upgrade on, so that shutdown waits for the session to close.
+    let tracked = state.sessions.token();
     ws.max_message_size(max)
         .max_frame_size(max)
-        .on_upgrade(move |socket| session(socket, peer, state, admission))
+        .on_upgrade(move |socket| async move {
+            session(socket, peer, state, admission).await;
+            drop(tracked);
+        })
 }
 
 /// Why a WebSocket session ends on a read error, for its close frame: the code RFC 6455 gives
@@ -293,6 +311,8 @@ async fn session(
     let mut heartbeat = tokio::time::interval_at(Instant::now() + ping, ping.max(MIN_PING));
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    // Why the server ends the session, for its close frame; `None` while it does not know.
+    let mut ending: Option<Ending> = None;
     loop {
         tokio::select! {
             biased;
@@ -305,10 +325,14 @@ async fn session(
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::debug!(%peer, member = id, "cut off with a send waiting; closing");
+                        if !state.shutdown.is_cancelled() {
+                            ending = Some(Ending::NotReading);
+                        }
                         break;
                     }
                     Err(err) => {
                         tracing::debug!(%peer, "send failed: {err}");
+                        ending = Some(Ending::Gone);
                         if is_reading {
                             is_reading = false;
                             let _ = state.hub_tx.send(Request::Leave(id, Some("connection lost".into()))).await;
@@ -367,6 +391,7 @@ async fn session(
                             Ok(Some(command)) => {
                                 if matches!(command, Command::Quit(_)) {
                                     is_reading = false;
+                                    ending = Some(Ending::Quit);
                                 }
                                 Request::Command(id, command)
                             }
@@ -377,7 +402,9 @@ async fn session(
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => {
+                        // The client closed: the library answers its close frame.
                         is_reading = false;
+                        ending = Some(Ending::ClientClosed);
                         Request::Leave(id, None)
                     }
                     Some(Err(err)) => {
@@ -390,6 +417,7 @@ async fn session(
                         reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
                         let frame = CloseFrame { code, reason: reason.into() };
                         let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+                        ending = Some(Ending::Gone);
                         Request::Leave(id, Some("connection lost".into()))
                     }
                 };
@@ -401,6 +429,7 @@ async fn session(
                 // Held back under --max-rate, its pongs wait unread: that is not silence.
                 if throttle.is_none() && last_heard.elapsed() >= ping * 2 {
                     is_reading = false;
+                    ending = Some(Ending::NoPong);
                     tracing::info!(%peer, member = id, "websocket: no answer to ping; closing");
                     let _ = state.hub_tx.send(Request::Leave(id, Some("no answer to ping".into()))).await;
                 } else {
@@ -409,6 +438,7 @@ async fn session(
             }
             () = &mut idle, if is_reading => {
                 is_reading = false;
+                ending = Some(Ending::Idle(config.idle_timeout));
                 let text = format!("closing: idle for {:?} (--idle-timeout)", config.idle_timeout);
                 let _ = state.hub_tx.send(Request::Notice(id, Event::Error { text })).await;
                 let _ = state.hub_tx.send(Request::Leave(id, Some("idle".into()))).await;
@@ -419,10 +449,78 @@ async fn session(
         }
     }
     let _ = state.hub_tx.send(Request::Leave(id, None)).await;
-    // A client that does not read does not read this either.
-    let _ = tokio::time::timeout(LAST_WORD_WAIT, socket.send(Message::Close(None))).await;
+    // Nothing said why: the server is shutting down, or else the hub cut the member off, which
+    // it does only to one too far behind in reading (it ends the others at their request).
+    let ending = ending.unwrap_or(if state.shutdown.is_cancelled() {
+        Ending::Shutdown
+    } else {
+        Ending::NotReading
+    });
+    if let Some((code, reason)) = ending.close_frame() {
+        // The close handshake: our frame, then the client's answer, within CLOSE_TIMEOUT (a
+        // client that does not read does not read this either).
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            socket.send(Message::Close(Some(frame))).await?;
+            while let Some(Ok(message)) = socket.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+            Ok::<_, axum::Error>(())
+        })
+        .await;
+    } else if ending == Ending::ClientClosed {
+        // Our answer to its close frame, queued by the library, goes out now.
+        let _ =
+            tokio::time::timeout(CLOSE_TIMEOUT, futures_util::SinkExt::flush(&mut socket)).await;
+    }
     tracing::info!(%peer, member = id, "websocket closed");
     drop(admission);
+}
+
+/// Why the server ends a WebSocket session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The member sent `/quit`.
+    Quit,
+    /// No whole message for `--idle-timeout`.
+    Idle(Duration),
+    /// No answer to pings for two `--ws-ping` intervals.
+    NoPong,
+    /// The server is shutting down.
+    Shutdown,
+    /// Cut off by the hub for falling too far behind in reading (`--outbox`).
+    NotReading,
+    /// The client closed: the library has queued the answer to its close frame.
+    ClientClosed,
+    /// The connection broke (a close frame went out already, if any).
+    Gone,
+}
+
+impl Ending {
+    /// The close frame's code and reason (RFC 6455 §7.4.1): 1000 for an ending the member
+    /// chose or earned by silence, 1001 for the server or the client's network going away,
+    /// 1008 for breaking the server's rule that a member keeps reading.
+    fn close_frame(self) -> Option<(u16, String)> {
+        match self {
+            Ending::Quit => Some((close_code::NORMAL, "bye".into())),
+            Ending::Idle(after) => Some((
+                close_code::NORMAL,
+                format!("idle for {after:?} (--idle-timeout)"),
+            )),
+            Ending::NoPong => Some((close_code::AWAY, "no answer to ping".into())),
+            Ending::Shutdown => Some((close_code::AWAY, "server shutting down".into())),
+            Ending::NotReading => Some((
+                close_code::POLICY,
+                "disconnected for not reading (--outbox)".into(),
+            )),
+            Ending::ClientClosed | Ending::Gone => None,
+        }
+    }
 }
 
 /// Sends each line of `lines` as a text frame, unless the hub cuts the member off first
@@ -491,6 +589,28 @@ mod tests {
         );
         let not_utf8 = "UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0";
         assert_eq!(close_reason(not_utf8, 100).0, close_code::INVALID);
+    }
+
+    #[test]
+    fn each_ending_closes_with_its_rfc_code() {
+        let code = |ending: Ending| ending.close_frame().map(|(code, _)| code);
+        assert_eq!(code(Ending::Quit), Some(close_code::NORMAL));
+        assert_eq!(
+            code(Ending::Idle(Duration::from_secs(60))),
+            Some(close_code::NORMAL)
+        );
+        assert_eq!(code(Ending::NoPong), Some(close_code::AWAY));
+        assert_eq!(code(Ending::Shutdown), Some(close_code::AWAY));
+        assert_eq!(code(Ending::NotReading), Some(close_code::POLICY));
+        assert_eq!(code(Ending::ClientClosed), None);
+        assert_eq!(code(Ending::Gone), None);
+        for ending in [
+            Ending::Idle(Duration::from_secs(86_400 * 365)),
+            Ending::NotReading,
+        ] {
+            let (_, reason) = ending.close_frame().unwrap();
+            assert!(reason.len() <= MAX_CLOSE_REASON, "{reason}");
+        }
     }
 
     fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
