@@ -1,8 +1,12 @@
-//! Test support shared by the property tests (`tests/properties.rs`) and the fuzz targets
-//! (`fuzz/`): feeding a decoder its input in pieces, the way a socket may deliver it. Not part
-//! of socktalk's API.
+//! Test support shared by the unit tests, the integration tests (`tests/`) and the fuzz targets
+//! (`fuzz/`): feeding a decoder its input in pieces, the way a socket may deliver it, and a
+//! server that never answers. Not part of socktalk's API.
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::BytesMut;
+use socket2::{Domain, Socket, Type};
 use tokio_util::codec::Decoder;
 
 use crate::codec::{FrameCodec, FrameError, Framing};
@@ -78,6 +82,52 @@ pub fn decode_in_pieces(
                 };
             }
             Err(err) => return stopped(frames, err, &buf),
+        }
+    }
+}
+
+/// A TCP server on 127.0.0.1 that never answers: its accept queue (backlog 0) is full of
+/// connections it never accepts, so the SYN of a new one goes unanswered, as from a host that
+/// is down or behind a firewall that drops. For testing client timeouts; closed when dropped.
+pub struct Unanswering {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Unanswering {
+    /// Binds it and fills its queue: connects until one is not answered within a moment.
+    ///
+    /// # Panics
+    /// When the queue cannot be filled (no loopback, or a backlog the kernel does not honour).
+    #[must_use]
+    pub fn bind() -> Unanswering {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        listener.bind(&any.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => queued.push(stream),
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+                    ) =>
+                {
+                    break;
+                }
+                Err(err) => panic!("filling the accept queue of {addr}: {err}"),
+            }
+            assert!(queued.len() < 64, "the accept queue of {addr} never filled");
+        }
+        Unanswering {
+            addr,
+            _listener: listener,
+            _queued: queued,
         }
     }
 }

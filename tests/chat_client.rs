@@ -296,7 +296,7 @@ fn nothing_a_server_sends_can_drive_the_terminal() {
 
 #[test]
 fn wait_gives_up_on_a_server_that_never_answers_with_exit_code_3() {
-    let server = common::Unanswering::new();
+    let server = common::Unanswering::bind();
     let started = std::time::Instant::now();
     let out = socktalk()
         .args(["chat", "-w", "1", &server.addr.to_string(), "--nick", "ann"])

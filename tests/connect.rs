@@ -690,7 +690,7 @@ fn took_about(took: Duration, wait: f64) {
 
 #[test]
 fn wait_gives_up_on_a_server_that_never_answers_with_exit_code_3() {
-    let server = Unanswering::new();
+    let server = Unanswering::bind();
     let addr = server.addr.to_string();
     let (code, err, took) = timed_failure(&["connect", "-w", "1", &addr]);
     assert_eq!(code, Some(3), "{err}");

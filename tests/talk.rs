@@ -720,7 +720,7 @@ fn a_signal_stops_talk_at_once_and_the_peer_reads_the_end() {
 
 #[test]
 fn calling_a_peer_that_never_answers_gives_up_after_wait_with_exit_code_3() {
-    let server = common::Unanswering::new();
+    let server = common::Unanswering::bind();
     let started = std::time::Instant::now();
     let out = socktalk()
         .args(["talk", "--wait", "1", &server.addr.to_string()])

@@ -177,24 +177,6 @@ mod tests {
             .unwrap()
     }
 
-    /// A listener whose accept queue is full, so a new connection's SYN goes unanswered; the
-    /// queued connections are kept with it.
-    fn unanswering() -> (Socket, Vec<std::net::TcpStream>) {
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        listener.bind(&any.into()).unwrap();
-        listener.listen(0).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
-        let mut queued = Vec::new();
-        while let Ok(stream) =
-            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-        {
-            queued.push(stream);
-            assert!(queued.len() < 64, "the queue never filled");
-        }
-        (listener, queued)
-    }
-
     #[tokio::test]
     async fn every_address_tried_is_named() {
         let (a, b) = (closed_port(), closed_port());
@@ -214,8 +196,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_address_that_never_answers_leaves_the_next_its_share() {
-        let (listener, _queued) = unanswering();
-        let silent = listener.local_addr().unwrap().as_socket().unwrap();
+        let server = crate::testing::Unanswering::bind();
+        let silent = server.addr;
         let refusing = closed_port();
         let endpoint: Endpoint = "localhost:7".parse().unwrap();
         let started = std::time::Instant::now();

@@ -814,48 +814,8 @@ impl WebServer {
     }
 }
 
-/// A TCP server on 127.0.0.1 that never answers: its accept queue (backlog 0) is full of
-/// connections it never accepts, so the SYN of a new one goes unanswered, as from a host that
-/// is down or behind a firewall that drops. For testing client timeouts; closed when dropped.
-pub struct Unanswering {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    _listener: socket2::Socket,
-    _queued: Vec<TcpStream>,
-}
-
-impl Unanswering {
-    /// Binds it and fills its queue: connects until one is not answered within a moment.
-    pub fn new() -> Unanswering {
-        use socket2::{Domain, Socket, Type};
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        listener.bind(&any.into()).unwrap();
-        listener.listen(0).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
-        let mut queued = Vec::new();
-        loop {
-            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-                Ok(stream) => queued.push(stream),
-                Err(err)
-                    if matches!(
-                        err.kind(),
-                        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                    ) =>
-                {
-                    break;
-                }
-                Err(err) => panic!("filling the accept queue of {addr}: {err}"),
-            }
-            assert!(queued.len() < 64, "the accept queue of {addr} never filled");
-        }
-        Unanswering {
-            addr,
-            _listener: listener,
-            _queued: queued,
-        }
-    }
-}
+#[allow(unused_imports)] // used by some test files only, like the rest of this module
+pub use socktalk::testing::Unanswering;
 
 /// A Unix socket server whose accept queue is full: a connect to it fails with `EAGAIN` until
 /// [`FullUnix::accept_one`] makes room. `path` is a file's path or `@name` (abstract).
