@@ -381,3 +381,29 @@ fn only_the_stream_modes_take_tls_flags() {
         );
     }
 }
+
+#[test]
+fn a_unix_server_whose_accept_queue_stays_full_is_an_error_not_a_wait() {
+    // The interactive clients wait for room in the queue (up to -w); the load generator counts
+    // a full queue as the error it is, at once.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.sock");
+    let _server = common::FullUnix::new(&path);
+    let target = format!("unix:{}", path.display());
+    let out = socktalk()
+        .args([
+            "bench",
+            "handshake",
+            &target,
+            "--conns",
+            "2",
+            "--duration",
+            "1",
+        ])
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .expect("run bench");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(err.contains("resource temporarily unavailable"), "{err}");
+}

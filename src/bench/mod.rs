@@ -35,7 +35,6 @@ use tokio_util::either::Either;
 
 use crate::endpoint::{Endpoint, Family};
 use crate::error::Result;
-use crate::transport::deadline::Deadline;
 use crate::transport::tls::{self, Connector};
 use crate::transport::{tcp, unix};
 
@@ -59,10 +58,11 @@ impl Dialer {
     /// Connects to the server over TCP or a Unix socket, with the TLS handshake when TLS is on.
     ///
     /// # Errors
-    /// As [`tcp::connect`] and [`unix::connect`], and a failed handshake.
+    /// As [`tcp::connect`] and [`unix::connect_once`] (a full accept queue is an error, counted, not
+    /// waited out), and a failed handshake.
     pub async fn connect(&self) -> Result<Conn> {
         let stream = match &self.target {
-            Endpoint::Unix(path) => Either::Right(unix::connect(path, Deadline::none()).await?),
+            Endpoint::Unix(path) => Either::Right(unix::connect_once(path)?),
             Endpoint::Inet { .. } => Either::Left(tcp::connect(&self.target, self.family).await?),
         };
         match &self.tls {

@@ -195,13 +195,11 @@ fn try_connect(addr: &socket2::SockAddr) -> io::Result<UnixStream> {
 /// [`Error::BadAddress`] for a path too long, [`Error::Connect`] naming the path, or
 /// [`Error::TimedOut`] when the queue stayed full until the deadline.
 pub async fn connect(path: &Path, deadline: Deadline) -> Result<UnixStream> {
-    let path = checked(path)?;
-    let endpoint = format!("unix:{}", path.display());
+    let (addr, endpoint) = target(path)?;
     let connect_err = |source| Error::Connect {
         endpoint: endpoint.clone(),
         source,
     };
-    let addr = sock_addr(path).map_err(connect_err)?;
     let mut pause = UNIX_RETRY_MIN;
     loop {
         match try_connect(&addr) {
@@ -224,6 +222,26 @@ pub async fn connect(path: &Path, deadline: Deadline) -> Result<UnixStream> {
         };
         tokio::time::sleep(wait).await;
         pause = (pause * 2).min(UNIX_RETRY_MAX);
+    }
+}
+
+/// Connects to the Unix socket at `path` once: a full accept queue is an error at once
+/// (`resource temporarily unavailable`), as a load generator counts it, not a wait.
+///
+/// # Errors
+/// [`Error::BadAddress`] for a path too long, [`Error::Connect`] naming the path.
+pub fn connect_once(path: &Path) -> Result<UnixStream> {
+    let (addr, endpoint) = target(path)?;
+    try_connect(&addr).map_err(|source| Error::Connect { endpoint, source })
+}
+
+/// The socket address of `path` and its name for people (`unix:/tmp/chat.sock`).
+fn target(path: &Path) -> Result<(socket2::SockAddr, String)> {
+    let path = checked(path)?;
+    let endpoint = format!("unix:{}", path.display());
+    match sock_addr(path) {
+        Ok(addr) => Ok((addr, endpoint)),
+        Err(source) => Err(Error::Connect { endpoint, source }),
     }
 }
 
