@@ -114,15 +114,14 @@ fn connect_error(
     mut failures: Vec<(String, io::Error)>,
     deadline: Deadline,
 ) -> Error {
-    let timed_out = failures
-        .iter()
-        .any(|(_, err)| err.kind() == io::ErrorKind::TimedOut);
+    // Only `-w` makes a time-out of its own (exit 3); without it a `TimedOut` is the system's
+    // connect giving up, an ordinary failure.
+    let timed_out = deadline.is_set()
+        && failures
+            .iter()
+            .any(|(_, err)| err.kind() == io::ErrorKind::TimedOut);
     if timed_out {
-        let limit = if deadline.is_set() {
-            format!(" within {}", deadline.describe())
-        } else {
-            String::new()
-        };
+        let limit = format!(" within {}", deadline.describe());
         return Error::TimedOut(match failures.as_slice() {
             [(addr, _)] => format!("cannot connect to {addr}: no answer{limit}"),
             _ => format!(
@@ -175,6 +174,27 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap()
+    }
+
+    #[test]
+    fn only_w_makes_a_time_out_of_its_own() {
+        let endpoint: Endpoint = "localhost:7".parse().unwrap();
+        let failures = || {
+            vec![(
+                "tcp://127.0.0.1:7".to_string(),
+                io::Error::from(io::ErrorKind::TimedOut),
+            )]
+        };
+        // With -w 0, the system's connect giving up is an ordinary failure (exit 1).
+        let err = connect_error(&endpoint, failures(), Deadline::none());
+        assert!(matches!(err, Error::Connect { .. }), "{err}");
+        let w = Deadline::after(Duration::from_secs(1), "-w");
+        let err = connect_error(&endpoint, failures(), w);
+        assert!(err.is_timeout(), "{err}");
+        assert!(
+            err.to_string().contains("no answer within 1s (-w)"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
