@@ -5,6 +5,7 @@
 //! client that pipelines many small messages costs one `write` per batch, not per message.
 //! With `raw` framing and plain echo the bytes go straight back without any per-message work.
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
+use crate::error::{Error, Result};
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
 use crate::transport::deadline::IdleClock;
@@ -355,19 +357,15 @@ async fn write<S: AsyncWrite + Unpin>(
 /// ([`BlockingDatagramServer`]): a datagram costs a receive and a send, where on the runtime it
 /// would also cost the receive that finds nothing left and the wait for readiness
 /// (BENCHMARKS.md has the measurement).
-pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
+pub async fn serve_udp(
+    socket: UdpSocket,
+    config: Arc<EchoConfig>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     // Bound to one address, a reply can leave from nowhere else: the plain socket does.
     let is_wildcard = socket.local_addr().is_ok_and(udp::is_wildcard);
-    let socket = match socket.into_std().and_then(|socket| {
-        socket.set_nonblocking(false)?;
-        Ok(socket)
-    }) {
-        Ok(socket) => socket,
-        Err(err) => {
-            tracing::error!("udp socket unusable: {err}");
-            return;
-        }
-    };
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
     if !is_wildcard {
         return answer_on_a_thread(socket, config, shutdown).await;
     }
@@ -377,7 +375,7 @@ pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: Can
             tracing::warn!(
                 "replies will leave from the address the kernel picks, not always the one a client sent to: {err}"
             );
-            answer_on_a_thread(socket, config, shutdown).await;
+            answer_on_a_thread(socket, config, shutdown).await
         }
     }
 }
@@ -387,19 +385,31 @@ async fn answer_on_a_thread<S: BlockingDatagramServer + 'static>(
     socket: S,
     config: Arc<EchoConfig>,
     shutdown: CancellationToken,
-) {
+) -> Result<()> {
     let socket = Arc::new(socket);
     let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
+    let mut worker = {
         let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
         tokio::task::spawn_blocking(move || answer_datagrams(&*socket, &config, &stop))
     };
-    shutdown.cancelled().await;
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        // It ends only when stopped: ended otherwise (a panic), the server must not stay up
+        // answering nothing.
+        ended = &mut worker => {
+            let why = ended.err().map_or_else(|| "it returned".to_string(), |err| err.to_string());
+            return Err(Error::Io(io::Error::other(format!("the udp service stopped: {why}"))));
+        }
+    }
     stop.store(true, Ordering::Release);
     udp::shut_reading(&*socket);
-    if let Err(err) = worker.await {
-        tracing::error!("udp service stopped abnormally: {err}");
+    match tokio::time::timeout(CLOSE_TIMEOUT, worker).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::error!("udp service stopped abnormally: {err}"),
+        // The receive was not woken (never seen on Linux): the thread is left to the exit.
+        Err(_) => tracing::warn!("udp service did not stop within {CLOSE_TIMEOUT:?}"),
     }
+    Ok(())
 }
 
 /// The loop of [`serve_udp`], over either kind of socket, until `stop` is set.
