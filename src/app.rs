@@ -118,7 +118,8 @@ async fn run_echo(args: EchoArgs, family: Family, shutdown: CancellationToken) -
             Proto::Udp,
             socket.local_addr()?,
         ));
-        return echo::serve_udp(socket, config, shutdown).await;
+        echo::serve_udp(socket, config, shutdown).await;
+        return Ok(());
     }
     let entry = server::Entry {
         gate: Gate::new(config.access.clone(), args.max_conns, args.max_conns_per_ip),

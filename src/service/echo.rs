@@ -5,9 +5,7 @@
 //! client that pipelines many small messages costs one `write` per batch, not per message.
 //! With `raw` framing and plain echo the bytes go straight back without any per-message work.
 
-use std::io;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,11 +15,10 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
-use crate::error::{Error, Result};
 use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
 use crate::transport::deadline::IdleClock;
-use crate::transport::udp::{self, BlockingDatagramServer, WildcardSocket};
+use crate::transport::udp::{self, DatagramServer, WildcardSocket};
 
 /// The first read buffer of a connection; it doubles, up to [`READ_CHUNK`], while reads fill it.
 const FIRST_READ: usize = 4 * 1024;
@@ -352,75 +349,37 @@ async fn write<S: AsyncWrite + Unpin>(
 
 /// Answers each datagram on `socket` to its sender, from the address it was sent to, until
 /// `shutdown` is cancelled. An empty datagram is a message too and gets an empty reply.
-///
-/// The answering runs on a thread of its own that waits in its receive
-/// ([`BlockingDatagramServer`]): a datagram costs a receive and a send, where on the runtime it
-/// would also cost the receive that finds nothing left and the wait for readiness
-/// (BENCHMARKS.md has the measurement).
-pub async fn serve_udp(
-    socket: UdpSocket,
-    config: Arc<EchoConfig>,
-    shutdown: CancellationToken,
-) -> Result<()> {
+pub async fn serve_udp(socket: UdpSocket, config: Arc<EchoConfig>, shutdown: CancellationToken) {
     // Bound to one address, a reply can leave from nowhere else: the plain socket does.
     let is_wildcard = socket.local_addr().is_ok_and(udp::is_wildcard);
-    let socket = socket.into_std()?;
-    socket.set_nonblocking(false)?;
     if !is_wildcard {
-        return answer_on_a_thread(socket, config, shutdown).await;
+        return serve_datagrams(socket, config, shutdown).await;
     }
-    match WildcardSocket::new(socket) {
-        Ok(socket) => answer_on_a_thread(socket, config, shutdown).await,
+    let socket = match WildcardSocket::new(socket) {
+        Ok(socket) => socket,
         Err((err, socket)) => {
             tracing::warn!(
                 "replies will leave from the address the kernel picks, not always the one a client sent to: {err}"
             );
-            answer_on_a_thread(socket, config, shutdown).await
+            return serve_datagrams(socket, config, shutdown).await;
         }
-    }
+    };
+    serve_datagrams(socket, config, shutdown).await;
 }
 
-/// Runs [`answer_datagrams`] on a thread until `shutdown` is cancelled, then wakes and ends it.
-async fn answer_on_a_thread<S: BlockingDatagramServer + 'static>(
+/// The loop of [`serve_udp`], over either kind of socket.
+async fn serve_datagrams<S: DatagramServer>(
     socket: S,
     config: Arc<EchoConfig>,
     shutdown: CancellationToken,
-) -> Result<()> {
-    let socket = Arc::new(socket);
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut worker = {
-        let (socket, stop) = (Arc::clone(&socket), Arc::clone(&stop));
-        tokio::task::spawn_blocking(move || answer_datagrams(&*socket, &config, &stop))
-    };
-    tokio::select! {
-        () = shutdown.cancelled() => {}
-        // It ends only when stopped: ended otherwise (a panic), the server must not stay up
-        // answering nothing.
-        ended = &mut worker => {
-            let why = ended.err().map_or_else(|| "it returned".to_string(), |err| err.to_string());
-            return Err(Error::Io(io::Error::other(format!("the udp service stopped: {why}"))));
-        }
-    }
-    stop.store(true, Ordering::Release);
-    udp::shut_reading(&*socket);
-    match tokio::time::timeout(CLOSE_TIMEOUT, worker).await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => tracing::error!("udp service stopped abnormally: {err}"),
-        // The receive was not woken (never seen on Linux): the thread is left to the exit.
-        Err(_) => tracing::warn!("udp service did not stop within {CLOSE_TIMEOUT:?}"),
-    }
-    Ok(())
-}
-
-/// The loop of [`serve_udp`], over either kind of socket, until `stop` is set.
-fn answer_datagrams<S: BlockingDatagramServer>(socket: &S, config: &EchoConfig, stop: &AtomicBool) {
+) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
     loop {
-        let received = socket.recv_from(&mut buf);
-        if stop.load(Ordering::Acquire) {
-            return;
-        }
+        let received = tokio::select! {
+            received = socket.recv_from(&mut buf) => received,
+            () = shutdown.cancelled() => return,
+        };
         let (len, peer, reply_from) = match received {
             Ok(received) => received,
             Err(err) => {
@@ -436,7 +395,7 @@ fn answer_datagrams<S: BlockingDatagramServer>(socket: &S, config: &EchoConfig, 
         }
         tracing::debug!(%peer, len, "datagram");
         let reply = responder.reply(&mut buf[..len]);
-        if let Err(err) = socket.send_to(reply, peer, reply_from) {
+        if let Err(err) = socket.send_to(reply, peer, reply_from).await {
             let max = udp::max_payload(peer);
             if reply.len() > max {
                 // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said

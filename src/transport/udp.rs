@@ -1,7 +1,6 @@
 //! UDP sockets.
 //!
-//! A server answers each datagram through a [`DatagramServer`] (on the runtime) or a
-//! [`BlockingDatagramServer`] (on a thread of its own). A socket bound to one address
+//! A server answers each datagram through a [`DatagramServer`]. A socket bound to one address
 //! is one as it is: its replies can only leave from that address. A socket bound to a wildcard
 //! (`0.0.0.0`, `[::]`) is wrapped in a [`WildcardSocket`], which learns from each datagram the
 //! address it was sent to and sends the reply from there. Left to itself, the kernel would send
@@ -12,9 +11,9 @@
 use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSlice};
-use std::mem::{self, MaybeUninit};
+use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::io::Interest;
@@ -151,57 +150,6 @@ impl DatagramServer for UdpSocket {
     }
 }
 
-/// A [`DatagramServer`] whose socket is in blocking mode, for a thread of its own: its receive
-/// waits in the kernel, so a datagram costs a receive and a send, where the runtime adds the
-/// receive that finds nothing and the wait for readiness. Shutting the socket's reading side
-/// ([`shut_reading`]) wakes a waiting receive.
-pub trait BlockingDatagramServer: AsFd + Send + Sync {
-    /// As [`DatagramServer::ReplyFrom`].
-    type ReplyFrom: Copy + Send;
-
-    /// Waits for the next datagram, copied into `buf`: its length, its sender, and where it
-    /// arrived.
-    ///
-    /// # Errors
-    /// What the receive reports (an ICMP error left by an earlier send), or, once the reading
-    /// side is shut, that there was no sender.
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Self::ReplyFrom)>;
-
-    /// Sends `buf` to `peer` from where `from` says a datagram arrived.
-    ///
-    /// # Errors
-    /// What the send reports.
-    fn send_to(&self, buf: &[u8], peer: SocketAddr, from: Self::ReplyFrom) -> io::Result<usize>;
-}
-
-impl BlockingDatagramServer for std::net::UdpSocket {
-    type ReplyFrom = ();
-
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, ())> {
-        // Not std's `recv_from`, which asserts that a sender was given: after a shutdown none is.
-        // SAFETY: the slice is initialised, and a receive only writes initialised bytes into it.
-        let uninit = unsafe { &mut *(std::ptr::from_mut(buf) as *mut [MaybeUninit<u8>]) };
-        let (len, from) = SockRef::from(self).recv_from(uninit)?;
-        Ok((len, sender(&from)?, ()))
-    }
-
-    fn send_to(&self, buf: &[u8], peer: SocketAddr, (): ()) -> io::Result<usize> {
-        std::net::UdpSocket::send_to(self, buf, peer)
-    }
-}
-
-/// Shuts `socket`'s reading side, which wakes a receive waiting on it (Linux answers ENOTCONN
-/// for a socket with no peer, yet wakes it all the same); later receives return at once.
-pub fn shut_reading(socket: &impl AsFd) {
-    let _ = SockRef::from(socket).shutdown(std::net::Shutdown::Read);
-}
-
-/// The IP address a datagram came from; none after a shutdown of the reading side.
-fn sender(from: &SockAddr) -> io::Result<SocketAddr> {
-    from.as_socket()
-        .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))
-}
-
 /// Whether a socket bound to `local` receives datagrams sent to several addresses, and so needs
 /// a [`WildcardSocket`] to answer each from the right one.
 pub fn is_wildcard(local: SocketAddr) -> bool {
@@ -219,12 +167,9 @@ pub fn is_wildcard(local: SocketAddr) -> bool {
 /// answered with plain `send_to`, as is any reply `sendmsg` fails to send.
 ///
 /// Control messages are built and parsed in buffers on the stack: no allocation per datagram.
-///
-/// It wraps a tokio socket for a [`DatagramServer`], or a blocking `std` one for a
-/// [`BlockingDatagramServer`].
 #[derive(Debug)]
-pub struct WildcardSocket<S = UdpSocket> {
-    socket: S,
+pub struct WildcardSocket {
+    socket: UdpSocket,
     is_v6: bool,
 }
 
@@ -238,13 +183,13 @@ pub struct Arrival {
     pub ifindex: u32,
 }
 
-impl<S: AsFd> WildcardSocket<S> {
+impl WildcardSocket {
     /// Turns on the reports of each datagram's destination on `socket`, which must be bound to a
     /// wildcard address (anything else would work, but pay for nothing).
     ///
     /// # Errors
     /// The kernel refuses the socket option; the socket is handed back, to be used as it is.
-    pub fn new(socket: S) -> Result<Self, (io::Error, S)> {
+    pub fn new(socket: UdpSocket) -> Result<Self, (io::Error, UdpSocket)> {
         match report_destinations(&socket) {
             Ok(is_v6) => Ok(Self { socket, is_v6 }),
             Err(err) => Err((err, socket)),
@@ -256,13 +201,13 @@ impl<S: AsFd> WildcardSocket<S> {
     /// # Errors
     /// As `getsockname`.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        sender(&SockRef::from(&self.socket).local_addr()?)
+        self.socket.local_addr()
     }
 
     /// One `recvmsg`, without waiting.
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
         let mut control = Control::new();
-        let fd = self.socket.as_fd().as_raw_fd();
+        let fd = self.socket.as_raw_fd();
         // SAFETY: `try_init` hands us zeroed storage for any socket address and its size;
         // `recvmsg` writes at most that much there, and says how much it wrote.
         let ((len, control_len), addr) = unsafe {
@@ -288,7 +233,9 @@ impl<S: AsFd> WildcardSocket<S> {
                 Ok((len as usize, msg.msg_controllen as usize))
             })?
         };
-        let peer = sender(&addr)?;
+        let peer = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))?;
         // A kernel never reports more than the buffer holds; the bound only keeps that a fact.
         let control = &control.bytes[..control_len.min(CONTROL_LEN)];
         Ok((len, peer, parse_arrival(control).and_then(reply_source)))
@@ -304,35 +251,6 @@ impl<S: AsFd> WildcardSocket<S> {
             .with_buffers(&bufs)
             .with_control(&control.bytes[..len]);
         SockRef::from(&self.socket).sendmsg(&msg, 0)
-    }
-
-    /// Logs that a reply from `from` failed, before it is sent from the kernel's choice.
-    fn fall_back(peer: SocketAddr, from: Arrival, err: &io::Error) {
-        tracing::debug!(%peer, local = %from.local, "reply from the address sent to failed ({err}); sending it from the kernel's choice");
-    }
-}
-
-impl<S: AsFd> AsFd for WildcardSocket<S> {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-}
-
-impl BlockingDatagramServer for WildcardSocket<std::net::UdpSocket> {
-    type ReplyFrom = Option<Arrival>;
-
-    fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
-        self.try_recv(buf)
-    }
-
-    fn send_to(&self, buf: &[u8], peer: SocketAddr, from: Option<Arrival>) -> io::Result<usize> {
-        if let Some(from) = from {
-            match self.try_send(buf, &SockAddr::from(peer), from) {
-                Ok(sent) => return Ok(sent),
-                Err(err) => Self::fall_back(peer, from, &err),
-            }
-        }
-        self.socket.send_to(buf, peer)
     }
 }
 
@@ -359,7 +277,9 @@ impl DatagramServer for WildcardSocket {
                 .await
             {
                 Ok(sent) => return Ok(sent),
-                Err(err) => Self::fall_back(peer, from, &err),
+                Err(err) => {
+                    tracing::debug!(%peer, local = %from.local, "reply from the address sent to failed ({err}); sending it from the kernel's choice");
+                }
             }
         }
         self.socket.send_to(buf, peer).await
@@ -369,14 +289,14 @@ impl DatagramServer for WildcardSocket {
 /// Asks the kernel to report the destination of each datagram `socket` receives: `IP_PKTINFO`
 /// on an IPv4 socket, `IPV6_RECVPKTINFO` on an IPv6 one (IPv4 datagrams on a dual-stack socket
 /// included). Says whether the socket is IPv6.
-fn report_destinations(socket: &impl AsFd) -> io::Result<bool> {
-    let is_v6 = SockRef::from(socket).local_addr()?.is_ipv6();
+fn report_destinations(socket: &UdpSocket) -> io::Result<bool> {
+    let is_v6 = socket.local_addr()?.is_ipv6();
     let (level, name) = if is_v6 {
         (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
     } else {
         (libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
-    set_flag(socket.as_fd().as_raw_fd(), level, name)?;
+    set_flag(socket.as_raw_fd(), level, name)?;
     Ok(is_v6)
 }
 
