@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     FullUnix, IO_TIMEOUT, Proc, Unanswering, closed_tcp_addr, closed_udp_addr, is_closed,
-    len_frame, one_line_error, read_exact, read_to_end, reset, socktalk, tcp_peer,
+    len_frame, one_line_error, read_exact, read_to_end, reset, socktalk, tcp_peer, timed_failure,
+    took_about,
 };
 
 /// Reads everything the client sends (EOF proves it half-closed), then answers `reply` and
@@ -670,22 +671,6 @@ fn udp_datagrams_without_a_reply_are_counted_in_a_warning() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("3 of 3 datagrams got no reply"), "{stderr}");
     drop(silent);
-}
-
-/// Runs `socktalk ARGS` with empty stdin; returns its exit code, its one-line error and how
-/// long it took.
-fn timed_failure(args: &[&str]) -> (Option<i32>, String, Duration) {
-    let started = Instant::now();
-    let out = socktalk().args(args).write_stdin("").output().unwrap();
-    let took = started.elapsed();
-    (out.status.code(), one_line_error(&out.stderr), took)
-}
-
-/// Asserts a timeout of about `wait` seconds: at least most of it, and not wildly more (the
-/// bound is generous for a loaded machine).
-fn took_about(took: Duration, wait: f64) {
-    assert!(took >= Duration::from_secs_f64(wait * 0.9), "took {took:?}");
-    assert!(took < Duration::from_secs_f64(wait + 8.0), "took {took:?}");
 }
 
 #[test]

@@ -885,3 +885,19 @@ pub fn unix_abstract(name: &str) -> UnixStream {
 pub fn abstract_name(tag: &str) -> String {
     format!("socktalk-test-{}-{tag}", std::process::id())
 }
+
+/// Runs `socktalk ARGS` with empty stdin; returns its exit code, its one-line error and how
+/// long it took.
+pub fn timed_failure(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let started = Instant::now();
+    let out = socktalk().args(args).write_stdin("").output().unwrap();
+    let took = started.elapsed();
+    (out.status.code(), one_line_error(&out.stderr), took)
+}
+
+/// Asserts a timeout of about `wait` seconds: at least most of it, and not wildly more (the
+/// bound is generous for a loaded machine).
+pub fn took_about(took: Duration, wait: f64) {
+    assert!(took >= Duration::from_secs_f64(wait * 0.9), "took {took:?}");
+    assert!(took < Duration::from_secs_f64(wait + 8.0), "took {took:?}");
+}
