@@ -369,6 +369,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         Ok(bench::Dialer {
             target: common.addr.clone(),
             family,
+            wait: seconds("--wait", common.wait)?,
             tls: match tls {
                 Some(tls) => Connector::new(&tls.options())?,
                 None => None,
@@ -450,7 +451,8 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         } => {
             let hold = seconds("--hold", hold)?;
             let pid = live_pid(pid)?;
-            let report = bench::hold::run(&common.addr, family, conns, pid, hold).await?;
+            let wait = seconds("--wait", common.wait)?;
+            let report = bench::hold::run(&common.addr, family, conns, pid, hold, wait).await?;
             (report, common.json)
         }
         BenchMode::Fanout {

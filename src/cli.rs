@@ -592,6 +592,11 @@ pub struct BenchCommon {
     /// Print the result as one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+
+    /// Count a connection as an error if its connect and TLS handshake take longer than SECS
+    /// (0: no limit; the modes over streams).
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    pub wait: f64,
 }
 
 /// Flags of the timed benchmarks.

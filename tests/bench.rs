@@ -407,3 +407,21 @@ fn a_unix_server_whose_accept_queue_stays_full_is_an_error_not_a_wait() {
     let err = common::one_line_error(&out.stderr);
     assert!(err.contains("resource temporarily unavailable"), "{err}");
 }
+
+#[test]
+fn a_server_that_never_answers_costs_bench_w_seconds_not_the_systems_two_minutes() {
+    let server = common::Unanswering::bind();
+    let addr = server.addr.to_string();
+    for mode in [
+        &["pingpong", "--duration", "1", "--warmup", "0"][..],
+        &["hold", "--conns", "2", "--hold", "0"][..],
+    ] {
+        let mut args = vec!["bench"];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&[&addr, "-w", "1"]);
+        let (code, err, took) = common::timed_failure(&args);
+        assert_eq!(code, Some(3), "{mode:?}: {err}");
+        assert!(err.contains("no answer within 1s (-w)"), "{mode:?}: {err}");
+        common::took_about(took, 1.0);
+    }
+}

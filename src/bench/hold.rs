@@ -71,7 +71,12 @@ fn source_for(server: SocketAddr, i: usize) -> Option<SocketAddr> {
     Some(SocketAddr::new(IpAddr::V4(ip), 0))
 }
 
-async fn open(server: SocketAddr, source: Option<SocketAddr>) -> std::io::Result<TcpStream> {
+/// Opens one connection to `server` from `source`, giving up after `wait` (zero: never).
+async fn open(
+    server: SocketAddr,
+    source: Option<SocketAddr>,
+    wait: Duration,
+) -> std::io::Result<TcpStream> {
     let socket = if server.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -92,7 +97,18 @@ async fn open(server: SocketAddr, source: Option<SocketAddr>) -> std::io::Result
         }
         socket.bind(source)?;
     }
-    socket.connect(server).await
+    let connect = socket.connect(server);
+    if wait.is_zero() {
+        return connect.await;
+    }
+    tokio::time::timeout(wait, connect)
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s (-w)", wait.as_secs_f64()),
+            ))
+        })
 }
 
 /// Why opening stopped, in words.
@@ -106,8 +122,8 @@ fn explain(err: &std::io::Error, fd_limit: u64) -> String {
     }
 }
 
-/// Runs the hold benchmark: opens up to `conns` connections, holds them `hold` long, reads
-/// `pid`'s memory, then closes them all.
+/// Runs the hold benchmark: opens up to `conns` connections (each given `wait` to connect),
+/// holds them `hold` long, reads `pid`'s memory, then closes them all.
 ///
 /// # Errors
 /// The target is not a TCP address or does not resolve.
@@ -117,6 +133,7 @@ pub async fn run(
     conns: usize,
     pid: Option<u32>,
     hold: Duration,
+    wait: Duration,
 ) -> Result<Report> {
     if target.unix_path().is_some() {
         return Err(Error::Usage("bench hold takes a TCP address".into()));
@@ -133,7 +150,7 @@ pub async fn run(
     let mut errors = 0;
     let started = tokio::time::Instant::now();
     for i in 0..conns {
-        match open(server, source_for(server, i)).await {
+        match open(server, source_for(server, i), wait).await {
             Ok(mut stream) => {
                 let stop = stop.clone();
                 readers.push(tokio::spawn(async move {
@@ -150,6 +167,11 @@ pub async fn run(
             // Not even one: nothing to hold, and nothing to measure.
             Err(source) if i == 0 => {
                 bar.finish_and_clear();
+                if source.kind() == std::io::ErrorKind::TimedOut {
+                    return Err(Error::TimedOut(format!(
+                        "cannot connect to {target}: {source}"
+                    )));
+                }
                 return Err(Error::Connect {
                     endpoint: target.to_string(),
                     source,

@@ -35,6 +35,7 @@ use tokio_util::either::Either;
 
 use crate::endpoint::{Endpoint, Family};
 use crate::error::Result;
+use crate::transport::deadline::Deadline;
 use crate::transport::tls::{self, Connector};
 use crate::transport::{tcp, unix};
 
@@ -52,21 +53,29 @@ pub struct Dialer {
     pub family: Family,
     /// TLS, when on.
     pub tls: Option<Connector>,
+    /// How long one connection's connect and TLS handshake may take (`-w`; zero: no limit).
+    pub wait: Duration,
 }
 
 impl Dialer {
     /// Connects to the server over TCP or a Unix socket, with the TLS handshake when TLS is on.
     ///
     /// # Errors
-    /// As [`tcp::connect`] and [`unix::connect_once`] (a full accept queue is an error, counted, not
-    /// waited out), and a failed handshake.
+    /// As [`tcp::connect_within`] and [`unix::connect_once`] (a full accept queue is an error,
+    /// counted, not waited out), and a failed handshake; [`crate::Error::TimedOut`] past `wait`.
     pub async fn connect(&self) -> Result<Conn> {
+        let deadline = Deadline::after(self.wait, "-w");
         let stream = match &self.target {
             Endpoint::Unix(path) => Either::Right(unix::connect_once(path)?),
-            Endpoint::Inet { .. } => Either::Left(tcp::connect(&self.target, self.family).await?),
+            Endpoint::Inet { .. } => {
+                Either::Left(tcp::connect_within(&self.target, self.family, deadline).await?)
+            }
         };
         match &self.tls {
-            Some(tls) => tls.connect(&self.target.host_name(), stream).await,
+            Some(tls) => {
+                tls.connect_within(&self.target.host_name(), stream, deadline)
+                    .await
+            }
             None => Ok(tls::Conn::Plain(stream)),
         }
     }

@@ -42,14 +42,6 @@ pub async fn listen(endpoint: &Endpoint, family: Family) -> Result<TcpListener> 
     })
 }
 
-/// Connects to `endpoint`, trying each resolved address in turn, for as long as it takes.
-///
-/// # Errors
-/// As [`connect_within`].
-pub async fn connect(endpoint: &Endpoint, family: Family) -> Result<TcpStream> {
-    connect_within(endpoint, family, Deadline::none()).await
-}
-
 /// Resolves `endpoint` and connects to each address in turn until one answers, all done by
 /// `deadline`: each address gets an equal share of the time left when its turn comes, so one
 /// that never answers (a black-holed IPv6 route) leaves time for the next.
