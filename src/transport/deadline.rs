@@ -158,6 +158,14 @@ impl<S> Idle<S> {
             clock,
         }
     }
+
+    /// Passes a write's `poll` through, touching the clock if it wrote anything.
+    fn touched_by(&self, poll: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
+            self.clock.touch();
+        }
+        poll
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Idle<S> {
@@ -184,10 +192,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.clock.touch();
-        }
-        poll
+        this.touched_by(poll)
     }
 
     fn poll_write_vectored(
@@ -197,10 +202,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Idle<S> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            this.clock.touch();
-        }
-        poll
+        this.touched_by(poll)
     }
 
     fn is_write_vectored(&self) -> bool {
