@@ -99,9 +99,14 @@ where
     let mut backoff = ACCEPT_BACKOFF_MIN;
     let mut refusals = Refusals::default();
     loop {
+        let summary_due = refusals.due();
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             () = shutdown.cancelled() => break,
+            () = until(summary_due) => {
+                refusals.log_summary();
+                continue;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
@@ -159,8 +164,17 @@ where
             drop(admission);
         });
     }
+    refusals.log_summary();
     tracker.close();
     drain(&tracker, DRAIN_TIMEOUT).await;
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Ends a connection without a reset: writes `last_word` once the socket has room for it, then
@@ -201,18 +215,23 @@ where
 }
 
 /// Logs refused connections: the first at once, then at most one summary line a second, so a
-/// flood of connection attempts cannot flood the log too.
+/// flood of connection attempts cannot flood the log too. Refusals held back are summed up a
+/// second after the last line (the accept loop waits on [`Refusals::due`]), or at shutdown, so
+/// the end of a burst is logged even when no refusal follows it.
 #[derive(Default)]
 struct Refusals {
     /// When the last line was logged.
     logged_at: Option<std::time::Instant>,
     /// Refusals since then.
     unlogged: u64,
+    /// The last of them: who, and why.
+    last: Option<(Peer, Refusal)>,
 }
 
 impl Refusals {
     fn note(&mut self, peer: &Peer, refusal: &Refusal) {
         self.unlogged += 1;
+        self.last = Some((peer.clone(), refusal.clone()));
         let now = std::time::Instant::now();
         if self
             .logged_at
@@ -220,8 +239,22 @@ impl Refusals {
         {
             return;
         }
+        self.log_summary();
+    }
+
+    /// When the refusals held back are due to be logged; `None` when there are none.
+    fn due(&self) -> Option<std::time::Instant> {
+        let at = self.logged_at?;
+        (self.unlogged > 0).then(|| at + Duration::from_secs(1))
+    }
+
+    /// Logs the refusals not logged yet, if any, as one line.
+    fn log_summary(&mut self) {
+        let Some((peer, refusal)) = self.last.take() else {
+            return;
+        };
         tracing::warn!(last = %peer, "refused {} connection(s); the last: {refusal}", self.unlogged);
-        self.logged_at = Some(now);
+        self.logged_at = Some(std::time::Instant::now());
         self.unlogged = 0;
     }
 }

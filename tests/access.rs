@@ -46,6 +46,23 @@ fn a_denied_address_is_told_why_and_closed() {
     );
 }
 
+/// Refusals are logged one line a second at most, and the end of a burst is summed up a second
+/// later even if no refusal follows it: three refused back to back are logged as 1, then 2.
+#[test]
+fn the_end_of_a_burst_of_refusals_is_logged_too() {
+    let mut server = Proc::server(&["echo", "127.0.0.1:0", "--deny", "127.0.0.0/8"]);
+    for _ in 0..3 {
+        assert!(refusal(server.socket_addr()).starts_with("refused: 127.0.0.1 is not allowed"));
+    }
+    let first = server.next_stderr_line();
+    assert!(first.contains("refused 1 connection(s)"), "{first}");
+    let summary = server.next_stderr_line();
+    assert!(
+        summary.contains("refused 2 connection(s); the last: refused: 127.0.0.1 is not allowed"),
+        "{summary}"
+    );
+}
+
 #[test]
 fn allow_lets_in_only_its_ranges_and_deny_wins() {
     let outside = Proc::server(&["echo", "127.0.0.1:0", "--allow", "198.51.100.0/24"]);
