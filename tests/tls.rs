@@ -1162,3 +1162,21 @@ fn a_tls_caller_on_a_plain_talk_port_is_told() {
     );
     assert!(listener.stdout_rest().is_empty());
 }
+
+/// A socktalk client with --tls on a plain port is told, in words, to connect without it
+/// (the server's plain refusal is no TLS record), not that a message was corrupt.
+#[test]
+fn a_tls_client_on_a_plain_port_is_told_to_drop_tls() {
+    let listener = Proc::server(&["talk", "--listen", "127.0.0.1:0"]);
+    let chat = common::chat_server(":memory:", &[]);
+    for addr in [listener.socket_addr(), chat.socket_addr()] {
+        let addr = addr.to_string();
+        let line = common::fails_with(&["connect", "--tls", &addr], 1);
+        assert!(
+            line.contains("answered in something other than TLS")
+                && line.ends_with("(a plain-text port? connect without --tls)"),
+            "{line}"
+        );
+        assert!(!line.contains("corrupt"), "{line}");
+    }
+}

@@ -605,14 +605,23 @@ impl Connector {
         match deadline.within(handshake).await {
             Some(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
             Some(Err(err)) => {
-                let text = match err
+                let tls = err
                     .get_ref()
-                    .and_then(|e| e.downcast_ref::<rustls::Error>())
-                {
+                    .and_then(|e| e.downcast_ref::<rustls::Error>());
+                let text = match tls {
+                    // The first bytes back are no TLS record at all: most likely a plain-text
+                    // server's words (a socktalk one says it is plain text), not a damaged
+                    // record, as rustls's "corrupt message" would have it.
+                    Some(rustls::Error::InvalidMessage(
+                        rustls::InvalidMessage::InvalidContentType,
+                    )) => "the server answered in something other than TLS (InvalidContentType)"
+                        .to_string(),
                     Some(tls) => readable(tls),
                     None => err.to_string(),
                 };
-                let hint = if text.contains("UnknownIssuer") {
+                let hint = if text.contains("InvalidContentType") {
+                    " (a plain-text port? connect without --tls)"
+                } else if text.contains("UnknownIssuer") {
                     " (a self-signed server? pin it with --tls-fingerprint, or trust its CA with --tls-ca)"
                 } else if text.contains("corrupt message") || text.contains("unexpected handshake")
                 {
