@@ -189,6 +189,30 @@ fn half_a_len_frame_then_half_close_is_closed_cleanly() {
     len_round_trip(&mut steady, b"after");
 }
 
+/// The log counts a cut-off frame's payload as the client's program does: 7 of the 14 bytes
+/// `struct.pack('>I', 14)` announced, not 11 of 18 with the header.
+#[test]
+fn half_a_len_frame_is_logged_in_the_payload_bytes_the_header_announced() {
+    let mut server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "len"]);
+    let addr = server.socket_addr();
+    let mut wire = 14u32.to_be_bytes().to_vec();
+    wire.extend_from_slice(b"1234567");
+    assert_eq!(exchange(addr, wire), b"");
+    let line = server.next_stderr_line();
+    assert!(
+        line.contains(
+            "closing: connection closed mid-frame (7 of the 14 bytes its header announced)"
+        ),
+        "{line}"
+    );
+    assert_eq!(exchange(addr, vec![0, 0]), b"");
+    let line = server.next_stderr_line();
+    assert!(
+        line.contains("mid-frame (2 of the 4 bytes of its length header)"),
+        "{line}"
+    );
+}
+
 #[test]
 fn a_flood_of_small_line_frames_is_echoed_in_order() {
     let server = Proc::server(&["echo", "127.0.0.1:0", "--frame", "line"]);

@@ -62,8 +62,10 @@ pub enum FrameError {
         /// The limit.
         max: usize,
     },
-    /// The peer closed the connection in the middle of a length-prefixed frame.
-    #[error("connection closed mid-frame ({have} of {want} bytes received)")]
+    /// The peer closed the connection in the middle of a length-prefixed frame. The text counts
+    /// the payload as the peer's program does (`struct.pack('>I', len(data)) + data`), or the
+    /// header's bytes if it stopped inside the header.
+    #[error("{}", truncated_text(*have, *want))]
     Truncated {
         /// Bytes of the frame (prefix included) that arrived.
         have: usize,
@@ -73,6 +75,19 @@ pub enum FrameError {
     /// The socket failed.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+/// What [`FrameError::Truncated`] says: `have` of the `want` bytes of a frame, both counting
+/// the 4-byte header.
+fn truncated_text(have: usize, want: usize) -> String {
+    if have < LEN_PREFIX {
+        format!(
+            "connection closed mid-frame ({have} of the {LEN_PREFIX} bytes of its length header)"
+        )
+    } else {
+        let (have, want) = (have - LEN_PREFIX, want - LEN_PREFIX);
+        format!("connection closed mid-frame ({have} of the {want} bytes its header announced)")
+    }
 }
 
 /// One codec value that frames both directions of a connection.
@@ -335,11 +350,17 @@ mod tests {
         let mut codec = FrameCodec::new(Framing::Len, 100);
         let err = decode_all(&mut codec, &[0, 0, 0, 5, b'a', b'b']).unwrap_err();
         assert!(matches!(err, FrameError::Truncated { have: 6, want: 9 }));
+        assert_eq!(
+            err.to_string(),
+            "connection closed mid-frame (2 of the 5 bytes its header announced)"
+        );
         let mut codec = FrameCodec::new(Framing::Len, 100);
-        assert!(matches!(
-            decode_all(&mut codec, &[0, 0]).unwrap_err(),
-            FrameError::Truncated { have: 2, want: 4 }
-        ));
+        let err = decode_all(&mut codec, &[0, 0]).unwrap_err();
+        assert!(matches!(err, FrameError::Truncated { have: 2, want: 4 }));
+        assert_eq!(
+            err.to_string(),
+            "connection closed mid-frame (2 of the 4 bytes of its length header)"
+        );
     }
 
     #[test]
