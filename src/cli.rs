@@ -14,30 +14,34 @@ use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 use crate::limits;
 
+/// The heading the options every command takes are listed under, after the command's own.
+const GLOBAL: &str = "Global options";
+
 /// The most worker threads `--threads` accepts: far more than any machine has cores, so that a
 /// typo such as `--threads 100000` is refused instead of running into the process's thread limit.
 pub const MAX_THREADS: usize = 1024;
 
-/// socktalk: talk over sockets. Echo and upper-case servers, a netcat-class client and
-/// one-to-one chat, over TCP, UDP and Unix sockets, IPv4 and IPv6, in utf-8, gbk and more.
+/// socktalk: talk over sockets. A multi-user chat server and its client, echo and upper-case
+/// servers, a netcat-class client, one-to-one chat and a load generator, over TCP, UDP and Unix
+/// sockets, IPv4 and IPv6, in utf-8, gbk and more.
 #[derive(Debug, Parser)]
 #[command(name = "socktalk", version, propagate_version = true)]
 pub struct Cli {
     /// More logging on stderr: -v connections and errors, -vv more detail (each datagram of
     /// `echo -u`, each member of `serve` coming and going).
-    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true, help_heading = GLOBAL)]
     pub verbose: u8,
 
     /// Only errors on stderr.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(short, long, global = true, conflicts_with = "verbose", help_heading = GLOBAL)]
     pub quiet: bool,
 
     /// Resolve host names to IPv4 addresses only.
-    #[arg(short = '4', global = true, conflicts_with = "ipv6")]
+    #[arg(short = '4', global = true, conflicts_with = "ipv6", help_heading = GLOBAL)]
     pub ipv4: bool,
 
     /// Resolve host names to IPv6 addresses only.
-    #[arg(short = '6', global = true)]
+    #[arg(short = '6', global = true, help_heading = GLOBAL)]
     pub ipv6: bool,
 
     /// Worker threads for the servers and the load generator, 1 to 1024 [default: one per core;
@@ -45,6 +49,7 @@ pub struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = GLOBAL,
         value_name = "N",
         env = "SOCKTALK_THREADS",
         value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS as u64)
@@ -458,8 +463,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE", default_value = "socktalk.db")]
     pub db: String,
 
-    /// normal: a commit survives the process crashing; full: also power loss (slower).
-    #[arg(long, value_enum, default_value_t = crate::chat::history::Sync::Normal)]
+    /// How each commit is synced to disk: normal survives the process crashing; full also
+    /// survives power loss (slower).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = crate::chat::history::Sync::Normal)]
     pub db_sync: crate::chat::history::Sync,
 
     /// Text encoding a connection starts in (each client can change it with /encoding).
@@ -661,7 +667,7 @@ pub enum BenchMode {
         /// Sockets, all at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
         conns: usize,
-        /// Datagram size in bytes (at least 16).
+        /// Datagram size in bytes, 16 to 65507.
         #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64)]
         size: usize,
         /// Milliseconds to wait for a reply before counting the datagram lost.

@@ -247,6 +247,44 @@ fn help_lists_the_commands() {
     }
 }
 
+/// The top line names the main job, and each command's help lists its own options first, then
+/// the ones every command takes under a heading of their own (not `-v` between `-U` and `-u`).
+#[test]
+fn help_names_the_chat_server_and_keeps_global_options_apart() {
+    let out = socktalk().arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        help.lines().next().unwrap().contains("chat server"),
+        "{help}"
+    );
+    for command in ["serve", "chat", "echo", "connect", "talk"] {
+        let out = socktalk().args([command, "--help"]).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let (own, global) = help
+            .split_once("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{command}: no global options heading: {help}"));
+        for flag in ["--verbose", "--quiet", "--threads"] {
+            assert!(
+                !own.contains(flag),
+                "{command}: {flag} among its own: {help}"
+            );
+            assert!(
+                global.contains(flag),
+                "{command}: {flag} not global: {help}"
+            );
+        }
+    }
+    let out = socktalk().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("--db-sync <MODE>"), "{help}");
+    let out = socktalk()
+        .args(["bench", "udp", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(help.contains("16 to 65507"), "{help}");
+}
+
 #[test]
 fn version_prints_the_package_version() {
     let expected = format!("socktalk {}\n", env!("CARGO_PKG_VERSION"));
