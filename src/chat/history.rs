@@ -302,7 +302,7 @@ impl Store {
         )
     }
 
-    /// Every account as `(key, nick)`: the lower-cased nick it is registered under, and the
+    /// Every account as `(key, nick)`: the key it is registered under ([`account::key`]), and the
     /// nick as its owner spelled it.
     ///
     /// # Errors
@@ -1092,7 +1092,12 @@ mod tests {
         for (nick, created) in accounts {
             conn.execute(
                 "INSERT INTO accounts VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![nick.to_lowercase(), nick, format!("hash of {nick}"), created],
+                params![
+                    nick.to_lowercase(),
+                    nick,
+                    format!("hash of {nick}"),
+                    created
+                ],
             )
             .unwrap();
         }
