@@ -631,9 +631,15 @@ fn an_old_database_moves_to_case_folded_keys_and_a_clash_loses_nothing() {
     let mut server = chat_server(db, &[]);
     let addr = server.socket_addr();
     registered_and_gone(addr, "ΟΔΟΣ");
-    let mut other = registered(addr, "other", "other-password");
-    other.send("/quit");
-    other.read_until_closed(Duration::from_secs(10));
+    registered_and_gone(addr, "ann");
+    for (nick, password) in [
+        ("other", "other-password"),
+        ("cyrillic", "cyrillic-password"),
+    ] {
+        let mut client = registered(addr, nick, password);
+        client.send("/quit");
+        client.read_until_closed(Duration::from_secs(10));
+    }
     let mut bob = ChatClient::login(addr, "bob");
     for (to, text) in [("ΟΔΟΣ", "for the older"), ("other", "for the younger")] {
         bob.send(&format!("/msg {to} {text}"));
@@ -652,6 +658,8 @@ fn an_old_database_moves_to_case_folded_keys_and_a_clash_loses_nothing() {
         conn.execute(\"UPDATE accounts SET nick_key = 'οδος' WHERE nick = 'ΟΔΟΣ'\")\n\
         conn.execute(\"UPDATE accounts SET nick_key = 'οδοσ', nick = 'οδοσ', \
             created = created + 1000 WHERE nick = 'other'\")\n\
+        conn.execute(\"UPDATE accounts SET nick_key = 'аnn', nick = 'аnn' \
+            WHERE nick = 'cyrillic'\")\n\
         conn.execute('PRAGMA user_version = 0')\n\
         conn.commit()\n";
     python(program, &[db]);
@@ -675,8 +683,18 @@ fn an_old_database_moves_to_case_folded_keys_and_a_clash_loses_nothing() {
     );
     assert_eq!(
         rows,
-        json!([["οδοσ", "ΟΔΟΣ", 0], ["οδοσ (clash)", "οδοσ", 1]])
+        json!([
+            ["οδοσ", "ΟΔΟΣ", 0],
+            ["ann", "ann", 0],
+            ["аnn", "аnn", 0],
+            ["οδοσ (clash)", "οδοσ", 1]
+        ])
     );
+    // Registered look-alikes from before both log in; neither can be taken with /nick.
+    let _ann = logged_in(addr, "ann", PASSWORD);
+    let mut cyrillic = logged_in(addr, "аnn", "cyrillic-password");
+    cyrillic.send("/nick ANN");
+    cyrillic.expect_next("! error: nick 'ANN' is taken");
     assert_eq!(query(&db_path, "PRAGMA user_version"), json!([[1]]));
     server.signal("TERM");
     assert!(server.wait_exit(Duration::from_secs(10)).success());
@@ -686,4 +704,8 @@ fn an_old_database_moves_to_case_folded_keys_and_a_clash_loses_nothing() {
         "{logs}"
     );
     assert!(logs.contains("'οδοσ (clash)'"), "{logs}");
+    assert!(
+        logs.contains("registered nicks ann, аnn look alike"),
+        "{logs}"
+    );
 }

@@ -564,6 +564,7 @@ mod tests {
             ("\u{430}nn", "ann"),
             ("\u{430}\u{441}\u{435}", "ace"),
             ("BiIl", "bill"),
+            ("Ian", "lan"),
             ("rnary", "mary"),
             ("b0b", "bob"),
         ] {

@@ -32,6 +32,14 @@
 //! whose outbox passes half full is warned once; one whose outbox is full is disconnected with
 //! a reason, and the room carries on.
 //!
+//! # Nicks
+//! A nick is one with every nick of the same [`account::key`] (Unicode case folding, in normal
+//! form C); `nicks` holds members by that key. `/nick` also refuses a nick with the
+//! [`account::look`] (confusable skeleton) of a nick another member holds or of a registered
+//! one, and one that mixes scripts ([`account::mixed_scripts`]). Keys are computed when a nick
+//! is taken, looked up or mailed to, and kept with the member; delivering a message folds
+//! nothing.
+//!
 //! # Accounts
 //! A registered nick is held only by a member logged in as it: `/nick` to it is refused, guest
 //! nicks skip it, and a login from another connection takes it over (the old holder becomes a
