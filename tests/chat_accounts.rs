@@ -591,3 +591,121 @@ fn a_nick_registered_anew_does_not_get_its_earlier_owners_mail() {
     );
     assert_eq!(query(&db_path, "SELECT COUNT(*) FROM mail"), json!([[0]]));
 }
+
+#[test]
+fn a_registered_nick_is_protected_in_every_case_fold_and_from_look_alikes() {
+    let server = chat_server(":memory:", &[]);
+    let addr = server.socket_addr();
+    registered_and_gone(addr, "ΟΔΟΣ");
+    registered_and_gone(addr, "οδοσ-2");
+    registered_and_gone(addr, "ann");
+    let mut eve = ChatClient::login(addr, "eve");
+    // Greek final sigma, both ways: ΟΔΟΣ was keyed οδος, so οδοσ was free; and the other way.
+    for (nick, registered) in [("οδοσ", "οδοσ"), ("ΟΔΟΣ-2", "ΟΔΟΣ-2")] {
+        eve.send(&format!("/nick {nick}"));
+        eve.expect_next(&format!(
+            "! error: nick '{registered}' is registered; /login {registered} PASSWORD if it is yours"
+        ));
+    }
+    // A look-alike of a registered nick, offline, is refused too.
+    eve.send("/nick \u{430}nn");
+    eve.expect_next("! error: nick '\u{430}nn' looks like 'ann', which is registered");
+    // Mail to any case of the nick is kept for it, and /login takes any case.
+    let mut bob = ChatClient::login(addr, "bob");
+    bob.send("/msg οδοσ kept for you");
+    bob.expect_next("[pm to ΟΔΟΣ] <bob> kept for you");
+    bob.expect_next("* ΟΔΟΣ is offline; your message is kept and delivered when they log in");
+    eve.send(&format!("/login οδος {PASSWORD}"));
+    eve.expect("* eve is now known as ΟΔΟΣ");
+    eve.expect_next("* you are logged in as ΟΔΟΣ");
+    eve.expect_next("* 1 message kept for you while you were away:");
+    assert!(eve.next_line().ends_with("<bob> kept for you"));
+}
+
+#[test]
+fn an_old_database_moves_to_case_folded_keys_and_a_clash_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("chat.db");
+    let db = db_path.to_str().unwrap();
+    // Real accounts with real hashes, made by this server, then turned into the old layout.
+    let mut server = chat_server(db, &[]);
+    let addr = server.socket_addr();
+    registered_and_gone(addr, "ΟΔΟΣ");
+    registered_and_gone(addr, "ann");
+    for (nick, password) in [
+        ("other", "other-password"),
+        ("cyrillic", "cyrillic-password"),
+    ] {
+        let mut client = registered(addr, nick, password);
+        client.send("/quit");
+        client.read_until_closed(Duration::from_secs(10));
+    }
+    let mut bob = ChatClient::login(addr, "bob");
+    for (to, text) in [("ΟΔΟΣ", "for the older"), ("other", "for the younger")] {
+        bob.send(&format!("/msg {to} {text}"));
+        bob.expect(&format!(
+            "* {to} is offline; your message is kept and delivered when they log in"
+        ));
+    }
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    // Before: keys were to_lowercase (ΟΔΟΣ -> οδος, a final sigma), and 'other' was the nick
+    // οδοσ, registered after ΟΔΟΣ: a different key then, the same nick now.
+    let program = "import sqlite3, sys\n\
+        conn = sqlite3.connect(sys.argv[1])\n\
+        conn.execute(\"UPDATE mail SET recipient = 'οδος' WHERE recipient = 'οδοσ'\")\n\
+        conn.execute(\"UPDATE mail SET recipient = 'οδοσ' WHERE recipient = 'other'\")\n\
+        conn.execute(\"UPDATE accounts SET nick_key = 'οδος' WHERE nick = 'ΟΔΟΣ'\")\n\
+        conn.execute(\"UPDATE accounts SET nick_key = 'οδοσ', nick = 'οδοσ', \
+            created = created + 1000 WHERE nick = 'other'\")\n\
+        conn.execute(\"UPDATE accounts SET nick_key = 'аnn', nick = 'аnn' \
+            WHERE nick = 'cyrillic'\")\n\
+        conn.execute('PRAGMA user_version = 0')\n\
+        conn.commit()\n";
+    python(program, &[db]);
+
+    let mut server = chat_server(db, &[]);
+    let addr = server.socket_addr();
+    // The older account has the nick, in any case, with its mail.
+    let mut older = ChatClient::guest(addr);
+    older.send(&format!("/login οδοσ {PASSWORD}"));
+    older.expect("* you are logged in as ΟΔΟΣ");
+    older.expect("* 1 message kept for you while you were away:");
+    assert!(older.next_line().ends_with("<bob> for the older"));
+    // The younger is kept whole, out of reach of logins, under its old key and " (clash)".
+    let mut younger = ChatClient::guest(addr);
+    younger.send("/login οδοσ other-password");
+    younger.expect_next("! error: wrong password for 'οδοσ'");
+    let rows = query(
+        &db_path,
+        "SELECT nick_key, nick, (SELECT COUNT(*) FROM mail WHERE recipient = nick_key) \
+         FROM accounts ORDER BY created",
+    );
+    assert_eq!(
+        rows,
+        json!([
+            ["οδοσ", "ΟΔΟΣ", 0],
+            ["ann", "ann", 0],
+            ["аnn", "аnn", 0],
+            ["οδοσ (clash)", "οδοσ", 1]
+        ])
+    );
+    // Registered look-alikes from before both log in; neither can be taken with /nick.
+    let _ann = logged_in(addr, "ann", PASSWORD);
+    let mut cyrillic = logged_in(addr, "аnn", "cyrillic-password");
+    cyrillic.send("/nick ANN");
+    cyrillic.expect_next("! error: nick 'ANN' is taken");
+    assert_eq!(query(&db_path, "PRAGMA user_version"), json!([[1]]));
+    server.signal("TERM");
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let logs = server.stderr_text();
+    assert!(
+        logs.contains("accounts 'ΟΔΟΣ' and 'οδοσ' are one nick now"),
+        "{logs}"
+    );
+    assert!(logs.contains("'οδοσ (clash)'"), "{logs}");
+    assert!(
+        logs.contains("registered nicks ann, аnn look alike"),
+        "{logs}"
+    );
+}

@@ -258,6 +258,113 @@ fn nicks_are_unique_regardless_of_case_and_must_be_valid() {
 }
 
 #[test]
+fn nicks_fold_case_fully_and_are_taken_in_normal_form_c() {
+    let (_server, addr) = server();
+    let mut odos = ChatClient::login(addr, "ΟΔΟΣ");
+    let mut bob = ChatClient::login(addr, "bob");
+    odos.expect("* guest2 is now known as bob");
+
+    // Greek final sigma: ΟΔΟΣ lower-cases to οδος, but οδοσ is the same nick too.
+    for nick in ["οδοσ", "οδος", "Οδοσ"] {
+        bob.send(&format!("/nick {nick}"));
+        bob.expect_next(&format!("! error: nick '{nick}' is taken"));
+    }
+    // A private message to any case of the nick reaches its holder.
+    bob.send("/msg οδοσ psst");
+    bob.expect_next("[pm to ΟΔΟΣ] <bob> psst");
+    odos.expect_next("[pm] <bob> psst");
+
+    // e + U+0301 is é: one nick with Rémy, shown composed.
+    bob.send("/nick Re\u{301}my");
+    bob.expect_next("* bob is now known as R\u{e9}my");
+    odos.expect_next("* bob is now known as R\u{e9}my");
+    bob.nick = "R\u{e9}my".into();
+    odos.send("/nick R\u{e9}MY");
+    odos.expect_next("! error: nick 'R\u{e9}MY' is taken");
+    odos.send("/msg re\u{301}my hello");
+    odos.expect_next("[pm to R\u{e9}my] <ΟΔΟΣ> hello");
+    bob.expect_next("[pm] <ΟΔΟΣ> hello");
+}
+
+#[test]
+fn a_nick_that_looks_like_one_online_is_refused() {
+    let (_server, addr) = server();
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut ace = ChatClient::login(addr, "ace");
+    let _bill = ChatClient::login(addr, "bill");
+    let mut eve = ChatClient::login(addr, "eve");
+    ann.expect("* guest4 is now known as eve");
+
+    // Cyrillic а in a Latin nick; a nick all in Cyrillic; a capital I for an l.
+    for (nick, like) in [
+        ("\u{430}nn", "ann"),
+        ("\u{430}\u{441}\u{435}", "ace"),
+        ("BiIl", "bill"),
+    ] {
+        eve.send(&format!("/nick {nick}"));
+        eve.expect_next(&format!(
+            "! error: nick '{nick}' looks like '{like}', which is taken"
+        ));
+    }
+    // Mixing Latin with Cyrillic or Greek is refused even when it looks like no one.
+    eve.send("/nick \u{430}nna");
+    eve.expect_next(
+        "! error: nick '\u{430}nna' mixes scripts (Cyrillic, Latin); use one script (Latin may \
+         go with Chinese, Japanese or Korean)",
+    );
+    eve.send("/nick alphaβ");
+    assert!(
+        eve.next_line()
+            .starts_with("! error: nick 'alphaβ' mixes scripts (Latin, Greek)")
+    );
+    // One script, looking like no one, is fine.
+    eve.set_nick("Ева");
+    ann.expect_next("* eve is now known as Ева");
+
+    // A member may change the case of its own nick.
+    ann.send("/nick ANN");
+    ann.expect_next("* ann is now known as ANN");
+    ann.nick = "ANN".into();
+    ace.send("/nick ACE");
+    ace.expect("* ace is now known as ACE");
+    // Once ann is gone, her look-alike is free.
+    ann.send("/quit");
+    ann.expect("* bye");
+    eve.expect("* ANN quit");
+    eve.set_nick("\u{430}\u{43f}\u{43f}");
+}
+
+#[test]
+fn chinese_and_japanese_nicks_work_in_gbk_and_utf8() {
+    let gbk = |text: &str| {
+        let (bytes, _, had_errors) = encoding_rs::GBK.encode(text);
+        assert!(!had_errors, "{text}");
+        bytes.into_owned()
+    };
+    let (_server, addr) = server();
+    let mut utf = ChatClient::login(addr, "utf");
+    let mut gb = ChatClient::guest(addr);
+    utf.expect("* guest2 joined #lobby");
+    gb.send("/encoding gbk");
+    gb.expect_next("* your encoding is now GBK");
+    // 山田がく, typed in GBK: Han and hiragana (Japanese) are one writing system.
+    gb.send_raw(&[b"/nick ".as_slice(), &gbk("山田がく"), b"\n"].concat());
+    assert_eq!(gb.next_raw(), gbk("* guest2 is now known as 山田がく"));
+    utf.expect_next("* guest2 is now known as 山田がく");
+    // The same nick with が decomposed (か + U+3099), as some keyboards send it, is taken.
+    utf.send("/nick 山田か\u{3099}く");
+    utf.expect_next("! error: nick '山田がく' is taken");
+    utf.send("/msg 山田か\u{3099}く 你好");
+    utf.expect_next("[pm to 山田がく] <utf> 你好");
+    assert_eq!(gb.next_raw(), gbk("[pm] <utf> 你好"));
+    // Chinese, and Latin with Han, are nicks like any other.
+    utf.set_nick("王小明");
+    assert_eq!(gb.next_raw(), gbk("* utf is now known as 王小明"));
+    utf.set_nick("wang小明");
+    assert_eq!(gb.next_raw(), gbk("* 王小明 is now known as wang小明"));
+}
+
+#[test]
 fn me_is_an_action_seen_by_the_room() {
     let (_server, addr) = server();
     let mut ann = ChatClient::login(addr, "ann");

@@ -24,7 +24,11 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use caseless::Caseless;
 use tokio::sync::{Semaphore, mpsc};
+use unicode_normalization::UnicodeNormalization;
+use unicode_script::{Script, UnicodeScript};
+use unicode_security::mixed_script::AugmentedScriptSet;
 
 use super::command::CommandError;
 use super::history::{Store, StoreError};
@@ -122,9 +126,63 @@ pub fn verify(password: &Password, stored: &str) -> Result<bool, AccountError> {
     }
 }
 
-/// The lower-cased form under which a nick is registered (nicks are unique regardless of case).
+/// A nick's identity: the form under which it is held and registered, so that nicks differing
+/// only in case, or only in how their accents are encoded, are one nick.
+///
+/// It is Unicode's canonical caseless form: the canonical decomposition (NFD), full case
+/// folding (`CaseFolding.txt`, statuses C and F), then recomposed (NFC) to keep keys short and
+/// readable (`ann` is `ann`). Full folding rather than simple: it is what Unicode defines for
+/// caseless matching, so `Straße`, `STRASSE` and `strasse` are one nick, as are `ΟΔΟΣ`,
+/// `οδος` and `οδοσ` (a final `ς` folds to `σ`; `str::to_lowercase` keeps it apart). Folding
+/// needs no locale (the Turkish dotless i is not special-cased), so a key never depends on
+/// where the server runs.
 pub fn key(nick: &str) -> String {
-    nick.to_lowercase()
+    nick.chars().nfd().default_case_fold().nfc().collect()
+}
+
+/// A nick's look-alike key: the Unicode TR39 confusable skeleton of the nick as it is shown,
+/// folded like [`key`]. Two nicks with the same look-alike key may be taken for each other on
+/// screen (`аnn` in Cyrillic and `ann`, `BiIl` and `bill`, `rnary` and `mary`), so only one of
+/// them may be held or registered. Not for display or storage: only for comparing.
+pub fn look(nick: &str) -> String {
+    let skeleton: String = unicode_security::skeleton(nick).collect();
+    key(&skeleton)
+}
+
+/// Why `nick` mixes scripts more than TR39's "highly restrictive" level allows, or `None` if
+/// it does not. Allowed: one script (with digits, `_` and `-`, which belong to every script),
+/// or Latin with Han and kana (Japanese), with Han and Hangul (Korean), or with Han and
+/// Bopomofo. Refused: any other mix, such as Latin with Cyrillic or Greek, whose letters are
+/// the usual disguise of one nick as another.
+pub fn mixed_scripts(nick: &str) -> Option<String> {
+    // One script (or one writing system: Han with kana is Japanese) covers every character.
+    if !AugmentedScriptSet::for_str(nick).is_empty() {
+        return None;
+    }
+    let mut without_latin = AugmentedScriptSet::default();
+    for c in nick.chars() {
+        let set = AugmentedScriptSet::for_char(c);
+        if !set.base.contains_script(Script::Latin) {
+            without_latin.intersect_with(set);
+        }
+    }
+    if without_latin.jpan || without_latin.kore || without_latin.hanb {
+        return None;
+    }
+    let mut scripts: Vec<&str> = Vec::new();
+    for script in nick.chars().map(|c| c.script()) {
+        let name = script.full_name();
+        if !matches!(script, Script::Common | Script::Inherited | Script::Unknown)
+            && !scripts.contains(&name)
+        {
+            scripts.push(name);
+        }
+    }
+    Some(format!(
+        "nick '{nick}' mixes scripts ({}); use one script (Latin may go with Chinese, Japanese \
+         or Korean)",
+        scripts.join(", ")
+    ))
 }
 
 /// What a login failure is counted against besides the nick: the client's IPv4 address, its
@@ -300,7 +358,7 @@ pub enum Outcome {
 pub struct Checked {
     /// Who asked.
     pub member: MemberId,
-    /// The account's key (lower-cased nick).
+    /// The account's key ([`key`] of its nick).
     pub key: String,
     /// The nick as the member gave it.
     pub nick: String,
@@ -481,6 +539,68 @@ mod tests {
         let wrong = Password::given("correct-horsf").unwrap();
         assert!(!verify(&wrong, &one).unwrap());
         assert!(verify(&password, "not a hash").is_err());
+    }
+
+    #[test]
+    fn keys_fold_case_fully_and_ignore_how_accents_are_encoded() {
+        // Greek final sigma: to_lowercase gave "οδος" for ΟΔΟΣ but kept "οδοσ" apart.
+        assert_eq!(key("ΟΔΟΣ"), "οδοσ");
+        assert_eq!(key("οδος"), "οδοσ");
+        assert_eq!(key("οδοσ"), "οδοσ");
+        assert_eq!(key("Straße"), key("STRASSE"));
+        assert_eq!(key("ẞ"), "ss");
+        // e + U+0301 and é are one nick; keys are NFC.
+        assert_eq!(key("Re\u{301}my"), "rémy");
+        assert_eq!(key("RÉMY"), "rémy");
+        // A CJK compatibility ideograph is its unified twin (its canonical decomposition).
+        assert_eq!(key("\u{F900}"), "\u{8C48}");
+        assert_eq!(key("Ann_2-x"), "ann_2-x");
+        assert_eq!(key("王小明"), "王小明");
+    }
+
+    #[test]
+    fn look_alikes_share_a_look_key() {
+        for (one, other) in [
+            ("\u{430}nn", "ann"),
+            ("\u{430}\u{441}\u{435}", "ace"),
+            ("BiIl", "bill"),
+            ("Ian", "lan"),
+            ("rnary", "mary"),
+            ("b0b", "bob"),
+        ] {
+            assert_eq!(look(one), look(other), "{one} {other}");
+        }
+        // It is about the spelling shown: case variants of one nick (which are that nick
+        // anyway) may look different, and `ian` does not look like `lan`.
+        for (one, other) in [
+            ("ann", "anne"),
+            ("王小明", "王小"),
+            ("ian", "lan"),
+            ("ΟΔΟΣ", "οδοσ"),
+        ] {
+            assert_ne!(look(one), look(other), "{one} {other}");
+        }
+    }
+
+    #[test]
+    fn scripts_may_mix_only_as_tr39_highly_restrictive_allows() {
+        for nick in [
+            "ann",
+            "ann_2-x",
+            "ΟΔΟΣ",
+            "Дмитрий",
+            "王小明",
+            "やまだ太郎",
+            "tanaka太郎",
+            "kim김철수",
+            "ли_2",
+        ] {
+            assert_eq!(mixed_scripts(nick), None, "{nick}");
+        }
+        let err = mixed_scripts("\u{430}nn").unwrap();
+        assert!(err.contains("Cyrillic, Latin"), "{err}");
+        assert!(mixed_scripts("alphaβ").unwrap().contains("Latin, Greek"));
+        assert!(mixed_scripts("Дмитрийβ").is_some());
     }
 
     #[test]

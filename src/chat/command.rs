@@ -14,6 +14,7 @@
 //! Passwords are [`Password`]s, whose `Debug` is redacted, and no error message ever repeats one.
 
 use serde::Deserialize;
+use unicode_normalization::UnicodeNormalization;
 
 pub use super::account::Password;
 
@@ -303,10 +304,15 @@ fn no_args(words: &[&str], name: &str, command: Command) -> Result<Command, Comm
 }
 
 /// Checks a nick: 1–24 letters (any script), digits, `_` or `-`, starting with a letter or `_`.
+/// The nick is first put in Unicode normal form C, and that is what is checked and returned: `e`
+/// followed by a combining acute accent (U+0301) is `é`, one letter, so both spellings are one
+/// nick and it is always shown composed.
 ///
 /// # Errors
 /// [`CommandError`] saying what is wrong.
 pub fn valid_nick(nick: &str) -> Result<String, CommandError> {
+    let nick: String = nick.nfc().collect();
+    let nick = nick.as_str();
     let count = nick.chars().count();
     if count == 0 || count > MAX_NICK_CHARS {
         return err(format!(
@@ -659,6 +665,24 @@ mod tests {
         assert_eq!(normal.chars().count(), MAX_ROOM_CHARS);
         assert_eq!(valid_room(&normal), Ok(normal.clone()));
         assert_eq!(ok("/join #ΣΟΦΙΑ"), Command::Join("#σοφια".into()));
+    }
+
+    #[test]
+    fn nicks_are_taken_in_normal_form_c() {
+        // e + U+0301 COMBINING ACUTE was refused (the accent is no letter); it is é.
+        assert_eq!(valid_nick("Re\u{301}my"), Ok("R\u{e9}my".into()));
+        assert_eq!(ok("/nick Re\u{301}my"), Command::Nick("R\u{e9}my".into()));
+        assert_eq!(
+            ok("/msg Re\u{301}my hi"),
+            Command::Msg {
+                to: "R\u{e9}my".into(),
+                text: "hi".into()
+            }
+        );
+        // The limit counts the composed letters: 24 of e + accent is 24 characters.
+        assert!(valid_nick(&"e\u{301}".repeat(MAX_NICK_CHARS)).is_ok());
+        assert!(valid_nick(&"e\u{301}".repeat(MAX_NICK_CHARS + 1)).is_err());
+        assert_eq!(valid_nick("王小明"), Ok("王小明".into()));
     }
 
     #[test]

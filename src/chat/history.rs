@@ -166,7 +166,7 @@ impl Store {
             };
             open_err(reason.unwrap_or_else(|| sqlite_reason(&err)))
         };
-        let conn = if is_memory {
+        let mut conn = if is_memory {
             Connection::open_in_memory()
         } else {
             Connection::open_with_flags(
@@ -238,6 +238,7 @@ impl Store {
              CREATE INDEX IF NOT EXISTS mail_by_recipient ON mail (recipient, message_id);",
         )
         .map_err(explain)?;
+        migrate(&mut conn).map_err(explain)?;
         // Take the write lock once: a database that cannot be written (its -wal file, say)
         // fails here, at start, not at the first message.
         conn.execute_batch("BEGIN IMMEDIATE; COMMIT;")
@@ -301,7 +302,7 @@ impl Store {
         )
     }
 
-    /// Every account as `(key, nick)`: the lower-cased nick it is registered under, and the
+    /// Every account as `(key, nick)`: the key it is registered under ([`account::key`]), and the
     /// nick as its owner spelled it.
     ///
     /// # Errors
@@ -705,6 +706,91 @@ impl Failures {
     }
 }
 
+/// The layout this build writes, kept in SQLite's `user_version`. 0: account and mailbox keys
+/// are `str::to_lowercase` of the nick; 1: they are [`account::key`] (Unicode case folding of
+/// the nick in normal form C).
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// What an account whose key another, older account now has is kept under: its old key with
+/// this after it. No nick's key contains a space, so no `/login` or `/nick` reaches it.
+pub const CLASH_SUFFIX: &str = " (clash)";
+
+/// Brings an older database to [`SCHEMA_VERSION`], in one transaction: all of it or nothing.
+///
+/// Version 0 to 1 gives every account the key [`account::key`] of its nick, and its mailbox
+/// with it. Where two accounts now have one key (`ΟΔΟΣ` and `οδοσ`, which `to_lowercase` kept
+/// apart), the older keeps the key; each other is kept whole, password and mail, under its old
+/// key and [`CLASH_SUFFIX`], where no login reaches it until an operator gives it a nick of
+/// its own; each such account is logged as a warning. Mail kept for a key no account has (its
+/// account was removed) stays as it is: a new account of that nick drops it, as ever.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another server may have migrated it while this one waited for the lock.
+    let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    let accounts: Vec<(i64, String, String)> = {
+        let mut statement =
+            tx.prepare("SELECT rowid, nick_key, nick FROM accounts ORDER BY created, rowid")?;
+        let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    // Old key to new key, for the accounts whose key changes.
+    let mut moves: Vec<(i64, String, String)> = Vec::new();
+    let mut owners: std::collections::HashMap<String, String> = Default::default();
+    for (rowid, old, nick) in accounts {
+        let new = account::key(&nick);
+        let target = match owners.get(&new) {
+            Some(owner) => {
+                let kept = format!("{old}{CLASH_SUFFIX}");
+                tracing::warn!(
+                    "history: accounts '{owner}' and '{nick}' are one nick now (case is folded \
+                     fully); '{owner}', the older, keeps it, and '{nick}' is kept with its \
+                     password and mail under key '{kept}', where no login reaches it: give it \
+                     a nick of its own (see the README's Accounts section)"
+                );
+                kept
+            }
+            None => {
+                owners.insert(new.clone(), nick);
+                new
+            }
+        };
+        if target != old {
+            moves.push((rowid, old, target));
+        }
+    }
+    // Through keys no nick has (they hold a control character), so that no move meets a key
+    // another move has yet to free.
+    let temporary = |rowid: i64| format!("\u{1}{rowid}");
+    {
+        let mut account = tx.prepare("UPDATE accounts SET nick_key = ?2 WHERE rowid = ?1")?;
+        let mut mail = tx.prepare("UPDATE mail SET recipient = ?2 WHERE recipient = ?1")?;
+        for (rowid, old, _) in &moves {
+            account.execute(params![rowid, temporary(*rowid)])?;
+            mail.execute(params![old, temporary(*rowid)])?;
+        }
+        for (rowid, _, target) in &moves {
+            account.execute(params![rowid, target])?;
+            mail.execute(params![temporary(*rowid), target])?;
+        }
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    if !moves.is_empty() {
+        tracing::info!(
+            "history: {} account key(s) moved to Unicode case folding",
+            moves.len()
+        );
+    }
+    Ok(())
+}
+
 /// SQLite's reason for `err`, without rusqlite's decoration.
 fn sqlite_reason(err: &rusqlite::Error) -> String {
     match err {
@@ -986,6 +1072,111 @@ mod tests {
         assert!(store.accounts().unwrap().is_empty());
         assert!(store.create_account("ann", "Ann", "$argon2id$x").unwrap());
         assert_eq!(store.mail_count("ann", i64::MAX).unwrap(), 0);
+    }
+
+    /// A database as version 0 left it: keys are `to_lowercase` of the nick.
+    fn old_layout(path: &Path, accounts: &[(&str, i64)], mail: &[&str]) {
+        let conn = Connection::open(path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE messages (
+                 id INTEGER PRIMARY KEY, ts INTEGER NOT NULL, kind TEXT NOT NULL,
+                 room TEXT, nick TEXT NOT NULL, recipient TEXT, text TEXT NOT NULL);
+             CREATE TABLE accounts (
+                 nick_key TEXT PRIMARY KEY, nick TEXT NOT NULL, hash TEXT NOT NULL,
+                 created INTEGER NOT NULL, updated INTEGER NOT NULL);
+             CREATE TABLE mail (
+                 message_id INTEGER PRIMARY KEY REFERENCES messages (id),
+                 recipient TEXT NOT NULL);",
+        )
+        .unwrap();
+        for (nick, created) in accounts {
+            conn.execute(
+                "INSERT INTO accounts VALUES (?1, ?2, ?3, ?4, ?4)",
+                params![
+                    nick.to_lowercase(),
+                    nick,
+                    format!("hash of {nick}"),
+                    created
+                ],
+            )
+            .unwrap();
+        }
+        for (i, key) in mail.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO messages (ts, kind, nick, recipient, text)
+                 VALUES (1, 'private', 'bob', ?1, ?2)",
+                params![key, format!("m{i}")],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO mail VALUES (?1, ?2)",
+                params![conn.last_insert_rowid(), key],
+            )
+            .unwrap();
+        }
+    }
+
+    fn mail_texts(store: &Store, key: &str) -> Vec<String> {
+        let mail = store.mail(key, i64::MAX).unwrap();
+        mail.into_iter().map(|r| r.text).collect()
+    }
+
+    #[test]
+    fn old_keys_move_to_case_folding_and_a_clash_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        // ΟΔΟΣ (older, key οδος) and οδοσ (key οδοσ) are one nick now; the older keeps it.
+        old_layout(
+            &path,
+            &[("Ann", 1), ("οδοσ", 3), ("ΟΔΟΣ", 2), ("\u{F900}", 4)],
+            &["ann", "οδος", "οδοσ", "οδος", "gone"],
+        );
+        let store = Store::open(path.to_str().unwrap(), Sync::Normal, 0).unwrap();
+        let mut accounts = store.accounts().unwrap();
+        accounts.sort();
+        assert_eq!(
+            accounts,
+            [
+                ("ann".to_string(), "Ann".to_string()),
+                ("οδοσ".to_string(), "ΟΔΟΣ".to_string()),
+                ("οδοσ (clash)".to_string(), "οδοσ".to_string()),
+                ("\u{8C48}".to_string(), "\u{F900}".to_string()),
+            ]
+        );
+        // Each mailbox went with its account; passwords too.
+        assert_eq!(mail_texts(&store, "ann"), ["m0"]);
+        assert_eq!(mail_texts(&store, "οδοσ"), ["m1", "m3"]);
+        assert_eq!(mail_texts(&store, "οδοσ (clash)"), ["m2"]);
+        assert_eq!(store.account("οδοσ").unwrap().unwrap().1, "hash of ΟΔΟΣ");
+        assert_eq!(
+            store.account("οδοσ (clash)").unwrap().unwrap().1,
+            "hash of οδοσ"
+        );
+        // Mail of a removed account stays as it was.
+        assert_eq!(mail_texts(&store, "gone"), ["m4"]);
+        assert_eq!(store.all().unwrap().len(), 5);
+        let version: i64 = store
+            .lock()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        // Opening it again changes nothing.
+        drop(store);
+        let again = Store::open(path.to_str().unwrap(), Sync::Normal, 0).unwrap();
+        let mut reopened = again.accounts().unwrap();
+        reopened.sort();
+        assert_eq!(reopened, accounts);
+        assert_eq!(mail_texts(&again, "οδοσ"), ["m1", "m3"]);
+    }
+
+    #[test]
+    fn a_new_database_starts_at_the_current_version() {
+        let store = Store::open(":memory:", Sync::Normal, 0).unwrap();
+        let version: i64 = store
+            .lock()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -32,6 +32,14 @@
 //! whose outbox passes half full is warned once; one whose outbox is full is disconnected with
 //! a reason, and the room carries on.
 //!
+//! # Nicks
+//! A nick is one with every nick of the same [`account::key`] (Unicode case folding, in normal
+//! form C); `nicks` holds members by that key. `/nick` also refuses a nick with the
+//! [`account::look`] (confusable skeleton) of a nick another member holds or of a registered
+//! one, and one that mixes scripts ([`account::mixed_scripts`]). Keys are computed when a nick
+//! is taken, looked up or mailed to, and kept with the member; delivering a message folds
+//! nothing.
+//!
 //! # Accounts
 //! A registered nick is held only by a member logged in as it: `/nick` to it is refused, guest
 //! nicks skip it, and a login from another connection takes it over (the old holder becomes a
@@ -163,6 +171,10 @@ pub struct Route {
 
 struct Member {
     nick: String,
+    /// [`account::key`] of its nick: what `nicks` holds it under.
+    key: String,
+    /// [`account::look`] of its nick: what `looks` holds it under.
+    look: String,
     outbox: Outbox,
     format: Format,
     encoding: WireEncoding,
@@ -359,8 +371,11 @@ pub struct Hub {
     config: HubConfig,
     /// Boxed: a table sized for thousands of members then holds pointers, not whole members.
     members: HashMap<MemberId, Box<Member>>,
-    /// Lower-cased nick to member.
+    /// Nick key ([`account::key`]) to member.
     nicks: HashMap<String, MemberId>,
+    /// Look-alike key ([`account::look`]) of each member's nick to the members holding such a
+    /// nick: one, except where registered look-alikes from before the rule are both logged in.
+    looks: HashMap<String, Vec<MemberId>>,
     rooms: BTreeMap<String, Room>,
     store: Store,
     writer: Writer<Route>,
@@ -374,8 +389,11 @@ pub struct Hub {
     /// Members to disconnect once the current fan-out is done, with the reason.
     doomed: Vec<(MemberId, String)>,
     is_closing: bool,
-    /// Registered nicks: account key (lower-cased nick) to the nick as registered.
+    /// Registered nicks: account key ([`account::key`]) to the nick as registered.
     accounts: HashMap<String, String>,
+    /// Look-alike key of each registered nick to the keys of the accounts with it (one, except
+    /// for look-alikes registered before the rule).
+    account_looks: HashMap<String, Vec<String>>,
     /// Nicks being registered (hashing): no one else may take them meanwhile.
     registering: HashSet<String>,
     /// Runs password hashing and checks off the hub.
@@ -407,7 +425,8 @@ impl Hub {
         writer: Writer<Route>,
     ) -> Result<Hub, super::history::StoreError> {
         let delivered_up_to = store.last_id()?;
-        let accounts = store.accounts()?.into_iter().collect();
+        let accounts: HashMap<String, String> = store.accounts()?.into_iter().collect();
+        let account_looks = account_looks(&accounts);
         let (checker, checked) = Checker::new(store.clone());
         let (read_tx, read) = mpsc::unbounded_channel();
         let reader = store.spawn_reader(read_tx, read_history)?;
@@ -415,6 +434,7 @@ impl Hub {
             config,
             members: HashMap::new(),
             nicks: HashMap::new(),
+            looks: HashMap::new(),
             rooms: BTreeMap::new(),
             store,
             writer,
@@ -425,6 +445,7 @@ impl Hub {
             replays: HashMap::new(),
             is_closing: false,
             accounts,
+            account_looks,
             registering: HashSet::new(),
             checker,
             checked: Some(checked),
@@ -589,6 +610,7 @@ impl Hub {
             if !self.nicks.contains_key(&nick)
                 && !self.accounts.contains_key(&nick)
                 && !self.registering.contains(&nick)
+                && self.look_alike(None, &nick, &nick).is_none()
             {
                 return nick;
             }
@@ -597,11 +619,15 @@ impl Hub {
 
     fn connect(&mut self, id: MemberId, outbox: Outbox, encoding: WireEncoding, format: Format) {
         let nick = self.fresh_guest();
+        let look = account::look(&nick);
         self.nicks.insert(nick.clone(), id);
+        self.looks.entry(look.clone()).or_default().push(id);
         self.members.insert(
             id,
             Box::new(Member {
                 nick: nick.clone(),
+                key: nick.clone(),
+                look,
                 outbox,
                 format,
                 encoding,
@@ -922,7 +948,46 @@ impl Hub {
                 }
             }
         }
+        if let Some((other, why)) = self.look_alike(Some(id), &nick, &key) {
+            let text = format!("nick '{nick}' looks like '{other}', which is {why}");
+            return self.error(id, &text);
+        }
+        // Checked here, not when parsing: registered nicks from before the rule may still log
+        // in and receive messages.
+        if let Some(text) = account::mixed_scripts(&nick) {
+            return self.error(id, &text);
+        }
         self.rename(id, nick);
+    }
+
+    /// A nick that `nick` (key `key`) could be taken for on screen, held by a member other
+    /// than `id` or registered under another key, with "taken" or "registered".
+    fn look_alike(
+        &self,
+        id: Option<MemberId>,
+        nick: &str,
+        key: &str,
+    ) -> Option<(String, &'static str)> {
+        let look = account::look(nick);
+        let holder = self
+            .looks
+            .get(&look)
+            .into_iter()
+            .flatten()
+            .filter(|holder| Some(**holder) != id)
+            .filter_map(|holder| self.members.get(holder))
+            .find(|member| member.key != key);
+        if let Some(member) = holder {
+            return Some((member.nick.clone(), "taken"));
+        }
+        let account = self
+            .account_looks
+            .get(&look)
+            .into_iter()
+            .flatten()
+            .find(|account| *account != key)?;
+        let owner = self.accounts.get(account).cloned().unwrap_or_default();
+        Some((owner, "registered"))
     }
 
     /// Gives `id` the nick `nick` (free, or its own in another case) and tells everyone who
@@ -940,13 +1005,20 @@ impl Hub {
                 },
             );
         }
-        let (old_key, key) = (account::key(&old), account::key(&nick));
+        let key = account::key(&nick);
+        let look = account::look(&nick);
+        let old_key = std::mem::replace(&mut member.key, key.clone());
+        let old_look = std::mem::replace(&mut member.look, look.clone());
         let is_logged_out = member.is_logged_in && old_key != key;
         if is_logged_out {
             member.is_logged_in = false;
         }
-        self.nicks.remove(&old_key);
+        if self.nicks.get(&old_key) == Some(&id) {
+            self.nicks.remove(&old_key);
+        }
         self.nicks.insert(key, id);
+        unlook(&mut self.looks, &old_look, id);
+        self.looks.entry(look).or_default().push(id);
         for room in &member.rooms {
             if let Some(found) = self.rooms.get_mut(room) {
                 found.who = None;
@@ -1141,7 +1213,7 @@ impl Hub {
         match (kind, outcome) {
             (JobKind::Register, Outcome::Registered) => {
                 self.registering.remove(&key);
-                self.accounts.insert(key.clone(), nick.clone());
+                self.add_account(key.clone(), nick.clone());
                 // Its nick could not change while this was checked; it may have left.
                 if let Some(member) = self.members.get_mut(&id)
                     && account::key(&member.nick) == key
@@ -1153,7 +1225,7 @@ impl Hub {
             (JobKind::Register, Outcome::AlreadyRegistered) => {
                 // Registered in the database behind this hub's back: it is protected now.
                 self.registering.remove(&key);
-                self.accounts.insert(key.clone(), nick.clone());
+                self.add_account(key.clone(), nick.clone());
                 self.error(id, &format!("nick '{nick}' is registered already"));
                 if self.nicks.get(&key) == Some(&id) {
                     let guest = self.fresh_guest();
@@ -1193,6 +1265,16 @@ impl Hub {
                 );
             }
         }
+    }
+
+    /// Notes the account `key`, registered as `nick`.
+    fn add_account(&mut self, key: String, nick: String) {
+        let look = account::look(&nick);
+        let keys = self.account_looks.entry(look).or_default();
+        if !keys.contains(&key) {
+            keys.push(key.clone());
+        }
+        self.accounts.insert(key, nick);
     }
 
     /// `id` proved it owns `nick`: it takes the nick (from whoever holds it, who becomes a
@@ -1565,7 +1647,10 @@ impl Hub {
             .as_ref()
             .map(|text| member.render(&Event::Error { text: text.clone() }));
         member.outbox.close(word);
-        self.nicks.remove(&member.nick.to_lowercase());
+        if self.nicks.get(&member.key) == Some(&id) {
+            self.nicks.remove(&member.key);
+        }
+        unlook(&mut self.looks, &member.look, id);
         for room in member.rooms.clone() {
             self.leave_room(id, &room);
         }
@@ -1668,7 +1753,39 @@ impl Hub {
     }
 }
 
-/// Whether `key` (a lower-cased nick) is of the `guestN` form the server hands out.
+/// Takes member `id` off the look-alike key `look`.
+fn unlook(looks: &mut HashMap<String, Vec<MemberId>>, look: &str, id: MemberId) {
+    if let Some(holders) = looks.get_mut(look) {
+        holders.retain(|holder| *holder != id);
+        if holders.is_empty() {
+            looks.remove(look);
+        }
+    }
+}
+
+/// The accounts by look-alike key ([`account::look`] of the nick as registered). Registered
+/// look-alikes from before the rule (or made by hand) are all kept, and logged: each may
+/// still log in, and none can be taken with `/nick`.
+fn account_looks(accounts: &HashMap<String, String>) -> HashMap<String, Vec<String>> {
+    let mut looks: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, nick) in accounts {
+        looks
+            .entry(account::look(nick))
+            .or_default()
+            .push(key.clone());
+    }
+    for keys in looks.values_mut().filter(|keys| keys.len() > 1) {
+        keys.sort();
+        let nicks: Vec<&str> = keys.iter().map(|key| accounts[key].as_str()).collect();
+        tracing::warn!(
+            "registered nicks {} look alike; each may log in, but people may take one for another",
+            nicks.join(", ")
+        );
+    }
+    looks
+}
+
+/// Whether `key` (a nick key) is of the `guestN` form the server hands out.
 fn is_guest_nick(key: &str) -> bool {
     key.strip_prefix("guest")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
