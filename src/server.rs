@@ -245,7 +245,9 @@ impl Refusals {
     /// When the refusals held back are due to be logged; `None` when there are none.
     fn due(&self) -> Option<std::time::Instant> {
         let at = self.logged_at?;
-        (self.unlogged > 0).then(|| at + Duration::from_secs(1))
+        // What `log_summary` would log: `last`, not the count, so the two never disagree (a
+        // time that is due but logs nothing would be due again at once, a busy loop).
+        self.last.as_ref().map(|_| at + Duration::from_secs(1))
     }
 
     /// Logs the refusals not logged yet, if any, as one line.

@@ -47,20 +47,30 @@ fn a_denied_address_is_told_why_and_closed() {
 }
 
 /// Refusals are logged one line a second at most, and the end of a burst is summed up a second
-/// later even if no refusal follows it: three refused back to back are logged as 1, then 2.
+/// later even if no refusal follows it: three refused back to back are logged as 1, then 2 (or,
+/// on a machine slow enough to spread them over seconds, in more lines, but all three).
 #[test]
 fn the_end_of_a_burst_of_refusals_is_logged_too() {
     let mut server = Proc::server(&["echo", "127.0.0.1:0", "--deny", "127.0.0.0/8"]);
     for _ in 0..3 {
         assert!(refusal(server.socket_addr()).starts_with("refused: 127.0.0.1 is not allowed"));
     }
-    let first = server.next_stderr_line();
-    assert!(first.contains("refused 1 connection(s)"), "{first}");
-    let summary = server.next_stderr_line();
-    assert!(
-        summary.contains("refused 2 connection(s); the last: refused: 127.0.0.1 is not allowed"),
-        "{summary}"
-    );
+    let mut logged = 0;
+    while logged < 3 {
+        let line = server.next_stderr_line();
+        let count: usize = line
+            .split("refused ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("not a refusal summary: {line}"));
+        assert!(
+            line.contains("connection(s); the last: refused: 127.0.0.1 is not allowed"),
+            "{line}"
+        );
+        logged += count;
+    }
+    assert_eq!(logged, 3);
 }
 
 #[test]

@@ -327,11 +327,15 @@ fn a_nick_that_looks_like_one_online_is_refused() {
     ann.nick = "ANN".into();
     ace.send("/nick ACE");
     ace.expect("* ace is now known as ACE");
+    ace.nick = "ACE".into();
     // Once ann is gone, her look-alike is free.
     ann.send("/quit");
     ann.expect("* bye");
     eve.expect("* ANN quit");
     eve.set_nick("\u{430}\u{43f}\u{43f}");
+    // Moving off a nick with /nick frees its look-alike too.
+    ace.set_nick("acey");
+    eve.set_nick("\u{430}\u{441}\u{435}");
 }
 
 #[test]

@@ -15,6 +15,7 @@
 
 use serde::Deserialize;
 use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::char::is_combining_mark;
 
 pub use super::account::Password;
 
@@ -308,12 +309,16 @@ fn no_args(words: &[&str], name: &str, command: Command) -> Result<Command, Comm
 /// followed by a combining acute accent (U+0301) is `é`, one letter, so both spellings are one
 /// nick and it is always shown composed.
 ///
+/// Some letters have no composed form in NFC (U+095B `ज़` becomes `ज` and a nukta), so a
+/// combining mark may follow a letter or digit, and the length is that of the shorter of the two
+/// spellings: every nick valid as typed stays valid in NFC.
+///
 /// # Errors
 /// [`CommandError`] saying what is wrong.
-pub fn valid_nick(nick: &str) -> Result<String, CommandError> {
-    let nick: String = nick.nfc().collect();
-    let nick = nick.as_str();
-    let count = nick.chars().count();
+pub fn valid_nick(typed: &str) -> Result<String, CommandError> {
+    let normal: String = typed.nfc().collect();
+    let nick = normal.as_str();
+    let count = nick.chars().count().min(typed.chars().count());
     if count == 0 || count > MAX_NICK_CHARS {
         return err(format!(
             "nick '{nick}' must be 1 to {MAX_NICK_CHARS} characters"
@@ -323,15 +328,21 @@ pub fn valid_nick(nick: &str) -> Result<String, CommandError> {
         .chars()
         .next()
         .is_some_and(|c| c.is_alphabetic() || c == '_');
-    let rest_ok = nick
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == '_' || c == '-');
+    let mut after_alphanumeric = false;
+    let rest_ok = nick.chars().all(|c| {
+        let ok = c.is_alphanumeric()
+            || c == '_'
+            || c == '-'
+            || (after_alphanumeric && is_combining_mark(c));
+        after_alphanumeric = c.is_alphanumeric() || (after_alphanumeric && is_combining_mark(c));
+        ok
+    });
     if !first_ok || !rest_ok {
         return err(format!(
             "nick '{nick}' may use letters, digits, _ and -, and must start with a letter or _"
         ));
     }
-    Ok(nick.to_string())
+    Ok(normal)
 }
 
 /// Checks and normalizes a room name: `dev` and `#Dev` both become `#dev`.
@@ -683,6 +694,23 @@ mod tests {
         assert!(valid_nick(&"e\u{301}".repeat(MAX_NICK_CHARS)).is_ok());
         assert!(valid_nick(&"e\u{301}".repeat(MAX_NICK_CHARS + 1)).is_err());
         assert_eq!(valid_nick("王小明"), Ok("王小明".into()));
+    }
+
+    #[test]
+    fn letters_that_nfc_splits_stay_valid_nicks() {
+        // U+095B is a letter; NFC makes it ज + U+093C NUKTA, a mark: it was a valid nick before
+        // nicks went to NFC, and must stay one (a registered account may hold it).
+        let zara = "\u{95B}\u{93E}\u{930}\u{93E}";
+        assert_eq!(
+            valid_nick(zara),
+            Ok("\u{91C}\u{93C}\u{93E}\u{930}\u{93E}".into())
+        );
+        // U+FB2C is one character, three in NFC: 24 of them were, and stay, within the limit.
+        assert!(valid_nick(&"\u{FB2C}".repeat(MAX_NICK_CHARS)).is_ok());
+        // A mark still cannot start a nick or follow `_` or `-`.
+        assert!(valid_nick("\u{301}ann").is_err());
+        assert!(valid_nick("_\u{301}").is_err());
+        assert!(valid_nick("a-\u{301}").is_err());
     }
 
     #[test]

@@ -722,7 +722,9 @@ pub const CLASH_SUFFIX: &str = " (clash)";
 /// apart), the older keeps the key; each other is kept whole, password and mail, under its old
 /// key and [`CLASH_SUFFIX`], where no login reaches it until an operator gives it a nick of
 /// its own; each such account is logged as a warning. Mail kept for a key no account has (its
-/// account was removed) stays as it is: a new account of that nick drops it, as ever.
+/// account was removed) leaves the mailboxes first (the messages stay in history), as a new
+/// account of that nick would have dropped it: otherwise an account whose key moves onto that
+/// key would be handed someone else's mail.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
     if version >= SCHEMA_VERSION {
@@ -765,6 +767,12 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             moves.push((rowid, old, target));
         }
     }
+    // Mail of removed accounts is no one's: it must not become the mail of an account whose
+    // new key is that old key (`Straße`, once `straße`, now `strasse`).
+    tx.execute(
+        "DELETE FROM mail WHERE recipient NOT IN (SELECT nick_key FROM accounts)",
+        [],
+    )?;
     // Through keys no nick has (they hold a control character), so that no move meets a key
     // another move has yet to free.
     let temporary = |rowid: i64| format!("\u{1}{rowid}");
@@ -1128,8 +1136,15 @@ mod tests {
         // ΟΔΟΣ (older, key οδος) and οδοσ (key οδοσ) are one nick now; the older keeps it.
         old_layout(
             &path,
-            &[("Ann", 1), ("οδοσ", 3), ("ΟΔΟΣ", 2), ("\u{F900}", 4)],
-            &["ann", "οδος", "οδοσ", "οδος", "gone"],
+            &[
+                ("Ann", 1),
+                ("οδοσ", 3),
+                ("ΟΔΟΣ", 2),
+                ("\u{F900}", 4),
+                ("Straße", 5),
+            ],
+            // m5 was kept for a removed account `strasse`: Straße's key now.
+            &["ann", "οδος", "οδοσ", "οδος", "gone", "strasse"],
         );
         let store = Store::open(path.to_str().unwrap(), Sync::Normal, 0).unwrap();
         let mut accounts = store.accounts().unwrap();
@@ -1138,6 +1153,7 @@ mod tests {
             accounts,
             [
                 ("ann".to_string(), "Ann".to_string()),
+                ("strasse".to_string(), "Straße".to_string()),
                 ("οδοσ".to_string(), "ΟΔΟΣ".to_string()),
                 ("οδοσ (clash)".to_string(), "οδοσ".to_string()),
                 ("\u{8C48}".to_string(), "\u{F900}".to_string()),
@@ -1152,9 +1168,11 @@ mod tests {
             store.account("οδοσ (clash)").unwrap().unwrap().1,
             "hash of οδοσ"
         );
-        // Mail of a removed account stays as it was.
-        assert_eq!(mail_texts(&store, "gone"), ["m4"]);
-        assert_eq!(store.all().unwrap().len(), 5);
+        // Mail of removed accounts leaves the mailboxes (not history), so Straße, whose key is
+        // now a removed account's, does not get that account's mail.
+        assert!(mail_texts(&store, "gone").is_empty());
+        assert!(mail_texts(&store, "strasse").is_empty());
+        assert_eq!(store.all().unwrap().len(), 6);
         let version: i64 = store
             .lock()
             .pragma_query_value(None, "user_version", |row| row.get(0))
