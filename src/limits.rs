@@ -234,3 +234,22 @@ pub const DB_MAX_SIZE: u64 = 0;
 
 /// The smallest `--db-max-size` accepted (other than `0`): room for the schema and some history.
 pub const DB_MAX_SIZE_MIN: u64 = 64 * 1024;
+
+/// The most messages one `/history N` returns.
+pub const MAX_HISTORY: usize = 1000;
+
+/// `socktalk chat`: the longest line accepted from the server (a history batch is one line).
+pub const MAX_SERVER_LINE: usize = 16 * 1024 * 1024;
+
+/// `socktalk chat`: how long the server has to answer `/json` with its first `state` event; one
+/// that does not is not a socktalk chat server (an echo server, for one, sends the client's own
+/// requests back), and the client exits 1.
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `talk --listen --tls`: TLS handshakes run at once while it waits for a caller; callers beyond
+/// are closed at once.
+pub const HANDSHAKES_AT_ONCE: usize = 16;
+
+/// `talk`: how long a piece of a line waits for the rest, from a peer that ends its lines with
+/// `\n`, before it is shown as it is.
+pub const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(500);

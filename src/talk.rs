@@ -11,7 +11,6 @@
 //! Status lines (`* connected to …`, `* … said bye`) go to stderr, the conversation to stdout.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
@@ -23,7 +22,10 @@ use tokio_util::codec::FramedRead;
 use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
 use crate::error::Result;
-use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK, REFUSAL_LINGER};
+use crate::limits::{
+    CLOSE_TIMEOUT, HANDSHAKES_AT_ONCE, MAX_DATAGRAM_V6, PARTIAL_LINE_WAIT, READ_CHUNK,
+    REFUSAL_LINGER,
+};
 use crate::server::{self, Entry, RefusalStyle};
 use crate::transport::tls::{self, Conn};
 use crate::transport::udp::{self, DatagramServer};
@@ -44,13 +46,6 @@ pub struct TalkConfig {
     /// End each line sent over a stream with `\n` (`--no-newline` turns it off).
     pub newline: bool,
 }
-
-/// TLS handshakes `talk --listen` runs at once while it waits for a caller.
-const HANDSHAKES_AT_ONCE: usize = 16;
-
-/// How long a piece of a line waits for the rest, from a peer that ends its lines with `\n`,
-/// before it is shown as it is.
-const PARTIAL_LINE_WAIT: Duration = Duration::from_millis(500);
 
 impl TalkConfig {
     fn status(&self, text: &str) {

@@ -17,14 +17,8 @@ use super::event::utc_minute;
 use super::session::far_future;
 use crate::codec::{FrameCodec, Framing, terminal_safe};
 use crate::error::Result;
+use crate::limits::{GREETING_TIMEOUT, MAX_SERVER_LINE};
 use crate::talk::stdin_lines;
-
-/// Longest line accepted from the server (history batches are single lines).
-const MAX_SERVER_LINE: usize = 16 * 1024 * 1024;
-
-/// How long the server has to answer `/json` with its first `state` event: one that does not is
-/// not a socktalk chat server (an echo server, for one, sends our own requests back).
-const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Settings of the terminal client.
 #[derive(Debug, Clone)]

@@ -62,7 +62,7 @@ use super::outbox::{Outbox, Push};
 use crate::codec::WireEncoding;
 use crate::limits::{
     LOGIN_FAILURES_PER_NICK, LOGIN_FAILURES_PER_NICK_TOTAL, LOGIN_FAILURES_PER_SOURCE,
-    LOGIN_WINDOW, MAX_HELD_REQUESTS, MIN_REPLY_LINE,
+    LOGIN_WINDOW, MAX_HELD_REQUESTS, MAX_HISTORY, MIN_REPLY_LINE,
 };
 
 /// The answer when too many password checks are queued.
@@ -73,9 +73,6 @@ pub type MemberId = u64;
 
 /// The room everyone starts in.
 pub const LOBBY: &str = "#lobby";
-
-/// The most messages one `/history` returns.
-pub const MAX_HISTORY: usize = 1000;
 
 /// How a member reads: readable lines or JSON lines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
