@@ -3,13 +3,7 @@
 
 mod common;
 
-use common::{ChatClient, chat_server};
-
-fn gbk(text: &str) -> Vec<u8> {
-    let (bytes, _, had_errors) = encoding_rs::GBK.encode(text);
-    assert!(!had_errors);
-    bytes.into_owned()
-}
+use common::{ChatClient, chat_server, gbk};
 
 #[test]
 fn gbk_and_utf8_members_read_each_other() {
@@ -17,12 +11,7 @@ fn gbk_and_utf8_members_read_each_other() {
     assert_eq!(gbk("你好"), b"\xc4\xe3\xba\xc3");
     let server = chat_server(":memory:", &[]);
     let addr = server.socket_addr();
-    let mut utf = ChatClient::login(addr, "utf");
-    let mut gb = ChatClient::guest(addr);
-    utf.expect("* guest2 joined #lobby");
-
-    gb.send("/encoding gbk");
-    gb.expect_next("* your encoding is now GBK");
+    let (mut utf, mut gb) = ChatClient::utf_and_gbk(addr);
     // A nick typed in GBK.
     gb.send_raw(&[b"/nick ".as_slice(), &gbk("小明"), b"\n"].concat());
     assert_eq!(gb.next_raw(), gbk("* guest2 is now known as 小明"));

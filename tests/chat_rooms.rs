@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::Duration;
 
-use common::{ChatClient, Proc, chat_server};
+use common::{ChatClient, Proc, chat_server, gbk};
 
 fn server() -> (Proc, SocketAddr) {
     let server = chat_server(":memory:", &[]);
@@ -340,17 +340,8 @@ fn a_nick_that_looks_like_one_online_is_refused() {
 
 #[test]
 fn chinese_and_japanese_nicks_work_in_gbk_and_utf8() {
-    let gbk = |text: &str| {
-        let (bytes, _, had_errors) = encoding_rs::GBK.encode(text);
-        assert!(!had_errors, "{text}");
-        bytes.into_owned()
-    };
     let (_server, addr) = server();
-    let mut utf = ChatClient::login(addr, "utf");
-    let mut gb = ChatClient::guest(addr);
-    utf.expect("* guest2 joined #lobby");
-    gb.send("/encoding gbk");
-    gb.expect_next("* your encoding is now GBK");
+    let (mut utf, mut gb) = ChatClient::utf_and_gbk(addr);
     // 山田がく, typed in GBK: Han and hiragana (Japanese) are one writing system.
     gb.send_raw(&[b"/nick ".as_slice(), &gbk("山田がく"), b"\n"].concat());
     assert_eq!(gb.next_raw(), gbk("* guest2 is now known as 山田がく"));

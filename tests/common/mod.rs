@@ -493,6 +493,13 @@ pub struct ChatClient {
     partial: Vec<u8>,
 }
 
+/// `text` in GBK (it must be encodable).
+pub fn gbk(text: &str) -> Vec<u8> {
+    let (bytes, _, had_errors) = encoding_rs::GBK.encode(text);
+    assert!(!had_errors, "{text}");
+    bytes.into_owned()
+}
+
 impl ChatClient {
     /// Connects over TCP without reading anything.
     pub fn connect(addr: SocketAddr) -> ChatClient {
@@ -516,6 +523,16 @@ impl ChatClient {
     /// Connects and waits for the welcome and for this guest's own arrival in #lobby.
     pub fn guest(addr: SocketAddr) -> ChatClient {
         ChatClient::connect(addr).welcomed()
+    }
+
+    /// Two members of the server at `addr`: `utf` (utf-8) and a guest that has switched to GBK.
+    pub fn utf_and_gbk(addr: SocketAddr) -> (ChatClient, ChatClient) {
+        let mut utf = ChatClient::login(addr, "utf");
+        let mut gb = ChatClient::guest(addr);
+        utf.expect(&format!("* {} joined #lobby", gb.nick));
+        gb.send("/encoding gbk");
+        gb.expect_next("* your encoding is now GBK");
+        (utf, gb)
     }
 
     /// Reads the welcome line and the member's own join announcement, learning its guest nick.
