@@ -37,7 +37,7 @@
 //! form C); `nicks` holds members by that key. `/nick` also refuses a nick with the
 //! [`account::look`] (confusable skeleton) of a nick another member holds or of a registered
 //! one, and one that mixes scripts ([`account::mixed_scripts`]). Keys are computed when a nick
-//! is taken, looked up or mailed to, and kept with the member; delivering a message folds
+//! is taken, looked up or mailed to, or the member leaves; delivering a message folds
 //! nothing.
 //!
 //! # Accounts
@@ -48,6 +48,7 @@
 //! is stored with a mailbox mark (in the same commit) and delivered at that nick's next login.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::hash::BuildHasher;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -168,10 +169,6 @@ pub struct Route {
 
 struct Member {
     nick: String,
-    /// [`account::key`] of its nick: what `nicks` holds it under.
-    key: String,
-    /// [`account::look`] of its nick: what `looks` holds it under.
-    look: String,
     outbox: Outbox,
     format: Format,
     encoding: WireEncoding,
@@ -370,9 +367,8 @@ pub struct Hub {
     members: HashMap<MemberId, Box<Member>>,
     /// Nick key ([`account::key`]) to member.
     nicks: HashMap<String, MemberId>,
-    /// Look-alike key ([`account::look`]) of each member's nick to the members holding such a
-    /// nick: one, except where registered look-alikes from before the rule are both logged in.
-    looks: HashMap<String, Vec<MemberId>>,
+    /// Who holds a nick of each look-alike key.
+    looks: Looks,
     rooms: BTreeMap<String, Room>,
     store: Store,
     writer: Writer<Route>,
@@ -431,7 +427,7 @@ impl Hub {
             config,
             members: HashMap::new(),
             nicks: HashMap::new(),
-            looks: HashMap::new(),
+            looks: Looks::default(),
             rooms: BTreeMap::new(),
             store,
             writer,
@@ -616,15 +612,12 @@ impl Hub {
 
     fn connect(&mut self, id: MemberId, outbox: Outbox, encoding: WireEncoding, format: Format) {
         let nick = self.fresh_guest();
-        let look = account::look(&nick);
         self.nicks.insert(nick.clone(), id);
-        self.looks.entry(look.clone()).or_default().push(id);
+        self.looks.add(&account::look(&nick), id);
         self.members.insert(
             id,
             Box::new(Member {
                 nick: nick.clone(),
-                key: nick.clone(),
-                look,
                 outbox,
                 format,
                 encoding,
@@ -968,12 +961,13 @@ impl Hub {
         let look = account::look(nick);
         let holder = self
             .looks
-            .get(&look)
-            .into_iter()
-            .flatten()
-            .filter(|holder| Some(**holder) != id)
-            .filter_map(|holder| self.members.get(holder))
-            .find(|member| member.key != key);
+            .holders(&look)
+            .filter(|holder| Some(*holder) != id)
+            .filter_map(|holder| self.members.get(&holder))
+            // The table keeps a hash of each look: see that this one is the same look.
+            .find(|member| {
+                account::key(&member.nick) != key && account::look(&member.nick) == look
+            });
         if let Some(member) = holder {
             return Some((member.nick.clone(), "taken"));
         }
@@ -1003,9 +997,7 @@ impl Hub {
             );
         }
         let key = account::key(&nick);
-        let look = account::look(&nick);
-        let old_key = std::mem::replace(&mut member.key, key.clone());
-        let old_look = std::mem::replace(&mut member.look, look.clone());
+        let old_key = account::key(&old);
         let is_logged_out = member.is_logged_in && old_key != key;
         if is_logged_out {
             member.is_logged_in = false;
@@ -1014,8 +1006,8 @@ impl Hub {
             self.nicks.remove(&old_key);
         }
         self.nicks.insert(key, id);
-        unlook(&mut self.looks, &old_look, id);
-        self.looks.entry(look).or_default().push(id);
+        self.looks.remove(&account::look(&old), id);
+        self.looks.add(&account::look(&nick), id);
         for room in &member.rooms {
             if let Some(found) = self.rooms.get_mut(room) {
                 found.who = None;
@@ -1644,10 +1636,11 @@ impl Hub {
             .as_ref()
             .map(|text| member.render(&Event::Error { text: text.clone() }));
         member.outbox.close(word);
-        if self.nicks.get(&member.key) == Some(&id) {
-            self.nicks.remove(&member.key);
+        let key = account::key(&member.nick);
+        if self.nicks.get(&key) == Some(&id) {
+            self.nicks.remove(&key);
         }
-        unlook(&mut self.looks, &member.look, id);
+        self.looks.remove(&account::look(&member.nick), id);
         for room in member.rooms.clone() {
             self.leave_room(id, &room);
         }
@@ -1750,13 +1743,55 @@ impl Hub {
     }
 }
 
-/// Takes member `id` off the look-alike key `look`.
-fn unlook(looks: &mut HashMap<String, Vec<MemberId>>, look: &str, id: MemberId) {
-    if let Some(holders) = looks.get_mut(look) {
-        holders.retain(|holder| *holder != id);
-        if holders.is_empty() {
-            looks.remove(look);
+/// The members holding a nick of each look-alike key ([`account::look`]): one a key, except
+/// where registered look-alikes from before the rule are both logged in.
+///
+/// Keyed by a hash of the look, not the look itself, with the one holder inline: with thousands
+/// of members that is 16 bytes a member in the table instead of a string and a list, each with
+/// an allocation. Two looks with one hash share an entry, so whoever reads it compares the
+/// looks themselves.
+#[derive(Default)]
+struct Looks {
+    hasher: std::hash::RandomState,
+    /// The first holder of each hash.
+    first: HashMap<u64, MemberId>,
+    /// The others, rarely any.
+    more: HashMap<u64, Vec<MemberId>>,
+}
+
+impl Looks {
+    fn add(&mut self, look: &str, id: MemberId) {
+        let hash = self.hasher.hash_one(look);
+        if let Some(first) = self.first.get(&hash)
+            && *first != id
+        {
+            self.more.entry(hash).or_default().push(id);
+        } else {
+            self.first.insert(hash, id);
         }
+    }
+
+    fn remove(&mut self, look: &str, id: MemberId) {
+        let hash = self.hasher.hash_one(look);
+        let more = self.more.get_mut(&hash);
+        if self.first.get(&hash) == Some(&id) {
+            match more.and_then(Vec::pop) {
+                Some(next) => self.first.insert(hash, next),
+                None => self.first.remove(&hash),
+            };
+        } else if let Some(more) = more {
+            more.retain(|holder| *holder != id);
+        }
+        if self.more.get(&hash).is_some_and(Vec::is_empty) {
+            self.more.remove(&hash);
+        }
+    }
+
+    /// The members whose look may be `look` (whose look has its hash).
+    fn holders(&self, look: &str) -> impl Iterator<Item = MemberId> + '_ {
+        let hash = self.hasher.hash_one(look);
+        let more = self.more.get(&hash).into_iter().flatten().copied();
+        self.first.get(&hash).copied().into_iter().chain(more)
     }
 }
 

@@ -910,3 +910,31 @@ fn a_reply_weighs_its_lines_or_its_bytes_in_lines_at_most_half_the_outbox() {
     };
     assert_eq!(reply_weight(&one, 5, 1 << 20), 1);
 }
+
+#[test]
+fn looks_keep_every_holder_of_a_look_until_each_leaves() {
+    let mut looks = Looks::default();
+    let holders = |looks: &Looks, look: &str| {
+        let mut all: Vec<MemberId> = looks.holders(look).collect();
+        all.sort_unstable();
+        all
+    };
+    looks.add("ann", 1);
+    looks.add("ann", 2);
+    looks.add("ann", 3);
+    looks.add("bob", 4);
+    assert_eq!(holders(&looks, "ann"), [1, 2, 3]);
+    // The first holder leaving hands its place to another.
+    looks.remove("ann", 1);
+    assert_eq!(holders(&looks, "ann"), [2, 3]);
+    looks.remove("ann", 3);
+    assert_eq!(holders(&looks, "ann"), [2]);
+    // Removing one that does not hold the look changes nothing.
+    looks.remove("ann", 4);
+    assert_eq!(holders(&looks, "ann"), [2]);
+    looks.remove("ann", 2);
+    assert!(holders(&looks, "ann").is_empty());
+    assert_eq!(holders(&looks, "bob"), [4]);
+    looks.remove("bob", 4);
+    assert!(looks.first.is_empty() && looks.more.is_empty());
+}
