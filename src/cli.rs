@@ -389,8 +389,9 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub text: EncodingArgs,
 
-    /// UDP: seconds to wait for outstanding replies after stdin ends. TCP: once the peer has
-    /// finished sending, seconds piped stdin may stay silent before the client exits.
+    /// UDP: seconds to wait for outstanding replies after stdin ends (with --listen: for the
+    /// peer's silence). TCP: once the peer has finished sending, seconds piped stdin may stay
+    /// silent before the client exits.
     #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
     pub linger: f64,
 
@@ -842,6 +843,8 @@ mod tests {
             &["socktalk", "echo", "127.0.0.1:1", "-U", "/tmp/x"],
             &["socktalk", "talk"],
             &["socktalk", "talk", "-k", "127.0.0.1:1"],
+            &["socktalk", "connect", "-k", "127.0.0.1:1"],
+            &["socktalk", "connect", "-l", "-w", "1", "127.0.0.1:1"],
             &["socktalk", "serve", "--max-line", "0"],
             &["socktalk", "serve", "--outbox", "0"],
             &["socktalk", "serve", "--max-rooms", "0"],

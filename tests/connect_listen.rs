@@ -288,6 +288,21 @@ fn udp_raw_datagrams_are_printed_as_they_came() {
 }
 
 #[test]
+fn udp_with_stdin_ended_waits_for_a_peer_then_for_its_silence() {
+    let mut listener = listener(&["-u", "127.0.0.1:0", "--linger", "0.5", "-q"]);
+    listener.close_stdin();
+    let addr = listener.socket_addr();
+    let peer = common::udp_for(addr);
+    // Stdin's end alone does not end it: nobody has spoken yet.
+    for datagram in [&b"one "[..], b"two"] {
+        peer.send_to(datagram, addr).unwrap();
+    }
+    assert_eq!(stdout_bytes(&mut listener, 7), b"one two");
+    assert!(listener.wait_exit(IO_TIMEOUT).success());
+    assert_eq!(listener.stderr_text(), "");
+}
+
+#[test]
 fn a_len_frame_over_max_frame_from_the_peer_exits_1() {
     let mut listener = listener(&["127.0.0.1:0", "--frame", "len", "--max-frame", "10", "-q"]);
     let mut peer = tcp(listener.socket_addr());
