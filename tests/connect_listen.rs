@@ -188,20 +188,16 @@ fn unix_socket_file_replaces_a_stale_one_and_is_removed_at_exit() {
 fn a_signal_ends_a_unix_listener_and_removes_its_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("signalled.sock");
-    let mut listener = listener(&[&format!("unix:{}", path.display())]);
+    let mut first = listener(&[&format!("unix:{}", path.display())]);
     assert!(path.exists());
-    listener.signal("TERM");
-    let status = listener.wait_exit(IO_TIMEOUT);
+    first.signal("TERM");
+    let status = first.wait_exit(IO_TIMEOUT);
     // As the shell reports a process the signal killed: 128 + SIGTERM.
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{status:?}");
     assert!(!path.exists(), "the socket file is removed");
     // And the path can be listened on again at once.
-    let again = listener_on_path(&path);
-    drop(again);
-}
-
-fn listener_on_path(path: &std::path::Path) -> Proc {
-    listener(&["-U", path.to_str().unwrap()])
+    let again = listener(&["-U", path.to_str().unwrap()]);
+    assert_eq!(again.addr, format!("unix:{}", path.display()));
 }
 
 #[test]
