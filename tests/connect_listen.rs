@@ -89,6 +89,11 @@ fn a_bare_port_listens_on_localhost_as_echo_does() {
     let port = common::closed_tcp_addr("127.0.0.1").port().to_string();
     let listener = listener(&[&port]);
     assert_eq!(listener.addr, format!("tcp://127.0.0.1:{port}"));
+    drop(listener);
+    // The long name is the same switch, the address still the positional ADDR.
+    let mut long = Proc::start(&["connect", "--listen", "udp://127.0.0.1:0"]);
+    let line = long.next_stderr_line();
+    assert!(line.starts_with("listening on udp://127.0.0.1:"), "{line}");
 }
 
 #[test]
