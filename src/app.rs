@@ -39,7 +39,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Chat(args) => run_chat(args, family).await,
         Command::Bench(args) => run_bench(args, family).await,
         Command::Echo(args) => run_echo(args, family, shutdown_on_signals()).await,
-        Command::Connect(args) => run_connect(args, family).await,
+        Command::Connect(args) => run_connect(args, family, !cli.quiet).await,
         Command::Talk(args) => run_talk(args, family, !cli.quiet).await,
     }
 }
@@ -151,7 +151,7 @@ async fn serve_echo<L: StreamListener>(
     Ok(())
 }
 
-async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
+async fn run_connect(args: ConnectArgs, family: Family, is_chatty: bool) -> Result<()> {
     let endpoint = args.target.endpoint()?;
     let config = ConnectConfig {
         framing: args.frame.framing,
@@ -159,7 +159,17 @@ async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
         encoding: args.text.encoding,
         linger: seconds("--linger", args.linger)?,
         idle_timeout: seconds("--idle-timeout", args.idle_timeout)?,
+        is_listening: args.listen,
     };
+    let server_tls = args.tls_server.options()?;
+    if args.listen {
+        return run_connect_listen(&args, &endpoint, family, config, is_chatty).await;
+    }
+    if server_tls.is_on() {
+        return Err(Error::Usage(
+            "--tls-cert/--tls-self-signed are for connect --listen; a client uses --tls".into(),
+        ));
+    }
     let wait = seconds("--wait", args.wait)?;
     let tls = Connector::new(&args.tls.options())?;
     match (endpoint.proto(args.target.udp)?, &endpoint) {
@@ -184,6 +194,65 @@ async fn run_connect(args: ConnectArgs, family: Family) -> Result<()> {
                 ));
             }
             connect::udp(udp::resolve_peer(&endpoint, family).await?, &config).await
+        }
+    }
+}
+
+/// `connect -l`: listens on `endpoint` for one peer (`-k`: one after another).
+async fn run_connect_listen(
+    args: &ConnectArgs,
+    endpoint: &Endpoint,
+    family: Family,
+    config: ConnectConfig,
+    is_chatty: bool,
+) -> Result<()> {
+    if args.tls.options().is_on() {
+        return Err(Error::Usage(
+            "--tls/--tls-ca/--tls-fingerprint are for connecting to a server; connect --listen uses --tls-cert or --tls-self-signed"
+                .into(),
+        ));
+    }
+    let proto = endpoint.proto(args.target.udp)?;
+    let server_tls = args.tls_server.options()?;
+    if proto == Proto::Udp {
+        let refusal = if server_tls.is_on() {
+            Some("TLS needs a stream (TCP or a Unix socket); UDP has none")
+        } else if config.framing == Framing::Len {
+            Some("--frame len applies to streams; each UDP datagram is already one message")
+        } else if !config.idle_timeout.is_zero() {
+            Some(
+                "--idle-timeout closes an idle connection; UDP has none (--linger ends the wait once stdin is done)",
+            )
+        } else if args.keep_open {
+            Some(
+                "-k takes the next peer when a connection ends; UDP has none (its first sender stays the peer)",
+            )
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            return Err(Error::Usage(refusal.into()));
+        }
+        let listen = connect::listen::ListenConfig {
+            keep_open: false,
+            is_chatty,
+            tls: None,
+        };
+        let socket = udp::listen(endpoint, family).await?;
+        return connect::listen::udp(socket, &config, &listen).await;
+    }
+    let listen = connect::listen::ListenConfig {
+        keep_open: args.keep_open,
+        is_chatty,
+        tls: Acceptor::new(&server_tls)?,
+    };
+    match endpoint {
+        Endpoint::Unix(path) => {
+            connect::listen::streams(unix::listen(path)?, &config, &listen).await
+        }
+        Endpoint::Inet { .. } => {
+            let listener = tcp::listen(endpoint, family).await?;
+            connect::listen::streams(listener, &config, &listen).await
         }
     }
 }

@@ -128,9 +128,11 @@ pub enum Command {
         socktalk echo 127.0.0.1:7000 --tls-self-signed --allow 127.0.0.0/8")]
     Echo(EchoArgs),
 
-    /// Netcat-style client: stdin to the socket, the socket to stdout.
+    /// Netcat-style client (-l: listener): stdin to the socket, the socket to stdout.
     #[command(after_help = "Examples:\n  \
         printf 'hi\\n' | socktalk connect 127.0.0.1:7000\n  \
+        socktalk connect -l 7000 > received.bin           # wait for one peer on 127.0.0.1:7000\n  \
+        socktalk connect -l -k '[::]:7000'                 # serve peers one after another\n  \
         socktalk connect -u 127.0.0.1:7000\n  \
         socktalk connect --frame len --encoding gbk localhost:7000\n  \
         socktalk connect 127.0.0.1:7000 --tls-fingerprint 9B:40:…:6E:12\n  \
@@ -387,8 +389,9 @@ pub struct ConnectArgs {
     #[command(flatten)]
     pub text: EncodingArgs,
 
-    /// UDP: seconds to wait for outstanding replies after stdin ends. TCP: once the peer has
-    /// finished sending, seconds piped stdin may stay silent before the client exits.
+    /// UDP: seconds to wait for outstanding replies after stdin ends (with --listen: for the
+    /// peer's silence). TCP: once the peer has finished sending, seconds piped stdin may stay
+    /// silent before the client exits.
     #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
     pub linger: f64,
 
@@ -398,12 +401,24 @@ pub struct ConnectArgs {
     pub idle_timeout: f64,
 
     /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
-    /// SECS in all (0: no limit).
-    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    /// SECS in all (0: no limit); not with --listen.
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen")]
     pub wait: f64,
+
+    /// Listen on ADDR instead (as nc -l): wait for one peer, then pump stdin and the socket as
+    /// a client does (UDP: the first sender is the peer).
+    #[arg(short = 'l', long = "listen")]
+    pub listen: bool,
+
+    /// With --listen over TCP or Unix sockets: after a peer ends, wait for the next one.
+    #[arg(short = 'k', long = "keep-open", requires = "listen")]
+    pub keep_open: bool,
 
     #[command(flatten)]
     pub tls: TlsClientArgs,
+
+    #[command(flatten)]
+    pub tls_server: TlsServerArgs,
 }
 
 /// `socktalk talk`.
@@ -828,6 +843,8 @@ mod tests {
             &["socktalk", "echo", "127.0.0.1:1", "-U", "/tmp/x"],
             &["socktalk", "talk"],
             &["socktalk", "talk", "-k", "127.0.0.1:1"],
+            &["socktalk", "connect", "-k", "127.0.0.1:1"],
+            &["socktalk", "connect", "-l", "-w", "1", "127.0.0.1:1"],
             &["socktalk", "serve", "--max-line", "0"],
             &["socktalk", "serve", "--outbox", "0"],
             &["socktalk", "serve", "--max-rooms", "0"],

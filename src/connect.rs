@@ -10,6 +10,8 @@
 //! UDP: each stdin read (`raw`, up to the largest datagram) or line (`line`) is one datagram;
 //! each reply datagram is printed. After stdin ends the client waits until every datagram it
 //! sent has had a reply, or for `--linger` without any, then exits.
+//!
+//! [`listen`] is the other end, `connect -l`: it waits for a peer, then runs the same pump.
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use futures_util::stream::ReadyChunks;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stdout};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{Encoder, FramedRead};
@@ -28,6 +31,8 @@ use crate::error::{Error, Result, named, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
 use crate::transport::deadline::{Idle, IdleClock};
 use crate::transport::{tls, udp};
+
+pub mod listen;
 
 /// Settings of the `connect` client.
 #[derive(Debug, Clone)]
@@ -43,6 +48,9 @@ pub struct ConnectConfig {
     /// Streams: close the connection when nothing is sent or received for this long (zero:
     /// never).
     pub idle_timeout: Duration,
+    /// The peer called us (`connect -l`): what it sends first is judged as a client's, not a
+    /// server's.
+    pub is_listening: bool,
 }
 
 impl ConnectConfig {
@@ -53,6 +61,48 @@ impl ConnectConfig {
             Framing::Line | Framing::Len => Framing::Line,
         };
         FrameCodec::new(framing, self.max_frame)
+    }
+
+    /// What to say when the peer's first bytes are TLS on a plain connection.
+    fn tls_hint(&self) -> &'static str {
+        if self.is_listening {
+            tls::TLS_CLIENT_HINT
+        } else {
+            tls::TLS_HINT
+        }
+    }
+}
+
+/// Standard input as the stream pump reads it: cut into chunks or lines, read in batches, and
+/// transcoded to the wire's encoding. One lives as long as the process, so that `connect -l -k`
+/// hands each peer in turn what stdin has left: bytes read but not yet sent when a peer ended,
+/// a read still in flight, are the next peer's, not lost with the first one's session.
+pub struct Input {
+    batches: ReadyChunks<FramedRead<tokio::io::Stdin, FrameCodec>>,
+    /// Raw text is a stream: a character may be split between two reads.
+    to_wire: Transcoder,
+    /// Stdin has ended: later sessions send nothing and half-close at once.
+    is_ended: bool,
+    /// Stdin failed or broke its framing: nothing more can be read from it.
+    is_broken: bool,
+}
+
+impl Input {
+    /// Standard input, for sessions with `config`.
+    pub fn new(config: &ConnectConfig) -> Self {
+        Self {
+            // Every line already read goes out in one write, not one write each.
+            batches: FramedRead::new(tokio::io::stdin(), config.stdin_codec()).ready_chunks(BATCH),
+            to_wire: Transcoder::new(WireEncoding::default(), config.encoding),
+            is_ended: false,
+            is_broken: false,
+        }
+    }
+
+    /// Whether stdin failed or broke its framing: a session it ended cannot be followed by
+    /// another.
+    pub fn is_broken(&self) -> bool {
+        self.is_broken
     }
 }
 
@@ -66,9 +116,21 @@ pub async fn stream<S>(stream: S, config: &ConnectConfig) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
+    stream_from(stream, config, &mut Input::new(config)).await
+}
+
+/// As [`stream`], with stdin read from `input`, which may have served sessions before this one
+/// and may serve more after it.
+///
+/// # Errors
+/// As [`stream`].
+pub async fn stream_from<S>(stream: S, config: &ConnectConfig, input: &mut Input) -> Result<()>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
     let clock = IdleClock::new(config.idle_timeout);
     tokio::select! {
-        result = pump(Idle::new(stream, clock.clone()), config) => result,
+        result = pump(Idle::new(stream, clock.clone()), config, input) => result,
         // Dropping the pump closes the connection.
         () = clock.expired() => Err(Error::TimedOut(format!(
             "nothing sent or received for {:?} (--idle-timeout): closed the connection",
@@ -77,13 +139,13 @@ where
     }
 }
 
-async fn pump<S>(stream: S, config: &ConnectConfig) -> Result<()>
+async fn pump<S>(stream: S, config: &ConnectConfig, input: &mut Input) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Send,
 {
     let (reader, writer) = tokio::io::split(stream);
     let progress = Progress::default();
-    let upload = upload(writer, config, &progress);
+    let upload = upload(writer, config, input, &progress);
     let download = download(reader, config);
     tokio::pin!(upload, download);
     let mut is_uploading = true;
@@ -161,27 +223,28 @@ struct Progress {
 /// would cost a system call each way, and more for stdout, which a thread writes for us.
 const BATCH: usize = 256;
 
-/// Sends stdin to `writer`, noting its `progress`, then shuts its write side down.
+/// Sends stdin (what `input` has left of it) to `writer`, noting its `progress`, then shuts
+/// its write side down.
 async fn upload<W: AsyncWrite>(
     writer: W,
     config: &ConnectConfig,
+    input: &mut Input,
     progress: &Progress,
 ) -> Result<(), Upload> {
     let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
-    // Every line already read goes out in one write, not one write each.
-    let mut batches = FramedRead::new(tokio::io::stdin(), config.stdin_codec()).ready_chunks(BATCH);
     let mut wire_codec = FrameCodec::new(config.framing, usize::MAX);
-    // Raw text is a stream: a character may be split between two reads.
-    let mut to_wire = Transcoder::new(WireEncoding::default(), config.encoding);
     let mut out = BytesMut::new();
-    loop {
+    while !input.is_ended {
         progress.is_waiting_for_stdin.store(true, Ordering::Relaxed);
-        let batch = batches.next().await;
+        // Cancel-safe: a batch is taken from stdin only by the call that returns it.
+        let batch = input.batches.next().await;
         progress
             .is_waiting_for_stdin
             .store(false, Ordering::Relaxed);
         let Some(batch) = batch else {
+            input.is_ended = true;
+            out.extend_from_slice(input.to_wire.feed(b"", true));
             break;
         };
         // What came before a broken line is still sent.
@@ -195,7 +258,7 @@ async fn upload<W: AsyncWrite>(
                 }
             };
             if config.framing == Framing::Raw {
-                out.extend_from_slice(to_wire.feed(&chunk, false));
+                out.extend_from_slice(input.to_wire.feed(&chunk, false));
             } else if let Err(err) = wire_codec.encode(&config.encoding.to_wire(&chunk), &mut out) {
                 broken = Some(frame_error(err));
                 break;
@@ -205,13 +268,11 @@ async fn upload<W: AsyncWrite>(
         progress.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
         out.clear();
         if let Some(err) = broken {
+            input.is_broken = true;
             return Err(Upload::Stdin(err));
         }
     }
-    writer
-        .write_all(to_wire.feed(b"", true))
-        .await
-        .map_err(socket)?;
+    writer.write_all(&out).await.map_err(socket)?;
     writer.flush().await.map_err(socket)?;
     writer.shutdown().await.map_err(socket)?;
     Ok(())
@@ -233,13 +294,13 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
                 Ok(frame) => frame,
                 Err(err) => {
                     let received = batches.get_ref().read_buffer();
-                    let foreign = is_first.then(|| not_a_frame(received)).flatten();
+                    let foreign = is_first.then(|| not_a_frame(received, config)).flatten();
                     broken = Some(foreign.unwrap_or_else(|| frame_error(err)));
                     break;
                 }
             };
             if std::mem::take(&mut is_first) && tls::looks_like_tls(&frame) {
-                tracing::warn!("{}", tls::TLS_HINT);
+                tracing::warn!("{}", config.tls_hint());
             }
             if config.framing == Framing::Raw {
                 out.extend_from_slice(from_wire.feed(&frame, false));
@@ -262,13 +323,19 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
 }
 
 /// What broke the framing at the start of the stream, if it was no frame at all: a TLS
-/// server's alert to a plain client, or the one line of text a socktalk server turns a client
-/// away with (`refused: server full (--max-conns 10)`). Read as a `len` prefix, either
-/// announces hundreds of megabytes.
-fn not_a_frame(received: &[u8]) -> Option<Error> {
+/// server's alert to a plain client (a TLS client's handshake, to `connect -l`), or the one
+/// line of text a socktalk server turns a client away with (`refused: server full (--max-conns
+/// 10)`). Read as a `len` prefix, either announces hundreds of megabytes.
+fn not_a_frame(received: &[u8], config: &ConnectConfig) -> Option<Error> {
     let error = |kind, text: String| Some(Error::Io(std::io::Error::new(kind, text)));
     if tls::looks_like_tls(received) {
-        return error(std::io::ErrorKind::InvalidData, tls::TLS_HINT.to_string());
+        return error(
+            std::io::ErrorKind::InvalidData,
+            config.tls_hint().to_string(),
+        );
+    }
+    if config.is_listening {
+        return None;
     }
     let line = received.strip_prefix(b"refused: ")?;
     let reason = line.split(|&byte| byte == b'\n').next().unwrap_or(line);
@@ -377,7 +444,23 @@ impl StdinDatagrams {
 }
 
 async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> Result<()> {
-    // The kernel would refuse it with a bare "message too long"; say what was too long.
+    check_fits(datagram, peer)?;
+    socket
+        .send(datagram)
+        .await
+        .map(drop)
+        .map_err(|source| Error::Connect {
+            endpoint: display_addr(Proto::Udp, peer),
+            source,
+        })
+}
+
+/// Whether `datagram` (from stdin) fits in one datagram to `peer`. The kernel would refuse it
+/// with a bare "message too long"; this says what was too long.
+///
+/// # Errors
+/// A runtime error naming both sizes.
+fn check_fits(datagram: &[u8], peer: SocketAddr) -> Result<()> {
     let max = udp::max_payload(peer);
     if datagram.len() > max {
         return Err(Error::Io(std::io::Error::new(
@@ -388,14 +471,7 @@ async fn send_datagram(socket: &UdpSocket, datagram: &[u8], peer: SocketAddr) ->
             ),
         )));
     }
-    socket
-        .send(datagram)
-        .await
-        .map(drop)
-        .map_err(|source| Error::Connect {
-            endpoint: display_addr(Proto::Udp, peer),
-            source,
-        })
+    Ok(())
 }
 
 /// Input that breaks the framing is a runtime error (exit 1), like a peer that does: the

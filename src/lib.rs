@@ -20,7 +20,8 @@
 //!
 //! [`chat`] is the multi-user chat server (`serve`) and its terminal client (`chat`).
 //!
-//! The clients are [`connect`] (netcat-style) and [`talk`] (one-to-one chat). [`cli`] holds the
+//! The clients are [`connect`] (netcat-style; [`connect::listen`] is its listening end, `-l`)
+//! and [`talk`] (one-to-one chat). [`cli`] holds the
 //! command line, [`app`] wires it to the layers, [`limits`] documents every limit, and
 //! [`error`] every failure a user can see.
 

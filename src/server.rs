@@ -276,9 +276,20 @@ pub async fn drain(tracker: &TaskTracker, timeout: Duration) {
 /// Tests and scripts read this line instead of guessing when the server is ready, so it is
 /// written to stdout and flushed before the server accepts anyone.
 pub fn announce(addr: &str) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
+    announce_to(&mut std::io::stdout().lock(), addr, None);
+}
+
+/// [`announce`] and [`announce_tls`] on stderr, for a command whose stdout carries the peer's
+/// bytes (`connect -l`).
+pub fn announce_on_stderr(addr: &str, tls: Option<&Acceptor>) {
+    announce_to(&mut std::io::stderr().lock(), addr, tls);
+}
+
+fn announce_to(out: &mut impl std::io::Write, addr: &str, tls: Option<&Acceptor>) {
     let _ = writeln!(out, "listening on {addr}");
+    if let Some(tls) = tls {
+        let _ = writeln!(out, "tls certificate sha256 {}", tls.fingerprint());
+    }
     let _ = out.flush();
 }
 

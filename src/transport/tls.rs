@@ -780,6 +780,10 @@ pub const TLS_ON_PLAIN: &str = "refused: this port is plain text, not TLS; conne
 pub const TLS_HINT: &str = "the server answered in TLS: connect with --tls (or --tls-ca, \
                             --tls-fingerprint) to talk to it";
 
+/// The warning for a plain listener (`connect -l`) whose peer opened with a TLS handshake.
+pub const TLS_CLIENT_HINT: &str = "the peer opened with a TLS handshake: listen with \
+                                   --tls-self-signed (or --tls-cert) to talk to it";
+
 /// A certificate's SHA-256 fingerprint as `AB:CD:…`, the form `openssl x509 -fingerprint
 /// -sha256` prints.
 pub fn fingerprint(cert: &CertificateDer<'_>) -> String {

@@ -1,0 +1,262 @@
+//! `socktalk connect -l`: the listening end of the netcat-class client, as `nc -l` is
+//! netcat's. It waits for one peer, then pumps stdin to the socket and the socket to stdout,
+//! raw and binary-safe, exactly as the client does.
+//!
+//! Streams (TCP, Unix): the listener binds, says `listening on ADDR` on stderr (stdout carries
+//! the peer's bytes), accepts one peer and runs the client's pump on it
+//! ([`super::stream_from`]): stdin EOF half-closes, the peer's EOF ends it as it ends the client,
+//! `--linger` and `--idle-timeout` as there. With `keep_open` (`-k`) it then accepts the next
+//! peer; callers meanwhile wait in the accept backlog, and nothing is written to them. Stdin is
+//! read once, by one [`Input`] for the whole run: each peer gets what the ones before it left.
+//!
+//! UDP: the first datagram's sender is the peer. Its datagrams are printed; stdin, read only
+//! once the peer is known, goes to it as datagrams, as the client sends them. Datagrams from
+//! anyone else are ignored, with a note. After stdin ends, the peer's silence for `--linger`
+//! ends it.
+
+use std::net::SocketAddr;
+
+use tokio::net::UdpSocket;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+use super::{ConnectConfig, Input, StdinDatagrams, check_fits, print_message, stdin_error};
+use crate::codec::Framing;
+use crate::endpoint::{Proto, display_addr};
+use crate::error::{Error, Result};
+use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, MAX_DATAGRAM_V6};
+use crate::server::{self, RefusalStyle};
+use crate::transport::tls::{Acceptor, Conn};
+use crate::transport::udp::{self, DatagramServer};
+use crate::transport::{Peer, StreamListener};
+
+/// Settings of `connect -l` beyond the client's.
+#[derive(Debug, Clone)]
+pub struct ListenConfig {
+    /// After a peer ends, wait for the next one (`-k`; streams only).
+    pub keep_open: bool,
+    /// Print status lines such as `connection from …` (`-q` turns them off).
+    pub is_chatty: bool,
+    /// TLS on the listener (`--tls-cert`/`--tls-self-signed`).
+    pub tls: Option<Acceptor>,
+}
+
+impl ListenConfig {
+    fn status(&self, text: &str) {
+        if self.is_chatty {
+            eprintln!("{text}");
+        }
+    }
+}
+
+/// Serves peers on `listener` one at a time (one only, without `keep_open`), until a peer
+/// ends and `keep_open` is off, or a signal.
+///
+/// SIGINT, SIGTERM and SIGHUP end it as they would end `nc` (exit status 128 + the signal's
+/// number), but only after the listener is dropped, so that a Unix socket file is removed as
+/// the Unix servers remove theirs.
+///
+/// # Errors
+/// Without `keep_open`, what the session's pump returns (exit 1 for a broken framing, 3 for
+/// `--idle-timeout`); with it, only stdin failing or stdout closing end the run (a peer's
+/// errors are logged and the next peer is served).
+pub async fn streams<L: StreamListener>(
+    listener: L,
+    config: &ConnectConfig,
+    listen: &ListenConfig,
+) -> Result<()> {
+    // Installed before the address is announced: a signal that comes after it must find them.
+    let mut signals = Signals::install()?;
+    server::announce_on_stderr(&listener.local_display(), listen.tls.as_ref());
+    let mut input = Input::new(config);
+    let outcome = tokio::select! {
+        result = serve(&listener, config, listen, &mut input) => Ok(result),
+        number = signals.recv() => Err(number),
+    };
+    match outcome {
+        Ok(result) => result,
+        Err(number) => {
+            // The pump is gone (its connection closed); the socket file goes with the listener.
+            drop(listener);
+            std::process::exit(128 + number);
+        }
+    }
+}
+
+/// The accept loop of [`streams`].
+async fn serve<L: StreamListener>(
+    listener: &L,
+    config: &ConnectConfig,
+    listen: &ListenConfig,
+    input: &mut Input,
+) -> Result<()> {
+    loop {
+        let (stream, peer) = accept(listener).await;
+        let conn = match &listen.tls {
+            None => Conn::Plain(stream),
+            // Not a session: a failed handshake (a plain client, a port scanner) leaves the
+            // listener waiting for a peer, -k or not.
+            Some(tls) => match tls.accept(stream, RefusalStyle::Line).await {
+                Ok(conn) => conn,
+                Err(err) => {
+                    listen.status(&format!("TLS handshake with {peer} failed: {err}"));
+                    continue;
+                }
+            },
+        };
+        listen.status(&format!("connection from {peer}"));
+        let result = super::stream_from(conn, config, input).await;
+        if !listen.keep_open || input.is_broken() {
+            return result;
+        }
+        match result {
+            Ok(()) => {}
+            Err(Error::StdoutClosed) => return Err(Error::StdoutClosed),
+            Err(err) => tracing::error!(%peer, "{err}"),
+        }
+    }
+}
+
+/// The next connection. Accept errors (out of file descriptors, a caller gone before it was
+/// accepted) are logged and retried with exponential back-off, as the servers do.
+async fn accept<L: StreamListener>(listener: &L) -> (L::Stream, Peer) {
+    let mut backoff = ACCEPT_BACKOFF_MIN;
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(err) => {
+                tracing::warn!("accept failed: {err}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// The signals that end a listener: Ctrl-C, `kill`, and the terminal going away.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The number of the next signal to come.
+    async fn recv(&mut self) -> i32 {
+        tokio::select! {
+            _ = self.interrupt.recv() => libc::SIGINT,
+            _ = self.terminate.recv() => libc::SIGTERM,
+            _ = self.hangup.recv() => libc::SIGHUP,
+        }
+    }
+}
+
+/// Listens on the UDP `socket`: the first sender is the peer (see the module's doc).
+///
+/// # Errors
+/// Stdin failing or breaking the framing (a line too big for one datagram), stdout failing, or
+/// an I/O error on the socket.
+pub async fn udp(socket: UdpSocket, config: &ConnectConfig, listen: &ListenConfig) -> Result<()> {
+    let local = socket.local_addr()?;
+    server::announce_on_stderr(&display_addr(Proto::Udp, local), None);
+    // On a wildcard address, what we send the peer leaves from the address it sent to, as
+    // `echo -u` answers.
+    if !udp::is_wildcard(local) {
+        return converse(socket, config, listen).await;
+    }
+    match udp::WildcardSocket::new(socket) {
+        Ok(socket) => converse(socket, config, listen).await,
+        Err((err, socket)) => {
+            tracing::warn!(
+                "datagrams will leave from the address the kernel picks, not always the one the peer sent to: {err}"
+            );
+            converse(socket, config, listen).await
+        }
+    }
+}
+
+/// The session of [`udp`], over either kind of socket.
+async fn converse<S: DatagramServer>(
+    socket: S,
+    config: &ConnectConfig,
+    listen: &ListenConfig,
+) -> Result<()> {
+    let mut peer: Option<SocketAddr> = None;
+    // Where the peer's last datagram arrived: what we send leaves from there.
+    let mut reply_from = S::ReplyFrom::default();
+    // Made when the peer is known: until then stdin is left unread, for the peer to have.
+    let mut stdin: Option<StdinDatagrams> = None;
+    let mut is_stdin_open = true;
+    let mut stdout = tokio::io::stdout();
+    let mut buf = vec![0u8; MAX_DATAGRAM_V6];
+    // The last sender other than the peer, told of once.
+    let mut last_stranger = None;
+    let linger = tokio::time::sleep(config.linger);
+    tokio::pin!(linger);
+    loop {
+        tokio::select! {
+            chunk = next_datagram(&mut stdin), if is_stdin_open => match chunk {
+                Some(chunk) => {
+                    // Stdin is read only once the peer is known.
+                    let Some(to) = peer else { continue };
+                    let chunk = chunk.map_err(stdin_error)?;
+                    let datagram = config.encoding.to_wire(&chunk);
+                    check_fits(&datagram, to)?;
+                    socket
+                        .send_to(&datagram, to, reply_from)
+                        .await
+                        .map_err(|source| Error::Connect {
+                            endpoint: display_addr(Proto::Udp, to),
+                            source,
+                        })?;
+                }
+                None => {
+                    is_stdin_open = false;
+                    linger.as_mut().reset(tokio::time::Instant::now() + config.linger);
+                }
+            },
+            received = socket.recv_from(&mut buf) => {
+                let (len, from, arrival) = received?;
+                let from = udp::canonical(from);
+                match peer {
+                    None => {
+                        listen.status(&format!("connection from {from}"));
+                        peer = Some(from);
+                        stdin = Some(StdinDatagrams::new(config, udp::max_payload(from)));
+                    }
+                    Some(expected) if expected != from => {
+                        if last_stranger.replace(from) != Some(from) {
+                            listen.status(&format!(
+                                "ignored a datagram from {from}: the peer is {expected}"
+                            ));
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+                reply_from = arrival;
+                let message = config.encoding.from_wire(&buf[..len]);
+                print_message(&mut stdout, &message, config.framing != Framing::Raw).await?;
+                linger.as_mut().reset(tokio::time::Instant::now() + config.linger);
+            }
+            () = &mut linger, if !is_stdin_open => return Ok(()),
+        }
+    }
+}
+
+/// The next datagram from stdin; never, before the peer is known and `stdin` made.
+async fn next_datagram(
+    stdin: &mut Option<StdinDatagrams>,
+) -> Option<std::result::Result<bytes::BytesMut, crate::codec::FrameError>> {
+    match stdin {
+        Some(stdin) => stdin.next().await,
+        None => std::future::pending().await,
+    }
+}
