@@ -1572,7 +1572,9 @@ impl Hub {
                 .iter()
                 .filter_map(|m| members.get(m).map(|m| m.nick.clone()))
                 .collect();
-            nicks.sort_by_cached_key(|n| n.to_lowercase());
+            // In the order of their identity (the key), so two spellings of a nick sort
+            // alike; the nick itself only breaks ties, so the order is always the same.
+            nicks.sort_by_cached_key(|n| (account::key(n), n.clone()));
             Box::new(Cached {
                 event: [Event::Who { room, nicks }],
                 renderings: Renderings::default(),

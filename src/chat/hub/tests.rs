@@ -1056,3 +1056,27 @@ async fn rooms_cost() {
     );
     drop(crowd);
 }
+
+/// `/who` lists nicks in the order of their keys (full case folding), as identity goes, not of
+/// `to_lowercase`: that keeps `ß` (after `s`) and a final `ς` (before `σ`) apart from the
+/// letters they fold to.
+#[tokio::test]
+async fn who_sorts_nicks_by_their_key() {
+    let mut hub = Harness::start().await;
+    // Straße is strasse: before strassea. ΟΔΟΣ_Α is οδοσ_α: after οδοσ1 ('_' after '1').
+    let [ann, ..] = hub
+        .members(["ann", "Strassea", "Straße", "οδοσ1", "ΟΔΟΣ_Α", "Bob"])
+        .await;
+    hub.command(&ann, Command::Who(None)).await;
+    hub.settle().await;
+    let heard = ann.heard();
+    let who: Vec<&String> = heard
+        .iter()
+        .filter(|l| l.starts_with("* #lobby ("))
+        .collect();
+    assert_eq!(
+        who,
+        ["* #lobby (6): ann, Bob, Straße, Strassea, οδοσ1, ΟΔΟΣ_Α"],
+        "{heard:?}"
+    );
+}
