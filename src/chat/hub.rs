@@ -1041,6 +1041,13 @@ impl Hub {
                 "guest nicks cannot be registered; choose a nick with /nick NAME first",
             );
         }
+        // `/nick` refused it then, but the look-alike may have come since: registered by a
+        // member cut off while its registration was checked, or from before the rule.
+        if let Some((other, why)) = self.look_alike(Some(id), &nick, &key) {
+            let text = format!("nick '{nick}' looks like '{other}', which is {why}");
+            return self.error(id, &text);
+        }
+        let member = &self.members[&id];
         let source = member.source.clone();
         // Each registration costs a hash: it counts against the address, success or not.
         let job = Job::Register {

@@ -1080,3 +1080,38 @@ async fn who_sorts_nicks_by_their_key() {
         "{heard:?}"
     );
 }
+
+/// `/register` refuses a nick that looks like a registered one, with `/nick`'s words. The
+/// look-alike is held here because the registered nick was not registered yet when it was
+/// taken: its owner's connection ended while the registration was being checked.
+#[tokio::test]
+async fn register_refuses_a_look_alike_of_a_nick_registered_since_it_was_taken() {
+    let mut hub = Harness::start().await;
+    let [bob, eve, cat] = hub.members(["bob", "eve", "cat"]).await;
+    let password = || Password::chosen("correct-horse").expect("a valid password");
+    hub.command(&bob, Command::Register(password())).await;
+    let check = hub.check_done().await;
+    // Bob's session ends: the next line for it finds it gone, and the hub lets bob go.
+    drop(bob.inbox);
+    hub.say(&cat, "hello").await;
+    let commit = hub.written(1).await;
+    hub.deliver(commit).await;
+    assert!(
+        cat.heard()
+            .contains(&"* bob quit (connection closed)".to_string())
+    );
+    // Nobody holds bob, and it is not registered yet: eve may take a look-alike.
+    hub.command(&eve, Command::Nick("b0b".into())).await;
+    hub.settle().await;
+    assert!(
+        eve.heard()
+            .contains(&"* eve is now known as b0b".to_string())
+    );
+    hub.answer(check).await;
+    hub.command(&eve, Command::Register(password())).await;
+    hub.settle().await;
+    assert_eq!(
+        eve.heard(),
+        ["! error: nick 'b0b' looks like 'bob', which is registered"]
+    );
+}
