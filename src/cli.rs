@@ -2,6 +2,11 @@
 //!
 //! Conventions follow nc/ncat: `-u` UDP, `-U PATH` Unix socket, `-4`/`-6` address family, `-k`
 //! keep listening, `-v` more logging, `-q` quiet. Usage errors exit with code 2.
+//!
+//! Every numeric option takes a value that starts with `-` and reads as a number
+//! (`allow_negative_numbers`), so `-w -1` is refused for what it is (`--wait -1 is not a number
+//! of seconds ≥ 0`) like `--wait=-1`, not as an unknown flag `-1`. Only numbers: `-w -v` is still
+//! a missing value, and `-4`/`-6` stay flags where no value is due.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,6 +56,7 @@ pub struct Cli {
         global = true,
         help_heading = GLOBAL,
         value_name = "N",
+        allow_negative_numbers = true,
         env = "SOCKTALK_THREADS",
         value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_THREADS as u64)
     )]
@@ -249,7 +255,7 @@ pub struct TlsServerArgs {
     pub tls_client_ca: Option<PathBuf>,
 
     /// Close a client that has not finished its TLS handshake after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = limits::HANDSHAKE_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = limits::HANDSHAKE_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub tls_handshake_timeout: f64,
 }
 
@@ -325,7 +331,7 @@ pub struct FrameArgs {
     pub framing: Framing,
 
     /// Largest line or length-prefixed frame accepted, in bytes.
-    #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_FRAME)]
+    #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_FRAME, allow_negative_numbers = true)]
     pub max_frame: usize,
 }
 
@@ -359,18 +365,18 @@ pub struct EchoArgs {
     pub greet: Option<String>,
 
     /// Most connections served at once; more are told why and closed.
-    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS, allow_negative_numbers = true)]
     pub max_conns: usize,
 
     /// Most connections from one client address at once (0: no cap).
-    #[arg(long, value_name = "N", default_value_t = limits::ECHO_MAX_CONNS_PER_IP)]
+    #[arg(long, value_name = "N", default_value_t = limits::ECHO_MAX_CONNS_PER_IP, allow_negative_numbers = true)]
     pub max_conns_per_ip: usize,
 
     #[command(flatten)]
     pub access: AccessArgs,
 
     /// Close a connection after this many seconds without input (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = limits::IDLE_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub idle_timeout: f64,
 
     #[command(flatten)]
@@ -392,17 +398,17 @@ pub struct ConnectArgs {
     /// UDP: seconds to wait for outstanding replies after stdin ends (with --listen: for the
     /// peer's silence). TCP: once the peer has finished sending, seconds piped stdin may stay
     /// silent before the client exits.
-    #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = limits::UDP_LINGER.as_secs_f64(), allow_negative_numbers = true)]
     pub linger: f64,
 
     /// Close the connection and exit (code 3) when nothing is sent or received for SECS
     /// (TCP and Unix; 0: never).
-    #[arg(short = 'i', long, value_name = "SECS", default_value_t = limits::CONNECT_IDLE_TIMEOUT.as_secs_f64())]
+    #[arg(short = 'i', long, value_name = "SECS", default_value_t = limits::CONNECT_IDLE_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub idle_timeout: f64,
 
     /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
     /// SECS in all (0: no limit); not with --listen.
-    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen")]
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen", allow_negative_numbers = true)]
     pub wait: f64,
 
     /// Listen on ADDR instead (as nc -l): wait for one peer, then pump stdin and the socket as
@@ -447,7 +453,7 @@ pub struct TalkArgs {
 
     /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
     /// SECS in all (0: no limit); not with --listen.
-    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen")]
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), conflicts_with = "listen", allow_negative_numbers = true)]
     pub wait: f64,
 
     #[command(flatten)]
@@ -488,23 +494,23 @@ pub struct ServeArgs {
     pub encoding: WireEncoding,
 
     /// Longest line a client may send, in bytes.
-    #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_LINE)]
+    #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_LINE, allow_negative_numbers = true)]
     pub max_line: usize,
 
     /// Messages per second per connection; above it the client is read more slowly (0: off).
-    #[arg(long, value_name = "N", default_value_t = limits::MAX_RATE)]
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_RATE, allow_negative_numbers = true)]
     pub max_rate: f64,
 
     /// Messages a client may send in a burst before --max-rate applies.
-    #[arg(long, value_name = "N", default_value_t = limits::BURST)]
+    #[arg(long, value_name = "N", default_value_t = limits::BURST, allow_negative_numbers = true)]
     pub burst: f64,
 
     /// Most connections served at once (all listeners together); more are told why and closed.
-    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS)]
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_CONNS, allow_negative_numbers = true)]
     pub max_conns: usize,
 
     /// Most connections from one client address at once, all listeners together (0: no cap).
-    #[arg(long, value_name = "N", default_value_t = limits::CHAT_MAX_CONNS_PER_IP)]
+    #[arg(long, value_name = "N", default_value_t = limits::CHAT_MAX_CONNS_PER_IP, allow_negative_numbers = true)]
     pub max_conns_per_ip: usize,
 
     #[command(flatten)]
@@ -514,19 +520,19 @@ pub struct ServeArgs {
     pub tls: TlsServerArgs,
 
     /// Disconnect a client that sends no complete line for this many seconds (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_IDLE_TIMEOUT.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_IDLE_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub idle_timeout: f64,
 
     /// Rooms one member may be in at once.
-    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_ROOMS)]
+    #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::MAX_ROOMS, allow_negative_numbers = true)]
     pub max_rooms: usize,
 
     /// Messages replayed to a member joining a room (and /history's default).
-    #[arg(long, value_name = "N", default_value_t = limits::HISTORY_REPLAY)]
+    #[arg(long, value_name = "N", default_value_t = limits::HISTORY_REPLAY, allow_negative_numbers = true)]
     pub history: usize,
 
     /// Rooms with more members than this don't announce joins, parts, quits and nick changes.
-    #[arg(long, value_name = "N", default_value_t = limits::ANNOUNCE_LIMIT)]
+    #[arg(long, value_name = "N", default_value_t = limits::ANNOUNCE_LIMIT, allow_negative_numbers = true)]
     pub announce_limit: usize,
 
     /// Serve the web chat (page and WebSocket) on ADDR, or 'off'. Default: 127.0.0.1:8080 when
@@ -541,20 +547,20 @@ pub struct ServeArgs {
 
     /// Ping each WebSocket this often, and close one that answers nothing for two intervals
     /// (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = limits::WS_PING.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = limits::WS_PING.as_secs_f64(), allow_negative_numbers = true)]
     pub ws_ping: f64,
 
     /// Lines queued for a member before it is disconnected as not reading.
-    #[arg(long, value_name = "LINES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::OUTBOX)]
+    #[arg(long, value_name = "LINES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = limits::OUTBOX, allow_negative_numbers = true)]
     pub outbox: usize,
 
     /// Private messages kept per registered nick while it is offline (0: keep none).
-    #[arg(long, value_name = "N", default_value_t = limits::MAX_MAIL)]
+    #[arg(long, value_name = "N", default_value_t = limits::MAX_MAIL, allow_negative_numbers = true)]
     pub max_mail: usize,
 
     /// Largest size of the history database file, in bytes (0: no cap). Once reached, new
     /// messages are refused ("not sent") and logged, never lost silently.
-    #[arg(long, value_name = "BYTES", default_value_t = limits::DB_MAX_SIZE)]
+    #[arg(long, value_name = "BYTES", default_value_t = limits::DB_MAX_SIZE, allow_negative_numbers = true)]
     pub db_max_size: u64,
 }
 
@@ -583,12 +589,12 @@ pub struct ChatArgs {
 
     /// While nothing is typed, send an empty line this often, so that the server's
     /// --idle-timeout does not close a member who only reads (0: never).
-    #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_KEEPALIVE.as_secs_f64())]
+    #[arg(long, value_name = "SECS", default_value_t = limits::CHAT_KEEPALIVE.as_secs_f64(), allow_negative_numbers = true)]
     pub keepalive: f64,
 
     /// Give up (exit code 3) if resolving, connecting and the TLS handshake take longer than
     /// SECS in all (0: no limit).
-    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub wait: f64,
 
     #[command(flatten)]
@@ -616,7 +622,7 @@ pub struct BenchCommon {
 
     /// Count a connection as an error if its connect and TLS handshake take longer than SECS
     /// (0: no limit; the modes over streams).
-    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64())]
+    #[arg(short = 'w', long = "wait", value_name = "SECS", default_value_t = limits::CONNECT_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub wait: f64,
 }
 
@@ -624,16 +630,26 @@ pub struct BenchCommon {
 #[derive(Debug, Args)]
 pub struct BenchTiming {
     /// Seconds to measure.
-    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 5.0,
+        allow_negative_numbers = true
+    )]
     pub duration: f64,
 
     /// Seconds to run before measuring.
-    #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     pub warmup: f64,
 
     /// The server's process id, to report the CPU time it (and its child processes) used
     /// while measuring.
-    #[arg(long, value_name = "PID")]
+    #[arg(long, value_name = "PID", allow_negative_numbers = true)]
     pub pid: Option<u32>,
 }
 
@@ -649,10 +665,10 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections, all at once.
-        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
         /// Message size in bytes.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64)]
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64, allow_negative_numbers = true)]
         size: usize,
     },
     /// A stream of chunks; whatever comes back is counted too (an echo server: both ways).
@@ -664,10 +680,10 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections, all at once.
-        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
         /// Chunk size in bytes.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 65536)]
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 65536, allow_negative_numbers = true)]
         size: usize,
         /// Expect the stream back (an echo server) and report it as the result.
         #[arg(long)]
@@ -680,13 +696,18 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Sockets, all at once.
-        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
         /// Datagram size in bytes, 16 to 65507.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64)]
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64, allow_negative_numbers = true)]
         size: usize,
         /// Milliseconds to wait for a reply before counting the datagram lost.
-        #[arg(long, value_name = "MS", default_value_t = 200)]
+        #[arg(
+            long,
+            value_name = "MS",
+            default_value_t = 200,
+            allow_negative_numbers = true
+        )]
         timeout: u64,
     },
     /// New connections per second (with --tls: TLS handshakes), each closed at once.
@@ -698,7 +719,7 @@ pub enum BenchMode {
         #[command(flatten)]
         timing: BenchTiming,
         /// Connections being set up at once.
-        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
     },
     /// Hold idle connections; with --pid, the server's memory per connection.
@@ -706,13 +727,18 @@ pub enum BenchMode {
         #[command(flatten)]
         common: BenchCommon,
         /// Connections to open.
-        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1000)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1000, allow_negative_numbers = true)]
         conns: usize,
         /// The server's process id, to read its memory from /proc.
-        #[arg(long, value_name = "PID")]
+        #[arg(long, value_name = "PID", allow_negative_numbers = true)]
         pid: Option<u32>,
         /// Seconds to hold them all before measuring.
-        #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 2.0,
+            allow_negative_numbers = true
+        )]
         hold: f64,
     },
     /// A chat server: receivers in one room and one sender of LINES lines.
@@ -722,16 +748,21 @@ pub enum BenchMode {
         #[command(flatten)]
         tls: TlsClientArgs,
         /// Receivers.
-        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 100)]
+        #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 100, allow_negative_numbers = true)]
         conns: usize,
         /// Lines the sender sends.
-        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1000)]
+        #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1000, allow_negative_numbers = true)]
         lines: u64,
         /// Seconds to wait for every delivery before counting the rest lost.
-        #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+        #[arg(
+            long,
+            value_name = "SECS",
+            default_value_t = 60.0,
+            allow_negative_numbers = true
+        )]
         timeout: f64,
         /// The server's process id, to report the CPU time it used for the deliveries.
-        #[arg(long, value_name = "PID")]
+        #[arg(long, value_name = "PID", allow_negative_numbers = true)]
         pid: Option<u32>,
     },
 }

@@ -133,6 +133,93 @@ fn numeric_option_errors_name_the_option_and_the_value() {
 }
 
 #[cfg(target_os = "linux")]
+/// A negative number after an option is that option's value, refused by socktalk's own check
+/// with the same words however it is written (`-w -1`, `--wait -1`, `--wait=-1`), never taken
+/// for an unknown flag `-1`.
+#[test]
+fn negative_numbers_are_refused_as_the_options_value() {
+    for (args, says) in [
+        (
+            &["connect", "-w", "-1", "127.0.0.1:1"][..],
+            "--wait -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["connect", "--wait", "-1", "127.0.0.1:1"],
+            "--wait -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["connect", "--wait=-1", "127.0.0.1:1"],
+            "--wait -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["connect", "-w", "-0.5", "127.0.0.1:1"],
+            "--wait -0.5 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["connect", "-i", "-2", "127.0.0.1:1"],
+            "--idle-timeout -2 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["connect", "--linger", "-1", "127.0.0.1:1"],
+            "--linger -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["talk", "-w", "-3", "127.0.0.1:1"],
+            "--wait -3 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["chat", "--keepalive", "-1"],
+            "--keepalive -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["echo", "127.0.0.1:0", "--idle-timeout", "-5"],
+            "--idle-timeout -5 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["serve", "--idle-timeout", "-1"],
+            "--idle-timeout -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["serve", "--ws-ping", "-1"],
+            "--ws-ping -1 is not a number of seconds ≥ 0",
+        ),
+        (
+            &["serve", "--max-rate", "-1"],
+            "--max-rate and --burst must be ≥ 0",
+        ),
+        (
+            &["bench", "pingpong", "127.0.0.1:1", "--duration", "-1"],
+            "--duration -1 is not a number of seconds ≥ 0",
+        ),
+        // Counts: their parser names the option and the value.
+        (
+            &["serve", "--max-conns", "-3"],
+            "invalid value '-3' for '--max-conns <N>'",
+        ),
+        (
+            &["--threads", "-2", "serve"],
+            "invalid value '-2' for '--threads <N>'",
+        ),
+        (
+            &["bench", "udp", "127.0.0.1:1", "--timeout", "-1"],
+            "invalid value '-1' for '--timeout <MS>'",
+        ),
+    ] {
+        let line = fails(args, 2);
+        assert!(line.contains(says), "{args:?}: {line}");
+        assert!(!line.contains("unexpected argument"), "{args:?}: {line}");
+    }
+    // Only numbers: a flag where a value is due is still a missing value, and -4 a flag.
+    let line = fails(&["connect", "-w", "-v", "127.0.0.1:1"], 2);
+    assert!(
+        line.contains("a value is required for '--wait <SECS>'"),
+        "{line}"
+    );
+    let addr = closed_tcp_addr("127.0.0.1").to_string();
+    let line = fails(&["connect", "-4", "-w", "1", &addr], 1);
+    assert!(line.contains("connection refused"), "{line}");
+}
+
 #[test]
 fn threads_sets_how_many_workers_a_server_runs() {
     use std::time::{Duration, Instant};

@@ -809,6 +809,89 @@ async fn a_websocket_that_stops_reading_is_disconnected_and_the_room_goes_on() {
     assert!(heard < sent, "slow got all {sent} messages");
 }
 
+/// A WebSocket cut off for not reading (`--outbox`) is told so in its close frame, 1008
+/// (policy violation) with the reason, when it reads again (within `CLOSE_TIMEOUT` of being cut
+/// off); the server and the others carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_cut_off_for_not_reading_gets_close_code_1008() {
+    let server = WebServer::start(&["--max-rate", "0", "--outbox", "64"]);
+    let mut slow = Ws::welcomed(small_buffer_ws(&server).await).await;
+    slow.set_nick("slow").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    // From here on `slow` reads nothing, until it has been cut off.
+
+    // carl floods #lobby from a thread of his own, at most WINDOW lines ahead of what he has
+    // read back, so that only the member that does not read falls behind.
+    const WINDOW: usize = 16;
+    const MOST: usize = 50_000;
+    let text = "z".repeat(4000);
+    let carl_got = Arc::new(AtomicUsize::new(0));
+    let slow_gone = Arc::new(AtomicBool::new(false));
+    let mut carl_writer = carl.writer();
+    let sender = {
+        let (got, gone, text) = (carl_got.clone(), slow_gone.clone(), text.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut sent = 0;
+            while sent < MOST && !gone.load(Ordering::SeqCst) {
+                if sent >= WINDOW + got.load(Ordering::SeqCst) {
+                    assert!(Instant::now() < deadline, "carl stopped hearing himself");
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                writeln!(carl_writer, "{text}").expect("carl writes");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let reader = {
+        let (got, gone) = (carl_got.clone(), slow_gone.clone());
+        let mine = format!("[#lobby] <carl> {text}");
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(Instant::now() < deadline, "slow was never cut off");
+                let line = carl.next_line();
+                if line == mine {
+                    got.fetch_add(1, Ordering::SeqCst);
+                } else if line.starts_with("* slow quit") {
+                    gone.store(true, Ordering::SeqCst);
+                    return (carl, line);
+                }
+            }
+        })
+    };
+    let (mut carl, quit) = tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .expect("the reader's task")
+        .expect("carl's reader");
+    assert_eq!(
+        quit,
+        "* slow quit (disconnected for not reading: 64 lines were waiting)"
+    );
+    // slow reads again at once: what was on its way, then the close frame saying why.
+    assert_eq!(
+        slow.close_frame().await,
+        Some((1008, "disconnected for not reading (--outbox)".to_string()))
+    );
+    let sent = sender.join().expect("carl's sender");
+    assert!(sent < MOST, "slow was not cut off after {sent} messages");
+
+    // The server and the others carry on: carl still hears and is heard, and a new member
+    // (a WebSocket, as slow was) joins in.
+    let mut bob = Ws::login(&server, "bob").await;
+    carl.expect("* guest3 is now known as bob");
+    bob.say("#lobby", "after the flood").await;
+    carl.expect("[#lobby] <bob> after the flood");
+    writeln!(carl.writer(), "welcome back").expect("carl writes");
+    assert!(is_message(
+        &bob.next_message().await,
+        "carl",
+        "welcome back"
+    ));
+}
+
 /// Opens the WebSocket with `Origin: origin`, returning the HTTP status of a refusal, or
 /// `SWITCHING_PROTOCOLS` with the welcome read.
 async fn upgrade_with_origin(server: &WebServer, origin: &str) -> StatusCode {

@@ -143,7 +143,7 @@ pub enum Event {
     Who {
         /// The room.
         room: String,
-        /// Their nicks, sorted.
+        /// Their nicks, sorted by [`account::key`](super::account::key), ties by the nick.
         nicks: Vec<String>,
     },
     /// The rooms on this server.

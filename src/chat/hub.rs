@@ -21,7 +21,10 @@
 //! is, or as its bytes in lines of `--max-line` if that is more (see [`MIN_REPLY_LINE`]), at
 //! most half the outbox: asked for again and again by a member that does not read, big replies
 //! fill its outbox (and it is cut off) long before the server holds much for it. A room keeps
-//! its `/who` reply, rendered, until someone joins, leaves or changes nick.
+//! its `/who` reply, rendered, until someone joins, leaves or changes nick; the hub keeps the
+//! `/rooms` reply (every room, with its count: tens of kilobytes with a thousand rooms) until a
+//! room appears or goes or someone joins or leaves one. Either is made once per (format,
+//! encoding) and shared by everyone who asks, so asking again and again costs next to nothing.
 //!
 //! A room's replay on joining is read and rendered on the hub, once until the room's next
 //! message (see `Replay`). Other `/history` reads go to the history [`Reader`] thread, and
@@ -370,6 +373,9 @@ pub struct Hub {
     /// Who holds a nick of each look-alike key.
     looks: Looks,
     rooms: BTreeMap<String, Room>,
+    /// The `/rooms` reply, rendered for whoever asked, until a room appears or goes or its
+    /// count changes.
+    rooms_reply: Option<Box<Cached>>,
     store: Store,
     writer: Writer<Route>,
     /// Newest message id delivered: history replays stop here, so nothing shows twice.
@@ -429,6 +435,7 @@ impl Hub {
             nicks: HashMap::new(),
             looks: Looks::default(),
             rooms: BTreeMap::new(),
+            rooms_reply: None,
             store,
             writer,
             delivered_up_to,
@@ -680,20 +687,7 @@ impl Hub {
                 };
                 self.who(id, room);
             }
-            Command::Rooms => {
-                let rooms = self
-                    .rooms
-                    .iter()
-                    .map(|(name, room)| RoomInfo {
-                        room: name.clone(),
-                        members: room.members.len(),
-                    })
-                    .collect();
-                if let Some(member) = self.members.get(&id) {
-                    let bytes = member.render(&Event::Rooms { rooms });
-                    self.reply(id, bytes, 1);
-                }
-            }
+            Command::Rooms => self.list_rooms(id),
             Command::History {
                 room,
                 limit,
@@ -1047,6 +1041,13 @@ impl Hub {
                 "guest nicks cannot be registered; choose a nick with /nick NAME first",
             );
         }
+        // `/nick` refused it then, but the look-alike may have come since: registered by a
+        // member cut off while its registration was checked, or from before the rule.
+        if let Some((other, why)) = self.look_alike(Some(id), &nick, &key) {
+            let text = format!("nick '{nick}' looks like '{other}', which is {why}");
+            return self.error(id, &text);
+        }
+        let member = &self.members[&id];
         let source = member.source.clone();
         // Each registration costs a hash: it counts against the address, success or not.
         let job = Job::Register {
@@ -1414,6 +1415,7 @@ impl Hub {
         let found = self.rooms.entry(room.clone()).or_default();
         found.members.push(id);
         found.who = None;
+        self.rooms_reply = None;
         let member = self.members.get_mut(&id).expect("present");
         member.rooms.push(room.clone());
         member.current = Some(room.clone());
@@ -1457,6 +1459,7 @@ impl Hub {
         if let Some(found) = self.rooms.get_mut(room) {
             found.members.retain(|m| *m != id);
             found.who = None;
+            self.rooms_reply = None;
             if found.members.is_empty() {
                 self.rooms.remove(room);
                 self.replays.remove(room);
@@ -1576,13 +1579,40 @@ impl Hub {
                 .iter()
                 .filter_map(|m| members.get(m).map(|m| m.nick.clone()))
                 .collect();
-            nicks.sort_by_cached_key(|n| n.to_lowercase());
+            // In the order of their identity (the key), so two spellings of a nick sort
+            // alike; the nick itself only breaks ties, so the order is always the same.
+            nicks.sort_by_cached_key(|n| (account::key(n), n.clone()));
             Box::new(Cached {
                 event: [Event::Who { room, nicks }],
                 renderings: Renderings::default(),
             })
         });
         let bytes = who.renderings.bytes_for(&who.event, member);
+        self.reply(id, bytes, 1);
+    }
+
+    /// `/rooms`: every room with its count, kept until a room appears or goes or someone joins
+    /// or leaves one, so asking again and again costs the hub next to nothing, however many
+    /// rooms there are.
+    fn list_rooms(&mut self, id: MemberId) {
+        let Some(member) = self.members.get(&id) else {
+            return;
+        };
+        let rooms = &self.rooms;
+        let reply = self.rooms_reply.get_or_insert_with(|| {
+            let rooms = rooms
+                .iter()
+                .map(|(name, room)| RoomInfo {
+                    room: name.clone(),
+                    members: room.members.len(),
+                })
+                .collect();
+            Box::new(Cached {
+                event: [Event::Rooms { rooms }],
+                renderings: Renderings::default(),
+            })
+        });
+        let bytes = reply.renderings.bytes_for(&reply.event, member);
         self.reply(id, bytes, 1);
     }
 

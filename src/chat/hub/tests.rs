@@ -938,3 +938,180 @@ fn looks_keep_every_holder_of_a_look_until_each_leaves() {
     looks.remove("bob", 4);
     assert!(looks.first.is_empty() && looks.more.is_empty());
 }
+
+/// `/rooms` is made once and shared by everyone who asks, until the list changes: a room
+/// appearing or going, or a member joining or leaving one (the counts are shown). A nick
+/// change leaves it as it is.
+#[tokio::test]
+async fn rooms_is_kept_and_shared_until_the_list_changes() {
+    let mut hub = Harness::start().await;
+    let [ann, bob] = hub.members(["ann", "bob"]).await;
+    // Each member's replies to /rooms, as sent: the lines and where their bytes are.
+    let rooms = async |hub: &mut Harness, member: &Client| {
+        hub.command(member, Command::Rooms).await;
+        hub.settle().await;
+        let mut replies = Vec::new();
+        while let Some(Some(out)) = member.inbox.take().now_or_never() {
+            for chunk in out.chunks() {
+                let text = String::from_utf8(chunk.to_vec()).expect("utf-8");
+                if text.starts_with("* rooms: ") {
+                    replies.push((text.trim_end().to_string(), chunk.as_ptr()));
+                }
+            }
+        }
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        replies.remove(0)
+    };
+    let (first, at) = rooms(&mut hub, &ann).await;
+    assert_eq!(first, "* rooms: #lobby (2)");
+    // Asked again, by ann or by bob: the same bytes, not made anew.
+    assert_eq!(rooms(&mut hub, &ann).await, (first.clone(), at));
+    assert_eq!(rooms(&mut hub, &bob).await, (first, at));
+    // A nick change is not in the list.
+    hub.command(&bob, Command::Nick("Ava".into())).await;
+    assert_eq!(rooms(&mut hub, &ann).await.1, at);
+    // A room appears; a member joins one; leaves one; a room goes; a member leaves.
+    hub.command(&bob, Command::Join("#dev".into())).await;
+    assert_eq!(
+        rooms(&mut hub, &ann).await.0,
+        "* rooms: #dev (1), #lobby (2)"
+    );
+    hub.command(&ann, Command::Join("#dev".into())).await;
+    assert_eq!(
+        rooms(&mut hub, &bob).await.0,
+        "* rooms: #dev (2), #lobby (2)"
+    );
+    hub.command(&ann, Command::Part(Some("#lobby".into())))
+        .await;
+    assert_eq!(
+        rooms(&mut hub, &bob).await.0,
+        "* rooms: #dev (2), #lobby (1)"
+    );
+    hub.command(&bob, Command::Part(Some("#lobby".into())))
+        .await;
+    assert_eq!(rooms(&mut hub, &bob).await.0, "* rooms: #dev (2)");
+    hub.send(Request::Leave(ann.id, None)).await;
+    assert_eq!(rooms(&mut hub, &bob).await.0, "* rooms: #dev (1)");
+}
+
+/// What a `/rooms` costs the hub with 1,000 rooms: `cargo test --release --lib -- --ignored
+/// rooms_cost --nocapture`. The process's CPU time for 20,000 `/rooms` requests, less that of
+/// as many `/help` requests (a reply of one line made anew each time), so that what the
+/// channel, the settling and the reading cost is left out.
+#[tokio::test]
+#[ignore = "a measurement; run it in a release build"]
+async fn rooms_cost() {
+    const ROOMS: usize = 1_000;
+    const ASKED: usize = 20_000;
+    let mut hub = Harness::start().await;
+    let [asker] = hub.members(["asker"]).await;
+    // 50 members in 20 rooms each (--max-rooms), #lobby left.
+    let mut crowd = Vec::new();
+    for n in 0..ROOMS / MAX_ROOMS {
+        let (member, connect) = Client::new(1000 + n as MemberId);
+        hub.send(connect).await;
+        hub.command(&member, Command::Part(None)).await;
+        for r in 0..MAX_ROOMS {
+            let room = format!("#room-{n:03}-{r:02}-a-longer-name");
+            hub.command(&member, Command::Join(room)).await;
+        }
+        crowd.push(member);
+    }
+    hub.settle().await;
+    for member in &crowd {
+        member.heard();
+    }
+    let cpu = || {
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: getrusage writes the struct it is given.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+        let micros = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
+        micros(usage.ru_utime) + micros(usage.ru_stime)
+    };
+    let mut bytes = 0;
+    let mut run = async |hub: &mut Harness, command: fn() -> Command| {
+        let start = cpu();
+        for round in 0..ASKED / 50 {
+            for _ in 0..50 {
+                hub.command(&asker, command()).await;
+            }
+            hub.settle().await;
+            // Taken without reading it: what the test does with it is not the hub's cost.
+            let mut taken = 0;
+            while let Some(Some(out)) = asker.inbox.take().now_or_never() {
+                taken += out.chunks().map(Bytes::len).sum::<usize>();
+            }
+            if round == 0 {
+                bytes = taken / 50;
+            }
+        }
+        (cpu() - start) / ASKED as f64
+    };
+    let help = run(&mut hub, || Command::Help).await;
+    let rooms = run(&mut hub, || Command::Rooms).await;
+    println!(
+        "/rooms with {ROOMS} rooms ({bytes} bytes): {rooms:.1} µs CPU per request; \
+         /help {help:.1} µs; /rooms costs {:.1} µs more",
+        rooms - help
+    );
+    drop(crowd);
+}
+
+/// `/who` lists nicks in the order of their keys (full case folding), as identity goes, not of
+/// `to_lowercase`: that keeps `ß` (after `s`) and a final `ς` (before `σ`) apart from the
+/// letters they fold to.
+#[tokio::test]
+async fn who_sorts_nicks_by_their_key() {
+    let mut hub = Harness::start().await;
+    // Straße is strasse: before strassea. ΟΔΟΣ_Α is οδοσ_α: after οδοσ1 ('_' after '1').
+    let [ann, ..] = hub
+        .members(["ann", "Strassea", "Straße", "οδοσ1", "ΟΔΟΣ_Α", "Bob"])
+        .await;
+    hub.command(&ann, Command::Who(None)).await;
+    hub.settle().await;
+    let heard = ann.heard();
+    let who: Vec<&String> = heard
+        .iter()
+        .filter(|l| l.starts_with("* #lobby ("))
+        .collect();
+    assert_eq!(
+        who,
+        ["* #lobby (6): ann, Bob, Straße, Strassea, οδοσ1, ΟΔΟΣ_Α"],
+        "{heard:?}"
+    );
+}
+
+/// `/register` refuses a nick that looks like a registered one, with `/nick`'s words. The
+/// look-alike is held here because the registered nick was not registered yet when it was
+/// taken: its owner's connection ended while the registration was being checked.
+#[tokio::test]
+async fn register_refuses_a_look_alike_of_a_nick_registered_since_it_was_taken() {
+    let mut hub = Harness::start().await;
+    let [bob, eve, cat] = hub.members(["bob", "eve", "cat"]).await;
+    let password = || Password::chosen("correct-horse").expect("a valid password");
+    hub.command(&bob, Command::Register(password())).await;
+    let check = hub.check_done().await;
+    // Bob's session ends: the next line for it finds it gone, and the hub lets bob go.
+    drop(bob.inbox);
+    hub.say(&cat, "hello").await;
+    let commit = hub.written(1).await;
+    hub.deliver(commit).await;
+    assert!(
+        cat.heard()
+            .contains(&"* bob quit (connection closed)".to_string())
+    );
+    // Nobody holds bob, and it is not registered yet: eve may take a look-alike.
+    hub.command(&eve, Command::Nick("b0b".into())).await;
+    hub.settle().await;
+    assert!(
+        eve.heard()
+            .contains(&"* eve is now known as b0b".to_string())
+    );
+    hub.answer(check).await;
+    hub.command(&eve, Command::Register(password())).await;
+    hub.settle().await;
+    assert_eq!(
+        eve.heard(),
+        ["! error: nick 'b0b' looks like 'bob', which is registered"]
+    );
+}
