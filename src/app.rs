@@ -356,9 +356,29 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
 
 async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken) -> Result<()> {
     let mut tcp = args.tcp;
+    let mut unix = args.unix;
+    for endpoint in args.listen {
+        match endpoint {
+            Endpoint::Unix(path) if unix.is_none() => unix = Some(path),
+            Endpoint::Unix(_) => {
+                return Err(Error::Usage(
+                    "serve listens on one Unix socket at most".into(),
+                ));
+            }
+            Endpoint::Inet {
+                scheme: Some(Proto::Udp),
+                ..
+            } => {
+                return Err(Error::Usage(
+                    "the chat server speaks TCP (and Unix sockets), not UDP".into(),
+                ));
+            }
+            inet @ Endpoint::Inet { .. } => tcp.push(inet),
+        }
+    }
     // The main job (no listener named) serves people on TCP and browsers on HTTP; once any
     // listener is named, the listeners named are the ones served.
-    let is_main_job = tcp.is_empty() && args.unix.is_none();
+    let is_main_job = tcp.is_empty() && unix.is_none();
     if is_main_job {
         tcp.push(crate::limits::CHAT_ADDR.parse()?);
     }
@@ -384,7 +404,7 @@ async fn run_serve(args: ServeArgs, family: Family, shutdown: CancellationToken)
     }
     let config = ChatConfig {
         tcp,
-        unix: args.unix,
+        unix,
         db: args.db,
         db_sync: args.db_sync,
         db_max_size: args.db_max_size,

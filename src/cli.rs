@@ -104,6 +104,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  \
         socktalk serve                                   # 127.0.0.1:7878, history in ./socktalk.db\n  \
         socktalk serve --tcp '[::]:7878' --unix /tmp/chat.sock --db :memory:\n  \
+        socktalk serve 7000                              # as --tcp 127.0.0.1:7000 (no web chat)\n  \
         socktalk serve --tcp '[::]:7878' --http '[::]:8443' --tls-cert cert.pem --tls-key key.pem\n  \
         socktalk serve --deny 203.0.113.0/24 --max-conns-per-ip 16\n  \
         nc 127.0.0.1 7878                                # then type /help")]
@@ -472,6 +473,11 @@ pub struct TalkArgs {
 /// `socktalk serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// Where to listen, as --tcp ADDR (a port alone: 127.0.0.1:PORT), or as --unix for a
+    /// unix:PATH address.
+    #[arg(value_name = "ADDR")]
+    pub listen: Vec<Endpoint>,
+
     /// Listen for TCP clients on ADDR (repeatable; default 127.0.0.1:7878 unless --unix is given).
     #[arg(long = "tcp", value_name = "ADDR")]
     pub tcp: Vec<Endpoint>,

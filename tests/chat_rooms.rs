@@ -616,6 +616,32 @@ fn a_unix_socket_listener_works_alongside_tcp() {
 }
 
 #[test]
+fn listeners_may_be_named_without_their_flags() {
+    // `serve ADDR…`, as `echo ADDR` takes it: an address is --tcp, a unix: one --unix.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("chat.sock");
+    let unix = format!("unix:{}", path.display());
+    let mut server = Proc::server(&["serve", "127.0.0.1:0", &unix, "--db", ":memory:"]);
+    let addr = server.socket_addr();
+    assert_eq!(server.next_line(), format!("listening on {unix}"));
+
+    let mut ann = ChatClient::login(addr, "ann");
+    let mut bob = ChatClient::connect_unix(&path).welcomed();
+    bob.set_nick("bob");
+    ann.expect("* guest2 is now known as bob");
+    assert_eq!(bob.say("hello"), "[#lobby] <bob> hello");
+    ann.expect_next("[#lobby] <bob> hello");
+
+    let udp = common::fails_with(&["serve", "udp://127.0.0.1:0", "--db", ":memory:"], 2);
+    assert!(udp.contains("not UDP"), "{udp}");
+    let two = common::fails_with(
+        &["serve", "unix:/tmp/a", "-U", "/tmp/b", "--db", ":memory:"],
+        2,
+    );
+    assert!(two.contains("one Unix socket"), "{two}");
+}
+
+#[test]
 fn half_a_line_from_a_crashed_client_is_not_posted() {
     let (_server, addr) = server();
     let mut ann = ChatClient::login(addr, "ann");
