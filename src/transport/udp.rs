@@ -15,6 +15,8 @@ use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
 
+use libc::c_int;
+
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -167,10 +169,15 @@ pub fn is_wildcard(local: SocketAddr) -> bool {
 /// answered with plain `send_to`, as is any reply `sendmsg` fails to send.
 ///
 /// Control messages are built and parsed in buffers on the stack: no allocation per datagram.
+///
+/// Not being connected, the socket hears of no datagram it sent that could not be delivered
+/// (ICMP port unreachable) unless it asks: see [`WildcardSocket::report_errors`].
 #[derive(Debug)]
 pub struct WildcardSocket {
     socket: UdpSocket,
     is_v6: bool,
+    /// The kernel queues the errors of datagrams sent ([`WildcardSocket::report_errors`]).
+    reports_errors: bool,
 }
 
 /// Where a datagram to a [`WildcardSocket`] arrived: the address it was sent to (an IPv4 one as
@@ -191,7 +198,11 @@ impl WildcardSocket {
     /// The kernel refuses the socket option; the socket is handed back, to be used as it is.
     pub fn new(socket: UdpSocket) -> Result<Self, (io::Error, UdpSocket)> {
         match report_destinations(&socket) {
-            Ok(is_v6) => Ok(Self { socket, is_v6 }),
+            Ok(is_v6) => Ok(Self {
+                socket,
+                is_v6,
+                reports_errors: false,
+            }),
             Err(err) => Err((err, socket)),
         }
     }
@@ -204,9 +215,82 @@ impl WildcardSocket {
         self.socket.local_addr()
     }
 
+    /// Asks the kernel to report each datagram sent from this socket that could not be
+    /// delivered (ICMP port unreachable, and the like): `IP_RECVERR`, and `IPV6_RECVERR` as well
+    /// on an IPv6 socket, whose IPv4 datagrams only `IP_RECVERR` covers. The kernel queues each
+    /// report on the socket's error queue, and [`DatagramServer::recv_from`] returns it as an
+    /// error once no datagram is waiting: an [`Undelivered`], whose kind is the kernel's error
+    /// (`ConnectionRefused` for a port nobody listens on) and which says where the datagram went
+    /// ([`undelivered_to`]).
+    ///
+    /// # Errors
+    /// The kernel refuses a socket option: the socket reports no error, or, if it took
+    /// `IPV6_RECVERR`, only those of IPv6 datagrams.
+    pub fn report_errors(&mut self) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        if self.is_v6 {
+            set_flag(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR)?;
+            self.reports_errors = true;
+        }
+        set_flag(fd, libc::IPPROTO_IP, libc::IP_RECVERR)?;
+        self.reports_errors = true;
+        Ok(())
+    }
+
     /// One `recvmsg`, without waiting.
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
         let mut control = Control::new();
+        let (len, addr, control_len) = self.recvmsg(buf, &mut control, 0)?;
+        let peer = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))?;
+        let control = &control.bytes[..control_len];
+        Ok((len, peer, parse_arrival(control).and_then(reply_source)))
+    }
+
+    /// [`Self::try_recv`], and once no datagram is waiting (or the kernel returns the error it
+    /// holds pending, the last one queued), the next report on the error queue, as an
+    /// [`Undelivered`] error. Without a report either, what `try_recv` said: `WouldBlock`
+    /// (which has the caller wait for the socket's next readiness, so an emptied error queue
+    /// is not read again and again), or the pending error.
+    fn try_recv_or_error(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
+        self.try_recv(buf)
+            .map_err(|err| self.try_recv_error().unwrap_or(err))
+    }
+
+    /// The next report on the error queue, if there is one: an [`Undelivered`] error, or, for a
+    /// report without a destination or an error in it, an error saying so (it is off the queue
+    /// all the same, and the next read goes on to the one after).
+    fn try_recv_error(&self) -> Option<io::Error> {
+        let mut control = Control::new();
+        // Only the report is wanted, not the start of the datagram that goes with it.
+        let (_, addr, control_len) = self
+            .recvmsg(&mut [], &mut control, libc::MSG_ERRQUEUE)
+            .ok()?;
+        let error = parse_extended_err(&control.bytes[..control_len]);
+        Some(match (addr.as_socket(), error) {
+            (Some(to), Some(error)) => Undelivered {
+                to: canonical(to),
+                error,
+            }
+            .into(),
+            _ => io::Error::other("an unreadable report of a datagram not delivered"),
+        })
+    }
+
+    /// One `recvmsg` with `flags`, without waiting: a datagram into `buf` (with
+    /// `MSG_ERRQUEUE`, the start of one that could not be delivered) and its control messages
+    /// into `control`. Says its length, the address that came with it (its sender; with
+    /// `MSG_ERRQUEUE`, where it was sent), and how many bytes of `control` were filled.
+    fn recvmsg(
+        &self,
+        buf: &mut [u8],
+        control: &mut Control,
+        flags: c_int,
+    ) -> io::Result<(usize, SockAddr, usize)> {
         let fd = self.socket.as_raw_fd();
         // SAFETY: `try_init` hands us zeroed storage for any socket address and its size;
         // `recvmsg` writes at most that much there, and says how much it wrote.
@@ -225,7 +309,7 @@ impl WildcardSocket {
                 msg.msg_control = control.bytes.as_mut_ptr().cast();
                 msg.msg_controllen = control.bytes.len() as _;
                 // SAFETY: every pointer in `msg` is to a live buffer of the length given.
-                let len = libc::recvmsg(fd, &raw mut msg, 0);
+                let len = libc::recvmsg(fd, &raw mut msg, flags);
                 if len < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -233,12 +317,8 @@ impl WildcardSocket {
                 Ok((len as usize, msg.msg_controllen as usize))
             })?
         };
-        let peer = addr
-            .as_socket()
-            .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))?;
         // A kernel never reports more than the buffer holds; the bound only keeps that a fact.
-        let control = &control.bytes[..control_len.min(CONTROL_LEN)];
-        Ok((len, peer, parse_arrival(control).and_then(reply_source)))
+        Ok((len, addr, control_len.min(CONTROL_LEN)))
     }
 
     /// One `sendmsg` from `from`, without waiting.
@@ -250,14 +330,35 @@ impl WildcardSocket {
             .with_addr(peer)
             .with_buffers(&bufs)
             .with_control(&control.bytes[..len]);
-        SockRef::from(&self.socket).sendmsg(&msg, 0)
+        let socket = SockRef::from(&self.socket);
+        match socket.sendmsg(&msg, 0) {
+            Err(err) if self.reports_errors && err.kind() != io::ErrorKind::WouldBlock => {
+                tracing::trace!("send failed ({err}); sending again");
+                socket.sendmsg(&msg, 0)
+            }
+            sent => sent,
+        }
     }
 }
 
+/// Reporting errors ([`WildcardSocket::report_errors`]), the socket also holds the last error
+/// queued as pending, and the next send fails with it (a port unreachable as
+/// `ConnectionRefused`) without sending: it is news of an earlier datagram, which the error
+/// queue reports to [`DatagramServer::recv_from`]. So a send that fails is tried once more,
+/// and fails again only for its own sake.
 impl DatagramServer for WildcardSocket {
     type ReplyFrom = Option<Arrival>;
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
+        if self.reports_errors {
+            // A report queued makes the socket poll as in error (`EPOLLERR`), not readable.
+            return self
+                .socket
+                .async_io(Interest::READABLE | Interest::ERROR, || {
+                    self.try_recv_or_error(buf)
+                })
+                .await;
+        }
         self.socket
             .async_io(Interest::READABLE, || self.try_recv(buf))
             .await
@@ -282,8 +383,51 @@ impl DatagramServer for WildcardSocket {
                 }
             }
         }
-        self.socket.send_to(buf, peer).await
+        match self.socket.send_to(buf, peer).await {
+            Err(err) if self.reports_errors => {
+                tracing::trace!(%peer, "send failed ({err}); sending again");
+                self.socket.send_to(buf, peer).await
+            }
+            sent => sent,
+        }
     }
+}
+
+/// A datagram sent from a [`WildcardSocket`] that reports errors, which could not be
+/// delivered: where it was sent, and the kernel's error (`ConnectionRefused` for ICMP port
+/// unreachable), whose kind the `io::Error` it travels in has.
+#[derive(Debug)]
+pub struct Undelivered {
+    /// Where the datagram was sent (an IPv4 address as IPv4 on a dual-stack socket).
+    pub to: SocketAddr,
+    /// Why it was not delivered.
+    pub error: io::Error,
+}
+
+impl fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "datagram to {} not delivered: {}", self.to, self.error)
+    }
+}
+
+impl std::error::Error for Undelivered {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<Undelivered> for io::Error {
+    fn from(undelivered: Undelivered) -> Self {
+        io::Error::new(undelivered.error.kind(), undelivered)
+    }
+}
+
+/// Where the datagram went whose loss `err` reports, if `err` says: an [`Undelivered`] does,
+/// the pending error of a connected socket does not (it can only be its peer).
+pub fn undelivered_to(err: &io::Error) -> Option<SocketAddr> {
+    err.get_ref()?
+        .downcast_ref::<Undelivered>()
+        .map(|undelivered| undelivered.to)
 }
 
 /// Asks the kernel to report the destination of each datagram `socket` receives: `IP_PKTINFO`
@@ -359,24 +503,8 @@ fn cmsg_align(len: usize) -> usize {
 /// too short for its data ends the search: the datagram is then answered from the kernel's
 /// choice, never read out of bounds.
 fn parse_arrival(control: &[u8]) -> Option<Arrival> {
-    let header_len = cmsg_header_len();
-    let mut at = 0;
-    while control.len().saturating_sub(at) >= header_len {
-        // SAFETY: at least a header's worth of bytes is there; it is copied out unaligned.
-        let header: libc::cmsghdr = unsafe {
-            control[at..]
-                .as_ptr()
-                .cast::<libc::cmsghdr>()
-                .read_unaligned()
-        };
-        // `size_t` with glibc, `socklen_t` with musl.
-        #[allow(clippy::unnecessary_cast)]
-        let len = header.cmsg_len as usize;
-        if len < header_len || len > control.len() - at {
-            return None;
-        }
-        let data = &control[at + header_len..at + len];
-        match (header.cmsg_level, header.cmsg_type) {
+    for (level, kind, data) in control_messages(control) {
+        match (level, kind) {
             (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
                 if data.len() < mem::size_of::<libc::in_pktinfo>() {
                     return None;
@@ -411,9 +539,59 @@ fn parse_arrival(control: &[u8]) -> Option<Arrival> {
             }
             _ => {}
         }
-        at += cmsg_align(len);
     }
     None
+}
+
+/// The control messages in `control`, as `recvmsg` filled it: the level, type and data of
+/// each, up to the first whose length is shorter than its header or runs past the buffer.
+fn control_messages(control: &[u8]) -> impl Iterator<Item = (c_int, c_int, &[u8])> {
+    let header_len = cmsg_header_len();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if control.len().saturating_sub(at) < header_len {
+            return None;
+        }
+        // SAFETY: at least a header's worth of bytes is there; it is copied out unaligned.
+        let header: libc::cmsghdr = unsafe {
+            control[at..]
+                .as_ptr()
+                .cast::<libc::cmsghdr>()
+                .read_unaligned()
+        };
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::unnecessary_cast)]
+        let len = header.cmsg_len as usize;
+        if len < header_len || len > control.len() - at {
+            return None;
+        }
+        let data = &control[at + header_len..at + len];
+        at += cmsg_align(len);
+        Some((header.cmsg_level, header.cmsg_type, data))
+    })
+}
+
+/// The error in the `IP_RECVERR` or `IPV6_RECVERR` control message among those `recvmsg`
+/// filled in `control` when reading the error queue (an IPv6 socket reports an IPv4
+/// datagram's as `IPV6_RECVERR`); `None` without one, or with one too short for its data.
+fn parse_extended_err(control: &[u8]) -> Option<io::Error> {
+    let (_, _, data) = control_messages(control).find(|&(level, kind, _)| {
+        matches!(
+            (level, kind),
+            (libc::IPPROTO_IP, libc::IP_RECVERR) | (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+        )
+    })?;
+    if data.len() < mem::size_of::<libc::sock_extended_err>() {
+        return None;
+    }
+    // SAFETY: the data holds a `sock_extended_err`; it is copied out unaligned.
+    let report: libc::sock_extended_err = unsafe {
+        data.as_ptr()
+            .cast::<libc::sock_extended_err>()
+            .read_unaligned()
+    };
+    let errno = c_int::try_from(report.ee_errno).ok()?;
+    Some(io::Error::from_raw_os_error(errno))
 }
 
 /// `arrival` if a reply can leave from its address: not one sent to a broadcast or multicast
