@@ -681,6 +681,8 @@ fn write_pktinfo(control: &mut Control, from: Arrival, is_v6: bool) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A wildcard server socket of `bind`'s family, and its port.
@@ -894,12 +896,150 @@ mod tests {
         assert_eq!(parse_arrival(&short), None);
     }
 
+    /// A wildcard socket of `bind`'s family that reports errors, and its port.
+    fn reporting(bind: &str) -> (WildcardSocket, u16) {
+        let (mut server, port) = wildcard(bind);
+        server.report_errors().unwrap();
+        (server, port)
+    }
+
+    /// A loopback UDP address on `ip` nobody listens on.
+    fn closed(ip: &str) -> SocketAddr {
+        std::net::UdpSocket::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A datagram to a port nobody listens on comes back from `recv_from` as an error that
+    /// says where it went: on an IPv4 socket, and on a dual-stack one for IPv4 and IPv6. The
+    /// report wakes a `recv_from` already waiting (it makes the socket poll as in error, not
+    /// readable), and once read, `recv_from` waits again rather than return it twice.
+    #[tokio::test]
+    async fn a_reporting_socket_hears_of_a_datagram_nobody_received() {
+        for (bind, ip) in [
+            ("0.0.0.0:0", "127.0.0.1"),
+            ("[::]:0", "127.0.0.1"),
+            ("[::]:0", "::1"),
+        ] {
+            let (server, _) = reporting(bind);
+            let closed = closed(ip);
+            let mut buf = vec![0u8; 64];
+            let wait = Duration::from_secs(10);
+            let (received, sent) = tokio::join!(
+                tokio::time::timeout(wait, DatagramServer::recv_from(&server, &mut buf)),
+                async {
+                    tokio::task::yield_now().await;
+                    DatagramServer::send_to(&server, b"anyone?", closed, None).await
+                }
+            );
+            sent.unwrap();
+            let err = received.expect("the report woke the wait").unwrap_err();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::ConnectionRefused,
+                "{bind} {closed}: {err}"
+            );
+            assert_eq!(undelivered_to(&err), Some(closed), "{bind}");
+            let again = DatagramServer::recv_from(&server, &mut buf);
+            let again = tokio::time::timeout(Duration::from_millis(100), again).await;
+            assert!(again.is_err(), "{bind}: {again:?}");
+        }
+    }
+
+    /// After a report, the kernel fails the next send with it, without sending: that send is
+    /// made again, from the address it was to leave from, not the kernel's choice; and the
+    /// report is still read.
+    #[tokio::test]
+    async fn a_send_that_meets_a_report_is_sent_again_from_the_address_sent_to() {
+        let (server, port) = reporting("0.0.0.0:0");
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 2], port));
+        client.send_to(b"hi", to).await.unwrap();
+        let mut buf = vec![0u8; 64];
+        let (_, peer, arrival) = DatagramServer::recv_from(&server, &mut buf).await.unwrap();
+        let closed = closed("127.0.0.1");
+        DatagramServer::send_to(&server, b"lost", closed, arrival)
+            .await
+            .unwrap();
+        DatagramServer::send_to(&server, b"answer", peer, arrival)
+            .await
+            .unwrap();
+        let (len, from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..len], b"answer");
+        assert_eq!(from, to);
+        let err = DatagramServer::recv_from(&server, &mut buf)
+            .await
+            .unwrap_err();
+        assert_eq!(undelivered_to(&err), Some(closed));
+    }
+
+    /// A socket that does not ask for reports (`echo -u`'s) hears of nothing.
+    #[tokio::test]
+    async fn a_socket_not_reporting_hears_nothing_of_a_lost_datagram() {
+        let (server, _) = wildcard("0.0.0.0:0");
+        DatagramServer::send_to(&server, b"anyone?", closed("127.0.0.1"), None)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64];
+        let received = DatagramServer::recv_from(&server, &mut buf);
+        let received = tokio::time::timeout(Duration::from_millis(100), received).await;
+        assert!(received.is_err(), "{received:?}");
+    }
+
+    fn extended_err(errno: c_int) -> Vec<u8> {
+        // SAFETY: all zeros is a valid sock_extended_err.
+        let mut report: libc::sock_extended_err = unsafe { mem::zeroed() };
+        report.ee_errno = errno as u32;
+        report.ee_origin = libc::SO_EE_ORIGIN_ICMP;
+        report.ee_type = 3;
+        report.ee_code = 3;
+        let mut bytes = vec![0u8; mem::size_of::<libc::sock_extended_err>()];
+        // SAFETY: `bytes` holds a sock_extended_err.
+        unsafe {
+            bytes
+                .as_mut_ptr()
+                .cast::<libc::sock_extended_err>()
+                .write_unaligned(report)
+        };
+        // The offender's address follows it.
+        bytes.extend_from_slice(&[0u8; 16]);
+        bytes
+    }
+
+    #[test]
+    fn an_error_report_is_found_among_other_control_messages() {
+        let info = in_pktinfo(1, [127, 0, 0, 1], [127, 0, 0, 1]);
+        let report = extended_err(libc::ECONNREFUSED);
+        for (level, kind) in [
+            (libc::IPPROTO_IP, libc::IP_RECVERR),
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+        ] {
+            let control = control_of(&[
+                (libc::IPPROTO_IP, libc::IP_PKTINFO, &info),
+                (level, kind, &report),
+            ]);
+            let error = parse_extended_err(&control).unwrap();
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+            // Cut short anywhere in it, there is none.
+            for len in control.len() - cmsg_header_len() - report.len()..control.len() {
+                assert!(
+                    parse_extended_err(&control[..len]).is_none(),
+                    "cut at {len}"
+                );
+            }
+        }
+        let control = control_of(&[(libc::IPPROTO_IP, libc::IP_PKTINFO, &info)]);
+        assert!(parse_extended_err(&control).is_none());
+    }
+
     proptest::proptest! {
         #[test]
         fn any_control_bytes_are_parsed_without_a_panic(
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..CONTROL_LEN),
         ) {
             let _ = parse_arrival(&bytes);
+            let _ = parse_extended_err(&bytes);
         }
     }
 }
