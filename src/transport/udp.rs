@@ -7,6 +7,10 @@
 //! it from the address it prefers for the way back, and a client that sent to another of the
 //! host's addresses (`127.0.0.2`, one of several on a network card) would drop it as coming
 //! from a stranger.
+//!
+//! Unlike a connected socket, a [`WildcardSocket`] hears of no datagram it sent that could not
+//! be delivered (ICMP port unreachable) unless it asks ([`WildcardSocket::report_errors`]):
+//! `talk` asks, `echo` does not.
 
 use std::fmt;
 use std::future::Future;
