@@ -383,8 +383,9 @@ pub async fn udp(
     let fixed_peer = peer.map(udp::canonical);
     let is_connected = socket.peer_addr().is_ok();
     if is_connected || !socket.local_addr().is_ok_and(udp::is_wildcard) {
-        // Bound to one address, messages can leave from no other: connected to a known peer,
-        // the socket hears of a port nobody listens on (ICMP port unreachable), and the kernel
+        // Bound to one address, messages can leave from no other (and a caller's socket,
+        // connected already, from the one the kernel picked): connected to a known peer, the
+        // socket hears of a port nobody listens on (ICMP port unreachable), and the kernel
         // drops strangers' datagrams for us.
         if let Some(to) = fixed_peer.filter(|_| !is_connected) {
             socket.connect(to).await?;
