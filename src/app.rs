@@ -328,7 +328,13 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
     };
     let socket = match (&args.listen, peer) {
         (Some(local), _) => udp::listen(local, family).await?,
-        (None, Some(peer)) => udp::bind_addr(udp::any_local_for(peer))?,
+        (None, Some(peer)) => {
+            // A caller from an ephemeral port: connected, it sends from the address the kernel
+            // picks for the peer, which a server answers, and hears only the peer.
+            let socket = udp::bind_addr(udp::any_local_for(peer))?;
+            socket.connect(peer).await?;
+            socket
+        }
         (None, None) => return Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
     };
     if let Some(peer) = peer {

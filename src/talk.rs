@@ -367,8 +367,9 @@ impl StreamListener for NoListener {
 
 /// Talks over UDP. With `peer` set, datagrams go there at once (either side may speak first)
 /// and datagrams from anyone else are ignored. Without it, the first sender `access` permits
-/// becomes the peer; datagrams from senders it does not permit are ignored, and on a socket
-/// bound to a wildcard address, what we send the peer leaves from the address it sent to.
+/// becomes the peer; datagrams from senders it does not permit are ignored. On a socket bound
+/// to a wildcard address, what we send the peer leaves from the address its last datagram was
+/// sent to. A `socket` already connected (a caller's, from an ephemeral port) is used as it is.
 ///
 /// # Errors
 /// An I/O error on the socket.
@@ -380,23 +381,39 @@ pub async fn udp(
 ) -> Result<()> {
     // Compared with what a dual-stack socket reports (`[::ffff:127.0.0.1]:5000`) as IPv4.
     let fixed_peer = peer.map(udp::canonical);
-    // Connected to a known peer, the socket hears of a port nobody listens on (ICMP port
-    // unreachable), and the kernel drops strangers' datagrams for us. It also picks, once,
-    // the address we send from.
-    if let Some(to) = fixed_peer {
-        socket.connect(to).await?;
+    let is_connected = socket.peer_addr().is_ok();
+    if is_connected || !socket.local_addr().is_ok_and(udp::is_wildcard) {
+        // Bound to one address, messages can leave from no other (and a caller's socket,
+        // connected already, from the one the kernel picked): connected to a known peer, the
+        // socket hears of a port nobody listens on (ICMP port unreachable), and the kernel
+        // drops strangers' datagrams for us.
+        if let Some(to) = fixed_peer.filter(|_| !is_connected) {
+            socket.connect(to).await?;
+        }
         return converse_udp(socket, fixed_peer, access, config).await;
     }
-    if !socket.local_addr().is_ok_and(udp::is_wildcard) {
-        return converse_udp(socket, None, access, config).await;
-    }
+    // On a wildcard address a connected socket would send from the one address the kernel
+    // picks for the peer, which need not be the one the peer sends to (a peer on 127.0.0.1
+    // sending to 127.0.0.2 from a socket connected there would drop all we say). Unconnected,
+    // each message leaves from where the peer's last datagram arrived, strangers are ignored
+    // here, and the kernel is asked for the errors it reports a connected socket.
     match udp::WildcardSocket::new(socket) {
-        Ok(socket) => converse_udp(socket, None, access, config).await,
+        Ok(mut socket) => {
+            if let Err(err) = socket.report_errors() {
+                tracing::warn!(
+                    "a message to a port nobody listens on will be lost without a word: {err}"
+                );
+            }
+            converse_udp(socket, fixed_peer, access, config).await
+        }
         Err((err, socket)) => {
             tracing::warn!(
                 "messages will leave from the address the kernel picks, not always the one the peer sent to: {err}"
             );
-            converse_udp(socket, None, access, config).await
+            if let Some(to) = fixed_peer {
+                socket.connect(to).await?;
+            }
+            converse_udp(socket, fixed_peer, access, config).await
         }
     }
 }
@@ -443,7 +460,7 @@ async fn converse_udp<S: DatagramServer>(
                 let (len, from, arrival) = match received {
                     Ok((len, from, arrival)) => (len, udp::canonical(from), arrival),
                     Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
-                        report_unreachable(peer, config);
+                        report_unreachable(udp::undelivered_to(&err).or(peer), config);
                         continue;
                     }
                     Err(err) => {
@@ -456,6 +473,11 @@ async fn converse_udp<S: DatagramServer>(
                     continue;
                 }
                 match peer {
+                    Some(expected) if expected != from && fixed_peer.is_some() => {
+                        // The PEER given, nobody else, as a connected socket's kernel would.
+                        tracing::debug!(%from, "ignored a datagram: talking with {expected}");
+                        continue;
+                    }
                     Some(expected) if expected != from => {
                         // Most often the peer itself, started again from a new port: say so
                         // (once a sender), rather than drop its messages without a word.

@@ -603,6 +603,141 @@ fn udp_on_a_wildcard_address_answers_from_the_address_the_peer_sent_to() {
     }
 }
 
+/// A peer on `127.0.0.1` that sends to `127.0.0.2:port` from a socket connected there, as a
+/// Python exercise's `s.connect(("127.0.0.2", port))`: it hears only what comes from
+/// `127.0.0.2:port`.
+fn peer_connected_to_127_0_0_2(port: u16) -> UdpSocket {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    peer.connect(("127.0.0.2", port)).unwrap();
+    peer
+}
+
+/// A UDP talk bound to a wildcard address with a PEER sends from the address the peer's
+/// datagrams arrive at (`127.0.0.2`, where the kernel would pick `127.0.0.1`), so a peer whose
+/// socket is connected to that address hears it; on `[::]` for an IPv4 peer too.
+#[test]
+fn udp_on_a_wildcard_address_with_a_peer_sends_from_the_address_the_peer_sends_to() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        // The peer's port is known before the talk starts: bind it first.
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        let mut a = Proc::server(&["talk", "-u", "--listen", listen, &peer_addr.to_string()]);
+        let to = SocketAddr::from(([127, 0, 0, 2], a.socket_addr().port()));
+        peer.connect(to).unwrap();
+        peer.send(b"hello").unwrap();
+        assert_eq!(a.next_line(), format!("<{peer_addr}> hello"));
+        for line in ["hi there", "bye"] {
+            a.type_line(line);
+            let mut buf = [0u8; 64];
+            let len = peer
+                .recv(&mut buf)
+                .unwrap_or_else(|err| panic!("{listen}: {line:?} never came: {err}"));
+            assert_eq!(&buf[..len], line.as_bytes(), "{listen}");
+        }
+        assert!(a.wait_exit(IO_TIMEOUT).success());
+    }
+}
+
+/// A stranger speaking to a wildcard talk with a PEER, at the address the peer uses or
+/// another: it is ignored without a word, as with any PEER, and what the talk sends keeps
+/// leaving from the peer's `127.0.0.2`.
+#[test]
+fn udp_on_a_wildcard_address_with_a_peer_ignores_strangers() {
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut a = Proc::server(&[
+        "talk",
+        "-u",
+        "--listen",
+        "0.0.0.0:0",
+        &peer_addr.to_string(),
+    ]);
+    let port = a.socket_addr().port();
+    let to = SocketAddr::from(([127, 0, 0, 2], port));
+    peer.connect(to).unwrap();
+    peer.send(b"one").unwrap();
+    assert_eq!(a.next_line(), format!("<{peer_addr}> one"));
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger.send_to(b"intruder", to).unwrap();
+    stranger
+        .send_to(b"intruder again", ("127.0.0.1", port))
+        .unwrap();
+    peer.send(b"two").unwrap();
+    assert_eq!(a.next_line(), format!("<{peer_addr}> two"));
+    a.type_line("still here");
+    let mut buf = [0u8; 64];
+    let len = peer.recv(&mut buf).expect("the talk's line");
+    assert_eq!(&buf[..len], b"still here");
+    peer.send(b"bye").unwrap();
+    assert_eq!(a.next_line(), format!("<{peer_addr}> bye"));
+    assert!(a.wait_exit(IO_TIMEOUT).success());
+    assert_eq!(a.stdout_rest(), "");
+    let said = a.stderr_text();
+    assert!(!said.contains("ignored"), "{said}");
+}
+
+/// A wildcard talk with a PEER whose port is closed reports each message lost, as a connected
+/// one does, and goes on: the peer, once started, gets the next line from the address it
+/// sends to.
+#[test]
+fn udp_on_a_wildcard_address_with_a_peer_not_listening_says_so_and_goes_on() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let closed = common::closed_udp_addr("127.0.0.1");
+        let mut a = Proc::server(&["talk", "-u", "--listen", listen, &closed.to_string()]);
+        // Pasted: the second send is likely to meet the report of the first.
+        a.type_line("anyone?\nhello?");
+        for _ in 0..2 {
+            let status = a.next_stderr_line();
+            assert_eq!(
+                status,
+                format!("* {closed} is not listening (port unreachable); your message was lost"),
+                "{listen}"
+            );
+        }
+        let peer = UdpSocket::bind(closed).unwrap();
+        peer.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        peer.connect(("127.0.0.2", a.socket_addr().port())).unwrap();
+        peer.send(b"here now").unwrap();
+        assert_eq!(a.next_line(), format!("<{closed}> here now"));
+        a.type_line("welcome");
+        let mut buf = [0u8; 64];
+        let len = peer.recv(&mut buf).expect("the talk's line");
+        assert_eq!(&buf[..len], b"welcome", "{listen}");
+        a.type_line("bye");
+        assert!(a.wait_exit(IO_TIMEOUT).success());
+        // Two messages lost, two reports: not a third from a send that met one.
+        let said = a.stderr_text();
+        assert!(!said.contains("not listening"), "{listen}: {said}");
+    }
+}
+
+/// Without a PEER, on a wildcard address, a peer that has gone is reported too.
+#[test]
+fn udp_on_a_wildcard_address_reports_a_peer_that_left() {
+    for listen in ["0.0.0.0:0", "[::]:0"] {
+        let mut a = Proc::server(&["talk", "-u", "--listen", listen]);
+        let peer = peer_connected_to_127_0_0_2(a.socket_addr().port());
+        let peer_addr = peer.local_addr().unwrap();
+        peer.send(b"hello").unwrap();
+        assert_eq!(a.next_line(), format!("<{peer_addr}> hello"));
+        drop(peer);
+        a.type_line("are you there?");
+        let said = a.next_stderr_line();
+        assert!(said.contains("talking with"), "{said}");
+        let status = a.next_stderr_line();
+        assert_eq!(
+            status,
+            format!("* {peer_addr} is not listening (port unreachable); your message was lost"),
+            "{listen}"
+        );
+        a.type_line("bye");
+        assert!(a.wait_exit(IO_TIMEOUT).success());
+    }
+}
+
 /// Over TCP too, an IPv4 caller of a `[::]` listener is shown as `127.0.0.1:PORT`.
 #[test]
 fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {

@@ -7,6 +7,10 @@
 //! it from the address it prefers for the way back, and a client that sent to another of the
 //! host's addresses (`127.0.0.2`, one of several on a network card) would drop it as coming
 //! from a stranger.
+//!
+//! Unlike a connected socket, a [`WildcardSocket`] hears of no datagram it sent that could not
+//! be delivered (ICMP port unreachable) unless it asks ([`WildcardSocket::report_errors`]):
+//! `talk` asks, `echo` does not.
 
 use std::fmt;
 use std::future::Future;
@@ -14,6 +18,8 @@ use std::io::{self, IoSlice};
 use std::mem;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, RawFd};
+
+use libc::c_int;
 
 use socket2::{Domain, Protocol, SockAddr, SockRef, Socket, Type};
 use tokio::io::Interest;
@@ -167,10 +173,15 @@ pub fn is_wildcard(local: SocketAddr) -> bool {
 /// answered with plain `send_to`, as is any reply `sendmsg` fails to send.
 ///
 /// Control messages are built and parsed in buffers on the stack: no allocation per datagram.
+///
+/// Not being connected, the socket hears of no datagram it sent that could not be delivered
+/// (ICMP port unreachable) unless it asks: see [`WildcardSocket::report_errors`].
 #[derive(Debug)]
 pub struct WildcardSocket {
     socket: UdpSocket,
     is_v6: bool,
+    /// The kernel queues the errors of datagrams sent ([`WildcardSocket::report_errors`]).
+    reports_errors: bool,
 }
 
 /// Where a datagram to a [`WildcardSocket`] arrived: the address it was sent to (an IPv4 one as
@@ -191,7 +202,11 @@ impl WildcardSocket {
     /// The kernel refuses the socket option; the socket is handed back, to be used as it is.
     pub fn new(socket: UdpSocket) -> Result<Self, (io::Error, UdpSocket)> {
         match report_destinations(&socket) {
-            Ok(is_v6) => Ok(Self { socket, is_v6 }),
+            Ok(is_v6) => Ok(Self {
+                socket,
+                is_v6,
+                reports_errors: false,
+            }),
             Err(err) => Err((err, socket)),
         }
     }
@@ -204,9 +219,82 @@ impl WildcardSocket {
         self.socket.local_addr()
     }
 
+    /// Asks the kernel to report each datagram sent from this socket that could not be
+    /// delivered (ICMP port unreachable, and the like): `IP_RECVERR`, and `IPV6_RECVERR` as well
+    /// on an IPv6 socket, whose IPv4 datagrams only `IP_RECVERR` covers. The kernel queues each
+    /// report on the socket's error queue, and [`DatagramServer::recv_from`] returns it as an
+    /// error once no datagram is waiting: an [`Undelivered`], whose kind is the kernel's error
+    /// (`ConnectionRefused` for a port nobody listens on) and which says where the datagram went
+    /// ([`undelivered_to`]).
+    ///
+    /// # Errors
+    /// The kernel refuses a socket option: the socket reports no error, or, if it took
+    /// `IPV6_RECVERR`, only those of IPv6 datagrams.
+    pub fn report_errors(&mut self) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        if self.is_v6 {
+            set_flag(fd, libc::IPPROTO_IPV6, libc::IPV6_RECVERR)?;
+            self.reports_errors = true;
+        }
+        set_flag(fd, libc::IPPROTO_IP, libc::IP_RECVERR)?;
+        self.reports_errors = true;
+        Ok(())
+    }
+
     /// One `recvmsg`, without waiting.
     fn try_recv(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
         let mut control = Control::new();
+        let (len, addr, control_len) = self.recvmsg(buf, &mut control, 0)?;
+        let peer = addr
+            .as_socket()
+            .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))?;
+        let control = &control.bytes[..control_len];
+        Ok((len, peer, parse_arrival(control).and_then(reply_source)))
+    }
+
+    /// [`Self::try_recv`], and once no datagram is waiting (or the kernel returns the error it
+    /// holds pending, the last one queued), the next report on the error queue, as an
+    /// [`Undelivered`] error. Without a report either, what `try_recv` said: `WouldBlock`
+    /// (which has the caller wait for the socket's next readiness, so an emptied error queue
+    /// is not read again and again), or the pending error.
+    fn try_recv_or_error(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
+        self.try_recv(buf)
+            .map_err(|err| self.try_recv_error().unwrap_or(err))
+    }
+
+    /// The next report on the error queue, if there is one: an [`Undelivered`] error, or, for a
+    /// report without a destination or an error in it, an error saying so (it is off the queue
+    /// all the same, and the next read goes on to the one after).
+    fn try_recv_error(&self) -> Option<io::Error> {
+        let mut control = Control::new();
+        // Only the report is wanted, not the start of the datagram that goes with it.
+        let (_, addr, control_len) = self
+            .recvmsg(&mut [], &mut control, libc::MSG_ERRQUEUE)
+            .ok()?;
+        let error = parse_extended_err(&control.bytes[..control_len]);
+        Some(match (addr.as_socket(), error) {
+            (Some(to), Some(error)) => Undelivered {
+                to: canonical(to),
+                error,
+            }
+            .into(),
+            _ => io::Error::other("an unreadable report of a datagram not delivered"),
+        })
+    }
+
+    /// One `recvmsg` with `flags`, without waiting: a datagram into `buf` (with
+    /// `MSG_ERRQUEUE`, the start of one that could not be delivered) and its control messages
+    /// into `control`. Says its length, the address that came with it (its sender; with
+    /// `MSG_ERRQUEUE`, where it was sent), and how many bytes of `control` were filled.
+    fn recvmsg(
+        &self,
+        buf: &mut [u8],
+        control: &mut Control,
+        flags: c_int,
+    ) -> io::Result<(usize, SockAddr, usize)> {
         let fd = self.socket.as_raw_fd();
         // SAFETY: `try_init` hands us zeroed storage for any socket address and its size;
         // `recvmsg` writes at most that much there, and says how much it wrote.
@@ -225,7 +313,7 @@ impl WildcardSocket {
                 msg.msg_control = control.bytes.as_mut_ptr().cast();
                 msg.msg_controllen = control.bytes.len() as _;
                 // SAFETY: every pointer in `msg` is to a live buffer of the length given.
-                let len = libc::recvmsg(fd, &raw mut msg, 0);
+                let len = libc::recvmsg(fd, &raw mut msg, flags);
                 if len < 0 {
                     return Err(io::Error::last_os_error());
                 }
@@ -233,12 +321,8 @@ impl WildcardSocket {
                 Ok((len as usize, msg.msg_controllen as usize))
             })?
         };
-        let peer = addr
-            .as_socket()
-            .ok_or_else(|| io::Error::other("datagram from a sender that is not an IP address"))?;
         // A kernel never reports more than the buffer holds; the bound only keeps that a fact.
-        let control = &control.bytes[..control_len.min(CONTROL_LEN)];
-        Ok((len, peer, parse_arrival(control).and_then(reply_source)))
+        Ok((len, addr, control_len.min(CONTROL_LEN)))
     }
 
     /// One `sendmsg` from `from`, without waiting.
@@ -250,14 +334,35 @@ impl WildcardSocket {
             .with_addr(peer)
             .with_buffers(&bufs)
             .with_control(&control.bytes[..len]);
-        SockRef::from(&self.socket).sendmsg(&msg, 0)
+        let socket = SockRef::from(&self.socket);
+        match socket.sendmsg(&msg, 0) {
+            Err(err) if self.reports_errors && err.kind() != io::ErrorKind::WouldBlock => {
+                tracing::trace!("send failed ({err}); sending again");
+                socket.sendmsg(&msg, 0)
+            }
+            sent => sent,
+        }
     }
 }
 
+/// Reporting errors ([`WildcardSocket::report_errors`]), the socket also holds the last error
+/// queued as pending, and the next send fails with it (a port unreachable as
+/// `ConnectionRefused`) without sending: it is news of an earlier datagram, which the error
+/// queue reports to [`DatagramServer::recv_from`]. So a send that fails is tried once more,
+/// and fails again only for its own sake.
 impl DatagramServer for WildcardSocket {
     type ReplyFrom = Option<Arrival>;
 
     async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, Option<Arrival>)> {
+        if self.reports_errors {
+            // A report queued makes the socket poll as in error (`EPOLLERR`), not readable.
+            return self
+                .socket
+                .async_io(Interest::READABLE | Interest::ERROR, || {
+                    self.try_recv_or_error(buf)
+                })
+                .await;
+        }
         self.socket
             .async_io(Interest::READABLE, || self.try_recv(buf))
             .await
@@ -282,8 +387,51 @@ impl DatagramServer for WildcardSocket {
                 }
             }
         }
-        self.socket.send_to(buf, peer).await
+        match self.socket.send_to(buf, peer).await {
+            Err(err) if self.reports_errors => {
+                tracing::trace!(%peer, "send failed ({err}); sending again");
+                self.socket.send_to(buf, peer).await
+            }
+            sent => sent,
+        }
     }
+}
+
+/// A datagram sent from a [`WildcardSocket`] that reports errors, which could not be
+/// delivered: where it was sent, and the kernel's error (`ConnectionRefused` for ICMP port
+/// unreachable), whose kind the `io::Error` it travels in has.
+#[derive(Debug)]
+pub struct Undelivered {
+    /// Where the datagram was sent (an IPv4 address as IPv4 on a dual-stack socket).
+    pub to: SocketAddr,
+    /// Why it was not delivered.
+    pub error: io::Error,
+}
+
+impl fmt::Display for Undelivered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "datagram to {} not delivered: {}", self.to, self.error)
+    }
+}
+
+impl std::error::Error for Undelivered {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl From<Undelivered> for io::Error {
+    fn from(undelivered: Undelivered) -> Self {
+        io::Error::new(undelivered.error.kind(), undelivered)
+    }
+}
+
+/// Where the datagram went whose loss `err` reports, if `err` says: an [`Undelivered`] does,
+/// the pending error of a connected socket does not (it can only be its peer).
+pub fn undelivered_to(err: &io::Error) -> Option<SocketAddr> {
+    err.get_ref()?
+        .downcast_ref::<Undelivered>()
+        .map(|undelivered| undelivered.to)
 }
 
 /// Asks the kernel to report the destination of each datagram `socket` receives: `IP_PKTINFO`
@@ -359,24 +507,8 @@ fn cmsg_align(len: usize) -> usize {
 /// too short for its data ends the search: the datagram is then answered from the kernel's
 /// choice, never read out of bounds.
 fn parse_arrival(control: &[u8]) -> Option<Arrival> {
-    let header_len = cmsg_header_len();
-    let mut at = 0;
-    while control.len().saturating_sub(at) >= header_len {
-        // SAFETY: at least a header's worth of bytes is there; it is copied out unaligned.
-        let header: libc::cmsghdr = unsafe {
-            control[at..]
-                .as_ptr()
-                .cast::<libc::cmsghdr>()
-                .read_unaligned()
-        };
-        // `size_t` with glibc, `socklen_t` with musl.
-        #[allow(clippy::unnecessary_cast)]
-        let len = header.cmsg_len as usize;
-        if len < header_len || len > control.len() - at {
-            return None;
-        }
-        let data = &control[at + header_len..at + len];
-        match (header.cmsg_level, header.cmsg_type) {
+    for (level, kind, data) in control_messages(control) {
+        match (level, kind) {
             (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
                 if data.len() < mem::size_of::<libc::in_pktinfo>() {
                     return None;
@@ -411,9 +543,59 @@ fn parse_arrival(control: &[u8]) -> Option<Arrival> {
             }
             _ => {}
         }
-        at += cmsg_align(len);
     }
     None
+}
+
+/// The control messages in `control`, as `recvmsg` filled it: the level, type and data of
+/// each, up to the first whose length is shorter than its header or runs past the buffer.
+fn control_messages(control: &[u8]) -> impl Iterator<Item = (c_int, c_int, &[u8])> {
+    let header_len = cmsg_header_len();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if control.len().saturating_sub(at) < header_len {
+            return None;
+        }
+        // SAFETY: at least a header's worth of bytes is there; it is copied out unaligned.
+        let header: libc::cmsghdr = unsafe {
+            control[at..]
+                .as_ptr()
+                .cast::<libc::cmsghdr>()
+                .read_unaligned()
+        };
+        // `size_t` with glibc, `socklen_t` with musl.
+        #[allow(clippy::unnecessary_cast)]
+        let len = header.cmsg_len as usize;
+        if len < header_len || len > control.len() - at {
+            return None;
+        }
+        let data = &control[at + header_len..at + len];
+        at += cmsg_align(len);
+        Some((header.cmsg_level, header.cmsg_type, data))
+    })
+}
+
+/// The error in the `IP_RECVERR` or `IPV6_RECVERR` control message among those `recvmsg`
+/// filled in `control` when reading the error queue (an IPv6 socket reports an IPv4
+/// datagram's as `IPV6_RECVERR`); `None` without one, or with one too short for its data.
+fn parse_extended_err(control: &[u8]) -> Option<io::Error> {
+    let (_, _, data) = control_messages(control).find(|&(level, kind, _)| {
+        matches!(
+            (level, kind),
+            (libc::IPPROTO_IP, libc::IP_RECVERR) | (libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+        )
+    })?;
+    if data.len() < mem::size_of::<libc::sock_extended_err>() {
+        return None;
+    }
+    // SAFETY: the data holds a `sock_extended_err`; it is copied out unaligned.
+    let report: libc::sock_extended_err = unsafe {
+        data.as_ptr()
+            .cast::<libc::sock_extended_err>()
+            .read_unaligned()
+    };
+    let errno = c_int::try_from(report.ee_errno).ok()?;
+    Some(io::Error::from_raw_os_error(errno))
 }
 
 /// `arrival` if a reply can leave from its address: not one sent to a broadcast or multicast
@@ -503,6 +685,8 @@ fn write_pktinfo(control: &mut Control, from: Arrival, is_v6: bool) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     /// A wildcard server socket of `bind`'s family, and its port.
@@ -716,12 +900,150 @@ mod tests {
         assert_eq!(parse_arrival(&short), None);
     }
 
+    /// A wildcard socket of `bind`'s family that reports errors, and its port.
+    fn reporting(bind: &str) -> (WildcardSocket, u16) {
+        let (mut server, port) = wildcard(bind);
+        server.report_errors().unwrap();
+        (server, port)
+    }
+
+    /// A loopback UDP address on `ip` nobody listens on.
+    fn closed(ip: &str) -> SocketAddr {
+        std::net::UdpSocket::bind((ip, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A datagram to a port nobody listens on comes back from `recv_from` as an error that
+    /// says where it went: on an IPv4 socket, and on a dual-stack one for IPv4 and IPv6. The
+    /// report wakes a `recv_from` already waiting (it makes the socket poll as in error, not
+    /// readable), and once read, `recv_from` waits again rather than return it twice.
+    #[tokio::test]
+    async fn a_reporting_socket_hears_of_a_datagram_nobody_received() {
+        for (bind, ip) in [
+            ("0.0.0.0:0", "127.0.0.1"),
+            ("[::]:0", "127.0.0.1"),
+            ("[::]:0", "::1"),
+        ] {
+            let (server, _) = reporting(bind);
+            let closed = closed(ip);
+            let mut buf = vec![0u8; 64];
+            let wait = Duration::from_secs(10);
+            let (received, sent) = tokio::join!(
+                tokio::time::timeout(wait, DatagramServer::recv_from(&server, &mut buf)),
+                async {
+                    tokio::task::yield_now().await;
+                    DatagramServer::send_to(&server, b"anyone?", closed, None).await
+                }
+            );
+            sent.unwrap();
+            let err = received.expect("the report woke the wait").unwrap_err();
+            assert_eq!(
+                err.kind(),
+                io::ErrorKind::ConnectionRefused,
+                "{bind} {closed}: {err}"
+            );
+            assert_eq!(undelivered_to(&err), Some(closed), "{bind}");
+            let again = DatagramServer::recv_from(&server, &mut buf);
+            let again = tokio::time::timeout(Duration::from_millis(100), again).await;
+            assert!(again.is_err(), "{bind}: {again:?}");
+        }
+    }
+
+    /// After a report, the kernel fails the next send with it, without sending: that send is
+    /// made again, from the address it was to leave from, not the kernel's choice; and the
+    /// report is still read.
+    #[tokio::test]
+    async fn a_send_that_meets_a_report_is_sent_again_from_the_address_sent_to() {
+        let (server, port) = reporting("0.0.0.0:0");
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = SocketAddr::from(([127, 0, 0, 2], port));
+        client.send_to(b"hi", to).await.unwrap();
+        let mut buf = vec![0u8; 64];
+        let (_, peer, arrival) = DatagramServer::recv_from(&server, &mut buf).await.unwrap();
+        let closed = closed("127.0.0.1");
+        DatagramServer::send_to(&server, b"lost", closed, arrival)
+            .await
+            .unwrap();
+        DatagramServer::send_to(&server, b"answer", peer, arrival)
+            .await
+            .unwrap();
+        let (len, from) = client.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..len], b"answer");
+        assert_eq!(from, to);
+        let err = DatagramServer::recv_from(&server, &mut buf)
+            .await
+            .unwrap_err();
+        assert_eq!(undelivered_to(&err), Some(closed));
+    }
+
+    /// A socket that does not ask for reports (`echo -u`'s) hears of nothing.
+    #[tokio::test]
+    async fn a_socket_not_reporting_hears_nothing_of_a_lost_datagram() {
+        let (server, _) = wildcard("0.0.0.0:0");
+        DatagramServer::send_to(&server, b"anyone?", closed("127.0.0.1"), None)
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64];
+        let received = DatagramServer::recv_from(&server, &mut buf);
+        let received = tokio::time::timeout(Duration::from_millis(100), received).await;
+        assert!(received.is_err(), "{received:?}");
+    }
+
+    fn extended_err(errno: c_int) -> Vec<u8> {
+        // SAFETY: all zeros is a valid sock_extended_err.
+        let mut report: libc::sock_extended_err = unsafe { mem::zeroed() };
+        report.ee_errno = errno as u32;
+        report.ee_origin = libc::SO_EE_ORIGIN_ICMP;
+        report.ee_type = 3;
+        report.ee_code = 3;
+        let mut bytes = vec![0u8; mem::size_of::<libc::sock_extended_err>()];
+        // SAFETY: `bytes` holds a sock_extended_err.
+        unsafe {
+            bytes
+                .as_mut_ptr()
+                .cast::<libc::sock_extended_err>()
+                .write_unaligned(report)
+        };
+        // The offender's address follows it.
+        bytes.extend_from_slice(&[0u8; 16]);
+        bytes
+    }
+
+    #[test]
+    fn an_error_report_is_found_among_other_control_messages() {
+        let info = in_pktinfo(1, [127, 0, 0, 1], [127, 0, 0, 1]);
+        let report = extended_err(libc::ECONNREFUSED);
+        for (level, kind) in [
+            (libc::IPPROTO_IP, libc::IP_RECVERR),
+            (libc::IPPROTO_IPV6, libc::IPV6_RECVERR),
+        ] {
+            let control = control_of(&[
+                (libc::IPPROTO_IP, libc::IP_PKTINFO, &info),
+                (level, kind, &report),
+            ]);
+            let error = parse_extended_err(&control).unwrap();
+            assert_eq!(error.kind(), io::ErrorKind::ConnectionRefused);
+            // Cut short anywhere in it, there is none.
+            for len in control.len() - cmsg_header_len() - report.len()..control.len() {
+                assert!(
+                    parse_extended_err(&control[..len]).is_none(),
+                    "cut at {len}"
+                );
+            }
+        }
+        let control = control_of(&[(libc::IPPROTO_IP, libc::IP_PKTINFO, &info)]);
+        assert!(parse_extended_err(&control).is_none());
+    }
+
     proptest::proptest! {
         #[test]
         fn any_control_bytes_are_parsed_without_a_panic(
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..CONTROL_LEN),
         ) {
             let _ = parse_arrival(&bytes);
+            let _ = parse_extended_err(&bytes);
         }
     }
 }
