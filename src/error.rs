@@ -70,6 +70,16 @@ pub enum Error {
         attempts: Vec<(String, io::Error)>,
     },
 
+    /// The UDP peer of `connect -u -l` went: a datagram to it came back undelivered (ICMP
+    /// port unreachable, `reason` then `port unreachable`).
+    #[error("the peer {endpoint} is not listening any more ({reason}); a datagram to it was lost")]
+    PeerGone {
+        /// The peer (`udp://127.0.0.1:50521`).
+        endpoint: String,
+        /// Why the datagram was not delivered.
+        reason: String,
+    },
+
     /// A client gave up waiting: to connect (`-w`), or for traffic (`connect --idle-timeout`).
     #[error("{0}")]
     TimedOut(String),

@@ -370,6 +370,7 @@ impl StreamListener for NoListener {
 /// becomes the peer; datagrams from senders it does not permit are ignored. On a socket bound
 /// to a wildcard address, what we send the peer leaves from the address its last datagram was
 /// sent to. A `socket` already connected (a caller's, from an ephemeral port) is used as it is.
+/// A message to a port nobody listens on is reported, whatever the socket.
 ///
 /// # Errors
 /// An I/O error on the socket.
@@ -382,7 +383,8 @@ pub async fn udp(
     // Compared with what a dual-stack socket reports (`[::ffff:127.0.0.1]:5000`) as IPv4.
     let fixed_peer = peer.map(udp::canonical);
     let is_connected = socket.peer_addr().is_ok();
-    if is_connected || !socket.local_addr().is_ok_and(udp::is_wildcard) {
+    let is_wildcard = socket.local_addr().is_ok_and(udp::is_wildcard);
+    if is_connected || (!is_wildcard && fixed_peer.is_some()) {
         // Bound to one address, messages can leave from no other (and a caller's socket,
         // connected already, from the one the kernel picked): connected to a known peer, the
         // socket hears of a port nobody listens on (ICMP port unreachable), and the kernel
@@ -396,7 +398,10 @@ pub async fn udp(
     // picks for the peer, which need not be the one the peer sends to (a peer on 127.0.0.1
     // sending to 127.0.0.2 from a socket connected there would drop all we say). Unconnected,
     // each message leaves from where the peer's last datagram arrived, strangers are ignored
-    // here, and the kernel is asked for the errors it reports a connected socket.
+    // here, and the kernel is asked for the errors it reports a connected socket. On one
+    // address without a PEER, there is no peer to connect to before the first datagram (nor
+    // after a bye): the same socket asks for those errors there, its replies leaving from the
+    // one address it has.
     match udp::WildcardSocket::new(socket) {
         Ok(mut socket) => {
             if let Err(err) = socket.report_errors() {
@@ -404,6 +409,12 @@ pub async fn udp(
                     "a message to a port nobody listens on will be lost without a word: {err}"
                 );
             }
+            converse_udp(socket, fixed_peer, access, config).await
+        }
+        Err((err, socket)) if !is_wildcard => {
+            tracing::warn!(
+                "a message to a port nobody listens on will be lost without a word: {err}"
+            );
             converse_udp(socket, fixed_peer, access, config).await
         }
         Err((err, socket)) => {

@@ -271,6 +271,48 @@ fn udp_the_first_sender_is_the_peer_and_others_are_ignored() {
     assert_eq!(listener.stdout_rest(), "");
 }
 
+/// A peer that has gone (a datagram to it comes back: ICMP port unreachable) ends the UDP
+/// listener with an error, as a closed port ends the client, on one address or a wildcard; a
+/// stranger that has gone, sent nothing, changes nothing.
+#[test]
+fn udp_a_peer_that_has_gone_ends_it_with_an_error() {
+    for (bind, to) in [
+        ("127.0.0.1:0", "127.0.0.1"),
+        ("0.0.0.0:0", "127.0.0.1"),
+        ("[::1]:0", "::1"),
+        ("[::]:0", "::1"),
+    ] {
+        let mut listener = listener(&["-u", bind, "--frame", "line"]);
+        let addr = SocketAddr::new(to.parse().unwrap(), listener.socket_addr().port());
+        let peer = common::udp_for(addr);
+        let peer_addr = peer.local_addr().unwrap();
+        peer.send_to(b"hello", addr).unwrap();
+        assert_eq!(listener.next_line(), "hello", "{bind}");
+        let stranger = common::udp_for(addr);
+        stranger.send_to(b"intruder", addr).unwrap();
+        drop(stranger);
+        listener.type_line("still there?");
+        let mut buf = [0; 64];
+        let (len, _) = peer.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..len], b"still there?", "{bind}");
+        drop(peer);
+        listener.type_line("are you there?");
+        let status = listener.wait_exit(IO_TIMEOUT);
+        assert_eq!(status.code(), Some(1), "{bind}: {status:?}");
+        let said = listener.stderr_text();
+        let error = said.lines().last().unwrap_or_default();
+        assert_eq!(
+            error,
+            format!(
+                "socktalk: error: the peer udp://{peer_addr} is not listening any more \
+                 (port unreachable); a datagram to it was lost"
+            ),
+            "{bind}: {said}"
+        );
+        assert!(!said.contains("panicked"), "{said}");
+    }
+}
+
 #[test]
 fn udp_raw_datagrams_are_printed_as_they_came() {
     let mut listener = listener(&["-u", "[::1]:0", "--linger", "0.5"]);

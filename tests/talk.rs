@@ -738,6 +738,43 @@ fn udp_on_a_wildcard_address_reports_a_peer_that_left() {
     }
 }
 
+/// Without a PEER, on one address, a peer that has gone is reported too, once for the message
+/// lost; a third party is still ignored with a word, and its going says nothing (nothing was
+/// sent to it).
+#[test]
+fn udp_on_one_address_reports_a_peer_that_left() {
+    for listen in ["127.0.0.1:0", "[::1]:0"] {
+        let mut a = Proc::server(&["talk", "-u", "--listen", listen]);
+        let a_addr = a.socket_addr();
+        let peer = UdpSocket::bind((a_addr.ip(), 0)).unwrap();
+        let peer_addr = peer.local_addr().unwrap();
+        peer.send_to(b"hello", a_addr).unwrap();
+        assert_eq!(a.next_line(), format!("<{peer_addr}> hello"));
+        let said = a.next_stderr_line();
+        assert!(said.contains("talking with"), "{said}");
+        let stranger = UdpSocket::bind((a_addr.ip(), 0)).unwrap();
+        let stranger_addr = stranger.local_addr().unwrap();
+        stranger.send_to(b"intruder", a_addr).unwrap();
+        assert_eq!(
+            a.next_stderr_line(),
+            format!("* ignored a message from {stranger_addr}: talking with {peer_addr}")
+        );
+        drop(stranger);
+        drop(peer);
+        a.type_line("are you there?");
+        assert_eq!(
+            a.next_stderr_line(),
+            format!("* {peer_addr} is not listening (port unreachable); your message was lost"),
+            "{listen}"
+        );
+        a.type_line("bye");
+        assert!(a.wait_exit(IO_TIMEOUT).success());
+        assert_eq!(a.stdout_rest(), "");
+        let said = a.stderr_text();
+        assert!(!said.contains("not listening"), "{listen}: {said}");
+    }
+}
+
 /// Over TCP too, an IPv4 caller of a `[::]` listener is shown as `127.0.0.1:PORT`.
 #[test]
 fn tcp_on_a_dual_stack_listener_shows_an_ipv4_caller_as_ipv4() {

@@ -38,8 +38,9 @@
 //! # Nicks
 //! A nick is one with every nick of the same [`account::key`] (Unicode case folding, in normal
 //! form C); `nicks` holds members by that key. `/nick` also refuses a nick with the
-//! [`account::look`] (confusable skeleton) of a nick another member holds or of a registered
-//! one, and one that mixes scripts ([`account::mixed_scripts`]). Keys are computed when a nick
+//! [`account::look`] (confusable skeleton) of a nick another member holds, of a registered
+//! one or of one being registered (its member may go before the registration is applied), and
+//! one that mixes scripts ([`account::mixed_scripts`]). Keys are computed when a nick
 //! is taken, looked up or mailed to, or the member leaves; delivering a message folds
 //! nothing.
 //!
@@ -393,8 +394,10 @@ pub struct Hub {
     /// Look-alike key of each registered nick to the keys of the accounts with it (one, except
     /// for look-alikes registered before the rule).
     account_looks: HashMap<String, Vec<String>>,
-    /// Nicks being registered (hashing): no one else may take them meanwhile.
-    registering: HashSet<String>,
+    /// Nicks being registered (hashing), by account key, with their looks: no one else may
+    /// take them or a look-alike meanwhile, even once their member has gone. At most as many
+    /// as the checker queues.
+    registering: HashMap<String, Registering>,
     /// Runs password hashing and checks off the hub.
     checker: Checker,
     /// Where the checker's results arrive; taken by [`Hub::run`].
@@ -446,7 +449,7 @@ impl Hub {
             is_closing: false,
             accounts,
             account_looks,
-            registering: HashSet::new(),
+            registering: HashMap::new(),
             checker,
             checked: Some(checked),
             nick_failures: FailureLimit::new(LOGIN_FAILURES_PER_NICK, LOGIN_WINDOW),
@@ -609,7 +612,7 @@ impl Hub {
             let nick = format!("guest{}", self.guests);
             if !self.nicks.contains_key(&nick)
                 && !self.accounts.contains_key(&nick)
-                && !self.registering.contains(&nick)
+                && !self.registering.contains_key(&nick)
                 && self.look_alike(None, &nick, &nick).is_none()
             {
                 return nick;
@@ -926,7 +929,7 @@ impl Hub {
                     );
                     return self.error(id, &text);
                 }
-                if self.registering.contains(&key) {
+                if self.registering.contains_key(&key) {
                     let text = format!("nick '{nick}' is being registered; choose another");
                     return self.error(id, &text);
                 }
@@ -945,7 +948,8 @@ impl Hub {
     }
 
     /// A nick that `nick` (key `key`) could be taken for on screen, held by a member other
-    /// than `id` or registered under another key, with "taken" or "registered".
+    /// than `id`, or registered or being registered under another key, with "taken",
+    /// "registered" or "being registered".
     fn look_alike(
         &self,
         id: Option<MemberId>,
@@ -964,6 +968,14 @@ impl Hub {
             });
         if let Some(member) = holder {
             return Some((member.nick.clone(), "taken"));
+        }
+        // Its member holds it too, but may have gone before the registration is applied.
+        if let Some((_, registering)) = self
+            .registering
+            .iter()
+            .find(|(other, registering)| *other != key && registering.look == look)
+        {
+            return Some((registering.nick.clone(), "being registered"));
         }
         let account = self
             .account_looks
@@ -1032,7 +1044,7 @@ impl Hub {
             );
             return self.error(id, &text);
         }
-        if self.accounts.contains_key(&key) || self.registering.contains(&key) {
+        if self.accounts.contains_key(&key) || self.registering.contains_key(&key) {
             return self.error(id, &format!("nick '{nick}' is registered already"));
         }
         if is_guest_nick(&key) {
@@ -1041,8 +1053,8 @@ impl Hub {
                 "guest nicks cannot be registered; choose a nick with /nick NAME first",
             );
         }
-        // `/nick` refused it then, but the look-alike may have come since: registered by a
-        // member cut off while its registration was checked, or from before the rule.
+        // `/nick` refused a look-alike then, and refuses one of a nick held, registered or
+        // being registered since, so none should be found: a guard, for one look a `/register`.
         if let Some((other, why)) = self.look_alike(Some(id), &nick, &key) {
             let text = format!("nick '{nick}' looks like '{other}', which is {why}");
             return self.error(id, &text);
@@ -1054,8 +1066,9 @@ impl Hub {
             nick: nick.clone(),
             password,
         };
-        if self.start_check(id, key.clone(), nick, source, false, job) {
-            self.registering.insert(key);
+        let look = account::look(&nick);
+        if self.start_check(id, key.clone(), nick.clone(), source, false, job) {
+            self.registering.insert(key, Registering { nick, look });
         }
     }
 
@@ -1771,6 +1784,14 @@ impl Hub {
             self.remove(id, None, Some(reason));
         }
     }
+}
+
+/// A nick being registered, until the check's result is applied.
+struct Registering {
+    /// The nick as given.
+    nick: String,
+    /// Its [`account::look`].
+    look: String,
 }
 
 /// The members holding a nick of each look-alike key ([`account::look`]): one a key, except

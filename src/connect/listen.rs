@@ -12,7 +12,11 @@
 //! UDP: the first datagram's sender is the peer. Its datagrams are printed; stdin, read only
 //! once the peer is known, goes to it as datagrams, as the client sends them. Datagrams from
 //! anyone else are ignored, with a note. After stdin ends, the peer's silence for `--linger`
-//! ends it.
+//! ends it. A datagram to the peer that comes back undelivered (ICMP port unreachable: the peer
+//! has gone) ends it with an error, as it ends the client: the socket asks the kernel for such
+//! reports ([`udp::WildcardSocket::report_errors`]) rather than being connected to the peer:
+//! connected, it would drop strangers' datagrams without the note, and on a wildcard address
+//! send from the kernel's choice of address, not the one the peer sent to.
 
 use std::net::SocketAddr;
 
@@ -167,12 +171,19 @@ pub async fn udp(socket: UdpSocket, config: &ConnectConfig, listen: &ListenConfi
     let local = socket.local_addr()?;
     server::announce_on_stderr(&display_addr(Proto::Udp, local), None);
     // On a wildcard address, what we send the peer leaves from the address it sent to, as
-    // `echo -u` answers.
-    if !udp::is_wildcard(local) {
-        return converse(socket, config, listen).await;
-    }
+    // `echo -u` answers. On any address, the kernel reports a datagram to the peer that comes
+    // back undelivered, as a connected socket's would.
     match udp::WildcardSocket::new(socket) {
-        Ok(socket) => converse(socket, config, listen).await,
+        Ok(mut socket) => {
+            if let Err(err) = socket.report_errors() {
+                tracing::warn!("a peer that has gone will not be noticed: {err}");
+            }
+            converse(socket, config, listen).await
+        }
+        Err((err, socket)) if !udp::is_wildcard(local) => {
+            tracing::warn!("a peer that has gone will not be noticed: {err}");
+            converse(socket, config, listen).await
+        }
         Err((err, socket)) => {
             tracing::warn!(
                 "datagrams will leave from the address the kernel picks, not always the one the peer sent to: {err}"
@@ -212,9 +223,13 @@ async fn converse<S: DatagramServer>(
                     socket
                         .send_to(&datagram, to, reply_from)
                         .await
-                        .map_err(|source| Error::Connect {
-                            endpoint: display_addr(Proto::Udp, to),
-                            source,
+                        .map_err(|source| match source.kind() {
+                            // News of an earlier datagram, twice over: the peer has gone.
+                            std::io::ErrorKind::ConnectionRefused => peer_gone(to, &source),
+                            _ => Error::Connect {
+                                endpoint: display_addr(Proto::Udp, to),
+                                source,
+                            },
                         })?;
                 }
                 None => {
@@ -223,7 +238,18 @@ async fn converse<S: DatagramServer>(
                 }
             },
             received = socket.recv_from(&mut buf) => {
-                let (len, from, arrival) = received?;
+                let (len, from, arrival) = match received {
+                    Ok(received) => received,
+                    Err(err) => match (udp::undelivered_to(&err), peer) {
+                        (Some(to), Some(peer)) if to == peer => return Err(peer_gone(to, &err)),
+                        // Nothing is sent to anyone else; a report of nothing we know of.
+                        (Some(to), _) => {
+                            tracing::debug!(%to, "a datagram not delivered: {err}");
+                            continue;
+                        }
+                        (None, _) => return Err(err.into()),
+                    },
+                };
                 let from = udp::canonical(from);
                 match peer {
                     None => {
@@ -248,6 +274,22 @@ async fn converse<S: DatagramServer>(
             }
             () = &mut linger, if !is_stdin_open => return Ok(()),
         }
+    }
+}
+
+/// The error for a datagram to `peer` that came back undelivered with `err`.
+fn peer_gone(peer: SocketAddr, err: &std::io::Error) -> Error {
+    let reason = match err.kind() {
+        std::io::ErrorKind::ConnectionRefused => "port unreachable".to_string(),
+        _ => crate::error::lowercase_io(
+            err.get_ref()
+                .and_then(|inner| inner.downcast_ref::<udp::Undelivered>())
+                .map_or(err, |undelivered| &undelivered.error),
+        ),
+    };
+    Error::PeerGone {
+        endpoint: display_addr(Proto::Udp, peer),
+        reason,
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! Unlike a connected socket, a [`WildcardSocket`] hears of no datagram it sent that could not
 //! be delivered (ICMP port unreachable) unless it asks ([`WildcardSocket::report_errors`]):
-//! `talk` asks, `echo` does not.
+//! `talk` asks (on one address too, when it has no peer to connect to), `echo` does not.
 
 use std::fmt;
 use std::future::Future;
@@ -195,8 +195,10 @@ pub struct Arrival {
 }
 
 impl WildcardSocket {
-    /// Turns on the reports of each datagram's destination on `socket`, which must be bound to a
-    /// wildcard address (anything else would work, but pay for nothing).
+    /// Turns on the reports of each datagram's destination on `socket`, which is for one bound to
+    /// a wildcard address. On one address it works too, but pays for nothing but its error
+    /// reports ([`Self::report_errors`]): `talk` uses one there for those, without a peer to
+    /// connect to.
     ///
     /// # Errors
     /// The kernel refuses the socket option; the socket is handed back, to be used as it is.

@@ -1081,11 +1081,11 @@ async fn who_sorts_nicks_by_their_key() {
     );
 }
 
-/// `/register` refuses a nick that looks like a registered one, with `/nick`'s words. The
-/// look-alike is held here because the registered nick was not registered yet when it was
-/// taken: its owner's connection ended while the registration was being checked.
+/// `/nick` refuses a look-alike of a nick being registered, as of one registered, even after
+/// its owner's connection ended while the registration was checked: else the look-alike could
+/// be taken meanwhile and kept, as a guest nick, once the other is registered.
 #[tokio::test]
-async fn register_refuses_a_look_alike_of_a_nick_registered_since_it_was_taken() {
+async fn nick_refuses_a_look_alike_of_a_nick_being_registered_by_a_member_gone() {
     let mut hub = Harness::start().await;
     let [bob, eve, cat] = hub.members(["bob", "eve", "cat"]).await;
     let password = || Password::chosen("correct-horse").expect("a valid password");
@@ -1100,18 +1100,43 @@ async fn register_refuses_a_look_alike_of_a_nick_registered_since_it_was_taken()
         cat.heard()
             .contains(&"* bob quit (connection closed)".to_string())
     );
-    // Nobody holds bob, and it is not registered yet: eve may take a look-alike.
+    // Nobody holds bob, but it is being registered: its look-alikes are refused, as it is.
+    eve.heard();
+    hub.command(&eve, Command::Nick("b0b".into())).await;
+    hub.command(&eve, Command::Nick("BOB".into())).await;
+    hub.settle().await;
+    assert_eq!(
+        eve.heard(),
+        [
+            "! error: nick 'b0b' looks like 'bob', which is being registered",
+            "! error: nick 'BOB' is being registered; choose another",
+        ]
+    );
+    hub.answer(check).await;
+    hub.command(&eve, Command::Nick("b0b".into())).await;
+    hub.settle().await;
+    assert_eq!(
+        eve.heard(),
+        ["! error: nick 'b0b' looks like 'bob', which is registered"]
+    );
+}
+
+/// A registration that fails gives its nick's look back: `/nick` takes a look-alike again.
+#[tokio::test]
+async fn a_failed_registration_frees_the_look_of_its_nick() {
+    let mut hub = Harness::start().await;
+    let [bob, eve] = hub.members(["bob", "eve"]).await;
+    let password = || Password::chosen("correct-horse").expect("a valid password");
+    hub.command(&bob, Command::Register(password())).await;
+    let mut check = hub.check_done().await;
+    drop(bob.inbox);
+    hub.send(Request::Leave(bob.id, None)).await;
+    check.outcome = Outcome::Failed;
+    hub.answer(check).await;
     hub.command(&eve, Command::Nick("b0b".into())).await;
     hub.settle().await;
     assert!(
         eve.heard()
             .contains(&"* eve is now known as b0b".to_string())
-    );
-    hub.answer(check).await;
-    hub.command(&eve, Command::Register(password())).await;
-    hub.settle().await;
-    assert_eq!(
-        eve.heard(),
-        ["! error: nick 'b0b' looks like 'bob', which is registered"]
     );
 }
