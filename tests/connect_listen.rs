@@ -512,3 +512,29 @@ fn an_address_in_use_is_a_clear_error() {
     let err = fails_with(&["connect", "-l", "-u", &addr], 1);
     assert!(err.contains("address already in use"), "{err}");
 }
+
+#[test]
+fn keep_open_ends_when_stdout_fails() {
+    // Stdout on a full disk: the first peer's bytes cannot be written, and neither could any
+    // later peer's, so -k must not go on accepting callers only to drop what they send.
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", r#"exec "$0" connect -l -k -q 127.0.0.1:0 >/dev/full"#])
+        .arg(common::bin());
+    let mut proc = Proc::spawn(command);
+    let line = proc.next_stderr_line();
+    let addr: SocketAddr = line
+        .strip_prefix("listening on tcp://")
+        .unwrap_or_else(|| panic!("expected the address, got {line:?}"))
+        .parse()
+        .unwrap();
+    let mut peer = tcp(addr);
+    peer.write_all(b"nowhere to go\n").unwrap();
+    let status = proc.wait_exit(IO_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let error = one_line_error(proc.stderr_text().as_bytes());
+    assert!(
+        error.contains("standard output: no space left on device"),
+        "{error}"
+    );
+}

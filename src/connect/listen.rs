@@ -57,7 +57,7 @@ impl ListenConfig {
 ///
 /// # Errors
 /// Without `keep_open`, what the session's pump returns (exit 1 for a broken framing, 3 for
-/// `--idle-timeout`); with it, only stdin failing or stdout closing end the run (a peer's
+/// `--idle-timeout`); with it, only stdin or stdout failing (or stdout closed) end the run (a peer's
 /// errors are logged and the next peer is served).
 pub async fn streams<L: StreamListener>(
     listener: L,
@@ -110,7 +110,8 @@ async fn serve<L: StreamListener>(
         }
         match result {
             Ok(()) => {}
-            Err(Error::StdoutClosed) => return Err(Error::StdoutClosed),
+            // The next peer's bytes would have nowhere to go either.
+            Err(err @ (Error::StdoutClosed | Error::Stdout(_))) => return Err(err),
             Err(err) => tracing::error!(%peer, "{err}"),
         }
     }
