@@ -538,3 +538,43 @@ fn keep_open_ends_when_stdout_fails() {
         "{error}"
     );
 }
+
+#[test]
+fn without_keep_open_a_second_caller_is_refused_not_queued() {
+    // As nc -l: once its one peer is accepted the listener is closed, so a second caller is
+    // refused at once instead of being left connected, its bytes read by no one.
+    {
+        let mut listener = listener(&["127.0.0.1:0"]);
+        let addr = listener.socket_addr();
+        let mut first = tcp(addr);
+        assert!(listener.next_stderr_line().starts_with("connection from "));
+        let second = std::net::TcpStream::connect(addr).map_err(|err| err.kind());
+        assert_eq!(
+            second.err(),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "a second caller while the first is served"
+        );
+        // The first session is unharmed.
+        first.write_all(b"still here\n").unwrap();
+        assert_eq!(listener.next_line(), "still here");
+        listener.close_stdin();
+        assert_eq!(read_to_end(&mut first), b"");
+        drop(first);
+        assert!(listener.wait_exit(IO_TIMEOUT).success());
+    }
+    // A Unix socket's file goes with its listener, as at exit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("once.sock");
+    let mut unix_listener = listener(&["-U", path.to_str().unwrap()]);
+    let _first = common::unix(&path);
+    assert!(
+        unix_listener
+            .next_stderr_line()
+            .starts_with("connection from ")
+    );
+    assert!(
+        !path.exists(),
+        "the socket file is gone once the peer is in"
+    );
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+}
