@@ -304,6 +304,20 @@ pub struct TlsClientArgs {
 }
 
 impl TlsClientArgs {
+    /// The first client TLS option given, as typed (`--tls-client-cert`), for an error that
+    /// names it; `None` when there is none.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.tls, "--tls"),
+            (self.tls_ca.is_some(), "--tls-ca"),
+            (self.tls_fingerprint.is_some(), "--tls-fingerprint"),
+            (self.tls_client_cert.is_some(), "--tls-client-cert"),
+            (self.tls_client_key.is_some(), "--tls-client-key"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+
     /// The options as the TLS layer takes them.
     pub fn options(&self) -> crate::transport::tls::ClientOptions {
         crate::transport::tls::ClientOptions {

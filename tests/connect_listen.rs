@@ -484,6 +484,28 @@ fn usage_errors() {
     assert!(err.contains("--listen"), "{err}");
     let err = fails_with(&["connect", "-l", "--tls", "127.0.0.1:0"], 2);
     assert!(err.contains("--tls-self-signed"), "{err}");
+    // The client's option that was typed is the one named, and the listener's counterpart.
+    let err = fails_with(
+        &[
+            "connect",
+            "-l",
+            "--tls-client-cert",
+            "c.pem",
+            "--tls-client-key",
+            "k.pem",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("--tls-client-cert is for connecting") && err.contains("--tls-client-ca"),
+        "{err}"
+    );
+    let err = fails_with(
+        &["connect", "-l", "--tls-fingerprint", "AB", "127.0.0.1:0"],
+        2,
+    );
+    assert!(err.contains("--tls-fingerprint is for"), "{err}");
     let err = fails_with(&["connect", "--tls-self-signed", "127.0.0.1:1"], 2);
     assert!(err.contains("connect --listen"), "{err}");
     for (args, word) in [
