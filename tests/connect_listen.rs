@@ -600,3 +600,37 @@ fn without_keep_open_a_second_caller_is_refused_not_queued() {
     );
     assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
 }
+
+#[test]
+fn keep_open_hands_what_a_session_could_not_send_to_the_next_peer() {
+    // A peer that never reads: the listener's write to it stalls until -i ends that session.
+    // What stdin gave it and it had not yet written is the next peer's, not lost: the two peers
+    // together read stdin exactly.
+    let data: Vec<u8> = (0..4_000_000u32).flat_map(|n| n.to_le_bytes()).collect();
+    let mut listener = listener(&["-k", "-i", "1", "127.0.0.1:0"]);
+    let addr = listener.socket_addr();
+    let mut stdin = listener.stdin.take().unwrap();
+    let feeder = {
+        let data = data.clone();
+        std::thread::spawn(move || stdin.write_all(&data).unwrap())
+    };
+    let mut first = tcp(addr);
+    // Queued behind the first, in the backlog.
+    let mut second = tcp(addr);
+    let next = format!("connection from {}", second.local_addr().unwrap());
+    // The first is read only once -i has ended its session and the second's has begun.
+    loop {
+        let line = listener.next_stderr_line();
+        assert!(!line.is_empty(), "the listener's stderr ended");
+        if line == next {
+            break;
+        }
+    }
+    let mut got = read_to_end(&mut first);
+    let taken = got.len();
+    assert!(taken < data.len(), "the first peer cannot have it all");
+    got.extend(read_to_end(&mut second));
+    feeder.join().unwrap();
+    assert_eq!(got.len(), data.len(), "the first peer took {taken} bytes");
+    assert!(got == data, "the bytes came in another order");
+}
