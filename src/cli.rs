@@ -410,7 +410,7 @@ pub struct ConnectArgs {
     pub linger: f64,
 
     /// Close the connection and exit (code 3) when nothing is sent or received for SECS
-    /// (TCP and Unix; 0: never).
+    /// (TCP and Unix; 0: never). With -l -k, the next peer is served instead of exiting.
     #[arg(short = 'i', long, value_name = "SECS", default_value_t = limits::CONNECT_IDLE_TIMEOUT.as_secs_f64())]
     pub idle_timeout: f64,
 
