@@ -153,6 +153,10 @@ where
     let download = download(reader, config);
     tokio::pin!(upload, download);
     let mut is_uploading = true;
+    // The peer aborted while we were sending. Only one of the two directions is told of a
+    // reset; if it was this one, the download ends as if the peer had closed, and the session
+    // must not end as if all went well.
+    let mut reset = None;
     // Both directions run at once: waiting on one while the other is blocked could deadlock
     // against an echo server whose replies fill our receive buffer.
     loop {
@@ -167,11 +171,17 @@ where
                     Err(Upload::Socket(err)) => {
                         // The peer may have closed its read side; keep printing what it sends.
                         tracing::info!("sending stopped: {err}");
+                        if is_reset(&err) {
+                            reset = Some(err);
+                        }
                     }
                 }
             }
             result = &mut download => {
                 result?;
+                if let Some(err) = reset {
+                    return Err(err);
+                }
                 // The peer has finished sending. Piped stdin still goes out, while it flows: a
                 // server may half-close first and read on to the end. A person at a terminal
                 // is done, and so is a pipe silent for --linger (the peer may be gone for good);
@@ -204,6 +214,12 @@ where
             }
         }
     }
+}
+
+/// Whether `err` is the peer's reset (`connection reset by peer`), which only one direction
+/// hears of.
+fn is_reset(err: &Error) -> bool {
+    matches!(err, Error::Io(err) if err.kind() == std::io::ErrorKind::ConnectionReset)
 }
 
 /// Why [`upload`] stopped before stdin's end.

@@ -634,3 +634,28 @@ fn keep_open_hands_what_a_session_could_not_send_to_the_next_peer() {
     assert_eq!(got.len(), data.len(), "the first peer took {taken} bytes");
     assert!(got == data, "the bytes came in another order");
 }
+
+#[test]
+fn a_peer_that_resets_mid_transfer_is_an_error_whichever_side_notices() {
+    // The peer reads a little of what stdin sends, then aborts (RST). Whether the reset reaches
+    // the listener's read or its write first is a race; the exit status must not be: the
+    // transfer failed, so exit 1, every time.
+    let data = vec![b'x'; 4_000_000];
+    for round in 0..12 {
+        let mut listener = listener(&["-q", "127.0.0.1:0"]);
+        let mut stdin = listener.stdin.take().unwrap();
+        let feeder = {
+            let data = data.clone();
+            // Fails once the listener has exited: what it did not take is of no interest.
+            std::thread::spawn(move || drop(stdin.write_all(&data)))
+        };
+        let mut peer = tcp(listener.socket_addr());
+        common::read_exact(&mut peer, 1000);
+        common::reset(peer);
+        let status = listener.wait_exit(IO_TIMEOUT);
+        let stderr = listener.stderr_text();
+        assert_eq!(status.code(), Some(1), "round {round}: {status:?} {stderr}");
+        assert!(stderr.contains("connection reset by peer"), "{stderr}");
+        feeder.join().unwrap();
+    }
+}
