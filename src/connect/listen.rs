@@ -58,8 +58,8 @@ impl ListenConfig {
 ///
 /// # Errors
 /// Without `keep_open`, what the session's pump returns (exit 1 for a broken framing, 3 for
-/// `--idle-timeout`); with it, only stdin or stdout failing (or stdout closed) end the run (a peer's
-/// errors are logged and the next peer is served).
+/// `--idle-timeout`); with it, only stdin or stdout failing (or stdout closed) end the run (a
+/// peer's errors are logged and the next peer is served).
 pub async fn streams<L: StreamListener>(
     listener: L,
     config: &ConnectConfig,
