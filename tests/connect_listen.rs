@@ -563,7 +563,7 @@ fn keep_open_ends_when_stdout_fails() {
 
 #[test]
 fn without_keep_open_a_second_caller_is_refused_not_queued() {
-    // As nc -l: once its one peer is accepted the listener is closed, so a second caller is
+    // As ncat -l: once its one peer is accepted the listener is closed, so a second caller is
     // refused at once instead of being left connected, its bytes read by no one.
     {
         let mut listener = listener(&["127.0.0.1:0"]);

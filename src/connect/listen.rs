@@ -4,7 +4,7 @@
 //!
 //! Streams (TCP, Unix): the listener binds, says `listening on ADDR` on stderr (stdout carries
 //! the peer's bytes), accepts one peer, closes the listening socket (a second caller is refused,
-//! as by `nc -l`) and runs the client's pump on it
+//! as by `ncat -l`) and runs the client's pump on it
 //! ([`super::stream_from`]): stdin EOF half-closes, the peer's EOF ends it as it ends the client,
 //! `--linger` and `--idle-timeout` as there. With `keep_open` (`-k`) it then accepts the next
 //! peer; callers meanwhile wait in the accept backlog, and nothing is written to them. Stdin is
@@ -90,7 +90,7 @@ async fn serve<L: StreamListener>(
 ) -> Result<()> {
     if !listen.keep_open {
         let (conn, peer) = next_peer(&listener, listen).await;
-        // As `nc -l` does: a second caller is refused at once (a Unix socket's file is gone),
+        // As `ncat -l` does: a second caller is refused at once (a Unix socket's file is gone),
         // not left connected in the backlog, its bytes read by no one, until we exit.
         drop(listener);
         listen.status(&format!("connection from {peer}"));
