@@ -206,11 +206,10 @@ async fn run_connect_listen(
     config: ConnectConfig,
     is_chatty: bool,
 ) -> Result<()> {
-    if args.tls.options().is_on() {
-        return Err(Error::Usage(
-            "--tls/--tls-ca/--tls-fingerprint are for connecting to a server; connect --listen uses --tls-cert or --tls-self-signed"
-                .into(),
-        ));
+    if let Some(option) = args.tls.first_given() {
+        return Err(Error::Usage(format!(
+            "{option} is for connecting to a server; connect --listen serves TLS with --tls-cert/--tls-key or --tls-self-signed, and asks peers for certificates with --tls-client-ca"
+        )));
     }
     let proto = endpoint.proto(args.target.udp)?;
     let server_tls = args.tls_server.options()?;

@@ -311,6 +311,20 @@ pub struct TlsClientArgs {
 }
 
 impl TlsClientArgs {
+    /// The first client TLS option given, as typed (`--tls-client-cert`), for an error that
+    /// names it; `None` when there is none.
+    pub fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.tls, "--tls"),
+            (self.tls_ca.is_some(), "--tls-ca"),
+            (self.tls_fingerprint.is_some(), "--tls-fingerprint"),
+            (self.tls_client_cert.is_some(), "--tls-client-cert"),
+            (self.tls_client_key.is_some(), "--tls-client-key"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
+
     /// The options as the TLS layer takes them.
     pub fn options(&self) -> crate::transport::tls::ClientOptions {
         crate::transport::tls::ClientOptions {
@@ -403,7 +417,7 @@ pub struct ConnectArgs {
     pub linger: f64,
 
     /// Close the connection and exit (code 3) when nothing is sent or received for SECS
-    /// (TCP and Unix; 0: never).
+    /// (TCP and Unix; 0: never). With -l -k, the next peer is served instead of exiting.
     #[arg(short = 'i', long, value_name = "SECS", default_value_t = limits::CONNECT_IDLE_TIMEOUT.as_secs_f64(), allow_negative_numbers = true)]
     pub idle_timeout: f64,
 

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
 use futures_util::stream::ReadyChunks;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stdout};
@@ -85,6 +85,9 @@ pub struct Input {
     is_ended: bool,
     /// Stdin failed or broke its framing: nothing more can be read from it.
     is_broken: bool,
+    /// Taken from stdin, ready for the wire, not yet written: what a session that ended
+    /// mid-write (its peer gone, `-i`) leaves for the next.
+    unsent: BytesMut,
 }
 
 impl Input {
@@ -96,6 +99,7 @@ impl Input {
             to_wire: Transcoder::new(WireEncoding::default(), config.encoding),
             is_ended: false,
             is_broken: false,
+            unsent: BytesMut::new(),
         }
     }
 
@@ -149,6 +153,10 @@ where
     let download = download(reader, config);
     tokio::pin!(upload, download);
     let mut is_uploading = true;
+    // The peer aborted while we were sending. Only one of the two directions is told of a
+    // reset; if it was this one, the download ends as if the peer had closed, and the session
+    // must not end as if all went well.
+    let mut reset = None;
     // Both directions run at once: waiting on one while the other is blocked could deadlock
     // against an echo server whose replies fill our receive buffer.
     loop {
@@ -163,11 +171,17 @@ where
                     Err(Upload::Socket(err)) => {
                         // The peer may have closed its read side; keep printing what it sends.
                         tracing::info!("sending stopped: {err}");
+                        if is_reset(&err) {
+                            reset = Some(err);
+                        }
                     }
                 }
             }
             result = &mut download => {
                 result?;
+                if let Some(err) = reset {
+                    return Err(err);
+                }
                 // The peer has finished sending. Piped stdin still goes out, while it flows: a
                 // server may half-close first and read on to the end. A person at a terminal
                 // is done, and so is a pipe silent for --linger (the peer may be gone for good);
@@ -202,6 +216,12 @@ where
     }
 }
 
+/// Whether `err` is the peer's reset (`connection reset by peer`), which only one direction
+/// hears of.
+fn is_reset(err: &Error) -> bool {
+    matches!(err, Error::Io(err) if err.kind() == std::io::ErrorKind::ConnectionReset)
+}
+
 /// Why [`upload`] stopped before stdin's end.
 enum Upload {
     /// Standard input failed or broke its framing: fatal.
@@ -234,7 +254,10 @@ async fn upload<W: AsyncWrite>(
     let socket = |err: std::io::Error| Upload::Socket(err.into());
     tokio::pin!(writer);
     let mut wire_codec = FrameCodec::new(config.framing, usize::MAX);
-    let mut out = BytesMut::new();
+    // What a session before this one could not send goes first.
+    send_unsent(writer.as_mut(), &mut input.unsent, progress)
+        .await
+        .map_err(socket)?;
     while !input.is_ended {
         progress.is_waiting_for_stdin.store(true, Ordering::Relaxed);
         // Cancel-safe: a batch is taken from stdin only by the call that returns it.
@@ -244,7 +267,9 @@ async fn upload<W: AsyncWrite>(
             .store(false, Ordering::Relaxed);
         let Some(batch) = batch else {
             input.is_ended = true;
-            out.extend_from_slice(input.to_wire.feed(b"", true));
+            input
+                .unsent
+                .extend_from_slice(input.to_wire.feed(b"", true));
             break;
         };
         // What came before a broken line is still sent.
@@ -258,23 +283,48 @@ async fn upload<W: AsyncWrite>(
                 }
             };
             if config.framing == Framing::Raw {
-                out.extend_from_slice(input.to_wire.feed(&chunk, false));
-            } else if let Err(err) = wire_codec.encode(&config.encoding.to_wire(&chunk), &mut out) {
+                input
+                    .unsent
+                    .extend_from_slice(input.to_wire.feed(&chunk, false));
+            } else if let Err(err) =
+                wire_codec.encode(&config.encoding.to_wire(&chunk), &mut input.unsent)
+            {
                 broken = Some(frame_error(err));
                 break;
             }
         }
-        writer.write_all(&out).await.map_err(socket)?;
-        progress.sent.fetch_add(out.len() as u64, Ordering::Relaxed);
-        out.clear();
+        send_unsent(writer.as_mut(), &mut input.unsent, progress)
+            .await
+            .map_err(socket)?;
         if let Some(err) = broken {
             input.is_broken = true;
             return Err(Upload::Stdin(err));
         }
     }
-    writer.write_all(&out).await.map_err(socket)?;
+    send_unsent(writer.as_mut(), &mut input.unsent, progress)
+        .await
+        .map_err(socket)?;
     writer.flush().await.map_err(socket)?;
     writer.shutdown().await.map_err(socket)?;
+    Ok(())
+}
+
+/// Writes out `unsent`, removing from it what the socket takes. Cancel-safe, unlike
+/// `write_all`: a session that ends mid-write (`connect -l -k`) leaves the rest in `unsent`,
+/// for the next peer, instead of losing it.
+async fn send_unsent<W: AsyncWrite>(
+    mut writer: std::pin::Pin<&mut W>,
+    unsent: &mut BytesMut,
+    progress: &Progress,
+) -> std::io::Result<()> {
+    while !unsent.is_empty() {
+        let written = writer.write(unsent).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        unsent.advance(written);
+        progress.sent.fetch_add(written as u64, Ordering::Relaxed);
+    }
     Ok(())
 }
 

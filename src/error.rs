@@ -107,17 +107,23 @@ pub enum Error {
     #[error("standard output closed")]
     StdoutClosed,
 
+    /// Writing to standard output failed otherwise (a full disk, `> /dev/full`): what the peer
+    /// sends has nowhere to go, so the command ends, `connect -l -k` too.
+    #[error("standard output: {}", lowercase_io(.0))]
+    Stdout(io::Error),
+
     /// Any other I/O failure, e.g. the connection reset mid-transfer.
     #[error("{}", lowercase_io(.0))]
     Io(#[from] io::Error),
 }
 
-/// An error writing to standard output: [`Error::StdoutClosed`] for a broken pipe.
+/// An error writing to standard output: [`Error::StdoutClosed`] for a broken pipe, else
+/// [`Error::Stdout`].
 pub fn stdout_error(err: io::Error) -> Error {
     if err.kind() == io::ErrorKind::BrokenPipe {
         Error::StdoutClosed
     } else {
-        Error::Io(named("standard output", &err))
+        Error::Stdout(err)
     }
 }
 

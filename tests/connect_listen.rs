@@ -526,6 +526,28 @@ fn usage_errors() {
     assert!(err.contains("--listen"), "{err}");
     let err = fails_with(&["connect", "-l", "--tls", "127.0.0.1:0"], 2);
     assert!(err.contains("--tls-self-signed"), "{err}");
+    // The client's option that was typed is the one named, and the listener's counterpart.
+    let err = fails_with(
+        &[
+            "connect",
+            "-l",
+            "--tls-client-cert",
+            "c.pem",
+            "--tls-client-key",
+            "k.pem",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    assert!(
+        err.contains("--tls-client-cert is for connecting") && err.contains("--tls-client-ca"),
+        "{err}"
+    );
+    let err = fails_with(
+        &["connect", "-l", "--tls-fingerprint", "AB", "127.0.0.1:0"],
+        2,
+    );
+    assert!(err.contains("--tls-fingerprint is for"), "{err}");
     let err = fails_with(&["connect", "--tls-self-signed", "127.0.0.1:1"], 2);
     assert!(err.contains("connect --listen"), "{err}");
     for (args, word) in [
@@ -553,4 +575,129 @@ fn an_address_in_use_is_a_clear_error() {
     let addr = taken.local_addr().unwrap().to_string();
     let err = fails_with(&["connect", "-l", "-u", &addr], 1);
     assert!(err.contains("address already in use"), "{err}");
+}
+
+#[test]
+fn keep_open_ends_when_stdout_fails() {
+    // Stdout on a full disk: the first peer's bytes cannot be written, and neither could any
+    // later peer's, so -k must not go on accepting callers only to drop what they send.
+    let mut command = std::process::Command::new("sh");
+    command
+        .args(["-c", r#"exec "$0" connect -l -k -q 127.0.0.1:0 >/dev/full"#])
+        .arg(common::bin());
+    let mut proc = Proc::spawn(command);
+    let line = proc.next_stderr_line();
+    let addr: SocketAddr = line
+        .strip_prefix("listening on tcp://")
+        .unwrap_or_else(|| panic!("expected the address, got {line:?}"))
+        .parse()
+        .unwrap();
+    let mut peer = tcp(addr);
+    peer.write_all(b"nowhere to go\n").unwrap();
+    let status = proc.wait_exit(IO_TIMEOUT);
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    let error = one_line_error(proc.stderr_text().as_bytes());
+    assert!(
+        error.contains("standard output: no space left on device"),
+        "{error}"
+    );
+}
+
+#[test]
+fn without_keep_open_a_second_caller_is_refused_not_queued() {
+    // As ncat -l: once its one peer is accepted the listener is closed, so a second caller is
+    // refused at once instead of being left connected, its bytes read by no one.
+    {
+        let mut listener = listener(&["127.0.0.1:0"]);
+        let addr = listener.socket_addr();
+        let mut first = tcp(addr);
+        assert!(listener.next_stderr_line().starts_with("connection from "));
+        let second = std::net::TcpStream::connect(addr).map_err(|err| err.kind());
+        assert_eq!(
+            second.err(),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "a second caller while the first is served"
+        );
+        // The first session is unharmed.
+        first.write_all(b"still here\n").unwrap();
+        assert_eq!(listener.next_line(), "still here");
+        listener.close_stdin();
+        assert_eq!(read_to_end(&mut first), b"");
+        drop(first);
+        assert!(listener.wait_exit(IO_TIMEOUT).success());
+    }
+    // A Unix socket's file goes with its listener, as at exit.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("once.sock");
+    let mut unix_listener = listener(&["-U", path.to_str().unwrap()]);
+    let _first = common::unix(&path);
+    assert!(
+        unix_listener
+            .next_stderr_line()
+            .starts_with("connection from ")
+    );
+    assert!(
+        !path.exists(),
+        "the socket file is gone once the peer is in"
+    );
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_err());
+}
+
+#[test]
+fn keep_open_hands_what_a_session_could_not_send_to_the_next_peer() {
+    // A peer that never reads: the listener's write to it stalls until -i ends that session.
+    // What stdin gave it and it had not yet written is the next peer's, not lost: the two peers
+    // together read stdin exactly.
+    let data: Vec<u8> = (0..4_000_000u32).flat_map(|n| n.to_le_bytes()).collect();
+    let mut listener = listener(&["-k", "-i", "1", "127.0.0.1:0"]);
+    let addr = listener.socket_addr();
+    let mut stdin = listener.stdin.take().unwrap();
+    let feeder = {
+        let data = data.clone();
+        std::thread::spawn(move || stdin.write_all(&data).unwrap())
+    };
+    let mut first = tcp(addr);
+    // Queued behind the first, in the backlog.
+    let mut second = tcp(addr);
+    let next = format!("connection from {}", second.local_addr().unwrap());
+    // The first is read only once -i has ended its session and the second's has begun.
+    loop {
+        let line = listener.next_stderr_line();
+        assert!(!line.is_empty(), "the listener's stderr ended");
+        if line == next {
+            break;
+        }
+    }
+    let mut got = read_to_end(&mut first);
+    let taken = got.len();
+    assert!(taken < data.len(), "the first peer cannot have it all");
+    got.extend(read_to_end(&mut second));
+    feeder.join().unwrap();
+    assert_eq!(got.len(), data.len(), "the first peer took {taken} bytes");
+    assert!(got == data, "the bytes came in another order");
+}
+
+#[test]
+fn a_peer_that_resets_mid_transfer_is_an_error_whichever_side_notices() {
+    // The peer reads a little of what stdin sends, then aborts (RST). Whether the reset reaches
+    // the listener's read or its write first is a race; the exit status must not be: the
+    // transfer failed, so exit 1, every time.
+    let data = vec![b'x'; 4_000_000];
+    for round in 0..12 {
+        let mut listener = listener(&["-q", "127.0.0.1:0"]);
+        let mut stdin = listener.stdin.take().unwrap();
+        let feeder = {
+            let data = data.clone();
+            // Fails once the listener has exited: what it did not take is of no interest.
+            std::thread::spawn(move || drop(stdin.write_all(&data)))
+        };
+        let mut peer = tcp(listener.socket_addr());
+        common::read_exact(&mut peer, 1000);
+        common::reset(peer);
+        let status = listener.wait_exit(IO_TIMEOUT);
+        let stderr = listener.stderr_text();
+        assert_eq!(status.code(), Some(1), "round {round}: {status:?} {stderr}");
+        assert!(stderr.contains("connection reset by peer"), "{stderr}");
+        feeder.join().unwrap();
+    }
 }

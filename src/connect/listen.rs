@@ -3,7 +3,8 @@
 //! raw and binary-safe, exactly as the client does.
 //!
 //! Streams (TCP, Unix): the listener binds, says `listening on ADDR` on stderr (stdout carries
-//! the peer's bytes), accepts one peer and runs the client's pump on it
+//! the peer's bytes), accepts one peer, closes the listening socket (a second caller is refused,
+//! as by `ncat -l`) and runs the client's pump on it
 //! ([`super::stream_from`]): stdin EOF half-closes, the peer's EOF ends it as it ends the client,
 //! `--linger` and `--idle-timeout` as there. With `keep_open` (`-k`) it then accepts the next
 //! peer; callers meanwhile wait in the accept backlog, and nothing is written to them. Stdin is
@@ -61,8 +62,8 @@ impl ListenConfig {
 ///
 /// # Errors
 /// Without `keep_open`, what the session's pump returns (exit 1 for a broken framing, 3 for
-/// `--idle-timeout`); with it, only stdin failing or stdout closing end the run (a peer's
-/// errors are logged and the next peer is served).
+/// `--idle-timeout`); with it, only stdin or stdout failing (or stdout closed) end the run (a
+/// peer's errors are logged and the next peer is served).
 pub async fn streams<L: StreamListener>(
     listener: L,
     config: &ConnectConfig,
@@ -73,49 +74,62 @@ pub async fn streams<L: StreamListener>(
     server::announce_on_stderr(&listener.local_display(), listen.tls.as_ref());
     let mut input = Input::new(config);
     let outcome = tokio::select! {
-        result = serve(&listener, config, listen, &mut input) => Ok(result),
+        result = serve(listener, config, listen, &mut input) => Ok(result),
         number = signals.recv() => Err(number),
     };
     match outcome {
         Ok(result) => result,
-        Err(number) => {
-            // The pump is gone (its connection closed); the socket file goes with the listener.
-            drop(listener);
-            std::process::exit(128 + number);
-        }
+        // The pump is gone (its connection closed), and the listener with it: a Unix socket
+        // file is removed.
+        Err(number) => std::process::exit(128 + number),
     }
 }
 
-/// The accept loop of [`streams`].
+/// The sessions of [`streams`]: one, or one after another with `keep_open`.
 async fn serve<L: StreamListener>(
-    listener: &L,
+    listener: L,
     config: &ConnectConfig,
     listen: &ListenConfig,
     input: &mut Input,
 ) -> Result<()> {
+    if !listen.keep_open {
+        let (conn, peer) = next_peer(&listener, listen).await;
+        // As `ncat -l` does: a second caller is refused at once (a Unix socket's file is gone),
+        // not left connected in the backlog, its bytes read by no one, until we exit.
+        drop(listener);
+        listen.status(&format!("connection from {peer}"));
+        return super::stream_from(conn, config, input).await;
+    }
     loop {
-        let (stream, peer) = accept(listener).await;
-        let conn = match &listen.tls {
-            None => Conn::Plain(stream),
-            // Not a session: a failed handshake (a plain client, a port scanner) leaves the
-            // listener waiting for a peer, -k or not.
-            Some(tls) => match tls.accept(stream, RefusalStyle::Line).await {
-                Ok(conn) => conn,
-                Err(err) => {
-                    listen.status(&format!("TLS handshake with {peer} failed: {err}"));
-                    continue;
-                }
-            },
-        };
+        let (conn, peer) = next_peer(&listener, listen).await;
         listen.status(&format!("connection from {peer}"));
         let result = super::stream_from(conn, config, input).await;
-        if !listen.keep_open || input.is_broken() {
+        if input.is_broken() {
             return result;
         }
         match result {
             Ok(()) => {}
-            Err(Error::StdoutClosed) => return Err(Error::StdoutClosed),
+            // The next peer's bytes would have nowhere to go either.
+            Err(err @ (Error::StdoutClosed | Error::Stdout(_))) => return Err(err),
             Err(err) => tracing::error!(%peer, "{err}"),
+        }
+    }
+}
+
+/// The next peer, its TLS handshake done. Not a session: a failed handshake (a plain client, a
+/// port scanner) leaves the listener waiting for a peer, `keep_open` or not.
+async fn next_peer<L: StreamListener>(
+    listener: &L,
+    listen: &ListenConfig,
+) -> (Conn<L::Stream>, Peer) {
+    loop {
+        let (stream, peer) = accept(listener).await;
+        let Some(tls) = &listen.tls else {
+            return (Conn::Plain(stream), peer);
+        };
+        match tls.accept(stream, RefusalStyle::Line).await {
+            Ok(conn) => return (conn, peer),
+            Err(err) => listen.status(&format!("TLS handshake with {peer} failed: {err}")),
         }
     }
 }
