@@ -189,6 +189,8 @@ where
                 if !is_uploading || std::io::stdin().is_terminal() {
                     return Ok(());
                 }
+                // A write blocked on a slow reader is progress to come, not silence.
+                let tick = config.linger.max(crate::limits::LINGER_TICK_MIN);
                 loop {
                     let before = progress.sent.load(Ordering::Relaxed);
                     tokio::select! {
@@ -202,7 +204,7 @@ where
                                 }
                             };
                         }
-                        () = tokio::time::sleep(config.linger) => {
+                        () = tokio::time::sleep(tick) => {
                             let is_stalled = progress.sent.load(Ordering::Relaxed) == before;
                             if is_stalled && progress.is_waiting_for_stdin.load(Ordering::Relaxed) {
                                 tracing::info!("the peer is done and stdin was silent for {:?}", config.linger);

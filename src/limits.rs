@@ -34,6 +34,11 @@ pub const MAX_DATAGRAM_V6: usize = 65_527;
 /// `--linger`: after stdin ends, how long `connect -u` waits for replies still owed.
 pub const UDP_LINGER: Duration = Duration::from_secs(2);
 
+/// How often a stream client whose peer is done looks again whether piped stdin has gone
+/// silent, when `--linger` is shorter (`--linger 0` would otherwise wake it without end while
+/// a write to a slow peer is blocked).
+pub const LINGER_TICK_MIN: Duration = Duration::from_millis(50);
+
 /// The backlog passed to `listen(2)`; the kernel caps it at `net.core.somaxconn` (4096 by
 /// default since Linux 5.4). Connections past it are dropped and retried by the client's
 /// kernel a second, then three, seven… later: 10,000 chat clients connecting at once were all
