@@ -240,10 +240,10 @@ async fn converse<S: DatagramServer>(
                         .map_err(|source| match source.kind() {
                             // News of an earlier datagram, twice over: the peer has gone.
                             std::io::ErrorKind::ConnectionRefused => peer_gone(to, &source),
-                            _ => Error::Connect {
-                                endpoint: display_addr(Proto::Udp, to),
-                                source,
-                            },
+                            kind => Error::Io(std::io::Error::new(
+                                kind,
+                                format!("cannot send to {}: {source}", display_addr(Proto::Udp, to)),
+                            )),
                         })?;
                 }
                 None => {
