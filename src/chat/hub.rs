@@ -393,8 +393,9 @@ pub struct Hub {
     /// Look-alike key of each registered nick to the keys of the accounts with it (one, except
     /// for look-alikes registered before the rule).
     account_looks: HashMap<String, Vec<String>>,
-    /// Nicks being registered (hashing): no one else may take them meanwhile.
-    registering: HashSet<String>,
+    /// Nicks being registered (hashing), by key, as typed: no one else may take them meanwhile,
+    /// nor register a look-alike.
+    registering: HashMap<String, String>,
     /// Runs password hashing and checks off the hub.
     checker: Checker,
     /// Where the checker's results arrive; taken by [`Hub::run`].
@@ -446,7 +447,7 @@ impl Hub {
             is_closing: false,
             accounts,
             account_looks,
-            registering: HashSet::new(),
+            registering: HashMap::new(),
             checker,
             checked: Some(checked),
             nick_failures: FailureLimit::new(LOGIN_FAILURES_PER_NICK, LOGIN_WINDOW),
@@ -609,7 +610,7 @@ impl Hub {
             let nick = format!("guest{}", self.guests);
             if !self.nicks.contains_key(&nick)
                 && !self.accounts.contains_key(&nick)
-                && !self.registering.contains(&nick)
+                && !self.registering.contains_key(&nick)
                 && self.look_alike(None, &nick, &nick).is_none()
             {
                 return nick;
@@ -926,7 +927,7 @@ impl Hub {
                     );
                     return self.error(id, &text);
                 }
-                if self.registering.contains(&key) {
+                if self.registering.contains_key(&key) {
                     let text = format!("nick '{nick}' is being registered; choose another");
                     return self.error(id, &text);
                 }
@@ -1032,7 +1033,7 @@ impl Hub {
             );
             return self.error(id, &text);
         }
-        if self.accounts.contains_key(&key) || self.registering.contains(&key) {
+        if self.accounts.contains_key(&key) || self.registering.contains_key(&key) {
             return self.error(id, &format!("nick '{nick}' is registered already"));
         }
         if is_guest_nick(&key) {
@@ -1047,6 +1048,16 @@ impl Hub {
             let text = format!("nick '{nick}' looks like '{other}', which is {why}");
             return self.error(id, &text);
         }
+        // Nor may two look-alikes be registered at once: both would be, once hashed.
+        let look = account::look(&nick);
+        if let Some(other) = self
+            .registering
+            .values()
+            .find(|other| account::look(other) == look)
+        {
+            let text = format!("nick '{nick}' looks like '{other}', which is being registered");
+            return self.error(id, &text);
+        }
         let member = &self.members[&id];
         let source = member.source.clone();
         // Each registration costs a hash: it counts against the address, success or not.
@@ -1054,8 +1065,8 @@ impl Hub {
             nick: nick.clone(),
             password,
         };
-        if self.start_check(id, key.clone(), nick, source, false, job) {
-            self.registering.insert(key);
+        if self.start_check(id, key.clone(), nick.clone(), source, false, job) {
+            self.registering.insert(key, nick);
         }
     }
 

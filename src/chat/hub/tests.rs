@@ -1115,3 +1115,40 @@ async fn register_refuses_a_look_alike_of_a_nick_registered_since_it_was_taken()
         ["! error: nick 'b0b' looks like 'bob', which is registered"]
     );
 }
+
+/// `/register` refuses a nick that looks like one being registered (its hash not done yet):
+/// were both let through, two registered nicks would look alike once both hashes were done.
+#[tokio::test]
+async fn register_refuses_a_look_alike_of_a_nick_being_registered() {
+    let mut hub = Harness::start().await;
+    let [bob, eve, cat] = hub.members(["bob", "eve", "cat"]).await;
+    let password = || Password::chosen("correct-horse").expect("a valid password");
+    hub.command(&bob, Command::Register(password())).await;
+    let check = hub.check_done().await;
+    // Bob's session ends while his registration is checked: nobody holds bob.
+    drop(bob.inbox);
+    hub.say(&cat, "hello").await;
+    let commit = hub.written(1).await;
+    hub.deliver(commit).await;
+    hub.command(&eve, Command::Nick("b0b".into())).await;
+    hub.settle().await;
+    assert!(
+        eve.heard()
+            .contains(&"* eve is now known as b0b".to_string())
+    );
+    // bob's hash is not done: eve's /register must not start one of its own.
+    hub.command(&eve, Command::Register(password())).await;
+    hub.settle().await;
+    assert_eq!(
+        eve.heard(),
+        ["! error: nick 'b0b' looks like 'bob', which is being registered"]
+    );
+    hub.answer(check).await;
+    // And once bob's is done, as before: registered.
+    hub.command(&eve, Command::Register(password())).await;
+    hub.settle().await;
+    assert_eq!(
+        eve.heard(),
+        ["! error: nick 'b0b' looks like 'bob', which is registered"]
+    );
+}
