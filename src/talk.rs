@@ -21,7 +21,8 @@ use tokio_util::codec::FramedRead;
 
 use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
-use crate::error::Result;
+use crate::endpoint::{Proto, display_addr};
+use crate::error::{Error, Result};
 use crate::limits::{
     CLOSE_TIMEOUT, HANDSHAKES_AT_ONCE, MAX_DATAGRAM_V6, PARTIAL_LINE_WAIT, READ_CHUNK,
     REFUSAL_LINGER,
@@ -388,7 +389,7 @@ pub async fn udp(
         // socket hears of a port nobody listens on (ICMP port unreachable), and the kernel
         // drops strangers' datagrams for us.
         if let Some(to) = fixed_peer.filter(|_| !is_connected) {
-            socket.connect(to).await?;
+            connect_udp(&socket, to).await?;
         }
         return converse_udp(socket, fixed_peer, access, config).await;
     }
@@ -411,11 +412,19 @@ pub async fn udp(
                 "messages will leave from the address the kernel picks, not always the one the peer sent to: {err}"
             );
             if let Some(to) = fixed_peer {
-                socket.connect(to).await?;
+                connect_udp(&socket, to).await?;
             }
             converse_udp(socket, fixed_peer, access, config).await
         }
     }
+}
+
+/// Connects `socket` to `peer`, an error naming it (a broadcast address is refused, say).
+async fn connect_udp(socket: &UdpSocket, peer: SocketAddr) -> Result<()> {
+    socket.connect(peer).await.map_err(|source| Error::Connect {
+        endpoint: display_addr(Proto::Udp, peer),
+        source,
+    })
 }
 
 /// The conversation of [`udp`], over either kind of socket.
