@@ -330,9 +330,7 @@ async fn talk_udp(args: &TalkArgs, family: Family, config: &TalkConfig) -> Resul
         (None, Some(peer)) => {
             // A caller from an ephemeral port: connected, it sends from the address the kernel
             // picks for the peer, which a server answers, and hears only the peer.
-            let socket = udp::bind_addr(udp::any_local_for(peer))?;
-            socket.connect(peer).await?;
-            socket
+            udp::connect(peer).await?
         }
         (None, None) => return Err(Error::Usage("talk needs a PEER or --listen ADDR".into())),
     };

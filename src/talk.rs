@@ -21,7 +21,8 @@ use tokio_util::codec::FramedRead;
 
 use crate::access::{AccessPolicy, Admission, Refusal};
 use crate::codec::{FrameCodec, Framing, TextDecoder, WireEncoding, terminal_safe};
-use crate::error::Result;
+use crate::endpoint::{Proto, display_addr};
+use crate::error::{Error, Result};
 use crate::limits::{
     CLOSE_TIMEOUT, HANDSHAKES_AT_ONCE, MAX_DATAGRAM_V6, PARTIAL_LINE_WAIT, READ_CHUNK,
     REFUSAL_LINGER,
@@ -390,7 +391,7 @@ pub async fn udp(
         // socket hears of a port nobody listens on (ICMP port unreachable), and the kernel
         // drops strangers' datagrams for us.
         if let Some(to) = fixed_peer.filter(|_| !is_connected) {
-            socket.connect(to).await?;
+            connect_udp(&socket, to).await?;
         }
         return converse_udp(socket, fixed_peer, access, config).await;
     }
@@ -422,11 +423,19 @@ pub async fn udp(
                 "messages will leave from the address the kernel picks, not always the one the peer sent to: {err}"
             );
             if let Some(to) = fixed_peer {
-                socket.connect(to).await?;
+                connect_udp(&socket, to).await?;
             }
             converse_udp(socket, fixed_peer, access, config).await
         }
     }
+}
+
+/// Connects `socket` to `peer`, an error naming it (a broadcast address is refused, say).
+async fn connect_udp(socket: &UdpSocket, peer: SocketAddr) -> Result<()> {
+    socket.connect(peer).await.map_err(|source| Error::Connect {
+        endpoint: display_addr(Proto::Udp, peer),
+        source,
+    })
 }
 
 /// The conversation of [`udp`], over either kind of socket.
@@ -525,8 +534,9 @@ async fn converse_udp<S: DatagramServer>(
 }
 
 /// Sends one datagram to `to`, from where `from` says. What the kernel refuses for this conversation's sake is reported
-/// and the talk goes on: a message too big for one datagram, and a peer not listening (yet: the
-/// other side of a UDP chat may start later).
+/// and the talk goes on: a message too big for one datagram, a peer not listening (yet: the
+/// other side of a UDP chat may start later), and a datagram the host could not send just now
+/// ([`is_passing`]: no buffer space, no route).
 ///
 /// # Errors
 /// Any other I/O error on the socket.
@@ -552,11 +562,33 @@ async fn send_datagram<S: DatagramServer>(
             Err(err) if err.kind() == std::io::ErrorKind::ConnectionRefused => {
                 report_unreachable(Some(to), config);
             }
+            Err(err) if is_passing(&err) => {
+                config.status(&format!("not sent: {err}; the talk goes on"));
+                return Ok(());
+            }
             sent => return sent.map(drop),
         }
     }
     config.status("not sent: the peer is still not listening");
     Ok(())
+}
+
+/// Whether a failed send concerns that datagram alone, the next may go: the host short of
+/// buffers (`ENOBUFS`: a full queue dropped it; a socket that asks for error reports, as a talk
+/// on a wildcard address does, hears of it where others do not), or without a route to the
+/// peer for now.
+fn is_passing(err: &std::io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENOBUFS
+                | libc::ENOMEM
+                | libc::EHOSTUNREACH
+                | libc::ENETUNREACH
+                | libc::EHOSTDOWN
+                | libc::ENETDOWN
+        )
+    )
 }
 
 /// ICMP port unreachable for a datagram we sent: nobody listens there.
@@ -565,4 +597,55 @@ fn report_unreachable(peer: Option<SocketAddr>, config: &TalkConfig) {
     config.status(&format!(
         "{to} is not listening (port unreachable); your message was lost"
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A socket whose sends fail with the errors given, one each, then succeed.
+    struct Failing(Mutex<Vec<i32>>);
+
+    impl DatagramServer for Failing {
+        type ReplyFrom = ();
+
+        async fn recv_from(&self, _: &mut [u8]) -> io::Result<(usize, SocketAddr, ())> {
+            std::future::pending().await
+        }
+
+        async fn send_to(&self, buf: &[u8], _: SocketAddr, (): ()) -> io::Result<usize> {
+            match self.0.lock().unwrap().pop() {
+                Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                None => Ok(buf.len()),
+            }
+        }
+    }
+
+    /// A datagram the host could not send just now (no buffer space, no route: what a
+    /// reporting socket hears of) is reported, not the end of the talk; an error of the socket
+    /// itself still is.
+    #[tokio::test]
+    async fn a_send_that_fails_for_the_moment_does_not_end_the_talk() {
+        let config = TalkConfig {
+            encoding: WireEncoding::default(),
+            keep_listening: false,
+            is_chatty: false,
+            newline: true,
+        };
+        let to = SocketAddr::from(([127, 0, 0, 1], 9));
+        for errno in [libc::ENOBUFS, libc::EHOSTUNREACH, libc::ENETUNREACH] {
+            let socket = Failing(Mutex::new(vec![errno]));
+            let sent = send_datagram(&socket, b"hi", to, (), &config).await;
+            assert!(sent.is_ok(), "errno {errno}: {sent:?}");
+        }
+        let socket = Failing(Mutex::new(vec![libc::EBADF]));
+        assert!(
+            send_datagram(&socket, b"hi", to, (), &config)
+                .await
+                .is_err()
+        );
+    }
 }

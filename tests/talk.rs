@@ -416,6 +416,20 @@ fn talk_usage_and_connect_errors() {
     assert!(one_line_error(&out.stderr).contains("already in use"));
     // The taken port's owner is undisturbed.
     assert!(TcpStream::connect(taken.local_addr().unwrap()).is_ok());
+    // A UDP PEER the kernel will not connect to (a broadcast address, without SO_BROADCAST) is
+    // named in the error, from an ephemeral port or from a --listen address.
+    for args in [
+        &["talk", "-u", "255.255.255.255:9"][..],
+        &["talk", "-u", "--listen", "127.0.0.1:0", "255.255.255.255:9"],
+    ] {
+        let out = socktalk().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let error = one_line_error(&out.stderr);
+        assert!(
+            error.contains("cannot connect to udp://255.255.255.255:9"),
+            "{args:?}: {error}"
+        );
+    }
 }
 
 #[test]

@@ -473,6 +473,9 @@ fn set_flag(fd: RawFd, level: libc::c_int, name: libc::c_int) -> io::Result<()> 
 /// Room for control messages: the one a [`WildcardSocket`] asks for (an `in6_pktinfo`, the
 /// larger, takes 40 bytes with its header) and as much again, should the kernel add another.
 /// One the buffer cannot hold is cut off, and its datagram answered from the kernel's choice.
+/// A report read off the error queue takes the most: on an IPv6 socket, its `IPV6_PKTINFO` (40
+/// bytes) and `IPV6_RECVERR` (64: a `sock_extended_err` and the offender's `sockaddr_in6`),
+/// 104 in all, an IPv4 datagram's report included; on an IPv4 socket, 32 and 48, 80 in all.
 const CONTROL_LEN: usize = 128;
 
 /// A control message buffer, aligned as the `cmsghdr`s in it must be.
