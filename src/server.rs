@@ -76,6 +76,27 @@ impl RefusalStyle {
     }
 }
 
+/// The wait after a failed `accept` (out of file descriptors, a caller gone before it was
+/// accepted): logged, then doubled each time from [`ACCEPT_BACKOFF_MIN`] up to
+/// [`ACCEPT_BACKOFF_MAX`], so a listener neither spins on a lasting error nor ends on one.
+#[derive(Debug)]
+pub struct AcceptBackoff(Duration);
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self(ACCEPT_BACKOFF_MIN)
+    }
+}
+
+impl AcceptBackoff {
+    /// Logs `err` and waits before the next `accept`, longer each time.
+    pub async fn wait(&mut self, err: &std::io::Error) {
+        tracing::warn!("accept failed: {err}; retrying in {:?}", self.0);
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(ACCEPT_BACKOFF_MAX);
+    }
+}
+
 /// Serves `listener` until `shutdown` is cancelled, running `handle(conn, peer, admission,
 /// shutdown)` in a task per admitted connection, after its TLS handshake when TLS is on.
 ///
@@ -96,7 +117,7 @@ where
     let handle = Arc::new(handle);
     let tracker = TaskTracker::new();
     let lingering = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = AcceptBackoff::default();
     let mut refusals = Refusals::default();
     loop {
         let summary_due = refusals.due();
@@ -110,16 +131,14 @@ where
         };
         let (stream, peer) = match accepted {
             Ok(pair) => {
-                backoff = ACCEPT_BACKOFF_MIN;
+                backoff = AcceptBackoff::default();
                 pair
             }
             Err(err) => {
-                tracing::warn!("accept failed: {err}; retrying in {backoff:?}");
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = backoff.wait(&err) => {}
                     () = shutdown.cancelled() => break,
                 }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };

@@ -28,8 +28,8 @@ use super::{ConnectConfig, Input, StdinDatagrams, check_fits, print_message, std
 use crate::codec::Framing;
 use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result};
-use crate::limits::{ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, MAX_DATAGRAM_V6};
-use crate::server::{self, RefusalStyle};
+use crate::limits::MAX_DATAGRAM_V6;
+use crate::server::{self, AcceptBackoff, RefusalStyle};
 use crate::transport::tls::{Acceptor, Conn};
 use crate::transport::udp::{self, DatagramServer};
 use crate::transport::{Peer, StreamListener};
@@ -137,15 +137,11 @@ async fn next_peer<L: StreamListener>(
 /// The next connection. Accept errors (out of file descriptors, a caller gone before it was
 /// accepted) are logged and retried with exponential back-off, as the servers do.
 async fn accept<L: StreamListener>(listener: &L) -> (L::Stream, Peer) {
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = AcceptBackoff::default();
     loop {
         match listener.accept().await {
             Ok(accepted) => return accepted,
-            Err(err) => {
-                tracing::warn!("accept failed: {err}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-            }
+            Err(err) => backoff.wait(&err).await,
         }
     }
 }
