@@ -368,7 +368,7 @@ impl Acceptor {
         }
         let handshake = self.acceptor.accept(stream);
         match tokio::time::timeout_at(deadline, handshake).await {
-            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
+            Ok(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true, false)),
             Ok(Err(err)) => Err(err),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -603,7 +603,7 @@ impl Connector {
         let name = server_name(host)?;
         let handshake = self.connector.connect(name, stream);
         match deadline.within(handshake).await {
-            Some(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true)),
+            Some(Ok(tls)) => Ok(Conn::Tls(Box::new(tls.into()), true, false)),
             Some(Err(err)) => {
                 let tls = err
                     .get_ref()
@@ -899,11 +899,12 @@ fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
 pub enum Conn<S> {
     /// No TLS.
     Plain(S),
-    /// TLS, client or server side; the flag says decrypted bytes may be waiting in the TLS
-    /// layer (so the socket's readiness alone does not tell). It starts set: the handshake may
-    /// have read the peer's first application data along with its last handshake message, and
-    /// waiting for the socket then would wait for bytes that have already arrived.
-    Tls(Box<tokio_rustls::TlsStream<S>>, bool),
+    /// TLS, client or server side; the first flag says decrypted bytes may be waiting in the
+    /// TLS layer (so the socket's readiness alone does not tell). It starts set: the handshake
+    /// may have read the peer's first application data along with its last handshake message,
+    /// and waiting for the socket then would wait for bytes that have already arrived. The
+    /// second says our side has shut down, its `close_notify` sent (see [`is_end`]).
+    Tls(Box<tokio_rustls::TlsStream<S>>, bool, bool),
 }
 
 impl<S> Conn<S> {
@@ -911,7 +912,7 @@ impl<S> Conn<S> {
     pub fn get_ref(&self) -> &S {
         match self {
             Conn::Plain(s) => s,
-            Conn::Tls(tls, _) => tls.get_ref().0,
+            Conn::Tls(tls, ..) => tls.get_ref().0,
         }
     }
 
@@ -929,10 +930,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(tls, _) => match Pin::new(tls.as_mut()).poll_read(cx, buf) {
-                Poll::Ready(Err(err)) if is_unannounced_close(&err) => Poll::Ready(Ok(())),
-                read => read,
-            },
+            Conn::Tls(tls, _, is_shut) => Pin::new(&mut TlsRead(tls, *is_shut)).poll_read(cx, buf),
+        }
+    }
+}
+
+/// The reading side of a TLS stream, where the peer's end (see [`is_end`]) reads as the end
+/// of the stream, after everything it sent.
+struct TlsRead<'a, S>(&'a mut tokio_rustls::TlsStream<S>, bool);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsRead<'_, S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let TlsRead(tls, is_shut) = self.get_mut();
+        match Pin::new(&mut **tls).poll_read(cx, buf) {
+            // A reset can come in the same read from the socket as the peer's last records:
+            // they are decrypted and kept, the error returned first. One more read hands them
+            // over (the socket then says end of file); once they are taken, the end.
+            Poll::Ready(Err(err)) if is_end(&err, *is_shut) => {
+                if err.kind() == io::ErrorKind::ConnectionReset {
+                    tracing::info!("the peer closed without reading our close_notify (a reset)");
+                }
+                match Pin::new(&mut **tls).poll_read(cx, buf) {
+                    Poll::Ready(Err(_)) => Poll::Ready(Ok(())),
+                    read => read,
+                }
+            }
+            read => read,
         }
     }
 }
@@ -942,8 +969,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
 /// `unwrap()`), as they would close a plain socket: here it is the end of the stream, as
 /// there, not an error. A message cut short shows as it would over plain TCP: a line without
 /// its newline, a frame without its length.
-fn is_unannounced_close(err: &io::Error) -> bool {
+///
+/// Once we have shut down (`is_shut`), a reset is such an end too. A peer that closes without
+/// reading our `close_notify`, sent when our input ended, has closed with bytes unread, and its
+/// kernel answers with a reset instead of a FIN (a Python `ssl` server that sends its reply and
+/// closes, say). What it sent came whole; a reset before our end of input is still an error.
+fn is_end(err: &io::Error, is_shut: bool) -> bool {
     err.kind() == io::ErrorKind::UnexpectedEof
+        || (is_shut && err.kind() == io::ErrorKind::ConnectionReset)
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
@@ -954,7 +987,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Conn::Tls(tls, ..) => Pin::new(tls.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -965,28 +998,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls(tls, ..) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(tls, _) => tls.is_write_vectored(),
+            Conn::Tls(tls, ..) => tls.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Conn::Tls(tls, ..) => Pin::new(tls.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(tls, _) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            Conn::Tls(tls, _, is_shut) => {
+                *is_shut = true;
+                Pin::new(tls.as_mut()).poll_shutdown(cx)
+            }
         }
     }
 }
@@ -999,8 +1035,8 @@ where
         match self {
             Conn::Plain(s) => s.readable().await,
             // Bytes already decrypted are ready now; otherwise wait for the socket.
-            Conn::Tls(_, true) => Ok(()),
-            Conn::Tls(tls, false) => tls.get_ref().0.readable().await,
+            Conn::Tls(_, true, _) => Ok(()),
+            Conn::Tls(tls, false, _) => tls.get_ref().0.readable().await,
         }
     }
 
@@ -1015,17 +1051,14 @@ where
     fn try_read_buf(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         match self {
             Conn::Plain(s) => s.try_read_buf(buf),
-            Conn::Tls(tls, maybe_more) => {
+            Conn::Tls(tls, maybe_more, is_shut) => {
                 // One poll with a waker that does nothing: `readable` does the waiting.
                 let mut cx = Context::from_waker(std::task::Waker::noop());
-                match tokio_util::io::poll_read_buf(Pin::new(tls.as_mut()), &mut cx, buf) {
+                let mut read = TlsRead(tls, *is_shut);
+                match tokio_util::io::poll_read_buf(Pin::new(&mut read), &mut cx, buf) {
                     Poll::Ready(Ok(n)) => {
                         *maybe_more = n > 0;
                         Ok(n)
-                    }
-                    Poll::Ready(Err(err)) if is_unannounced_close(&err) => {
-                        *maybe_more = false;
-                        Ok(0)
                     }
                     Poll::Ready(Err(err)) => {
                         *maybe_more = false;
