@@ -852,7 +852,10 @@ fn render(
         };
         let _ = writeln!(out, "| {} | {} | {verdict} |", goal.what, goal.measured);
     }
-    out.push('\n');
+    out.push_str(
+        "\nHow each target has fared over every full run so far, and why the ones not met are \
+         not: [Where the targets stand, and why](#where-the-targets-stand-and-why), below.\n\n",
+    );
 
     out.push_str("## Results\n\n");
     for scenario in scenarios {
