@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    FullUnix, IO_TIMEOUT, Proc, Unanswering, closed_tcp_addr, closed_udp_addr, is_closed,
+    FullUnix, IO_TIMEOUT, Proc, Unanswering, closed_tcp_addr, closed_udp_addr, gbk, is_closed,
     len_frame, one_line_error, read_exact, read_to_end, reset, socktalk, tcp_peer, timed_failure,
     took_about,
 };
@@ -99,6 +99,37 @@ fn binary_bytes_pass_through_unchanged_both_ways() {
     assert!(got == sent, "the peer received altered bytes");
     assert_eq!(out.stdout.len(), reply.len());
     assert!(out.stdout == reply, "the client printed altered bytes");
+}
+
+/// A piped file is read in large pieces: text whose characters straddle every piece still
+/// arrives whole, transcoded both ways (utf-8 on stdin and stdout, gbk on the wire).
+#[test]
+fn a_large_piped_text_is_transcoded_across_read_boundaries() {
+    // One ASCII byte first, so that the 2- and 3-byte characters straddle 8 KiB and 64 KiB.
+    let text = format!("a{}", "中文ab€".repeat(40_000));
+    let reply = format!("b{}", "回复é".repeat(30_000));
+    let (addr, peer) = {
+        let reply = gbk(&reply);
+        tcp_peer("127.0.0.1", move |mut stream| {
+            let got = read_to_end(&mut stream);
+            stream.write_all(&reply).unwrap();
+            got
+        })
+    };
+    let out = socktalk()
+        .args(["connect", "--encoding", "gbk", &addr.to_string()])
+        .write_stdin(text.clone())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        peer.join().unwrap() == gbk(&text),
+        "the peer received altered text"
+    );
+    assert!(
+        out.stdout == reply.as_bytes(),
+        "the client printed altered text"
+    );
 }
 
 #[test]
