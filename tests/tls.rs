@@ -621,6 +621,9 @@ fn talk_works_over_tls() {
 /// TLS close_notify". The client's own close_notify (its stdin is empty) reaches the server
 /// before it replies, and the server never reads it: its kernel then ends the connection with
 /// a reset instead of a FIN, right after the reply, which is still the end, not an error.
+/// (The server sets `TCP_NODELAY`: without it, Nagle's algorithm may hold the reply back
+/// behind its unacknowledged session ticket, and the reset then discards it in the server's
+/// own kernel, before it was ever sent: no client can read what never came.)
 #[test]
 fn a_server_closing_without_close_notify_ends_the_stream() {
     let pki = Pki::new();
@@ -629,7 +632,9 @@ fn a_server_closing_without_close_notify_ends_the_stream() {
         ctx.load_cert_chain(sys.argv[1], sys.argv[2])\n\
         srv = socket.create_server(('127.0.0.1', 0))\n\
         print(srv.getsockname()[1], flush=True)\n\
-        conn = ctx.wrap_socket(srv.accept()[0], server_side=True)\n\
+        sock = srv.accept()[0]\n\
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n\
+        conn = ctx.wrap_socket(sock, server_side=True)\n\
         select.select([conn], [], [], 10)\n\
         conn.sendall(b'hello from python\\n')\n\
         conn.close()\n";
