@@ -20,12 +20,13 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::StreamExt;
-use futures_util::stream::ReadyChunks;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Stdout};
 use tokio::net::UdpSocket;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use crate::codec::{FrameCodec, FrameError, Framing, Transcoder, WireEncoding, terminal_safe};
+use crate::codec::{
+    FrameBatches, FrameCodec, FrameError, Framing, Transcoder, WireEncoding, terminal_safe,
+};
 use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result, named, stdout_error};
 use crate::limits::MAX_DATAGRAM_V6;
@@ -78,7 +79,7 @@ impl ConnectConfig {
 /// hands each peer in turn what stdin has left: bytes read but not yet sent when a peer ended,
 /// a read still in flight, are the next peer's, not lost with the first one's session.
 pub struct Input {
-    batches: ReadyChunks<FramedRead<tokio::io::Stdin, FrameCodec>>,
+    batches: FrameBatches<tokio::io::Stdin>,
     /// Raw text is a stream: a character may be split between two reads.
     to_wire: Transcoder,
     /// Stdin has ended: later sessions send nothing and half-close at once.
@@ -94,9 +95,8 @@ impl Input {
     /// Standard input, for sessions with `config`.
     pub fn new(config: &ConnectConfig) -> Self {
         Self {
-            // Every line already read goes out in one write, not one write each.
-            batches: FramedRead::with_capacity(tokio::io::stdin(), config.stdin_codec(), PIPE_READ)
-                .ready_chunks(BATCH),
+            // Every line a read brings goes out in one write, not one write each.
+            batches: FrameBatches::new(tokio::io::stdin(), config.stdin_codec()),
             to_wire: Transcoder::new(WireEncoding::default(), config.encoding),
             is_ended: false,
             is_broken: false,
@@ -242,15 +242,6 @@ struct Progress {
     is_waiting_for_stdin: AtomicBool,
 }
 
-/// The most messages read in one go, then sent (or printed) with one write: a write per line
-/// would cost a system call each way, and more for stdout, which a thread writes for us.
-const BATCH: usize = 256;
-
-/// How much one read from stdin or from the socket may take. A read from stdin or a write to
-/// stdout is a trip to a blocking thread and back: at tokio's default of 8 KiB, a gigabyte
-/// piped through cost 125,000 of them each way.
-const PIPE_READ: usize = 64 * 1024;
-
 /// Sends stdin (what `input` has left of it) to `writer`, noting its `progress`, then shuts
 /// its write side down.
 async fn upload<W: AsyncWrite>(
@@ -339,7 +330,7 @@ async fn send_unsent<W: AsyncWrite>(
 async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Result<()> {
     // Every message already received is printed with one write, not one write each.
     let codec = FrameCodec::new(config.framing, config.max_frame);
-    let mut batches = FramedRead::with_capacity(reader, codec, PIPE_READ).ready_chunks(BATCH);
+    let mut batches = FrameBatches::new(reader, codec);
     let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
     let mut stdout = tokio::io::stdout();
     let mut out = Vec::new();
@@ -351,7 +342,7 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
             let frame = match frame {
                 Ok(frame) => frame,
                 Err(err) => {
-                    let received = batches.get_ref().read_buffer();
+                    let received = batches.read_buffer();
                     let foreign = is_first.then(|| not_a_frame(received, config)).flatten();
                     broken = Some(foreign.unwrap_or_else(|| frame_error(err)));
                     break;

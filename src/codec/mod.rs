@@ -10,5 +10,5 @@
 pub mod frame;
 pub mod text;
 
-pub use frame::{FrameCodec, FrameError, Framing};
+pub use frame::{FrameBatches, FrameCodec, FrameError, Framing};
 pub use text::{TextDecoder, TextEncoder, Transcoder, WireEncoding, terminal_safe};
