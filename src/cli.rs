@@ -687,8 +687,8 @@ pub enum BenchMode {
         /// Connections, all at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
-        /// Message size in bytes.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64, allow_negative_numbers = true)]
+        /// Message size in bytes, at most 64 MiB (67108864).
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::BENCH_MAX_SIZE as u64), default_value_t = 64, allow_negative_numbers = true)]
         size: usize,
     },
     /// A stream of chunks; whatever comes back is counted too (an echo server: both ways).
@@ -702,8 +702,8 @@ pub enum BenchMode {
         /// Connections, all at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
-        /// Chunk size in bytes.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 65536, allow_negative_numbers = true)]
+        /// Chunk size in bytes, at most 64 MiB (67108864).
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::BENCH_MAX_SIZE as u64), default_value_t = 65536, allow_negative_numbers = true)]
         size: usize,
         /// Expect the stream back (an echo server) and report it as the result.
         #[arg(long)]

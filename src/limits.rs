@@ -145,6 +145,11 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (exit code 3). A name of several addresses gives each an equal share of the time left.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `bench pingpong` and `bulk --size`: the largest message or chunk, in bytes. Each pingpong
+/// connection holds a message and its reply this big; a size past the machine's memory aborted
+/// the load generator instead of saying so.
+pub const BENCH_MAX_SIZE: usize = 64 * 1024 * 1024;
+
 /// `connect --idle-timeout`: a connection that carries nothing either way this long is closed
 /// and the client exits with code 3. Zero (the default) waits forever, as `nc` does without `-i`.
 pub const CONNECT_IDLE_TIMEOUT: Duration = Duration::ZERO;

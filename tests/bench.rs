@@ -347,6 +347,29 @@ fn options_that_cannot_measure_anything_are_usage_errors() {
     assert!(err.contains("--pid 999999999: no such process"), "{err}");
 }
 
+/// A message bigger than memory aborted the load generator (`memory allocation … failed`):
+/// the size is capped, and a bigger one is a usage error naming the cap.
+#[test]
+fn a_size_past_the_cap_is_a_usage_error_not_an_abort() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    for mode in ["pingpong", "bulk"] {
+        let err = common::fails_with(
+            &[
+                "bench",
+                mode,
+                addr,
+                "--size",
+                "100000000000000",
+                "--duration",
+                "0.2",
+            ],
+            2,
+        );
+        assert!(err.contains("--size") && err.contains("67108864"), "{err}");
+    }
+}
+
 #[test]
 fn udp_and_hold_against_a_closed_port_fail_clearly() {
     let udp = common::closed_udp_addr("127.0.0.1").to_string();
@@ -424,4 +447,166 @@ fn a_server_that_never_answers_costs_bench_w_seconds_not_the_systems_two_minutes
         assert!(err.contains("no answer within 1s (-w)"), "{mode:?}: {err}");
         common::took_about(took, 1.0);
     }
+}
+
+/// A TCP echo server on a thread that says so on the channel returned once it has echoed
+/// `reads` times on one connection, or accepted `reads` connections: the load generator is
+/// running by then.
+fn echo_that_signals(reads: usize) -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (accepted, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            if accepted + 1 == reads {
+                let _ = ready.send(());
+            }
+            let ready = ready.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                for n in 1.. {
+                    match std::io::Read::read(&mut stream, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(len) => {
+                            if std::io::Write::write_all(&mut stream, &buf[..len]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if n == reads {
+                        let _ = ready.send(());
+                    }
+                }
+            });
+        }
+    });
+    (addr, is_ready)
+}
+
+/// Ctrl-C in the middle of a run prints the report of what was measured until then, marked
+/// as interrupted, and exits 130; it used to kill the process with nothing printed.
+#[test]
+fn ctrl_c_prints_what_was_measured_and_exits_130() {
+    for mode in ["pingpong", "bulk", "handshake"] {
+        let (addr, is_ready) = echo_that_signals(50);
+        let mut run = Proc::start(&[
+            "bench",
+            mode,
+            &addr,
+            "--duration",
+            "60",
+            "--warmup",
+            "0",
+            "--json",
+        ]);
+        is_ready
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the run is under way");
+        run.signal("INT");
+        let status = run.wait_exit(std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(130), "{mode}");
+        let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+        let err = run.stderr_text();
+        assert!(err.contains("interrupted (Ctrl-C)"), "{mode}: {err}");
+        assert_eq!(report["interrupted"], true, "{mode}: {report}");
+        let measured = report["duration_s"].as_f64().unwrap();
+        assert!(measured > 0.0 && measured < 60.0, "{mode}: {report}");
+        if mode == "bulk" {
+            assert!(report["tx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
+        } else if mode == "pingpong" {
+            assert!(report["ops"].as_u64().unwrap() >= 1, "{report}");
+            assert!(report["latency_us"]["max"].as_f64().is_some(), "{report}");
+        }
+    }
+}
+
+/// A server that never answers: Ctrl-C still ends the run at once, not after the 60 s asked
+/// for plus the 2 s allowed for late replies.
+#[test]
+fn ctrl_c_ends_a_run_against_a_server_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut run = Proc::start(&["bench", "pingpong", &addr, "--duration", "60", "--json"]);
+    // Accepted: the run has its connection and waits for a reply that never comes.
+    let (_held, _) = listener.accept().unwrap();
+    run.signal("INT");
+    let status = run.wait_exit(std::time::Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130));
+    let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(report["ops"], 0, "{report}");
+}
+
+/// A run that measured no round trip printed `p50 0.0 µs … max 0.0 µs` (an empty histogram)
+/// and exited 0: the latency is left out, and the exit code says nothing was measured, and why.
+#[test]
+fn a_run_that_measures_nothing_has_no_latency_and_fails() {
+    // A UDP socket that reads nothing and answers nothing: every datagram is lost.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = socktalk()
+        .args(["bench", "udp", &addr, "--duration", "0.2", "--warmup", "0"])
+        .args(["--timeout", "20", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(
+        err.contains("nothing was measured: all") && err.contains("lost"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ops"], 0, "{report}");
+    assert!(report["lost"].as_u64().unwrap() > 0, "{report}");
+    assert!(report.get("latency_us").is_none(), "{report}");
+
+    // A window shorter than any round trip: no error, and nothing measured either.
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let out = socktalk()
+        .args(["bench", "pingpong", host_port(&server.addr)])
+        .args(["--duration", "0.000000001", "--warmup", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(err.contains("none finished within"), "{err}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains("latency"), "{table}");
+}
+
+/// A server that answers with one byte more than it was sent: the surplus was read as the
+/// start of the next reply, and the run counted thousands of instant round trips. The reply
+/// is checked, and the connection fails, saying why at -v.
+#[test]
+fn pingpong_fails_a_connection_whose_reply_differs_from_the_message() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(len) = std::io::Read::read(&mut stream, &mut buf) {
+            let mut reply = buf[..len].to_vec();
+            reply.push(b'!');
+            if len == 0 || std::io::Write::write_all(&mut stream, &reply).is_err() {
+                return;
+            }
+        }
+    });
+    let out = socktalk()
+        .args(["-v", "bench", "pingpong", &addr, "--duration", "0.2"])
+        .args(["--warmup", "0.1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ops"], 0, "{report}");
+    assert_eq!(report["errors"], 1, "{report}");
+    // -v shows the errors, as the last line promises.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reply differs from the message sent"), "{err}");
+    assert!(
+        err.contains("nothing was measured: 1 error (-v shows them)"),
+        "{err}"
+    );
 }
