@@ -458,6 +458,9 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     use crate::cli::{BenchCommon, BenchTiming, TlsClientArgs};
     // Ctrl-C ends a run early, with the report of what it measured until then.
     let interrupt = bench::Interrupt::on_sigint();
+    // Every mode may open many sockets: a soft limit below the hard one (often 1,024) would
+    // fail connections the system allows.
+    bench::hold::raise_fd_limit();
     // `tls` is `None` for the modes that have no TLS flags (udp).
     let dialer = |common: &BenchCommon, tls: Option<&TlsClientArgs>| -> Result<bench::Dialer> {
         Ok(bench::Dialer {

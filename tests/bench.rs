@@ -610,3 +610,33 @@ fn pingpong_fails_a_connection_whose_reply_differs_from_the_message() {
         "{err}"
     );
 }
+
+/// More connections than the open-file soft limit: the limit is raised to the hard one, as
+/// `hold` did, and when the hard limit is what stops the connecting, a warning says how many
+/// connections the run really has and why (the report only counted errors).
+#[test]
+fn connections_past_the_open_file_limit_are_raised_to_or_explained() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    let run = |ulimit: &str| {
+        let script = format!(
+            "ulimit {ulimit} 40 && exec \"$0\" bench pingpong {addr} --conns 100 --duration 0.2 --warmup 0 --json"
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .arg(common::bin())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Only the soft limit is low: raised, every connection is made.
+    let (report, _) = run("-Sn");
+    assert_eq!(report["errors"], 0, "{report}");
+    // The hard limit too: the run goes on with the connections it has, and says so.
+    let (report, err) = run("-n");
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
+    assert!(err.contains("of 100 connections were made"), "{err}");
+    assert!(err.contains("ulimit -n = 40"), "{err}");
+}

@@ -257,6 +257,7 @@ pub async fn connect_all(
 ) -> Result<(Vec<Conn>, u64)> {
     let mut streams = Vec::with_capacity(conns);
     let mut errors = 0;
+    let mut first_failure = None;
     for _ in 0..conns {
         let connected = tokio::select! {
             connected = dialer.connect() => connected,
@@ -267,9 +268,25 @@ pub async fn connect_all(
             Err(err) if streams.is_empty() => return Err(err),
             Err(err) => {
                 tracing::info!("connection {} failed: {err}", streams.len() + 1);
+                first_failure.get_or_insert(err);
                 errors += 1;
             }
         }
+    }
+    if let Some(err) = first_failure {
+        // The report counts them as errors; this says how many connections the run really has.
+        let limit = if err.to_string().contains("too many open files") {
+            format!(
+                " (the open-file limit, ulimit -n = {})",
+                hold::raise_fd_limit()
+            )
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            "only {} of {conns} connections were made; the first failure: {err}{limit}",
+            streams.len()
+        );
     }
     Ok((streams, errors))
 }
