@@ -640,3 +640,60 @@ fn connections_past_the_open_file_limit_are_raised_to_or_explained() {
     assert!(err.contains("of 100 connections were made"), "{err}");
     assert!(err.contains("ulimit -n = 40"), "{err}");
 }
+
+/// A chat relay that stops reading a member once it has relayed 20,000 of its bytes, but
+/// holds the connection: the fan-out sender's writes block for good.
+const STALLING_RELAY: &str = r#"
+import socket, threading
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(64)
+print(server.getsockname()[1], flush=True)
+members, lock = [], threading.Lock()
+def serve(conn):
+    with lock:
+        members.append(conn)
+    relayed = 0
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        relayed += len(data)
+        if relayed > 20000:
+            threading.Event().wait()
+        with lock:
+            others = [m for m in members if m is not conn]
+        for other in others:
+            try:
+                other.sendall(data)
+            except OSError:
+                pass
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+/// A chat server that stops reading the sender hung `fanout` for good, past its --timeout:
+/// the run now stops waiting for the sender after --timeout without a line taken, and reports
+/// what was delivered, with an error and a warning saying why.
+#[test]
+fn fanout_ends_when_the_server_stops_reading_the_sender() {
+    let (_relay, port) = common::python_server(STALLING_RELAY);
+    let addr = format!("127.0.0.1:{port}");
+    let out = socktalk()
+        .args([
+            "bench", "fanout", &addr, "--conns", "2", "--lines", "10000000",
+        ])
+        .args(["--timeout", "1", "--json"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("took none of the sender's lines for 1s"),
+        "{out:?}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["errors"], 1, "{report}");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+}

@@ -235,13 +235,29 @@ pub async fn run(
     // server got the lines in dribs and drabs and its rounds were paced by the load generator.
     // Each line is still its own write, as a chat client sends it.
     let handle = tokio::runtime::Handle::current();
-    let stopped = interrupt.clone();
+    let (stopped, sent) = (interrupt.clone(), Arc::new(AtomicU64::new(0)));
+    let counted = sent.clone();
     let sending = tokio::task::spawn_blocking(move || {
-        handle.block_on(send_lines(sender_tx, &tag, lines, &stopped))
+        handle.block_on(send_lines(sender_tx, &tag, lines, &stopped, &counted))
     });
-    let (mut sender_tx, sent) = sending
-        .await
-        .map_err(|err| Error::Io(std::io::Error::other(err)))??;
+    let mut errors = 0;
+    // A server that stops reading the sender blocks its writes: after --timeout without a line
+    // taken, or at Ctrl-C, the run stops waiting for the sender (its thread is left behind).
+    let mut sender_tx = tokio::select! {
+        biased;
+        joined = sending => Some(joined.map_err(|err| Error::Io(std::io::Error::other(err)))??),
+        () = stalled(&sent, timeout) => {
+            tracing::warn!(
+                "the server took none of the sender's lines for {}s (--timeout); {} of {lines} were sent",
+                timeout.as_secs_f64(),
+                sent.load(Ordering::Relaxed)
+            );
+            errors += 1;
+            None
+        }
+        () = async { interrupt.wait().await; tokio::time::sleep(SENDER_GRACE).await } => None,
+    };
+    let sent = sent.load(Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + timeout;
     let stopper = {
         let (stop, interrupt) = (stop.clone(), interrupt.clone());
@@ -253,7 +269,6 @@ pub async fn run(
             stop.cancel();
         })
     };
-    let mut errors = 0;
     for task in tasks {
         if task.await.is_err() {
             errors += 1;
@@ -262,7 +277,9 @@ pub async fn run(
     let cpu = cpu.elapsed_ms();
     stopper.abort();
     bar.finish_and_clear();
-    let _ = sender_tx.shutdown().await;
+    if let Some(sender_tx) = sender_tx.as_mut() {
+        let _ = sender_tx.shutdown().await;
+    }
     drain.abort();
     if slowed.load(Ordering::Relaxed) > 0 {
         tracing::warn!(
@@ -292,26 +309,47 @@ pub async fn run(
     .with_cpu(cpu))
 }
 
+/// How long, once interrupted, the run waits for a sender to notice before it reports.
+const SENDER_GRACE: Duration = Duration::from_millis(200);
+
+/// How often [`stalled`] looks at the sender's count.
+const STALL_CHECK: Duration = Duration::from_millis(100);
+
+/// Returns once `sent` has not moved for `timeout`: the server stopped reading the sender.
+async fn stalled(sent: &AtomicU64, timeout: Duration) {
+    let (mut last, mut since) = (sent.load(Ordering::Relaxed), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(STALL_CHECK).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if since.elapsed() >= timeout {
+            return;
+        }
+    }
+}
+
 /// Sends the run's lines, each carrying its sequence number and send time, one write each,
-/// until the interrupt: returns the writer and the lines sent.
+/// counting them in `sent`, until the interrupt: returns the writer.
 async fn send_lines<W: AsyncWrite + Unpin>(
     mut tx: W,
     tag: &str,
     lines: u64,
     interrupt: &Interrupt,
-) -> Result<(W, u64)> {
+    sent: &AtomicU64,
+) -> Result<W> {
     let mut out = BytesMut::with_capacity(64);
     for seq in 0..lines {
         if interrupt.is_interrupted() {
-            tx.flush().await?;
-            return Ok((tx, seq));
+            break;
         }
         out.clear();
         out.extend_from_slice(format!("{tag}:{seq}:{:016};\n", clock_ns()).as_bytes());
         tx.write_all(&out).await?;
+        sent.store(seq + 1, Ordering::Relaxed);
     }
     tx.flush().await?;
-    Ok((tx, lines))
+    Ok(tx)
 }
 
 /// The first line of what a server sent, as text, to quote it.
