@@ -602,8 +602,8 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     if report.interrupted {
         return Err(if report.duration_s > 0.0 {
             Error::Interrupted(format!(
-                "interrupted (Ctrl-C): the report covers the {:.2} s measured before it",
-                report.duration_s
+                "interrupted (Ctrl-C): the report covers the {} measured before it",
+                bench::report::seconds(report.duration_s)
             ))
         } else {
             bench::Interrupt::too_early()

@@ -697,3 +697,26 @@ fn fanout_ends_when_the_server_stops_reading_the_sender() {
     assert_eq!(report["errors"], 1, "{report}");
     assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
 }
+
+/// A fan-out of a few lines lasts milliseconds: the table said `measured 0.00 s` beside a rate
+/// of tens of thousands per second. Times under a second read in ms (or µs).
+#[test]
+fn the_table_shows_short_times_in_milliseconds() {
+    let server = chat_server(&["--max-rate", "0"]);
+    let out = socktalk()
+        .args(["bench", "fanout", host_port(&server.addr), "--conns", "2"])
+        .args(["--lines", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let measured = table
+        .lines()
+        .find(|line| line.starts_with("measured"))
+        .expect("a measured row");
+    assert!(
+        measured.ends_with(" ms") || measured.ends_with(" µs"),
+        "{table}"
+    );
+    assert!(!measured.contains("0.00 s"), "{table}");
+}

@@ -139,8 +139,8 @@ impl Report {
                 format!("all {lost} deliveries were lost (none within --timeout)")
             }
             _ => format!(
-                "none finished within the {} s measured (a longer --duration?)",
-                self.duration_s
+                "none finished within the {} measured (a longer --duration?)",
+                seconds(self.duration_s)
             ),
         }
     }
@@ -179,7 +179,7 @@ impl Report {
         if let Some(size) = self.size {
             row("size", format!("{size} B"));
         }
-        row("measured", format!("{:.2} s", self.duration_s));
+        row("measured", seconds(self.duration_s));
         if self.interrupted {
             row(
                 "interrupted",
@@ -198,8 +198,11 @@ impl Report {
             row(
                 "latency",
                 format!(
-                    "p50 {:.1} µs  p90 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
-                    l.p50, l.p90, l.p99, l.max
+                    "p50 {}  p90 {}  p99 {}  max {}",
+                    micros(l.p50),
+                    micros(l.p90),
+                    micros(l.p99),
+                    micros(l.max)
                 ),
             );
         }
@@ -268,6 +271,32 @@ pub fn rate(count: u64, secs: f64) -> f64 {
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
+/// A time measured, for people: `2.50 s`, or `8.9 ms` under a second (a fan-out of a few
+/// lines lasts milliseconds, and `0.00 s` read as nothing).
+pub fn seconds(secs: f64) -> String {
+    if secs >= 1.0 || secs == 0.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 0.001 {
+        format!("{:.1} ms", secs * 1e3)
+    } else if secs >= 0.000_001 {
+        format!("{:.1} µs", secs * 1e6)
+    } else {
+        format!("{:.0} ns", secs * 1e9)
+    }
+}
+
+/// A latency in microseconds, for people, in the unit that keeps it short: `41.3 µs`,
+/// `13.31 ms`, `1.62 s`.
+fn micros(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
 /// `1234567.8` as `1,234,568`.
 fn group(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
@@ -290,6 +319,18 @@ mod tests {
         assert_eq!(group(1_234_567.8), "1,234,568");
         assert_eq!(group(999.0), "999");
         assert_eq!(group(0.0), "0");
+    }
+
+    #[test]
+    fn times_read_in_the_unit_that_suits_them() {
+        assert_eq!(seconds(5.0), "5.00 s");
+        assert_eq!(seconds(0.0089), "8.9 ms");
+        assert_eq!(seconds(0.000_001), "1.0 µs");
+        assert_eq!(seconds(0.000_000_001), "1 ns");
+        assert_eq!(seconds(0.0), "0.00 s");
+        assert_eq!(micros(41.27), "41.3 µs");
+        assert_eq!(micros(13_312.0), "13.31 ms");
+        assert_eq!(micros(1_616_904.2), "1.62 s");
     }
 
     #[test]
