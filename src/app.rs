@@ -479,7 +479,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 conns: usize,
                 size: usize|
      -> Result<bench::Load> {
-        let duration = seconds("--duration", t.duration)?;
+        let duration = bench_seconds("--duration", t.duration)?;
         if duration.is_zero() {
             return Err(Error::Usage(
                 "--duration must be more than 0 seconds".into(),
@@ -489,7 +489,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             dialer: dialer(common, tls)?,
             conns: conns.max(1),
             size: size.max(1),
-            warmup: seconds("--warmup", t.warmup)?,
+            warmup: bench_seconds("--warmup", t.warmup)?,
             duration,
             server: live_pid(t.pid)?,
             interrupt: interrupt.clone(),
@@ -548,7 +548,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 pid,
                 hold,
             } => {
-                let hold = seconds("--hold", hold)?;
+                let hold = bench_seconds("--hold", hold)?;
                 let pid = live_pid(pid)?;
                 let wait = seconds("--wait", common.wait)?;
                 let report =
@@ -564,7 +564,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 timeout,
                 pid,
             } => {
-                let timeout = seconds("--timeout", timeout)?;
+                let timeout = bench_seconds("--timeout", timeout)?;
                 let dialer = dialer(&common, Some(&tls))?;
                 let pid = live_pid(pid)?;
                 let report = bench::fanout::run(
@@ -616,6 +616,19 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
         ))));
     }
     Ok(())
+}
+
+/// A time flag of `bench`, at most [`limits::BENCH_MAX_TIME`]: past the clock's range, the
+/// end of a run cannot be computed.
+fn bench_seconds(flag: &str, secs: f64) -> Result<std::time::Duration> {
+    let time = seconds(flag, secs)?;
+    if time > crate::limits::BENCH_MAX_TIME {
+        return Err(Error::Usage(format!(
+            "{flag} {secs} is more than {} seconds (about 31 years), the longest a run may take",
+            crate::limits::BENCH_MAX_TIME.as_secs()
+        )));
+    }
+    Ok(time)
 }
 
 /// `--pid`, checked: a process that is not there would give no CPU figures, without a word.

@@ -815,10 +815,16 @@ impl Color {
 /// Seconds typed on the command line as a [`Duration`].
 ///
 /// # Errors
-/// [`Error::Usage`] for negative or non-finite values.
+/// [`Error::Usage`] for negative or non-finite values, and for more seconds than a
+/// [`Duration`] holds.
 pub fn seconds(flag: &str, secs: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| Error::Usage(format!("{flag} {secs} is not a number of seconds ≥ 0")))
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        Error::Usage(if secs.is_finite() && secs >= 0.0 {
+            format!("{flag} {secs} is too many seconds")
+        } else {
+            format!("{flag} {secs} is not a number of seconds ≥ 0")
+        })
+    })
 }
 
 #[cfg(test)]

@@ -150,6 +150,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// the load generator instead of saying so.
 pub const BENCH_MAX_SIZE: usize = 64 * 1024 * 1024;
 
+/// `bench --duration`, `--warmup`, `--hold`, `fanout --timeout`: the longest each may be, about 31 years
+/// ("until Ctrl-C"). A time past the clock's range (`--warmup 1e19`) panicked the load generator.
+pub const BENCH_MAX_TIME: Duration = Duration::from_secs(1_000_000_000);
+
 /// `connect --idle-timeout`: a connection that carries nothing either way this long is closed
 /// and the client exits with code 3. Zero (the default) waits forever, as `nc` does without `-i`.
 pub const CONNECT_IDLE_TIMEOUT: Duration = Duration::ZERO;

@@ -720,3 +720,28 @@ fn the_table_shows_short_times_in_milliseconds() {
     );
     assert!(!measured.contains("0.00 s"), "{table}");
 }
+
+/// A time past the clock's range (`--warmup 1e19`) panicked: `overflow when adding duration
+/// to instant`. Bench times are capped, and a longer one is a usage error naming the cap.
+#[test]
+fn a_time_past_the_cap_is_a_usage_error_not_a_panic() {
+    for args in [
+        &["pingpong", "127.0.0.1:1", "--warmup", "1e19"][..],
+        &["pingpong", "127.0.0.1:1", "--duration", "1e19"],
+        &["fanout", "127.0.0.1:1", "--timeout", "1e19"],
+    ] {
+        let mut argv = vec!["bench"];
+        argv.extend_from_slice(args);
+        let err = common::fails_with(&argv, 2);
+        assert!(err.contains("is more than 1000000000 seconds"), "{err}");
+    }
+    // Past what any duration holds: said so, not that it is no number.
+    let err = common::fails_with(
+        &["bench", "pingpong", "127.0.0.1:1", "--duration", "1e20"],
+        2,
+    );
+    assert!(
+        err.contains("--duration 100000000000000000000 is too many seconds"),
+        "{err}"
+    );
+}
