@@ -29,12 +29,13 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     let received = Arc::new(AtomicU64::new(0));
     // One chunk for every connection: 1,000 connections of 64 MiB chunks are not 64 GB.
     let chunk: Arc<[u8]> = vec![b'x'; size.max(1)].into();
+    // Each connection's writer and reader: a connection that fails both ways is one error.
     let mut tasks = Vec::new();
     for stream in streams {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let (sent, chunk, sending) = (sent.clone(), chunk.clone(), window.clone());
         let interrupted = window.interrupt.token();
-        tasks.push(tokio::spawn(async move {
+        let writing = tokio::spawn(async move {
             let window = sending;
             // A server that stops reading (an echo whose own writes are blocked) must not hold
             // the run past its end: every write races the clock.
@@ -57,10 +58,10 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
             false
-        }));
+        });
         let (received, receiving) = (received.clone(), window.clone());
         let interrupted = window.interrupt.token();
-        tasks.push(tokio::spawn(async move {
+        let reading = tokio::spawn(async move {
             let window = receiving;
             let mut buf = vec![0u8; READ_BUF];
             loop {
@@ -82,10 +83,12 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
                     }
                 }
             }
-        }));
+        });
+        tasks.push((writing, reading));
     }
-    for task in tasks {
-        if !matches!(task.await, Ok(false)) {
+    for (writing, reading) in tasks {
+        let (wrote, read) = (writing.await, reading.await);
+        if !matches!((wrote, read), (Ok(false), Ok(false))) {
             errors += 1;
         }
     }

@@ -118,10 +118,12 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether the run measured nothing: no round trip, delivery or connection counted, or
-    /// errors and no byte back.
+    /// Whether the run measured nothing: no round trip, delivery or connection counted, no
+    /// byte sent or received, or (bulk --both) errors and no byte back.
     pub fn measured_nothing(&self) -> bool {
-        self.ops == Some(0) || (self.errors > 0 && self.rx_mb_s == Some(0.0))
+        self.ops == Some(0)
+            || (self.tx_mb_s == Some(0.0) && self.rx_mb_s.unwrap_or(0.0) == 0.0)
+            || (self.errors > 0 && self.rx_mb_s == Some(0.0))
     }
 
     /// Why nothing was measured, in words, when [`Self::measured_nothing`].
@@ -138,6 +140,10 @@ impl Report {
             ("fanout", Some(lost)) if lost > 0 => {
                 format!("all {lost} deliveries were lost (none within --timeout)")
             }
+            ("bulk", _) => format!(
+                "no byte went through within the {} measured",
+                seconds(self.duration_s)
+            ),
             _ => format!(
                 "none finished within the {} measured (a longer --duration?)",
                 seconds(self.duration_s)
