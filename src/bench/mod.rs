@@ -110,8 +110,8 @@ impl Load {
 }
 
 /// How long a run may take to report once interrupted, before the process gives up on it and
-/// exits without a report: a phase that does not watch for the interrupt (connecting, a
-/// fan-out sender blocked on a server that stopped reading) must not make Ctrl-C hang.
+/// exits without a report: a phase that does not watch for the interrupt (a host name still
+/// resolving) must not make Ctrl-C hang.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
 /// Ctrl-C (SIGINT) during a run: the run stops measuring at once and reports what it
