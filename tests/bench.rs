@@ -767,3 +767,25 @@ fn bulk_that_moves_no_byte_measured_nothing_and_counts_a_connection_once() {
     assert_eq!(report["tx_mb_s"], 0.0, "{report}");
     assert_eq!(report["errors"], 1, "{report}");
 }
+
+/// `udp` with more sockets than the open-file limit allows said `cannot listen on
+/// udp://0.0.0.0:0: too many open files`: it listens nowhere. It names the socket it could
+/// not open, and the limit.
+#[test]
+fn udp_past_the_open_file_limit_names_the_socket_and_the_limit() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let script = format!(
+        "ulimit -n 40 && exec \"$0\" bench udp {} --conns 100 --duration 0.2 --warmup 0",
+        host_port(&server.addr)
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .arg(common::bin())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(err.contains("cannot open UDP socket"), "{err}");
+    assert!(err.contains("of 100 (--conns)"), "{err}");
+    assert!(err.contains("ulimit -n = 40"), "{err}");
+}

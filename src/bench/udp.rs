@@ -25,8 +25,32 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     let (target, conns, size) = (&load.dialer.target, load.conns, load.size);
     let peer = udp::resolve_peer(target, load.dialer.family).await?;
     let mut sockets = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        sockets.push(udp::connect(peer).await?);
+    for i in 0..conns {
+        // The load generator opens sockets, it does not listen: a socket it cannot open is
+        // named as such (it was `cannot listen on udp://0.0.0.0:0`), with the limit if that
+        // is what stopped it.
+        let socket = udp::connect(peer).await.map_err(|err| match err {
+            Error::Bind { source, .. } => {
+                let limit = if source.raw_os_error() == Some(libc::EMFILE) {
+                    format!(
+                        " (the open-file limit, ulimit -n = {})",
+                        super::hold::raise_fd_limit()
+                    )
+                } else {
+                    String::new()
+                };
+                Error::Io(std::io::Error::new(
+                    source.kind(),
+                    format!(
+                        "cannot open UDP socket {} of {conns} (--conns): {}{limit}",
+                        i + 1,
+                        crate::error::lowercase_io(&source)
+                    ),
+                ))
+            }
+            other => other,
+        })?;
+        sockets.push(socket);
     }
     if !(SEQ_DIGITS..=MAX_DATAGRAM).contains(&size) {
         return Err(Error::Usage(format!(
