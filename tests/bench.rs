@@ -754,13 +754,11 @@ fn bulk_that_moves_no_byte_measured_nothing_and_counts_a_connection_once() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            // Reset as soon as the first bytes come (the client is connected by then): both
-            // its writer and its reader fail.
-            if let Ok(mut stream) = stream {
-                let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
-                common::reset(stream);
-            }
+        // Reset as soon as the first bytes come (the client is connected by then): both its
+        // writer and its reader fail.
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
+            common::reset(stream);
         }
     });
     let report = bench_measuring_nothing(&["bulk", &addr, "--duration", "0.2", "--warmup", "0.1"]);
