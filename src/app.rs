@@ -456,6 +456,11 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
 
 async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     use crate::cli::{BenchCommon, BenchTiming, TlsClientArgs};
+    // Ctrl-C ends a run early, with the report of what it measured until then.
+    let interrupt = bench::Interrupt::on_sigint();
+    // Every mode may open many sockets: a soft limit below the hard one (often 1,024) would
+    // fail connections the system allows.
+    bench::hold::raise_fd_limit();
     // `tls` is `None` for the modes that have no TLS flags (udp).
     let dialer = |common: &BenchCommon, tls: Option<&TlsClientArgs>| -> Result<bench::Dialer> {
         Ok(bench::Dialer {
@@ -474,7 +479,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 conns: usize,
                 size: usize|
      -> Result<bench::Load> {
-        let duration = seconds("--duration", t.duration)?;
+        let duration = bench_seconds("--duration", t.duration)?;
         if duration.is_zero() {
             return Err(Error::Usage(
                 "--duration must be more than 0 seconds".into(),
@@ -484,84 +489,105 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             dialer: dialer(common, tls)?,
             conns: conns.max(1),
             size: size.max(1),
-            warmup: seconds("--warmup", t.warmup)?,
+            warmup: bench_seconds("--warmup", t.warmup)?,
             duration,
             server: live_pid(t.pid)?,
+            interrupt: interrupt.clone(),
         })
     };
-    let (report, is_json) = match args.mode {
-        BenchMode::Pingpong {
-            common,
-            tls,
-            timing,
-            conns,
-            size,
-        } => {
-            let report =
-                bench::pingpong::run(&load(&common, Some(&tls), &timing, conns, size)?).await?;
-            (report, common.json)
-        }
-        BenchMode::Bulk {
-            common,
-            tls,
-            timing,
-            conns,
-            size,
-            both,
-        } => {
-            let load = load(&common, Some(&tls), &timing, conns, size)?;
-            let report = bench::bulk::run(&load, both).await?;
-            (report, common.json)
-        }
-        BenchMode::Udp {
-            common,
-            timing,
-            conns,
-            size,
-            timeout,
-        } => {
-            let timeout = std::time::Duration::from_millis(timeout.max(1));
-            let report =
-                bench::udp::run(&load(&common, None, &timing, conns, size)?, timeout).await?;
-            (report, common.json)
-        }
-        BenchMode::Handshake {
-            common,
-            tls,
-            timing,
-            conns,
-        } => {
-            let report =
-                bench::handshake::run(&load(&common, Some(&tls), &timing, conns, 1)?).await?;
-            (report, common.json)
-        }
-        BenchMode::Hold {
-            common,
-            conns,
-            pid,
-            hold,
-        } => {
-            let hold = seconds("--hold", hold)?;
-            let pid = live_pid(pid)?;
-            let wait = seconds("--wait", common.wait)?;
-            let report = bench::hold::run(&common.addr, family, conns, pid, hold, wait).await?;
-            (report, common.json)
-        }
-        BenchMode::Fanout {
-            common,
-            tls,
-            conns,
-            lines,
-            timeout,
-            pid,
-        } => {
-            let timeout = seconds("--timeout", timeout)?;
-            let dialer = dialer(&common, Some(&tls))?;
-            let pid = live_pid(pid)?;
-            let report =
-                bench::fanout::run(&dialer, conns.max(1), lines.max(1), timeout, pid).await?;
-            (report, common.json)
-        }
+    let run = async {
+        Ok::<_, Error>(match args.mode {
+            BenchMode::Pingpong {
+                common,
+                tls,
+                timing,
+                conns,
+                size,
+            } => {
+                let report =
+                    bench::pingpong::run(&load(&common, Some(&tls), &timing, conns, size)?).await?;
+                (report, common.json)
+            }
+            BenchMode::Bulk {
+                common,
+                tls,
+                timing,
+                conns,
+                size,
+                both,
+            } => {
+                let load = load(&common, Some(&tls), &timing, conns, size)?;
+                let report = bench::bulk::run(&load, both).await?;
+                (report, common.json)
+            }
+            BenchMode::Udp {
+                common,
+                timing,
+                conns,
+                size,
+                timeout,
+            } => {
+                let timeout = std::time::Duration::from_millis(timeout.max(1));
+                let report =
+                    bench::udp::run(&load(&common, None, &timing, conns, size)?, timeout).await?;
+                (report, common.json)
+            }
+            BenchMode::Handshake {
+                common,
+                tls,
+                timing,
+                conns,
+            } => {
+                let report =
+                    bench::handshake::run(&load(&common, Some(&tls), &timing, conns, 1)?).await?;
+                (report, common.json)
+            }
+            BenchMode::Hold {
+                common,
+                conns,
+                pid,
+                hold,
+            } => {
+                let hold = bench_seconds("--hold", hold)?;
+                let pid = live_pid(pid)?;
+                let wait = seconds("--wait", common.wait)?;
+                let report =
+                    bench::hold::run(&common.addr, family, conns, pid, hold, wait, &interrupt)
+                        .await?;
+                (report, common.json)
+            }
+            BenchMode::Fanout {
+                common,
+                tls,
+                conns,
+                lines,
+                timeout,
+                pid,
+            } => {
+                let timeout = bench_seconds("--timeout", timeout)?;
+                let dialer = dialer(&common, Some(&tls))?;
+                let pid = live_pid(pid)?;
+                let report = bench::fanout::run(
+                    &dialer,
+                    conns.max(1),
+                    lines.max(1),
+                    timeout,
+                    pid,
+                    &interrupt,
+                )
+                .await?;
+                (report, common.json)
+            }
+        })
+    };
+    // Once interrupted, a run reports within INTERRUPT_GRACE, or the command ends without it.
+    let given_up = async {
+        interrupt.wait().await;
+        tokio::time::sleep(bench::INTERRUPT_GRACE).await;
+    };
+    let (report, is_json) = tokio::select! {
+        outcome = run => outcome?,
+        () = given_up => return Err(bench::Interrupt::too_early()),
     };
     let text = if is_json {
         format!("{}\n", report.to_json())
@@ -573,14 +599,36 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     stdout.write_all(text.as_bytes()).map_err(stdout_error)?;
     stdout.flush().map_err(stdout_error)?;
     // The report shows what failed; the exit code must too, for scripts.
+    if report.interrupted {
+        return Err(if report.duration_s > 0.0 {
+            Error::Interrupted(format!(
+                "interrupted (Ctrl-C): the report covers the {} measured before it",
+                bench::report::seconds(report.duration_s)
+            ))
+        } else {
+            bench::Interrupt::too_early()
+        });
+    }
     if report.measured_nothing() {
-        let errors = report.errors;
-        let noun = if errors == 1 { "error" } else { "errors" };
         return Err(Error::Io(std::io::Error::other(format!(
-            "nothing was measured: {errors} {noun} (-v shows them)"
+            "nothing was measured: {}",
+            report.why_nothing()
         ))));
     }
     Ok(())
+}
+
+/// A time flag of `bench`, at most [`limits::BENCH_MAX_TIME`]: past the clock's range, the
+/// end of a run cannot be computed.
+fn bench_seconds(flag: &str, secs: f64) -> Result<std::time::Duration> {
+    let time = seconds(flag, secs)?;
+    if time > crate::limits::BENCH_MAX_TIME {
+        return Err(Error::Usage(format!(
+            "{flag} {secs} is more than {} seconds (about 31 years), the longest a run may take",
+            crate::limits::BENCH_MAX_TIME.as_secs()
+        )));
+    }
+    Ok(time)
 }
 
 /// `--pid`, checked: a process that is not there would give no CPU figures, without a word.

@@ -687,8 +687,8 @@ pub enum BenchMode {
         /// Connections, all at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
-        /// Message size in bytes.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 64, allow_negative_numbers = true)]
+        /// Message size in bytes, at most 64 MiB (67108864).
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::BENCH_MAX_SIZE as u64), default_value_t = 64, allow_negative_numbers = true)]
         size: usize,
     },
     /// A stream of chunks; whatever comes back is counted too (an echo server: both ways).
@@ -702,8 +702,8 @@ pub enum BenchMode {
         /// Connections, all at once.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1, allow_negative_numbers = true)]
         conns: usize,
-        /// Chunk size in bytes.
-        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 65536, allow_negative_numbers = true)]
+        /// Chunk size in bytes, at most 64 MiB (67108864).
+        #[arg(long, value_name = "BYTES", value_parser = RangedU64ValueParser::<usize>::new().range(1..=limits::BENCH_MAX_SIZE as u64), default_value_t = 65536, allow_negative_numbers = true)]
         size: usize,
         /// Expect the stream back (an echo server) and report it as the result.
         #[arg(long)]
@@ -815,10 +815,16 @@ impl Color {
 /// Seconds typed on the command line as a [`Duration`].
 ///
 /// # Errors
-/// [`Error::Usage`] for negative or non-finite values.
+/// [`Error::Usage`] for negative or non-finite values, and for more seconds than a
+/// [`Duration`] holds.
 pub fn seconds(flag: &str, secs: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| Error::Usage(format!("{flag} {secs} is not a number of seconds ≥ 0")))
+    Duration::try_from_secs_f64(secs).map_err(|_| {
+        Error::Usage(if secs.is_finite() && secs >= 0.0 {
+            format!("{flag} {secs} is too many seconds")
+        } else {
+            format!("{flag} {secs} is not a number of seconds ≥ 0")
+        })
+    })
 }
 
 #[cfg(test)]

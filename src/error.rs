@@ -112,6 +112,11 @@ pub enum Error {
     #[error("standard output: {}", lowercase_io(.0))]
     Stdout(io::Error),
 
+    /// Ctrl-C ended the command early (exit code 130, as a shell reports a process a SIGINT
+    /// killed); `bench` prints the report of what it measured first.
+    #[error("{0}")]
+    Interrupted(String),
+
     /// Any other I/O failure, e.g. the connection reset mid-transfer.
     #[error("{}", lowercase_io(.0))]
     Io(#[from] io::Error),
@@ -137,6 +142,11 @@ impl Error {
     /// Whether a client timed out (exit code 3): a script may try again, or wait longer.
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::TimedOut(_))
+    }
+
+    /// Whether Ctrl-C ended the command early (exit code 130).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, Error::Interrupted(_))
     }
 
     /// Whether this error comes from what the user typed (exit code 2) rather than from the

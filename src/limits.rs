@@ -145,6 +145,15 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// (exit code 3). A name of several addresses gives each an equal share of the time left.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `bench pingpong` and `bulk --size`: the largest message or chunk, in bytes. Each pingpong
+/// connection holds a message and its reply this big; a size past the machine's memory aborted
+/// the load generator instead of saying so.
+pub const BENCH_MAX_SIZE: usize = 64 * 1024 * 1024;
+
+/// `bench --duration`, `--warmup`, `--hold`, `fanout --timeout`: the longest each may be, about 31 years
+/// ("until Ctrl-C"). A time past the clock's range (`--warmup 1e19`) panicked the load generator.
+pub const BENCH_MAX_TIME: Duration = Duration::from_secs(1_000_000_000);
+
 /// `connect --idle-timeout`: a connection that carries nothing either way this long is closed
 /// and the client exits with code 3. Zero (the default) waits forever, as `nc` does without `-i`.
 pub const CONNECT_IDLE_TIMEOUT: Duration = Duration::ZERO;

@@ -1,5 +1,6 @@
 //! The `socktalk` binary: parse the command line, set up logging, run, and turn the outcome into
-//! an exit code (0 ok, 1 runtime error, 2 usage error, 3 a client timed out). Errors are one line on stderr.
+//! an exit code (0 ok, 1 runtime error, 2 usage error, 3 a client timed out, 130 interrupted by
+//! Ctrl-C). Errors are one line on stderr.
 
 use std::process::ExitCode;
 
@@ -38,6 +39,10 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(socktalk::Error::StdoutClosed) => ExitCode::SUCCESS,
+        Err(err) if err.is_interrupted() => {
+            eprintln!("socktalk: {err}");
+            ExitCode::from(130)
+        }
         Err(err) => {
             eprintln!("socktalk: error: {err}");
             ExitCode::from(if err.is_usage() {

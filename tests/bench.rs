@@ -347,6 +347,29 @@ fn options_that_cannot_measure_anything_are_usage_errors() {
     assert!(err.contains("--pid 999999999: no such process"), "{err}");
 }
 
+/// A message bigger than memory aborted the load generator (`memory allocation … failed`):
+/// the size is capped, and a bigger one is a usage error naming the cap.
+#[test]
+fn a_size_past_the_cap_is_a_usage_error_not_an_abort() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    for mode in ["pingpong", "bulk"] {
+        let err = common::fails_with(
+            &[
+                "bench",
+                mode,
+                addr,
+                "--size",
+                "100000000000000",
+                "--duration",
+                "0.2",
+            ],
+            2,
+        );
+        assert!(err.contains("--size") && err.contains("67108864"), "{err}");
+    }
+}
+
 #[test]
 fn udp_and_hold_against_a_closed_port_fail_clearly() {
     let udp = common::closed_udp_addr("127.0.0.1").to_string();
@@ -424,4 +447,343 @@ fn a_server_that_never_answers_costs_bench_w_seconds_not_the_systems_two_minutes
         assert!(err.contains("no answer within 1s (-w)"), "{mode:?}: {err}");
         common::took_about(took, 1.0);
     }
+}
+
+/// A TCP echo server on a thread that says so on the channel returned once it has echoed
+/// `reads` times on one connection, or accepted `reads` connections: the load generator is
+/// running by then.
+fn echo_that_signals(reads: usize) -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for (accepted, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { return };
+            if accepted + 1 == reads {
+                let _ = ready.send(());
+            }
+            let ready = ready.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                for n in 1.. {
+                    match std::io::Read::read(&mut stream, &mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(len) => {
+                            if std::io::Write::write_all(&mut stream, &buf[..len]).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    if n == reads {
+                        let _ = ready.send(());
+                    }
+                }
+            });
+        }
+    });
+    (addr, is_ready)
+}
+
+/// Ctrl-C in the middle of a run prints the report of what was measured until then, marked
+/// as interrupted, and exits 130; it used to kill the process with nothing printed.
+#[test]
+fn ctrl_c_prints_what_was_measured_and_exits_130() {
+    for mode in ["pingpong", "bulk", "handshake"] {
+        let (addr, is_ready) = echo_that_signals(50);
+        let mut run = Proc::start(&[
+            "bench",
+            mode,
+            &addr,
+            "--duration",
+            "60",
+            "--warmup",
+            "0",
+            "--json",
+        ]);
+        is_ready
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the run is under way");
+        run.signal("INT");
+        let status = run.wait_exit(std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(130), "{mode}");
+        let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+        let err = run.stderr_text();
+        assert!(err.contains("interrupted (Ctrl-C)"), "{mode}: {err}");
+        assert_eq!(report["interrupted"], true, "{mode}: {report}");
+        let measured = report["duration_s"].as_f64().unwrap();
+        assert!(measured > 0.0 && measured < 60.0, "{mode}: {report}");
+        if mode == "bulk" {
+            assert!(report["tx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
+        } else if mode == "pingpong" {
+            assert!(report["ops"].as_u64().unwrap() >= 1, "{report}");
+            assert!(report["latency_us"]["max"].as_f64().is_some(), "{report}");
+        }
+    }
+}
+
+/// A server that never answers: Ctrl-C still ends the run at once, not after the 60 s asked
+/// for plus the 2 s allowed for late replies.
+#[test]
+fn ctrl_c_ends_a_run_against_a_server_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut run = Proc::start(&["bench", "pingpong", &addr, "--duration", "60", "--json"]);
+    // Accepted: the run has its connection and waits for a reply that never comes.
+    let (_held, _) = listener.accept().unwrap();
+    run.signal("INT");
+    let status = run.wait_exit(std::time::Duration::from_secs(5));
+    assert_eq!(status.code(), Some(130));
+    let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+    assert_eq!(report["interrupted"], true, "{report}");
+    assert_eq!(report["ops"], 0, "{report}");
+}
+
+/// A run that measured no round trip printed `p50 0.0 µs … max 0.0 µs` (an empty histogram)
+/// and exited 0: the latency is left out, and the exit code says nothing was measured, and why.
+#[test]
+fn a_run_that_measures_nothing_has_no_latency_and_fails() {
+    // A UDP socket that reads nothing and answers nothing: every datagram is lost.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = socktalk()
+        .args(["bench", "udp", &addr, "--duration", "0.2", "--warmup", "0"])
+        .args(["--timeout", "20", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(
+        err.contains("nothing was measured: all") && err.contains("lost"),
+        "{err}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ops"], 0, "{report}");
+    assert!(report["lost"].as_u64().unwrap() > 0, "{report}");
+    assert!(report.get("latency_us").is_none(), "{report}");
+
+    // A window shorter than any round trip: no error, and nothing measured either.
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let out = socktalk()
+        .args(["bench", "pingpong", host_port(&server.addr)])
+        .args(["--duration", "0.000000001", "--warmup", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(err.contains("none finished within"), "{err}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains("latency"), "{table}");
+}
+
+/// A server that answers with one byte more than it was sent: the surplus was read as the
+/// start of the next reply, and the run counted thousands of instant round trips. The reply
+/// is checked, and the connection fails, saying why at -v.
+#[test]
+fn pingpong_fails_a_connection_whose_reply_differs_from_the_message() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(len) = std::io::Read::read(&mut stream, &mut buf) {
+            let mut reply = buf[..len].to_vec();
+            reply.push(b'!');
+            if len == 0 || std::io::Write::write_all(&mut stream, &reply).is_err() {
+                return;
+            }
+        }
+    });
+    let out = socktalk()
+        .args(["-v", "bench", "pingpong", &addr, "--duration", "0.2"])
+        .args(["--warmup", "0.1", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ops"], 0, "{report}");
+    assert_eq!(report["errors"], 1, "{report}");
+    // -v shows the errors, as the last line promises.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reply differs from the message sent"), "{err}");
+    assert!(
+        err.contains("nothing was measured: 1 error (-v shows them)"),
+        "{err}"
+    );
+}
+
+/// More connections than the open-file soft limit: the limit is raised to the hard one, as
+/// `hold` did, and when the hard limit is what stops the connecting, a warning says how many
+/// connections the run really has and why (the report only counted errors).
+#[test]
+fn connections_past_the_open_file_limit_are_raised_to_or_explained() {
+    let server = Proc::server(&["echo", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    let run = |ulimit: &str| {
+        let script = format!(
+            "ulimit {ulimit} 40 && exec \"$0\" bench pingpong {addr} --conns 100 --duration 0.2 --warmup 0 --json"
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .arg(common::bin())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Only the soft limit is low: raised, every connection is made.
+    let (report, _) = run("-Sn");
+    assert_eq!(report["errors"], 0, "{report}");
+    // The hard limit too: the run goes on with the connections it has, and says so.
+    let (report, err) = run("-n");
+    assert!(report["errors"].as_u64().unwrap() > 0, "{report}");
+    assert!(err.contains("of 100 connections were made"), "{err}");
+    assert!(err.contains("ulimit -n = 40"), "{err}");
+}
+
+/// A chat relay that stops reading a member once it has relayed 20,000 of its bytes, but
+/// holds the connection: the fan-out sender's writes block for good.
+const STALLING_RELAY: &str = r#"
+import socket, threading
+server = socket.socket()
+server.bind(("127.0.0.1", 0))
+server.listen(64)
+print(server.getsockname()[1], flush=True)
+members, lock = [], threading.Lock()
+def serve(conn):
+    with lock:
+        members.append(conn)
+    relayed = 0
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        relayed += len(data)
+        if relayed > 20000:
+            threading.Event().wait()
+        with lock:
+            others = [m for m in members if m is not conn]
+        for other in others:
+            try:
+                other.sendall(data)
+            except OSError:
+                pass
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+/// A chat server that stops reading the sender hung `fanout` for good, past its --timeout:
+/// the run now stops waiting for the sender after --timeout without a line taken, and reports
+/// what was delivered, with an error and a warning saying why.
+#[test]
+fn fanout_ends_when_the_server_stops_reading_the_sender() {
+    let (_relay, port) = common::python_server(STALLING_RELAY);
+    let addr = format!("127.0.0.1:{port}");
+    let out = socktalk()
+        .args([
+            "bench", "fanout", &addr, "--conns", "2", "--lines", "10000000",
+        ])
+        .args(["--timeout", "1", "--json"])
+        .timeout(std::time::Duration::from_secs(30))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("took none of the sender's lines for 1s"),
+        "{out:?}"
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["errors"], 1, "{report}");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+}
+
+/// A fan-out of a few lines lasts milliseconds: the table said `measured 0.00 s` beside a rate
+/// of tens of thousands per second. Times under a second read in ms (or µs).
+#[test]
+fn the_table_shows_short_times_in_milliseconds() {
+    let server = chat_server(&["--max-rate", "0"]);
+    let out = socktalk()
+        .args(["bench", "fanout", host_port(&server.addr), "--conns", "2"])
+        .args(["--lines", "5"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    let measured = table
+        .lines()
+        .find(|line| line.starts_with("measured"))
+        .expect("a measured row");
+    assert!(
+        measured.ends_with(" ms") || measured.ends_with(" µs"),
+        "{table}"
+    );
+    assert!(!measured.contains("0.00 s"), "{table}");
+}
+
+/// A time past the clock's range (`--warmup 1e19`) panicked: `overflow when adding duration
+/// to instant`. Bench times are capped, and a longer one is a usage error naming the cap.
+#[test]
+fn a_time_past_the_cap_is_a_usage_error_not_a_panic() {
+    for args in [
+        &["pingpong", "127.0.0.1:1", "--warmup", "1e19"][..],
+        &["pingpong", "127.0.0.1:1", "--duration", "1e19"],
+        &["fanout", "127.0.0.1:1", "--timeout", "1e19"],
+    ] {
+        let mut argv = vec!["bench"];
+        argv.extend_from_slice(args);
+        let err = common::fails_with(&argv, 2);
+        assert!(err.contains("is more than 1000000000 seconds"), "{err}");
+    }
+    // Past what any duration holds: said so, not that it is no number.
+    let err = common::fails_with(
+        &["bench", "pingpong", "127.0.0.1:1", "--duration", "1e20"],
+        2,
+    );
+    assert!(
+        err.contains("--duration 100000000000000000000 is too many seconds"),
+        "{err}"
+    );
+}
+
+/// `bulk` against a server that closes every connection at once sent nothing, yet exited 0
+/// (only `--both` checked), and counted one connection's failure twice (its writer and its
+/// reader). Nothing through is nothing measured, and a connection fails once.
+#[test]
+fn bulk_that_moves_no_byte_measured_nothing_and_counts_a_connection_once() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        // Reset as soon as the first bytes come (the client is connected by then): both its
+        // writer and its reader fail.
+        for mut stream in listener.incoming().flatten() {
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
+            common::reset(stream);
+        }
+    });
+    let report = bench_measuring_nothing(&["bulk", &addr, "--duration", "0.2", "--warmup", "0.1"]);
+    assert_eq!(report["tx_mb_s"], 0.0, "{report}");
+    assert_eq!(report["errors"], 1, "{report}");
+}
+
+/// `udp` with more sockets than the open-file limit allows said `cannot listen on
+/// udp://0.0.0.0:0: too many open files`: it listens nowhere. It names the socket it could
+/// not open, and the limit.
+#[test]
+fn udp_past_the_open_file_limit_names_the_socket_and_the_limit() {
+    let server = Proc::server(&["echo", "-u", "127.0.0.1:0"]);
+    let script = format!(
+        "ulimit -n 40 && exec \"$0\" bench udp {} --conns 100 --duration 0.2 --warmup 0",
+        host_port(&server.addr)
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .arg(common::bin())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = common::one_line_error(&out.stderr);
+    assert!(err.contains("cannot open UDP socket"), "{err}");
+    assert!(err.contains("of 100 (--conns)"), "{err}");
+    assert!(err.contains("ulimit -n = 40"), "{err}");
 }

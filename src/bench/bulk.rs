@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Load, Report, Window, connect_all, progress, tick_until};
+use super::{Load, Report, connect_all, progress, tick_until};
 use crate::error::Result;
 
 /// Read buffer of the receiving side.
@@ -21,18 +21,22 @@ const READ_BUF: usize = 256 * 1024;
 /// When not even one connection could be made.
 pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     let (conns, size) = (load.conns, load.size);
-    let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
-    let window = Window::new(load.warmup, load.duration);
-    let cpu = super::measure_cpu(window, load.server);
-    let ticker = tick_until(progress(0, "bulk"), Instant::now(), window.end);
+    let (streams, mut errors) = connect_all(&load.dialer, conns, &load.interrupt).await?;
+    let window = load.window();
+    let cpu = super::measure_cpu(window.clone(), load.server);
+    let ticker = tick_until(progress(0, "bulk"), Instant::now(), &window);
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
+    // One chunk for every connection: 1,000 connections of 64 MiB chunks are not 64 GB.
+    let chunk: Arc<[u8]> = vec![b'x'; size.max(1)].into();
+    // Each connection's writer and reader: a connection that fails both ways is one error.
     let mut tasks = Vec::new();
     for stream in streams {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let sent = sent.clone();
-        tasks.push(tokio::spawn(async move {
-            let chunk = vec![b'x'; size.max(1)];
+        let (sent, chunk, sending) = (sent.clone(), chunk.clone(), window.clone());
+        let interrupted = window.interrupt.token();
+        let writing = tokio::spawn(async move {
+            let window = sending;
             // A server that stops reading (an echo whose own writes are blocked) must not hold
             // the run past its end: every write races the clock.
             let until_end = tokio::time::sleep_until(window.end);
@@ -40,7 +44,8 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
             loop {
                 tokio::select! {
                     written = writer.write_all(&chunk) => {
-                        if written.is_err() {
+                        if let Err(err) = written {
+                            tracing::info!("a connection failed sending: {err}");
                             return true;
                         }
                         if window.counts(Instant::now()) {
@@ -48,18 +53,22 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
                         }
                     }
                     () = &mut until_end => break,
+                    () = interrupted.cancelled() => break,
                 }
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
             false
-        }));
-        let received = received.clone();
-        tasks.push(tokio::spawn(async move {
+        });
+        let (received, receiving) = (received.clone(), window.clone());
+        let interrupted = window.interrupt.token();
+        let reading = tokio::spawn(async move {
+            let window = receiving;
             let mut buf = vec![0u8; READ_BUF];
             loop {
                 let read = tokio::select! {
                     read = reader.read(&mut buf) => read,
                     () = tokio::time::sleep_until(window.end) => return false,
+                    () = interrupted.cancelled() => return false,
                 };
                 match read {
                     Ok(0) => return false,
@@ -68,21 +77,26 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
                             received.fetch_add(n as u64, Ordering::Relaxed);
                         }
                     }
-                    Err(_) => return true,
+                    Err(err) => {
+                        tracing::info!("a connection failed receiving: {err}");
+                        return true;
+                    }
                 }
             }
-        }));
+        });
+        tasks.push((writing, reading));
     }
-    for task in tasks {
-        if !matches!(task.await, Ok(false)) {
+    for (writing, reading) in tasks {
+        let (wrote, read) = (writing.await, reading.await);
+        if !matches!((wrote, read), (Ok(false), Ok(false))) {
             errors += 1;
         }
     }
     let _ = ticker.await;
     let secs = window.seconds();
-    let mb_s = |bytes: &AtomicU64| bytes.load(Ordering::Relaxed) as f64 / secs / 1e6;
+    let mb_s = |bytes: &AtomicU64| super::report::rate(bytes.load(Ordering::Relaxed), secs) / 1e6;
     let nothing_back = received.load(Ordering::Relaxed) == 0;
-    if is_both && nothing_back {
+    if is_both && nothing_back && !window.interrupt.is_interrupted() {
         tracing::warn!("--both: nothing came back; is the target an echo server?");
         errors += 1;
     }
@@ -93,6 +107,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
         conns: Some(conns),
         size: Some(size),
         duration_s: secs,
+        interrupted: window.interrupt.is_interrupted(),
         tx_mb_s: Some(mb_s(&sent)),
         rx_mb_s: (is_both || !nothing_back).then(|| mb_s(&received)),
         errors,

@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
 
 use super::cpu::Stopwatch;
-use super::{Dialer, Latencies, Latency, Report, clock_ns, progress};
+use super::{Dialer, Interrupt, Latencies, Latency, Report, clock_ns, progress};
 use crate::codec::{FrameCodec, Framing};
 use crate::error::{Error, Result};
 
@@ -95,13 +95,16 @@ fn eight_digits(text: &[u8; 8]) -> Option<u64> {
 /// Runs the fan-out benchmark.
 ///
 /// # Errors
-/// A connection could not be made, or the receivers never saw the sender's probe.
+/// A connection could not be made, or the receivers never saw the sender's probe;
+/// [`Interrupt::too_early`] when interrupted before the first line was sent. Interrupted
+/// later, the sender stops, the receivers stop waiting, and the report counts what was sent.
 pub async fn run(
     dialer: &Dialer,
     receivers: usize,
     lines: u64,
     timeout: Duration,
     server: Option<u32>,
+    interrupt: &Interrupt,
 ) -> Result<Report> {
     super::hold::raise_fd_limit();
     let tag = run_tag();
@@ -119,7 +122,10 @@ pub async fn run(
     let latencies = Latencies::default();
     let mut tasks = Vec::with_capacity(receivers);
     for _ in 0..receivers {
-        let stream = dialer.connect().await?;
+        let stream = tokio::select! {
+            stream = dialer.connect() => stream?,
+            () = interrupt.wait() => return Err(Interrupt::too_early()),
+        };
         let (mark, ready_mark, stop) = (mark.clone(), ready_mark.clone(), stop.clone());
         let mut latencies = latencies.recorder();
         let (ready, turned_away, delivered, last_delivery, bar) = (
@@ -198,10 +204,17 @@ pub async fn run(
         }));
     }
 
-    let mut sender = dialer.connect().await?;
+    let mut sender = tokio::select! {
+        sender = dialer.connect() => sender?,
+        () = interrupt.wait() => return Err(Interrupt::too_early()),
+    };
     let slowed = Arc::new(AtomicU64::new(0));
     // The sender's own incoming lines (its echo, server notices) are read and dropped.
-    sender_probe_ready(&mut sender, &tag, &ready, &turned_away, receivers, timeout).await?;
+    let probe = sender_probe_ready(&mut sender, &tag, &ready, &turned_away, receivers, timeout);
+    tokio::select! {
+        probed = probe => probed?,
+        () = interrupt.wait() => return Err(Interrupt::too_early()),
+    }
     let (sender_rx, sender_tx) = tokio::io::split(sender);
     let drain = {
         let slowed = slowed.clone();
@@ -222,20 +235,40 @@ pub async fn run(
     // server got the lines in dribs and drabs and its rounds were paced by the load generator.
     // Each line is still its own write, as a chat client sends it.
     let handle = tokio::runtime::Handle::current();
-    let sending =
-        tokio::task::spawn_blocking(move || handle.block_on(send_lines(sender_tx, &tag, lines)));
-    let mut sender_tx = sending
-        .await
-        .map_err(|err| Error::Io(std::io::Error::other(err)))??;
+    let (stopped, sent) = (interrupt.clone(), Arc::new(AtomicU64::new(0)));
+    let counted = sent.clone();
+    let sending = tokio::task::spawn_blocking(move || {
+        handle.block_on(send_lines(sender_tx, &tag, lines, &stopped, &counted))
+    });
+    let mut errors = 0;
+    // A server that stops reading the sender blocks its writes: after --timeout without a line
+    // taken, or at Ctrl-C, the run stops waiting for the sender (its thread is left behind).
+    let mut sender_tx = tokio::select! {
+        biased;
+        joined = sending => Some(joined.map_err(|err| Error::Io(std::io::Error::other(err)))??),
+        () = stalled(&sent, timeout) => {
+            tracing::warn!(
+                "the server took none of the sender's lines for {}s (--timeout); {} of {lines} were sent",
+                timeout.as_secs_f64(),
+                sent.load(Ordering::Relaxed)
+            );
+            errors += 1;
+            None
+        }
+        () = async { interrupt.wait().await; tokio::time::sleep(SENDER_GRACE).await } => None,
+    };
+    let sent = sent.load(Ordering::Relaxed);
     let deadline = tokio::time::Instant::now() + timeout;
     let stopper = {
-        let stop = stop.clone();
+        let (stop, interrupt) = (stop.clone(), interrupt.clone());
         tokio::spawn(async move {
-            tokio::time::sleep_until(deadline).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = interrupt.wait() => {}
+            }
             stop.cancel();
         })
     };
-    let mut errors = 0;
     for task in tasks {
         if task.await.is_err() {
             errors += 1;
@@ -244,7 +277,9 @@ pub async fn run(
     let cpu = cpu.elapsed_ms();
     stopper.abort();
     bar.finish_and_clear();
-    let _ = sender_tx.shutdown().await;
+    if let Some(sender_tx) = sender_tx.as_mut() {
+        let _ = sender_tx.shutdown().await;
+    }
     drain.abort();
     if slowed.load(Ordering::Relaxed) > 0 {
         tracing::warn!(
@@ -262,23 +297,56 @@ pub async fn run(
         conns: Some(receivers),
         size: None,
         duration_s: secs,
+        interrupted: interrupt.is_interrupted(),
         ops: Some(ops),
-        ops_per_s: Some(if secs > 0.0 { ops as f64 / secs } else { 0.0 }),
-        latency_us: Some(Latency::from_nanos(&latencies.histogram())),
-        lost: Some((receivers as u64 * lines).saturating_sub(ops)),
+        ops_per_s: Some(super::report::rate(ops, secs)),
+        latency_us: Latency::of(ops, &latencies.histogram()),
+        // Interrupted, what was not delivered yet may still have been on its way.
+        lost: (!interrupt.is_interrupted()).then(|| (receivers as u64 * sent).saturating_sub(ops)),
         errors,
         ..Report::default()
     }
     .with_cpu(cpu))
 }
 
-/// Sends the run's lines, each carrying its sequence number and send time, one write each.
-async fn send_lines<W: AsyncWrite + Unpin>(mut tx: W, tag: &str, lines: u64) -> Result<W> {
+/// How long, once interrupted, the run waits for a sender to notice before it reports.
+const SENDER_GRACE: Duration = Duration::from_millis(200);
+
+/// How often [`stalled`] looks at the sender's count.
+const STALL_CHECK: Duration = Duration::from_millis(100);
+
+/// Returns once `sent` has not moved for `timeout`: the server stopped reading the sender.
+async fn stalled(sent: &AtomicU64, timeout: Duration) {
+    let (mut last, mut since) = (sent.load(Ordering::Relaxed), tokio::time::Instant::now());
+    loop {
+        tokio::time::sleep(STALL_CHECK).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now != last {
+            (last, since) = (now, tokio::time::Instant::now());
+        } else if since.elapsed() >= timeout {
+            return;
+        }
+    }
+}
+
+/// Sends the run's lines, each carrying its sequence number and send time, one write each,
+/// counting them in `sent`, until the interrupt: returns the writer.
+async fn send_lines<W: AsyncWrite + Unpin>(
+    mut tx: W,
+    tag: &str,
+    lines: u64,
+    interrupt: &Interrupt,
+    sent: &AtomicU64,
+) -> Result<W> {
     let mut out = BytesMut::with_capacity(64);
     for seq in 0..lines {
+        if interrupt.is_interrupted() {
+            break;
+        }
         out.clear();
         out.extend_from_slice(format!("{tag}:{seq}:{:016};\n", clock_ns()).as_bytes());
         tx.write_all(&out).await?;
+        sent.store(seq + 1, Ordering::Relaxed);
     }
     tx.flush().await?;
     Ok(tx)

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-use super::{Conn, Counted, Latencies, Load, Report, Window, progress, tick_until};
+use super::{Conn, Counted, Latencies, Load, Report, progress, tick_until};
 use crate::error::Result;
 
 /// Runs the handshake benchmark.
@@ -20,36 +20,51 @@ use crate::error::Result;
 pub async fn run(load: &Load) -> Result<Report> {
     // One connection first: a wrong address or an unverifiable server is an error, not a
     // stream of counted failures.
-    abort(load.dialer.connect().await?);
-    let window = Window::new(load.warmup, load.duration);
-    let cpu = super::measure_cpu(window, load.server);
-    let ticker = tick_until(progress(0, "handshake"), Instant::now(), window.end);
+    let first = tokio::select! {
+        first = load.dialer.connect() => first?,
+        () = load.interrupt.wait() => return Err(super::Interrupt::too_early()),
+    };
+    abort(first);
+    let window = load.window();
+    let cpu = super::measure_cpu(window.clone(), load.server);
+    let ticker = tick_until(progress(0, "handshake"), Instant::now(), &window);
     let latencies = Latencies::default();
     let tasks: Vec<_> = (0..load.conns)
         .map(|_| {
-            let dialer = load.dialer.clone();
+            let (dialer, window) = (load.dialer.clone(), window.clone());
             let mut latencies = latencies.recorder();
+            let interrupted = window.interrupt.token();
             tokio::spawn(async move {
                 let (mut count, mut errors) = (0u64, 0u64);
-                loop {
-                    let started = Instant::now();
-                    if started >= window.end {
-                        break;
-                    }
-                    match dialer.connect().await {
-                        Ok(conn) => {
-                            if window.counts(started) {
-                                latencies.record(started.elapsed().as_nanos() as u64);
-                                count += 1;
+                let connections = async {
+                    loop {
+                        let started = Instant::now();
+                        if started >= window.end {
+                            break;
+                        }
+                        match dialer.connect().await {
+                            Ok(conn) => {
+                                if window.counts(started) {
+                                    latencies.record(started.elapsed().as_nanos() as u64);
+                                    count += 1;
+                                }
+                                abort(conn);
                             }
-                            abort(conn);
-                        }
-                        Err(_) => {
-                            errors += 1;
-                            // A refusing server must not turn this into a busy loop.
-                            tokio::time::sleep(Duration::from_millis(1)).await;
+                            Err(err) => {
+                                if errors == 0 {
+                                    tracing::info!("a connection failed: {err}");
+                                }
+                                errors += 1;
+                                // A refusing server must not turn this into a busy loop.
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
                         }
                     }
+                };
+                tokio::select! {
+                    biased;
+                    () = connections => {}
+                    () = interrupted.cancelled() => {}
                 }
                 (count, errors)
             })

@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::{Report, progress};
+use super::{Interrupt, Report, progress};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 
@@ -123,7 +123,8 @@ fn explain(err: &std::io::Error, fd_limit: u64) -> String {
 }
 
 /// Runs the hold benchmark: opens up to `conns` connections (each given `wait` to connect),
-/// holds them `hold` long, reads `pid`'s memory, then closes them all.
+/// holds them `hold` long, reads `pid`'s memory, then closes them all. The interrupt ends the
+/// opening or the holding early, and the report says so.
 ///
 /// # Errors
 /// The target is not a TCP address or does not resolve.
@@ -134,6 +135,7 @@ pub async fn run(
     pid: Option<u32>,
     hold: Duration,
     wait: Duration,
+    interrupt: &Interrupt,
 ) -> Result<Report> {
     if target.unix_path().is_some() {
         return Err(Error::Usage("bench hold takes a TCP address".into()));
@@ -150,7 +152,11 @@ pub async fn run(
     let mut errors = 0;
     let started = tokio::time::Instant::now();
     for i in 0..conns {
-        match open(server, source_for(server, i), wait).await {
+        let opened = tokio::select! {
+            opened = open(server, source_for(server, i), wait) => opened,
+            () = interrupt.wait() => break,
+        };
+        match opened {
             Ok(mut stream) => {
                 let stop = stop.clone();
                 readers.push(tokio::spawn(async move {
@@ -185,7 +191,10 @@ pub async fn run(
         }
     }
     // Let the server settle (greetings sent, buffers trimmed) before reading its memory.
-    tokio::time::sleep(hold).await;
+    tokio::select! {
+        () = tokio::time::sleep(hold) => {}
+        () = interrupt.wait() => {}
+    }
     let dropped = readers.iter().filter(|r| r.is_finished()).count();
     let held = readers.len() - dropped;
     if dropped > 0 && stopped_by.is_none() {
@@ -205,6 +214,7 @@ pub async fn run(
         mode: "hold",
         target: target.to_string(),
         duration_s: started.elapsed().as_secs_f64(),
+        interrupted: interrupt.is_interrupted(),
         held: Some(held),
         wanted: Some(conns),
         stopped_by,

@@ -14,7 +14,8 @@
 //!
 //! Every run is bounded in time (and `hold`/`fanout` in count) and stops by itself. A progress
 //! bar goes to stderr (only on a terminal); the result goes to stdout as a table, or as one JSON
-//! object with `--json` ([`report`]).
+//! object with `--json` ([`report`]). Ctrl-C ([`Interrupt`]) ends a run early with the report of
+//! what it measured until then, marked as interrupted.
 
 pub mod bulk;
 pub mod cpu;
@@ -32,9 +33,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::either::Either;
+use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{Endpoint, Family};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::transport::deadline::Deadline;
 use crate::transport::tls::{self, Connector};
 use crate::transport::{tcp, unix};
@@ -96,6 +98,80 @@ pub struct Load {
     pub duration: Duration,
     /// The server's process id, for the CPU it uses while measuring.
     pub server: Option<u32>,
+    /// Ctrl-C: ends the run early.
+    pub interrupt: Interrupt,
+}
+
+impl Load {
+    /// The run's window: warm up, then measure, unless interrupted.
+    pub fn window(&self) -> Window {
+        Window::new(self.warmup, self.duration, self.interrupt.clone())
+    }
+}
+
+/// How long a run may take to report once interrupted, before the process gives up on it and
+/// exits without a report: a phase that does not watch for the interrupt (a host name still
+/// resolving) must not make Ctrl-C hang.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
+
+/// Ctrl-C (SIGINT) during a run: the run stops measuring at once and reports what it
+/// measured so far, marked as interrupted (`socktalk` then exits with code 130).
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt {
+    token: CancellationToken,
+    at: Arc<OnceLock<Instant>>,
+}
+
+impl Interrupt {
+    /// An interrupt set by the first SIGINT from now on; a second SIGINT ends the process at
+    /// once (exit code 130), for a run that takes too long to wrap up.
+    pub fn on_sigint() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = Self::default();
+        let Ok(mut signals) = signal(SignalKind::interrupt()) else {
+            return interrupt;
+        };
+        let trigger = interrupt.clone();
+        tokio::spawn(async move {
+            signals.recv().await;
+            trigger.interrupt();
+            signals.recv().await;
+            std::process::exit(130);
+        });
+        interrupt
+    }
+
+    /// Interrupts the run now (the first call counts).
+    pub fn interrupt(&self) {
+        self.at.get_or_init(Instant::now);
+        self.token.cancel();
+    }
+
+    /// When the run was interrupted, if it was.
+    pub fn at(&self) -> Option<Instant> {
+        self.at.get().copied()
+    }
+
+    /// Whether the run was interrupted.
+    pub fn is_interrupted(&self) -> bool {
+        self.at.get().is_some()
+    }
+
+    /// A token cancelled by the interrupt, for one task: each task polls its own, so the
+    /// connections' tasks never contend for one lock.
+    pub fn token(&self) -> CancellationToken {
+        self.token.child_token()
+    }
+
+    /// Waits for the interrupt.
+    pub async fn wait(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// The error for a run interrupted before it had anything to report.
+    pub fn too_early() -> Error {
+        Error::Interrupted("interrupted (Ctrl-C) before anything was measured".into())
+    }
 }
 
 /// CPU used by the load generator and the server (`Load::server`) during the measured part of
@@ -105,9 +181,15 @@ pub fn measure_cpu(
     server: Option<u32>,
 ) -> tokio::task::JoinHandle<(Option<f64>, Option<f64>)> {
     tokio::spawn(async move {
-        tokio::time::sleep_until(window.measure_from).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(window.measure_from) => {}
+            () = window.interrupt.wait() => return (None, None),
+        }
         let watch = cpu::Stopwatch::start(server);
-        tokio::time::sleep_until(window.end).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(window.end) => {}
+            () = window.interrupt.wait() => {}
+        }
         watch.elapsed_ms()
     })
 }
@@ -151,9 +233,10 @@ impl Load {
             conns: Some(self.conns),
             size: Some(self.size),
             duration_s: window.seconds(),
+            interrupted: window.interrupt.is_interrupted(),
             ops: Some(counted.ops),
-            ops_per_s: Some(counted.ops as f64 / window.seconds()),
-            latency_us: Some(Latency::from_nanos(&counted.latencies.histogram())),
+            ops_per_s: Some(report::rate(counted.ops, window.seconds())),
+            latency_us: Latency::of(counted.ops, &counted.latencies.histogram()),
             errors: counted.errors,
             ..Report::default()
         }
@@ -166,15 +249,44 @@ impl Load {
 ///
 /// # Errors
 /// The first connection could not be made.
-pub async fn connect_all(dialer: &Dialer, conns: usize) -> Result<(Vec<Conn>, u64)> {
+/// [`Interrupt::too_early`] when interrupted meanwhile.
+pub async fn connect_all(
+    dialer: &Dialer,
+    conns: usize,
+    interrupt: &Interrupt,
+) -> Result<(Vec<Conn>, u64)> {
     let mut streams = Vec::with_capacity(conns);
     let mut errors = 0;
+    let mut first_failure = None;
     for _ in 0..conns {
-        match dialer.connect().await {
+        let connected = tokio::select! {
+            connected = dialer.connect() => connected,
+            () = interrupt.wait() => return Err(Interrupt::too_early()),
+        };
+        match connected {
             Ok(stream) => streams.push(stream),
             Err(err) if streams.is_empty() => return Err(err),
-            Err(_) => errors += 1,
+            Err(err) => {
+                tracing::info!("connection {} failed: {err}", streams.len() + 1);
+                first_failure.get_or_insert(err);
+                errors += 1;
+            }
         }
+    }
+    if let Some(err) = first_failure {
+        // The report counts them as errors; this says how many connections the run really has.
+        let limit = if err.to_string().contains("too many open files") {
+            format!(
+                " (the open-file limit, ulimit -n = {})",
+                hold::raise_fd_limit()
+            )
+        } else {
+            String::new()
+        };
+        tracing::warn!(
+            "only {} of {conns} connections were made; the first failure: {err}{limit}",
+            streams.len()
+        );
     }
     Ok((streams, errors))
 }
@@ -278,8 +390,13 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// Advances `bar` once a tenth of a second through a timed run (warm-up, then measurement),
-/// until `end`.
-pub fn tick_until(bar: ProgressBar, start: Instant, end: Instant) -> tokio::task::JoinHandle<()> {
+/// until `end` or the interrupt.
+pub fn tick_until(
+    bar: ProgressBar,
+    start: Instant,
+    window: &Window,
+) -> tokio::task::JoinHandle<()> {
+    let (end, interrupt) = (window.end, window.interrupt.clone());
     tokio::spawn(async move {
         let total = end.saturating_duration_since(start).as_millis().max(1) as u64;
         bar.set_length(total / 100);
@@ -290,7 +407,10 @@ pub fn tick_until(bar: ProgressBar, start: Instant, end: Instant) -> tokio::task
             if now >= end {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = interrupt.wait() => break,
+            }
         }
         bar.finish_and_clear();
     })
@@ -300,22 +420,25 @@ pub fn tick_until(bar: ProgressBar, start: Instant, end: Instant) -> tokio::task
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
-/// Timing shared by the timed modes: warm up, then measure.
-#[derive(Debug, Clone, Copy)]
+/// Timing shared by the timed modes: warm up, then measure, until the end or an interrupt.
+#[derive(Debug, Clone)]
 pub struct Window {
     /// Measurement starts here (after the warm-up).
     pub measure_from: Instant,
-    /// And ends here.
+    /// And ends here, unless interrupted before.
     pub end: Instant,
+    /// Ctrl-C: the run's tasks stop, and the measurement ends then.
+    pub interrupt: Interrupt,
 }
 
 impl Window {
     /// A window that starts measuring after `warmup` and lasts `duration`.
-    pub fn new(warmup: Duration, duration: Duration) -> Self {
+    pub fn new(warmup: Duration, duration: Duration, interrupt: Interrupt) -> Self {
         let measure_from = Instant::now() + warmup;
         Self {
             measure_from,
             end: measure_from + duration,
+            interrupt,
         }
     }
 
@@ -324,8 +447,12 @@ impl Window {
         at >= self.measure_from && at < self.end
     }
 
-    /// Seconds measured.
+    /// Seconds measured: to the end, or to the interrupt (0 if it came in the warm-up).
     pub fn seconds(&self) -> f64 {
-        (self.end - self.measure_from).as_secs_f64()
+        let end = self.interrupt.at().map_or(self.end, |at| {
+            at.clamp(self.measure_from, self.end.max(self.measure_from))
+        });
+        end.saturating_duration_since(self.measure_from)
+            .as_secs_f64()
     }
 }

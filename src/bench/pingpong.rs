@@ -1,7 +1,10 @@
 //! Ping-pong: each connection sends `size` bytes and waits for `size` bytes back, again and
 //! again. One connection measures latency; many measure how well a server keeps up.
 //!
-//! Any server that answers a message with one of the same length works: echo, upper-case.
+//! Any server that answers a message with the same bytes works: echo, upper-case (the message is
+//! lower-case letters, and the reply is compared without case). A reply that differs ends its
+//! connection as an error: a server that sends more bytes than it got would otherwise have its
+//! surplus read as the start of the next reply, and every round trip would count twice as fast.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,18 +24,18 @@ use crate::error::Result;
 /// When not even one connection could be made.
 pub async fn run(load: &Load) -> Result<Report> {
     let (conns, size) = (load.conns, load.size);
-    let (streams, mut errors) = connect_all(&load.dialer, conns).await?;
+    let (streams, mut errors) = connect_all(&load.dialer, conns, &load.interrupt).await?;
     // Made before the clock starts, once for every connection: a big one takes a while.
     let message: Arc<[u8]> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
-    let window = Window::new(load.warmup, load.duration);
-    let cpu = super::measure_cpu(window, load.server);
-    let ticker = tick_until(progress(0, "pingpong"), Instant::now(), window.end);
+    let window = load.window();
+    let cpu = super::measure_cpu(window.clone(), load.server);
+    let ticker = tick_until(progress(0, "pingpong"), Instant::now(), &window);
     let latencies = Latencies::default();
     let tasks: Vec<_> = streams
         .into_iter()
         .map(|stream| {
             let message = message.clone();
-            tokio::spawn(ping(stream, message, window, latencies.recorder()))
+            tokio::spawn(ping(stream, message, window.clone(), latencies.recorder()))
         })
         .collect();
     // Each connection's round trips: a server can reach a high total by serving a few
@@ -74,34 +77,67 @@ const LATE_REPLY: Duration = Duration::from_secs(2);
 /// would block writing a reply nobody reads yet while we block writing the rest.
 const WRITE_THEN_READ: usize = 64 * 1024;
 
-/// One connection's loop: returns the round trips counted, whether it failed, and the stream.
+/// One connection's loop, until the end of the window or the interrupt: returns the round
+/// trips counted, whether it failed, and the stream.
 async fn ping<S: Stream>(
     mut stream: S,
     message: Arc<[u8]>,
     window: Window,
     mut latencies: Recorder,
 ) -> (u64, bool, S) {
-    let mut reply = vec![0u8; message.len()];
     let mut count = 0;
+    // Polled beside the whole loop, not once per round trip.
+    let interrupted = window.interrupt.token();
+    let failed = tokio::select! {
+        biased;
+        failed = rounds(&mut stream, &message, &window, &mut latencies, &mut count) => failed,
+        () = interrupted.cancelled() => false,
+    };
+    (count, failed, stream)
+}
+
+/// Round trips on `stream`, each counted in `count`, until the end of the window: returns
+/// whether the connection failed (and says why, at `-v`).
+async fn rounds<S: Stream>(
+    stream: &mut S,
+    message: &[u8],
+    window: &Window,
+    latencies: &mut Recorder,
+    count: &mut u64,
+) -> bool {
+    let mut reply = vec![0u8; message.len()];
     // One timer for the whole loop, not one per round trip (on the hot path).
     let deadline = tokio::time::sleep_until(window.end + LATE_REPLY);
     tokio::pin!(deadline);
     loop {
         let sent_at = Instant::now();
         if sent_at >= window.end {
-            return (count, false, stream);
+            return false;
         }
         let result = tokio::select! {
             biased;
-            result = round(&mut stream, &message, &mut reply) => result,
-            () = &mut deadline => return (count, true, stream),
+            result = round(stream, message, &mut reply) => result,
+            () = &mut deadline => {
+                tracing::info!(
+                    "a connection failed: no reply within {}s of the end of the run",
+                    LATE_REPLY.as_secs()
+                );
+                return true;
+            }
         };
-        if result.is_err() {
-            return (count, true, stream);
+        if let Err(err) = result {
+            tracing::info!("a connection failed: {err}");
+            return true;
+        }
+        if !reply.eq_ignore_ascii_case(message) {
+            tracing::info!(
+                "a connection failed: its reply differs from the message sent (more, fewer or other bytes)"
+            );
+            return true;
         }
         if window.counts(sent_at) {
             latencies.record(sent_at.elapsed().as_nanos() as u64);
-            count += 1;
+            *count += 1;
         }
     }
 }

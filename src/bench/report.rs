@@ -7,12 +7,13 @@
 //! |---|---|
 //! | `mode` | `pingpong`, `bulk`, `udp`, `hold` or `fanout` |
 //! | `target` | the address benchmarked |
-//! | `conns`, `size`, `duration_s` | the settings used |
+//! | `conns`, `size`, `duration_s` | the settings used; `duration_s` is the time measured (to Ctrl-C, if it came first) |
+//! | `interrupted` | `true` when Ctrl-C ended the run early: the figures cover `duration_s` (left out otherwise) |
 //! | `ops`, `ops_per_s` | round trips (pingpong, udp), deliveries (fanout) or connections set up (handshake) measured, and per second |
-//! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery) |
+//! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery); left out when nothing was measured (an empty histogram has no percentiles, and zeros would read as instant replies) |
 //! | `slowest_conn_share` | pingpong with more than one connection: the slowest connection's round trips over the mean per connection, over the connections made (one that failed counts with the round trips it completed); 1 when the server shares itself evenly, near 0 when it starves someone |
 //! | `errors` | connections or operations that failed |
-//! | `lost` | udp: datagrams without a reply in time; fanout: deliveries that never came |
+//! | `lost` | udp: datagrams without a reply in time; fanout: deliveries that never came (left out when interrupted: they may have been on their way) |
 //! | `tx_mb_s`, `rx_mb_s` | bulk: megabytes (10⁶ bytes) per second sent and received |
 //! | `held`, `wanted`, `stopped_by` | hold: connections held of those asked for, and what stopped it |
 //! | `rss_bytes`, `bytes_per_conn` | hold with `--pid`: the server's resident memory, and its growth per connection |
@@ -34,6 +35,12 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// The percentiles of `ops` samples, or `None` when there are none: an empty histogram
+    /// reads as 0 µs everywhere, which a reader would take for instant replies.
+    pub fn of(ops: u64, histogram: &hdrhistogram::Histogram<u64>) -> Option<Self> {
+        (ops > 0 && !histogram.is_empty()).then(|| Self::from_nanos(histogram))
+    }
+
     /// Percentiles of a histogram recorded in nanoseconds.
     pub fn from_nanos(histogram: &hdrhistogram::Histogram<u64>) -> Self {
         let us = |ns: u64| ns as f64 / 1000.0;
@@ -61,6 +68,9 @@ pub struct Report {
     pub size: Option<usize>,
     /// Seconds measured.
     pub duration_s: f64,
+    /// Whether Ctrl-C ended the run early.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
     /// Round trips or deliveries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ops: Option<u64>,
@@ -108,9 +118,37 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether the run failed everywhere: errors, and no round trip, delivery or byte counted.
+    /// Whether the run measured nothing: no round trip, delivery or connection counted, no
+    /// byte sent or received, or (bulk --both) errors and no byte back.
     pub fn measured_nothing(&self) -> bool {
-        self.errors > 0 && (self.ops == Some(0) || self.rx_mb_s == Some(0.0))
+        self.ops == Some(0)
+            || (self.tx_mb_s == Some(0.0) && self.rx_mb_s.unwrap_or(0.0) == 0.0)
+            || (self.errors > 0 && self.rx_mb_s == Some(0.0))
+    }
+
+    /// Why nothing was measured, in words, when [`Self::measured_nothing`].
+    pub fn why_nothing(&self) -> String {
+        let errors = self.errors;
+        if errors > 0 {
+            let noun = if errors == 1 { "error" } else { "errors" };
+            return format!("{errors} {noun} (-v shows them)");
+        }
+        match (self.mode, self.lost) {
+            ("udp", Some(lost)) if lost > 0 => {
+                format!("all {lost} datagrams were lost (no reply within --timeout)")
+            }
+            ("fanout", Some(lost)) if lost > 0 => {
+                format!("all {lost} deliveries were lost (none within --timeout)")
+            }
+            ("bulk", _) => format!(
+                "no byte went through within the {} measured",
+                seconds(self.duration_s)
+            ),
+            _ => format!(
+                "none finished within the {} measured (a longer --duration?)",
+                seconds(self.duration_s)
+            ),
+        }
     }
 
     /// The report with CPU figures (`(client ms, server ms)`, as [`super::measure_cpu`] gives).
@@ -147,7 +185,13 @@ impl Report {
         if let Some(size) = self.size {
             row("size", format!("{size} B"));
         }
-        row("measured", format!("{:.2} s", self.duration_s));
+        row("measured", seconds(self.duration_s));
+        if self.interrupted {
+            row(
+                "interrupted",
+                "by Ctrl-C: the figures cover the time measured".into(),
+            );
+        }
         if let (Some(ops), Some(rate)) = (self.ops, self.ops_per_s) {
             let what = match self.mode {
                 "fanout" => "deliveries",
@@ -160,8 +204,11 @@ impl Report {
             row(
                 "latency",
                 format!(
-                    "p50 {:.1} µs  p90 {:.1} µs  p99 {:.1} µs  max {:.1} µs",
-                    l.p50, l.p90, l.p99, l.max
+                    "p50 {}  p90 {}  p99 {}  max {}",
+                    micros(l.p50),
+                    micros(l.p90),
+                    micros(l.p99),
+                    micros(l.max)
                 ),
             );
         }
@@ -224,6 +271,38 @@ pub fn slowest_share(counts: &[u64]) -> Option<f64> {
     Some(slowest as f64 * counts.len() as f64 / total as f64)
 }
 
+/// `count` per second over `secs`: 0 over an empty window, never NaN or infinite (which JSON
+/// cannot carry).
+pub fn rate(count: u64, secs: f64) -> f64 {
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
+}
+
+/// A time measured, for people: `2.50 s`, or `8.9 ms` under a second (a fan-out of a few
+/// lines lasts milliseconds, and `0.00 s` read as nothing).
+pub fn seconds(secs: f64) -> String {
+    if secs >= 1.0 || secs == 0.0 {
+        format!("{secs:.2} s")
+    } else if secs >= 0.001 {
+        format!("{:.1} ms", secs * 1e3)
+    } else if secs >= 0.000_001 {
+        format!("{:.1} µs", secs * 1e6)
+    } else {
+        format!("{:.0} ns", secs * 1e9)
+    }
+}
+
+/// A latency in microseconds, for people, in the unit that keeps it short: `41.3 µs`,
+/// `13.31 ms`, `1.62 s`.
+fn micros(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.1} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.2} ms", us / 1e3)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
 /// `1234567.8` as `1,234,568`.
 fn group(value: f64) -> String {
     let digits = format!("{:.0}", value.max(0.0));
@@ -246,6 +325,18 @@ mod tests {
         assert_eq!(group(1_234_567.8), "1,234,568");
         assert_eq!(group(999.0), "999");
         assert_eq!(group(0.0), "0");
+    }
+
+    #[test]
+    fn times_read_in_the_unit_that_suits_them() {
+        assert_eq!(seconds(5.0), "5.00 s");
+        assert_eq!(seconds(0.0089), "8.9 ms");
+        assert_eq!(seconds(0.000_001), "1.0 µs");
+        assert_eq!(seconds(0.000_000_001), "1 ns");
+        assert_eq!(seconds(0.0), "0.00 s");
+        assert_eq!(micros(41.27), "41.3 µs");
+        assert_eq!(micros(13_312.0), "13.31 ms");
+        assert_eq!(micros(1_616_904.2), "1.62 s");
     }
 
     #[test]
