@@ -137,7 +137,8 @@ pub const CHAT_ADDR: &str = "127.0.0.1:7878";
 
 /// `--tls-handshake-timeout`: how long a TLS handshake may take (servers; `bench` uses the same
 /// bound, and the other clients their `-w`). A client that stalls in the handshake (a slowloris on TLS) holds its connection
-/// only this long. The web server gives a client as long to send each request's head.
+/// only this long. The web server gives a client as long (the flag's value, TLS or not) to send
+/// each request's head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `-w`/`--wait` of the clients (`connect`, `chat`, `talk PEER`): how long resolving the
