@@ -15,7 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
-use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, LOG_EVERY, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
 use crate::transport::deadline::IdleClock;
 use crate::transport::udp::{self, DatagramServer, WildcardSocket};
@@ -375,6 +375,7 @@ async fn serve_datagrams<S: DatagramServer>(
 ) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
+    let mut too_big = Throttled::default();
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
@@ -400,11 +401,44 @@ async fn serve_datagrams<S: DatagramServer>(
             if reply.len() > max {
                 // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said
                 // at the default level.
-                tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max})", reply.len());
+                // Each is one datagram's doing, from any address (UDP has no handshake): a
+                // flood of them is logged a line a second, not a line a datagram.
+                match too_big.note(std::time::Instant::now()) {
+                    Some(0) => {
+                        tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max})", reply.len())
+                    }
+                    Some(held) => {
+                        tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max}); and {held} more such replies since the last line like this", reply.len())
+                    }
+                    None => {}
+                }
             } else {
                 tracing::info!(%peer, "reply not sent: {err}");
             }
         }
+    }
+}
+
+/// A warning logged at most once each [`LOG_EVERY`], with a count of those held back.
+#[derive(Default)]
+struct Throttled {
+    logged_at: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Throttled {
+    /// Notes one more occurrence at `now`: `Some(held back since the last line)` if it is to
+    /// be logged, `None` if it is held back.
+    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.held))
     }
 }
 
