@@ -281,6 +281,29 @@ impl Refusals {
     }
 }
 
+/// A warning logged at most once each [`LOG_EVERY`], with a count of those held back.
+#[derive(Default)]
+pub struct Throttled {
+    logged_at: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Throttled {
+    /// Notes one more occurrence at `now`: `Some(held back since the last line)` if it is to
+    /// be logged, `None` if it is held back.
+    pub fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.held))
+    }
+}
+
 /// Waits up to `timeout` for the tracked tasks to finish.
 pub async fn drain(tracker: &TaskTracker, timeout: Duration) {
     if tokio::time::timeout(timeout, tracker.wait()).await.is_err() {

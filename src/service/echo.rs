@@ -15,7 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{FrameCodec, Framing, TextDecoder, TextEncoder, WireEncoding};
-use crate::limits::{CLOSE_TIMEOUT, LOG_EVERY, MAX_DATAGRAM_V6, READ_CHUNK};
+use crate::limits::{CLOSE_TIMEOUT, MAX_DATAGRAM_V6, READ_CHUNK};
 use crate::server;
 use crate::transport::deadline::IdleClock;
 use crate::transport::udp::{self, DatagramServer, WildcardSocket};
@@ -375,7 +375,7 @@ async fn serve_datagrams<S: DatagramServer>(
 ) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
-    let mut too_big = Throttled::default();
+    let mut too_big = server::Throttled::default();
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
@@ -416,29 +416,6 @@ async fn serve_datagrams<S: DatagramServer>(
                 tracing::info!(%peer, "reply not sent: {err}");
             }
         }
-    }
-}
-
-/// A warning logged at most once each [`LOG_EVERY`], with a count of those held back.
-#[derive(Default)]
-struct Throttled {
-    logged_at: Option<std::time::Instant>,
-    held: u64,
-}
-
-impl Throttled {
-    /// Notes one more occurrence at `now`: `Some(held back since the last line)` if it is to
-    /// be logged, `None` if it is held back.
-    fn note(&mut self, now: std::time::Instant) -> Option<u64> {
-        if self
-            .logged_at
-            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
-        {
-            self.held += 1;
-            return None;
-        }
-        self.logged_at = Some(now);
-        Some(std::mem::take(&mut self.held))
     }
 }
 

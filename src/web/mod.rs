@@ -95,6 +95,9 @@ pub struct WebState {
     /// How long a client has to send each request's head (`--tls-handshake-timeout`, which
     /// bounds the TLS handshake before it the same way): a slowloris is closed after it.
     pub head_timeout: Duration,
+    /// WebSocket upgrades refused for their `Origin`, logged a line a second at most: any
+    /// page can make a browser ask, and one connection can ask thousands of times a second.
+    pub refused_origins: std::sync::Mutex<crate::server::Throttled>,
 }
 
 /// The routes: the page's files and the WebSocket.
@@ -229,7 +232,21 @@ async fn upgrade(
 ) -> Response {
     let peer = visitor.peer;
     if !state.origins.allows(&headers) {
-        tracing::warn!(%peer, "websocket refused: origin not allowed (--allow-origin)");
+        let logged = state
+            .refused_origins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(std::time::Instant::now());
+        match logged {
+            Some(0) => {
+                tracing::warn!(%peer, "websocket refused: origin not allowed (--allow-origin)");
+            }
+            Some(held) => tracing::warn!(
+                %peer,
+                "websocket refused: origin not allowed (--allow-origin); and {held} more since the last line like this"
+            ),
+            None => {}
+        }
         return (
             StatusCode::FORBIDDEN,
             "origin not allowed (the server's --allow-origin decides)\n",
