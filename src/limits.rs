@@ -178,9 +178,10 @@ pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60)
 pub const PLAIN_REQUEST_HEAD: usize = 8 * 1024;
 
 /// The most often a server logs one kind of warning that clients' traffic causes (refused
-/// connections; `echo -u --upper` replies too big for a datagram): the first is logged at
-/// once, the rest within this long are counted and the count told on the next line, so a
-/// flood cannot fill the disk with a line for each connection or datagram.
+/// connections; WebSocket upgrades refused for their `Origin`; `echo -u --upper` replies too
+/// big for a datagram): the first is logged at once, the rest within this long are counted and
+/// the count told on the next line, so a flood cannot fill the disk with a line for each
+/// connection, request or datagram.
 pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Refused connections lingering at once; beyond this (a flood) the reason line is written
