@@ -137,7 +137,8 @@ pub const CHAT_ADDR: &str = "127.0.0.1:7878";
 
 /// `--tls-handshake-timeout`: how long a TLS handshake may take (servers; `bench` uses the same
 /// bound, and the other clients their `-w`). A client that stalls in the handshake (a slowloris on TLS) holds its connection
-/// only this long. The web server gives a client as long to send each request's head.
+/// only this long. The web server gives a client as long (the flag's value, TLS or not) to send
+/// each request's head.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `-w`/`--wait` of the clients (`connect`, `chat`, `talk PEER`): how long resolving the
@@ -184,6 +185,13 @@ pub const CERT_EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 60 * 60)
 /// The most of a plain-text HTTP request's head a TLS web listener reads, to name its `Host` in
 /// the `400` that says to use `https://`.
 pub const PLAIN_REQUEST_HEAD: usize = 8 * 1024;
+
+/// The most often a server logs one kind of warning that clients' traffic causes (refused
+/// connections; WebSocket upgrades refused for their `Origin`; `echo -u --upper` replies too
+/// big for a datagram): the first is logged at once, the rest within this long are counted and
+/// the count told on the next line, so a flood cannot fill the disk with a line for each
+/// connection, request or datagram.
+pub const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Refused connections lingering at once; beyond this (a flood) the reason line is written
 /// only if the socket takes it without waiting, and the connection is closed at once.

@@ -17,7 +17,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::{Admission, Gate, Refusal};
 use crate::limits::{
-    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, DRAIN_TIMEOUT, REFUSAL_LINGER, REFUSALS_AT_ONCE,
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, DRAIN_TIMEOUT, LOG_EVERY, REFUSAL_LINGER,
+    REFUSALS_AT_ONCE,
 };
 use crate::transport::tls::{Acceptor, Conn};
 use crate::transport::{Peek, Peer, Readiness, StreamListener};
@@ -254,7 +255,7 @@ impl Refusals {
         let now = std::time::Instant::now();
         if self
             .logged_at
-            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
         {
             return;
         }
@@ -266,7 +267,7 @@ impl Refusals {
         let at = self.logged_at?;
         // What `log_summary` would log: `last`, not the count, so the two never disagree (a
         // time that is due but logs nothing would be due again at once, a busy loop).
-        self.last.as_ref().map(|_| at + Duration::from_secs(1))
+        self.last.as_ref().map(|_| at + LOG_EVERY)
     }
 
     /// Logs the refusals not logged yet, if any, as one line.
@@ -277,6 +278,29 @@ impl Refusals {
         tracing::warn!(last = %peer, "refused {} connection(s); the last: {refusal}", self.unlogged);
         self.logged_at = Some(std::time::Instant::now());
         self.unlogged = 0;
+    }
+}
+
+/// A warning logged at most once each [`LOG_EVERY`], with a count of those held back.
+#[derive(Default)]
+pub struct Throttled {
+    logged_at: Option<std::time::Instant>,
+    held: u64,
+}
+
+impl Throttled {
+    /// Notes one more occurrence at `now`: `Some(held back since the last line)` if it is to
+    /// be logged, `None` if it is held back.
+    pub fn note(&mut self, now: std::time::Instant) -> Option<u64> {
+        if self
+            .logged_at
+            .is_some_and(|at| now.duration_since(at) < LOG_EVERY)
+        {
+            self.held += 1;
+            return None;
+        }
+        self.logged_at = Some(now);
+        Some(std::mem::take(&mut self.held))
     }
 }
 

@@ -270,6 +270,53 @@ fn an_upper_cased_reply_too_big_for_a_datagram_is_logged_and_the_server_goes_on(
     assert_eq!(ask(&client, addr, b"still here"), b"STILL HERE");
 }
 
+/// Such datagrams can come from anywhere, as fast as the network carries them: a flood of
+/// them is logged a line a second (`LOG_EVERY`), the next line counting those held back, not a
+/// line a datagram.
+#[test]
+fn a_flood_of_replies_too_big_for_a_datagram_is_logged_a_line_a_second() {
+    let mut server = Proc::server(&["echo", "-u", "--upper", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    let message = "ŉ".repeat(30_000);
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        client.send_to(message.as_bytes(), addr).unwrap();
+        // Answered in order: once this is back, the big one before it was handled.
+        assert_eq!(ask(&client, addr, b"sync"), b"SYNC");
+    }
+    let first_second = started.elapsed() < std::time::Duration::from_millis(900);
+    let log = server.stderr_text();
+    let lines = log.matches("reply not sent").count();
+    assert!(lines >= 1, "{log}");
+    if first_second {
+        assert_eq!(lines, 1, "50 replies too big within a second: {log}");
+    } else {
+        // A slow machine: still far fewer lines than datagrams.
+        assert!(lines <= 1 + started.elapsed().as_secs() as usize, "{log}");
+    }
+    // The next line after a second says how many were held back.
+    let mut server = Proc::server(&["echo", "-u", "--upper", "127.0.0.1:0"]);
+    let addr = server.socket_addr();
+    let client = udp_for(addr);
+    for _ in 0..3 {
+        client.send_to(message.as_bytes(), addr).unwrap();
+    }
+    assert_eq!(ask(&client, addr, b"sync"), b"SYNC");
+    let first = server.next_stderr_line();
+    assert!(first.contains("reply not sent"), "{first}");
+    let wait_out = std::time::Instant::now() + std::time::Duration::from_millis(1100);
+    while std::time::Instant::now() < wait_out {
+        assert_eq!(ask(&client, addr, b"sync"), b"SYNC");
+    }
+    client.send_to(message.as_bytes(), addr).unwrap();
+    let next = server.next_stderr_line();
+    assert!(
+        next.contains("and 2 more such replies since the last line like this"),
+        "{next}"
+    );
+}
+
 #[test]
 fn stream_only_options_with_udp_are_usage_errors() {
     let err = fails_with(&["echo", "-u", "127.0.0.1:0", "--frame", "line"], 2);

@@ -144,6 +144,8 @@ pub async fn run(config: ChatConfig, family: Family, shutdown: CancellationToken
             },
             ping: config.ws_ping,
             sessions: tokio_util::task::TaskTracker::new(),
+            head_timeout: config.tls.handshake_timeout,
+            refused_origins: std::sync::Mutex::default(),
         });
         let entry = Entry {
             refusal: RefusalStyle::Http,

@@ -375,6 +375,7 @@ async fn serve_datagrams<S: DatagramServer>(
 ) {
     let mut responder = Responder::new(config.transform, config.encoding, true);
     let mut buf = vec![0u8; MAX_DATAGRAM_V6];
+    let mut too_big = server::Throttled::default();
     loop {
         let received = tokio::select! {
             received = socket.recv_from(&mut buf) => received,
@@ -400,7 +401,17 @@ async fn serve_datagrams<S: DatagramServer>(
             if reply.len() > max {
                 // Upper-casing can lengthen text (ŉ is 2 bytes, ʼN 3): a user's problem, said
                 // at the default level.
-                tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max})", reply.len());
+                // Each is one datagram's doing, from any address (UDP has no handshake): a
+                // flood of them is logged a line a second, not a line a datagram.
+                match too_big.note(std::time::Instant::now()) {
+                    Some(0) => {
+                        tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max})", reply.len())
+                    }
+                    Some(held) => {
+                        tracing::warn!(%peer, "reply not sent: upper-cased, a {len}-byte message grew to {} bytes, more than one datagram holds ({max}); and {held} more such replies since the last line like this", reply.len())
+                    }
+                    None => {}
+                }
             } else {
                 tracing::info!(%peer, "reply not sent: {err}");
             }

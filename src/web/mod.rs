@@ -32,7 +32,7 @@ use crate::chat::hub::{Format, Request};
 use crate::chat::outbox::{Inbox, Outgoing, outbox};
 use crate::chat::session::{RateLimit, SessionConfig, next_member_id};
 use crate::codec::WireEncoding;
-use crate::limits::{CLOSE_TIMEOUT, HANDSHAKE_TIMEOUT, WS_DRAIN_TIMEOUT};
+use crate::limits::{CLOSE_TIMEOUT, WS_DRAIN_TIMEOUT};
 use crate::server::{self, Entry};
 use crate::transport::deadline::WriteDeadline;
 use crate::transport::tls::Conn;
@@ -92,6 +92,12 @@ pub struct WebState {
     /// The WebSocket sessions, each in a task of its own once upgraded: at shutdown the web
     /// listener waits for them to say goodbye (at most [`WS_DRAIN_TIMEOUT`]).
     pub sessions: TaskTracker,
+    /// How long a client has to send each request's head (`--tls-handshake-timeout`, which
+    /// bounds the TLS handshake before it the same way): a slowloris is closed after it.
+    pub head_timeout: Duration,
+    /// WebSocket upgrades refused for their `Origin`, logged a line a second at most: any
+    /// page can make a browser ask, and one connection can ask thousands of times a second.
+    pub refused_origins: std::sync::Mutex<crate::server::Throttled>,
 }
 
 /// The routes: the page's files and the WebSocket.
@@ -124,15 +130,16 @@ struct Visitor {
 
 /// Serves the web page and WebSocket on `listener` until `shutdown`, under the same access
 /// rules, connection limits and TLS as the chat's other listeners (`entry`). HTTP/1.1 only: a
-/// client must send its request head within
-/// [`HANDSHAKE_TIMEOUT`](crate::limits::HANDSHAKE_TIMEOUT), and a write the client leaves unread
-/// for `--idle-timeout` ends its connection.
+/// client must send each request head within [`WebState::head_timeout`]
+/// (`--tls-handshake-timeout`), and a write the client leaves unread for `--idle-timeout` ends
+/// its connection.
 pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<WebState>) {
     let shutdown = state.shutdown.clone();
     // A client that stops reading (pipelined requests, a WebSocket in a quiet room) is given
     // up after the chat's idle timeout, as on the line protocol.
     let stall = state.session.idle_timeout;
     let sessions = state.sessions.clone();
+    let head_timeout = state.head_timeout;
     let router = router(state);
     server::run(
         listener,
@@ -144,7 +151,7 @@ pub async fn serve(listener: tokio::net::TcpListener, entry: Entry, state: Arc<W
                 admission,
             };
             let conn = WriteDeadline::new(conn, stall);
-            serve_http(conn, visitor, router.clone(), shutdown)
+            serve_http(conn, visitor, router.clone(), head_timeout, shutdown)
         },
     )
     .await;
@@ -158,6 +165,7 @@ async fn serve_http<S>(
     conn: WriteDeadline<Conn<S>>,
     visitor: Visitor,
     router: Router,
+    head_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -173,7 +181,7 @@ async fn serve_http<S>(
         // `shutdown(SHUT_WR)`) and still wait for the reply: without this, hyper takes the
         // end of input it finds before answering for a dropped client, and the reply is lost.
         .half_close(true)
-        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .header_read_timeout(head_timeout)
         .serve_connection(hyper_util::rt::TokioIo::new(conn), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -224,7 +232,21 @@ async fn upgrade(
 ) -> Response {
     let peer = visitor.peer;
     if !state.origins.allows(&headers) {
-        tracing::warn!(%peer, "websocket refused: origin not allowed (--allow-origin)");
+        let logged = state
+            .refused_origins
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(std::time::Instant::now());
+        match logged {
+            Some(0) => {
+                tracing::warn!(%peer, "websocket refused: origin not allowed (--allow-origin)");
+            }
+            Some(held) => tracing::warn!(
+                %peer,
+                "websocket refused: origin not allowed (--allow-origin); and {held} more since the last line like this"
+            ),
+            None => {}
+        }
         return (
             StatusCode::FORBIDDEN,
             "origin not allowed (the server's --allow-origin decides)\n",
