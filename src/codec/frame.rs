@@ -247,7 +247,11 @@ impl<R: tokio::io::AsyncRead + Unpin> FrameBatches<R> {
             if self.buffer.capacity() - self.buffer.len() < BATCH_READ / 2 {
                 self.buffer.reserve(BATCH_READ);
             }
-            let is_eof = match self.reader.read_buf(&mut self.buffer).await {
+            // At most BATCH_READ, even when the buffer has grown for a long frame: a batch of
+            // a read holds at most BATCH_READ / 4 frames (empty `len` frames), not a frame
+            // for every 4 bytes of a buffer sized for the longest frame seen.
+            let mut room = (&mut self.buffer).limit(BATCH_READ);
+            let is_eof = match self.reader.read_buf(&mut room).await {
                 Ok(read) => read == 0,
                 Err(err) => {
                     self.is_done = true;
@@ -321,7 +325,11 @@ mod tests {
             buf: &mut tokio::io::ReadBuf<'_>,
         ) -> std::task::Poll<io::Result<()>> {
             if let Some(part) = self.0.pop_front() {
-                buf.put_slice(part);
+                let (now, later) = part.split_at(part.len().min(buf.remaining()));
+                buf.put_slice(now);
+                if !later.is_empty() {
+                    self.0.push_front(later);
+                }
             }
             std::task::Poll::Ready(Ok(()))
         }
@@ -355,6 +363,47 @@ mod tests {
             all_batches(batches).await,
             [vec!["ab", "cd"], vec!["efg"], vec!["last"]]
         );
+    }
+
+    #[tokio::test]
+    async fn a_read_takes_at_most_batch_read_even_after_a_long_frame() {
+        // A 1 MiB frame makes the buffer that big; 1 MiB of empty frames follows.
+        let mut long = (1u32 << 20).to_be_bytes().to_vec();
+        long.resize(4 + (1 << 20), b'x');
+        let empties = vec![0u8; 1 << 20];
+        let reader = Reads([long.leak() as &[u8], empties.leak()].into());
+        let mut batches = FrameBatches::new(reader, FrameCodec::new(Framing::Len, 1 << 20));
+        let mut sizes = Vec::new();
+        while let Some(batch) = batches.next().await {
+            assert!(batch.iter().all(Result::is_ok));
+            sizes.push(batch.len());
+        }
+        assert_eq!(sizes[0], 1, "the long frame");
+        assert_eq!(
+            sizes.iter().skip(1).sum::<usize>(),
+            1 << 18,
+            "every empty frame"
+        );
+        assert!(sizes.iter().all(|&n| n <= BATCH_READ / 4), "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_loses_nothing_it_read() {
+        use futures_util::FutureExt;
+        use tokio::io::AsyncWriteExt;
+        let (mut writer, reader) = tokio::io::duplex(1024);
+        let mut batches = FrameBatches::new(reader, FrameCodec::new(Framing::Line, 100));
+        writer.write_all(b"one\npar").await.unwrap();
+        let first = batches.next().await.unwrap();
+        assert_eq!(first.len(), 1);
+        // `par` is buffered; a call that finds nothing more is dropped, as when another branch
+        // of a select wins.
+        assert!(batches.next().now_or_never().is_none());
+        writer.write_all(b"tial\n").await.unwrap();
+        drop(writer);
+        let batch = batches.next().await.unwrap();
+        assert_eq!(&batch[0].as_ref().unwrap()[..], b"partial");
+        assert!(batches.next().await.is_none());
     }
 
     #[tokio::test]
