@@ -787,3 +787,25 @@ fn udp_past_the_open_file_limit_names_the_socket_and_the_limit() {
     assert!(err.contains("of 100 (--conns)"), "{err}");
     assert!(err.contains("ulimit -n = 40"), "{err}");
 }
+
+/// pingpong compares a reply byte for byte first and without case only when that differs: an
+/// upper-casing server still passes.
+#[test]
+fn pingpong_passes_an_upper_casing_server() {
+    let server = Proc::server(&["echo", "--upper", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    for size in ["64", "70000"] {
+        let report = bench(&[
+            "pingpong",
+            addr,
+            "--size",
+            size,
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+        ]);
+        assert!(report["ops"].as_u64().unwrap() > 0, "{size}: {report}");
+        assert_eq!(report["errors"], 0, "{size}: {report}");
+    }
+}
