@@ -527,9 +527,19 @@ fn ctrl_c_prints_what_was_measured_and_exits_130() {
 fn ctrl_c_ends_a_run_against_a_server_that_never_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut run = Proc::start(&["bench", "pingpong", &addr, "--duration", "60", "--json"]);
-    // Accepted: the run has its connection and waits for a reply that never comes.
-    let (_held, _) = listener.accept().unwrap();
+    let mut run = Proc::start(&[
+        "bench",
+        "pingpong",
+        &addr,
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    // The first ping came: the run is measuring, and waits for a reply that never comes.
+    let (mut held, _) = listener.accept().unwrap();
+    std::io::Read::read_exact(&mut held, &mut [0u8; 64]).unwrap();
     run.signal("INT");
     let status = run.wait_exit(std::time::Duration::from_secs(5));
     assert_eq!(status.code(), Some(130));
@@ -807,5 +817,31 @@ fn pingpong_passes_an_upper_casing_server() {
         ]);
         assert!(report["ops"].as_u64().unwrap() > 0, "{size}: {report}");
         assert_eq!(report["errors"], 0, "{size}: {report}");
+    }
+}
+
+/// Ctrl-C in the warm-up prints no report (it used to print one of 0 s and 0 round trips
+/// marked interrupted, before the message), only the message, and exits 130.
+#[test]
+fn ctrl_c_in_the_warm_up_prints_no_report() {
+    for json in [true, false] {
+        let (addr, is_ready) = echo_that_signals(20);
+        let mut args = vec!["bench", "pingpong", &addr, "--warmup", "60"];
+        if json {
+            args.push("--json");
+        }
+        let mut run = Proc::start(&args);
+        is_ready
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the warm-up is under way");
+        run.signal("INT");
+        let status = run.wait_exit(std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(130), "json {json}");
+        assert_eq!(run.stdout_rest(), "", "json {json}");
+        let err = run.stderr_text();
+        assert!(
+            err.contains("interrupted (Ctrl-C) before anything was measured"),
+            "json {json}: {err}"
+        );
     }
 }
