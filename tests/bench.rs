@@ -845,3 +845,48 @@ fn ctrl_c_in_the_warm_up_prints_no_report() {
         );
     }
 }
+
+/// Ctrl-C after the end of the measurement (here in the wait for a late reply) cut nothing
+/// short: the report is not marked interrupted and the exit code is not 130.
+#[test]
+fn ctrl_c_after_the_measurement_ended_is_not_an_interruption() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (answered, has_answered) = std::sync::mpsc::channel();
+    // Answers 10 pings, then holds the connection without answering: the run's last round
+    // trip waits up to 2 s past the end of its 0.3 s.
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            std::io::Read::read_exact(&mut stream, &mut buf).unwrap();
+            std::io::Write::write_all(&mut stream, &buf).unwrap();
+        }
+        let _ = answered.send(());
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(stream);
+    });
+    let mut run = Proc::start(&[
+        "bench",
+        "pingpong",
+        &addr,
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    has_answered
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the run is under way");
+    // Not waiting for a server: past the run's 0.3 s, well within its 2 s for a late reply.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    run.signal("INT");
+    let status = run.wait_exit(std::time::Duration::from_secs(5));
+    let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+    assert_eq!(status.code(), Some(0), "{report}");
+    assert_ne!(report["interrupted"], true, "{report}");
+    assert_eq!(report["ops"], 10, "{report}");
+    let measured = report["duration_s"].as_f64().unwrap();
+    assert!((measured - 0.3).abs() < 1e-6, "{report}");
+}

@@ -104,7 +104,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     let secs = window.seconds();
     let mb_s = |bytes: &AtomicU64| super::report::rate(bytes.load(Ordering::Relaxed), secs) / 1e6;
     let nothing_back = received.load(Ordering::Relaxed) == 0;
-    if is_both && nothing_back && !window.interrupt.is_interrupted() {
+    if is_both && nothing_back && !window.cut_short() {
         tracing::warn!("--both: nothing came back; is the target an echo server?");
         errors += 1;
     }
@@ -115,7 +115,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
         conns: Some(conns),
         size: Some(size),
         duration_s: secs,
-        interrupted: window.interrupt.is_interrupted(),
+        interrupted: window.cut_short(),
         tx_mb_s: Some(mb_s(&sent)),
         rx_mb_s: (is_both || !nothing_back).then(|| mb_s(&received)),
         errors,

@@ -233,7 +233,7 @@ impl Load {
             conns: Some(self.conns),
             size: Some(self.size),
             duration_s: window.seconds(),
-            interrupted: window.interrupt.is_interrupted(),
+            interrupted: window.cut_short(),
             ops: Some(counted.ops),
             ops_per_s: Some(report::rate(counted.ops, window.seconds())),
             latency_us: Latency::of(counted.ops, &counted.latencies.histogram()),
@@ -447,6 +447,12 @@ impl Window {
         at >= self.measure_from && at < self.end
     }
 
+    /// Whether the interrupt came before the end of the measurement: one after it (during the
+    /// wait for a late reply) cut nothing short.
+    pub fn cut_short(&self) -> bool {
+        self.interrupt.at().is_some_and(|at| at < self.end)
+    }
+
     /// Seconds measured: to the end, or to the interrupt (0 if it came in the warm-up).
     pub fn seconds(&self) -> f64 {
         let end = self.interrupt.at().map_or(self.end, |at| {
@@ -456,3 +462,4 @@ impl Window {
             .as_secs_f64()
     }
 }
+
