@@ -587,8 +587,17 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     };
     let (report, is_json) = tokio::select! {
         outcome = run => outcome?,
-        () = given_up => return Err(bench::Interrupt::too_early()),
+        () = given_up => {
+            return Err(Error::Interrupted(format!(
+                "interrupted (Ctrl-C); the run did not wrap up within {} s, no report",
+                bench::INTERRUPT_GRACE.as_secs()
+            )));
+        }
     };
+    // Interrupted before the measurement began: there is nothing to report.
+    if report.interrupted && report.duration_s <= 0.0 {
+        return Err(bench::Interrupt::too_early());
+    }
     let text = if is_json {
         format!("{}\n", report.to_json())
     } else {
@@ -600,14 +609,10 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     stdout.flush().map_err(stdout_error)?;
     // The report shows what failed; the exit code must too, for scripts.
     if report.interrupted {
-        return Err(if report.duration_s > 0.0 {
-            Error::Interrupted(format!(
-                "interrupted (Ctrl-C): the report covers the {} measured before it",
-                bench::report::seconds(report.duration_s)
-            ))
-        } else {
-            bench::Interrupt::too_early()
-        });
+        return Err(Error::Interrupted(format!(
+            "interrupted (Ctrl-C): the report covers the {} measured before it",
+            bench::report::seconds(report.duration_s)
+        )));
     }
     if report.measured_nothing() {
         return Err(Error::Io(std::io::Error::other(format!(

@@ -527,9 +527,19 @@ fn ctrl_c_prints_what_was_measured_and_exits_130() {
 fn ctrl_c_ends_a_run_against_a_server_that_never_answers() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut run = Proc::start(&["bench", "pingpong", &addr, "--duration", "60", "--json"]);
-    // Accepted: the run has its connection and waits for a reply that never comes.
-    let (_held, _) = listener.accept().unwrap();
+    let mut run = Proc::start(&[
+        "bench",
+        "pingpong",
+        &addr,
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    // The first ping came: the run is measuring, and waits for a reply that never comes.
+    let (mut held, _) = listener.accept().unwrap();
+    std::io::Read::read_exact(&mut held, &mut [0u8; 64]).unwrap();
     run.signal("INT");
     let status = run.wait_exit(std::time::Duration::from_secs(5));
     assert_eq!(status.code(), Some(130));
@@ -786,4 +796,97 @@ fn udp_past_the_open_file_limit_names_the_socket_and_the_limit() {
     assert!(err.contains("cannot open UDP socket"), "{err}");
     assert!(err.contains("of 100 (--conns)"), "{err}");
     assert!(err.contains("ulimit -n = 40"), "{err}");
+}
+
+/// pingpong compares a reply byte for byte first and without case only when that differs: an
+/// upper-casing server still passes.
+#[test]
+fn pingpong_passes_an_upper_casing_server() {
+    let server = Proc::server(&["echo", "--upper", "127.0.0.1:0"]);
+    let addr = host_port(&server.addr);
+    for size in ["64", "70000"] {
+        let report = bench(&[
+            "pingpong",
+            addr,
+            "--size",
+            size,
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+        ]);
+        assert!(report["ops"].as_u64().unwrap() > 0, "{size}: {report}");
+        assert_eq!(report["errors"], 0, "{size}: {report}");
+    }
+}
+
+/// Ctrl-C in the warm-up prints no report (it used to print one of 0 s and 0 round trips
+/// marked interrupted, before the message), only the message, and exits 130.
+#[test]
+fn ctrl_c_in_the_warm_up_prints_no_report() {
+    for json in [true, false] {
+        let (addr, is_ready) = echo_that_signals(20);
+        let mut args = vec!["bench", "pingpong", &addr, "--warmup", "60"];
+        if json {
+            args.push("--json");
+        }
+        let mut run = Proc::start(&args);
+        is_ready
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the warm-up is under way");
+        run.signal("INT");
+        let status = run.wait_exit(std::time::Duration::from_secs(5));
+        assert_eq!(status.code(), Some(130), "json {json}");
+        assert_eq!(run.stdout_rest(), "", "json {json}");
+        let err = run.stderr_text();
+        assert!(
+            err.contains("interrupted (Ctrl-C) before anything was measured"),
+            "json {json}: {err}"
+        );
+    }
+}
+
+/// Ctrl-C after the end of the measurement (here in the wait for a late reply) cut nothing
+/// short: the report is not marked interrupted and the exit code is not 130.
+#[test]
+fn ctrl_c_after_the_measurement_ended_is_not_an_interruption() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (answered, has_answered) = std::sync::mpsc::channel();
+    // Answers 10 pings, then holds the connection without answering: the run's last round
+    // trip waits up to 2 s past the end of its 0.3 s.
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        for _ in 0..10 {
+            std::io::Read::read_exact(&mut stream, &mut buf).unwrap();
+            std::io::Write::write_all(&mut stream, &buf).unwrap();
+        }
+        let _ = answered.send(());
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        drop(stream);
+    });
+    let mut run = Proc::start(&[
+        "bench",
+        "pingpong",
+        &addr,
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    has_answered
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the run is under way");
+    // Not waiting for a server: past the run's 0.3 s, well within its 2 s for a late reply.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    run.signal("INT");
+    let status = run.wait_exit(std::time::Duration::from_secs(5));
+    let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+    assert_eq!(status.code(), Some(0), "{report}");
+    assert_ne!(report["interrupted"], true, "{report}");
+    assert_eq!(report["ops"], 10, "{report}");
+    let measured = report["duration_s"].as_f64().unwrap();
+    assert!((measured - 0.3).abs() < 1e-6, "{report}");
 }

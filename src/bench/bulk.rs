@@ -41,6 +41,9 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
             // the run past its end: every write races the clock.
             let until_end = tokio::time::sleep_until(window.end);
             tokio::pin!(until_end);
+            // One waiter for the whole loop, not one registered and removed per chunk.
+            let interrupted = interrupted.cancelled();
+            tokio::pin!(interrupted);
             loop {
                 tokio::select! {
                     written = writer.write_all(&chunk) => {
@@ -53,7 +56,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
                         }
                     }
                     () = &mut until_end => break,
-                    () = interrupted.cancelled() => break,
+                    () = &mut interrupted => break,
                 }
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), writer.shutdown()).await;
@@ -64,11 +67,16 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
         let reading = tokio::spawn(async move {
             let window = receiving;
             let mut buf = vec![0u8; READ_BUF];
+            // One timer and one waiter for the whole loop, not one of each per read.
+            let until_end = tokio::time::sleep_until(window.end);
+            tokio::pin!(until_end);
+            let interrupted = interrupted.cancelled();
+            tokio::pin!(interrupted);
             loop {
                 let read = tokio::select! {
                     read = reader.read(&mut buf) => read,
-                    () = tokio::time::sleep_until(window.end) => return false,
-                    () = interrupted.cancelled() => return false,
+                    () = &mut until_end => return false,
+                    () = &mut interrupted => return false,
                 };
                 match read {
                     Ok(0) => return false,
@@ -96,7 +104,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     let secs = window.seconds();
     let mb_s = |bytes: &AtomicU64| super::report::rate(bytes.load(Ordering::Relaxed), secs) / 1e6;
     let nothing_back = received.load(Ordering::Relaxed) == 0;
-    if is_both && nothing_back && !window.interrupt.is_interrupted() {
+    if is_both && nothing_back && !window.cut_short() {
         tracing::warn!("--both: nothing came back; is the target an echo server?");
         errors += 1;
     }
@@ -107,7 +115,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
         conns: Some(conns),
         size: Some(size),
         duration_s: secs,
-        interrupted: window.interrupt.is_interrupted(),
+        interrupted: window.cut_short(),
         tx_mb_s: Some(mb_s(&sent)),
         rx_mb_s: (is_both || !nothing_back).then(|| mb_s(&received)),
         errors,

@@ -274,6 +274,10 @@ pub async fn run(
             errors += 1;
         }
     }
+    // Every receiver is done: an interrupt from now on (the wrap-up) cuts nothing short.
+    let cut_short = interrupt
+        .at()
+        .is_some_and(|at| at < tokio::time::Instant::now());
     let cpu = cpu.elapsed_ms();
     stopper.abort();
     bar.finish_and_clear();
@@ -297,12 +301,12 @@ pub async fn run(
         conns: Some(receivers),
         size: None,
         duration_s: secs,
-        interrupted: interrupt.is_interrupted(),
+        interrupted: cut_short,
         ops: Some(ops),
         ops_per_s: Some(super::report::rate(ops, secs)),
         latency_us: Latency::of(ops, &latencies.histogram()),
         // Interrupted, what was not delivered yet may still have been on its way.
-        lost: (!interrupt.is_interrupted()).then(|| (receivers as u64 * sent).saturating_sub(ops)),
+        lost: (!cut_short).then(|| (receivers as u64 * sent).saturating_sub(ops)),
         errors,
         ..Report::default()
     }

@@ -233,7 +233,7 @@ impl Load {
             conns: Some(self.conns),
             size: Some(self.size),
             duration_s: window.seconds(),
-            interrupted: window.interrupt.is_interrupted(),
+            interrupted: window.cut_short(),
             ops: Some(counted.ops),
             ops_per_s: Some(report::rate(counted.ops, window.seconds())),
             latency_us: Latency::of(counted.ops, &counted.latencies.histogram()),
@@ -275,7 +275,7 @@ pub async fn connect_all(
     }
     if let Some(err) = first_failure {
         // The report counts them as errors; this says how many connections the run really has.
-        let limit = if err.to_string().contains("too many open files") {
+        let limit = if is_out_of_files(&err) {
             format!(
                 " (the open-file limit, ulimit -n = {})",
                 hold::raise_fd_limit()
@@ -289,6 +289,23 @@ pub async fn connect_all(
         );
     }
     Ok((streams, errors))
+}
+
+/// Whether `err` is, or was caused by, this process running out of file descriptors (EMFILE,
+/// which `ulimit -n` sets); the whole system running out (ENFILE) is not.
+fn is_out_of_files(err: &Error) -> bool {
+    let emfile = |io: &std::io::Error| io.raw_os_error() == Some(libc::EMFILE);
+    if let Error::ConnectEach { attempts, .. } = err {
+        return !attempts.is_empty() && attempts.iter().all(|(_, io)| emfile(io));
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<std::io::Error>().is_some_and(emfile) {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A fresh latency histogram in nanoseconds, 1 ns to 100 s, 3 significant digits.
@@ -447,6 +464,12 @@ impl Window {
         at >= self.measure_from && at < self.end
     }
 
+    /// Whether the interrupt came before the end of the measurement: one after it (during the
+    /// wait for a late reply) cut nothing short.
+    pub fn cut_short(&self) -> bool {
+        self.interrupt.at().is_some_and(|at| at < self.end)
+    }
+
     /// Seconds measured: to the end, or to the interrupt (0 if it came in the warm-up).
     pub fn seconds(&self) -> f64 {
         let end = self.interrupt.at().map_or(self.end, |at| {
@@ -454,5 +477,41 @@ impl Window {
         });
         end.saturating_duration_since(self.measure_from)
             .as_secs_f64()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connect_error(errno: i32) -> Error {
+        Error::Connect {
+            endpoint: "127.0.0.1:7".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    /// Only this process's open-file limit (EMFILE) is blamed on `ulimit -n`; the system's
+    /// table being full (ENFILE, "too many open files in system") is not.
+    #[test]
+    fn only_emfile_is_the_open_file_limit() {
+        assert!(is_out_of_files(&connect_error(libc::EMFILE)));
+        assert!(is_out_of_files(&Error::Io(
+            std::io::Error::from_raw_os_error(libc::EMFILE)
+        )));
+        assert!(!is_out_of_files(&connect_error(libc::ENFILE)));
+        assert!(!is_out_of_files(&Error::Io(
+            std::io::Error::from_raw_os_error(libc::ENFILE)
+        )));
+        assert!(!is_out_of_files(&connect_error(libc::ECONNREFUSED)));
+        let each = |errnos: &[i32]| Error::ConnectEach {
+            endpoint: "localhost:7".into(),
+            attempts: errnos
+                .iter()
+                .map(|&e| ("tcp://x".into(), std::io::Error::from_raw_os_error(e)))
+                .collect(),
+        };
+        assert!(is_out_of_files(&each(&[libc::EMFILE, libc::EMFILE])));
+        assert!(!is_out_of_files(&each(&[libc::EMFILE, libc::ENFILE])));
     }
 }
