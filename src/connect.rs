@@ -34,6 +34,9 @@ use crate::transport::deadline::{Idle, IdleClock};
 use crate::transport::{tls, udp};
 
 pub mod listen;
+mod stdio;
+
+use stdio::{StdinThread, StdoutThread};
 
 /// Settings of the `connect` client.
 #[derive(Debug, Clone)]
@@ -79,7 +82,7 @@ impl ConnectConfig {
 /// hands each peer in turn what stdin has left: bytes read but not yet sent when a peer ended,
 /// a read still in flight, are the next peer's, not lost with the first one's session.
 pub struct Input {
-    batches: FrameBatches<tokio::io::Stdin>,
+    batches: FrameBatches<StdinThread>,
     /// Raw text is a stream: a character may be split between two reads.
     to_wire: Transcoder,
     /// Stdin has ended: later sessions send nothing and half-close at once.
@@ -96,7 +99,7 @@ impl Input {
     pub fn new(config: &ConnectConfig) -> Self {
         Self {
             // Every line a read brings goes out in one write, not one write each.
-            batches: FrameBatches::new(tokio::io::stdin(), config.stdin_codec()),
+            batches: FrameBatches::new(StdinThread::spawn(), config.stdin_codec()),
             to_wire: Transcoder::new(WireEncoding::default(), config.encoding),
             is_ended: false,
             is_broken: false,
@@ -332,10 +335,16 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
     let codec = FrameCodec::new(config.framing, config.max_frame);
     let mut batches = FrameBatches::new(reader, codec);
     let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
-    let mut stdout = tokio::io::stdout();
+    let mut stdout = StdoutThread::spawn().map_err(stdout_error)?;
     let mut out = Vec::new();
     let mut is_first = true;
-    while let Some(batch) = batches.next().await {
+    loop {
+        // A failed write to stdout ends the session at once, not at the peer's next message.
+        let batch = tokio::select! {
+            batch = batches.next() => batch,
+            err = stdout.failed() => return Err(stdout_error(err)),
+        };
+        let Some(batch) = batch else { break };
         // What came before a broken frame is still printed.
         let mut broken = None;
         for frame in batch {
@@ -358,17 +367,19 @@ async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Re
                 out.push(b'\n');
             }
         }
-        stdout.write_all(&out).await.map_err(stdout_error)?;
-        stdout.flush().await.map_err(stdout_error)?;
-        out.clear();
+        let next = Vec::with_capacity(out.len());
+        stdout
+            .write(std::mem::replace(&mut out, next))
+            .await
+            .map_err(stdout_error)?;
         if let Some(err) = broken {
+            stdout.finish().await.map_err(stdout_error)?;
             return Err(err);
         }
     }
-    let rest = from_wire.feed(b"", true);
-    stdout.write_all(rest).await.map_err(stdout_error)?;
-    stdout.flush().await.map_err(stdout_error)?;
-    Ok(())
+    let rest = from_wire.feed(b"", true).to_vec();
+    stdout.write(rest).await.map_err(stdout_error)?;
+    stdout.finish().await.map_err(stdout_error)
 }
 
 /// What broke the framing at the start of the stream, if it was no frame at all: a TLS
