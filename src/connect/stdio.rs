@@ -10,7 +10,9 @@
 
 use std::io::{self, Read, Write};
 use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
+use std::thread::JoinHandle;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -18,11 +20,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::frame::BATCH_READ;
 
-/// Chunks read or printed ahead of the runtime's side: enough for the thread to keep going
-/// while the runtime catches up, few enough that little is in flight.
+/// Chunks waiting between a thread and the runtime's side: enough for the thread to keep going
+/// while the runtime catches up, few enough that little is in flight (with the chunk each side
+/// has in hand, at most six of 64 KiB each way).
 const AHEAD: usize = 4;
 
-/// Standard input, read by a thread of its own, up to [`AHEAD`] chunks before they are asked
+/// The stdout thread started last: the next waits for it to finish before writing. A session
+/// cut short (`connect -l -k -i`) leaves its thread writing what it had received, and the next
+/// session's output must come after it, not between its chunks.
+static LAST_STDOUT: Mutex<Option<JoinHandle<()>>> = Mutex::new(None);
+
+/// Standard input, read by a thread of its own, a few chunks ([`AHEAD`]) before they are asked
 /// for. What has been read is never lost: it waits here for the next reader (`connect -l -k`
 /// hands the next peer what the last one could not take).
 pub struct StdinThread {
@@ -97,7 +105,7 @@ impl AsyncRead for StdinThread {
     }
 }
 
-/// Standard output, written by a thread of its own, up to [`AHEAD`] chunks behind.
+/// Standard output, written by a thread of its own, a few chunks ([`AHEAD`]) behind.
 pub struct StdoutThread {
     chunks: Option<mpsc::Sender<Vec<u8>>>,
     /// How the thread ended: every chunk written, or the first error. Taken when heard.
@@ -109,7 +117,12 @@ impl StdoutThread {
     pub fn spawn() -> io::Result<Self> {
         let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(AHEAD);
         let (report, ended) = oneshot::channel();
+        let mut last = LAST_STDOUT.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = last.take();
         let write = move || {
+            if let Some(before) = before {
+                let _ = before.join();
+            }
             let stdout = io::stdout();
             let mut result = Ok(());
             while let Some(chunk) = chunks.blocking_recv() {
@@ -121,9 +134,10 @@ impl StdoutThread {
             }
             let _ = report.send(result);
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("stdout".into())
             .spawn(write)?;
+        *last = Some(thread);
         Ok(Self {
             chunks: Some(sender),
             ended: Some(ended),
