@@ -138,7 +138,7 @@ where
 {
     let clock = IdleClock::new(config.idle_timeout);
     tokio::select! {
-        result = pump(Idle::new(stream, clock.clone()), config, input) => result,
+        result = pump(Idle::new(stream, clock.clone()), config, input, &clock) => result,
         // Dropping the pump closes the connection.
         () = clock.expired() => Err(Error::TimedOut(format!(
             "nothing sent or received for {:?} (--idle-timeout): closed the connection",
@@ -147,14 +147,21 @@ where
     }
 }
 
-async fn pump<S>(stream: S, config: &ConnectConfig, input: &mut Input) -> Result<()>
+/// Runs both directions; `clock` is the connection's idle clock, which output reaching stdout
+/// touches too: a peer whose bytes are still being printed is not idle.
+async fn pump<S>(
+    stream: S,
+    config: &ConnectConfig,
+    input: &mut Input,
+    clock: &IdleClock,
+) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Send,
 {
     let (reader, writer) = tokio::io::split(stream);
     let progress = Progress::default();
     let upload = upload(writer, config, input, &progress);
-    let download = download(reader, config);
+    let download = download(reader, config, clock);
     tokio::pin!(upload, download);
     let mut is_uploading = true;
     // The peer aborted while we were sending. Only one of the two directions is told of a
@@ -330,12 +337,16 @@ async fn send_unsent<W: AsyncWrite>(
     Ok(())
 }
 
-async fn download<R: AsyncRead + Unpin>(reader: R, config: &ConnectConfig) -> Result<()> {
+async fn download<R: AsyncRead + Unpin>(
+    reader: R,
+    config: &ConnectConfig,
+    clock: &IdleClock,
+) -> Result<()> {
     // Every message already received is printed with one write, not one write each.
     let codec = FrameCodec::new(config.framing, config.max_frame);
     let mut batches = FrameBatches::new(reader, codec);
     let mut from_wire = Transcoder::new(config.encoding, WireEncoding::default());
-    let mut stdout = StdoutThread::spawn().map_err(stdout_error)?;
+    let mut stdout = StdoutThread::spawn(clock.clone()).map_err(stdout_error)?;
     let mut out = Vec::new();
     let mut is_first = true;
     loop {

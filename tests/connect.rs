@@ -132,6 +132,39 @@ fn a_large_piped_text_is_transcoded_across_read_boundaries() {
     );
 }
 
+/// Output still going out keeps a connection from being idle: a peer sends 1 MB and closes,
+/// and stdout's reader takes 64 KiB every quarter of a second, so the last of it is printed
+/// seconds after the socket went quiet. With `-i 1` all of it arrives and the client exits 0,
+/// instead of timing out with the rest unprinted.
+#[test]
+fn output_going_out_to_a_slow_stdout_is_not_idleness() {
+    const PIECE: usize = 64 * 1024;
+    let payload: Vec<u8> = (0..=255u8).cycle().take(16 * PIECE).collect();
+    let (addr, peer) = {
+        let payload = payload.clone();
+        tcp_peer("127.0.0.1", move |mut stream| {
+            stream.write_all(&payload).unwrap();
+        })
+    };
+    let mut proc = Proc::start(&["connect", "-i", "1", &addr.to_string()]);
+    proc.close_stdin();
+    let mut got = Vec::new();
+    let mut piece = vec![0; PIECE];
+    while got.len() < payload.len() {
+        // The slow reader of stdout.
+        thread::sleep(Duration::from_millis(250));
+        if proc.stdout.read_exact(&mut piece).is_err() {
+            break;
+        }
+        got.extend_from_slice(&piece);
+    }
+    let status = proc.wait_exit(IO_TIMEOUT);
+    assert!(status.success(), "{status:?}: {}", proc.stderr_text());
+    assert_eq!(got.len(), payload.len());
+    assert!(got == payload, "the client printed altered bytes");
+    peer.join().unwrap();
+}
+
 #[test]
 fn frame_line_sends_lines_and_prints_lines() {
     let (addr, peer) = tcp_peer(

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::frame::BATCH_READ;
+use crate::transport::deadline::IdleClock;
 
 /// Chunks waiting between a thread and the runtime's side: enough for the thread to keep going
 /// while the runtime catches up, few enough that little is in flight (with the chunk each side
@@ -113,8 +114,10 @@ pub struct StdoutThread {
 }
 
 impl StdoutThread {
-    /// Starts the thread; it ends at [`finish`](Self::finish), or at its first error.
-    pub fn spawn() -> io::Result<Self> {
+    /// Starts the thread; it ends at [`finish`](Self::finish), or at its first error. Each
+    /// chunk written touches `clock`: output still going out is not idleness, however slowly
+    /// stdout's reader takes it.
+    pub fn spawn(clock: IdleClock) -> io::Result<Self> {
         let (sender, mut chunks) = mpsc::channel::<Vec<u8>>(AHEAD);
         let (report, ended) = oneshot::channel();
         let mut last = LAST_STDOUT.lock().unwrap_or_else(PoisonError::into_inner);
@@ -131,6 +134,7 @@ impl StdoutThread {
                 if result.is_err() {
                     break;
                 }
+                clock.touch();
             }
             let _ = report.send(result);
         };
