@@ -560,6 +560,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 common,
                 tls,
                 conns,
+                ws,
                 lines,
                 timeout,
                 pid,
@@ -569,6 +570,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 let pid = live_pid(pid)?;
                 let report = bench::fanout::run(
                     &dialer,
+                    ws.as_deref(),
                     conns.max(1),
                     lines.max(1),
                     timeout,

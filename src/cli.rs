@@ -235,6 +235,16 @@ fn parse_net(text: &str) -> std::result::Result<ipnet::IpNet, String> {
         .map_err(|_| format!("'{text}' is not an address range like 192.0.2.0/24 or ::1/128"))
 }
 
+/// `bench fanout --ws PATH`: the path part of a URL, as the upgrade request sends it.
+fn websocket_path(text: &str) -> std::result::Result<String, String> {
+    if !text.starts_with('/') || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "'{text}' is not a URL path like /ws (a leading '/', no spaces)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
 /// TLS on a server: `--tls-cert`/`--tls-key` or `--tls-self-signed`, and `--tls-client-ca`.
 #[derive(Debug, Args)]
 pub struct TlsServerArgs {
@@ -770,6 +780,10 @@ pub enum BenchMode {
         /// Receivers.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 100, allow_negative_numbers = true)]
         conns: usize,
+        /// Speak WebSocket: upgrade every connection at PATH (`serve --http`'s is /ws, the
+        /// default) and send each line as a text message `{"type":"say","text":…}`.
+        #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/ws", value_parser = websocket_path)]
+        ws: Option<String>,
         /// Lines the sender sends.
         #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1000, allow_negative_numbers = true)]
         lines: u64,

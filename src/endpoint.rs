@@ -106,6 +106,19 @@ impl Endpoint {
         }
     }
 
+    /// The host and port as a URL writes them (`[::1]:7878`; `localhost` for a Unix socket).
+    pub fn authority(&self) -> String {
+        match self {
+            Endpoint::Inet { host, port, .. } => Endpoint::Inet {
+                host: host.clone(),
+                port: *port,
+                scheme: None,
+            }
+            .to_string(),
+            Endpoint::Unix(_) => "localhost".into(),
+        }
+    }
+
     /// The Unix socket path, if this is one.
     pub fn unix_path(&self) -> Option<&PathBuf> {
         match self {

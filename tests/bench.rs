@@ -336,6 +336,130 @@ fn fanout_says_why_when_the_server_turns_receivers_away() {
     );
 }
 
+/// `--ws`: the same run over the chat server's WebSocket (its browser path). The sender's
+/// lines go out as JSON `say` requests and the receivers find them in the JSON events.
+#[test]
+fn fanout_over_websockets_delivers_every_line_to_every_receiver() {
+    let server = common::WebServer::start(&["--max-rate", "0"]);
+    let (http, pid) = (server.http.to_string(), server.proc.child.id().to_string());
+    let report = bench(&[
+        "fanout",
+        &http,
+        "--ws",
+        "--conns",
+        "20",
+        "--lines",
+        "50",
+        "--timeout",
+        "10",
+        "--pid",
+        &pid,
+    ]);
+    assert_eq!(report["ops"], 1000, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+}
+
+/// Any WebSocket relay will do: one that passes every text message on to every client
+/// without reading it (`websocat … broadcast:mirror:`) delivers the marks inside the JSON.
+#[test]
+fn fanout_over_websockets_works_with_a_relay_that_reads_no_json() {
+    let relay = websocket_relay();
+    let report = bench(&[
+        "fanout",
+        &relay.to_string(),
+        "--ws",
+        "/anything",
+        "--conns",
+        "5",
+        "--lines",
+        "20",
+        "--timeout",
+        "10",
+    ]);
+    assert_eq!(report["ops"], 100, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+}
+
+/// A WebSocket server on a free loopback port that sends every text message it gets to every
+/// client, the sender too.
+fn websocket_relay() -> std::net::SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("address");
+    listener.set_nonblocking(true).expect("non-blocking");
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let (relay, _) = tokio::sync::broadcast::channel::<Message>(100_000);
+            while let Ok((stream, _)) = listener.accept().await {
+                let (relay, mut relayed) = (relay.clone(), relay.subscribe());
+                tokio::spawn(async move {
+                    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    let (mut tx, mut rx) = ws.split();
+                    loop {
+                        tokio::select! {
+                            got = rx.next() => match got {
+                                Some(Ok(text @ Message::Text(_))) => {
+                                    let _ = relay.send(text);
+                                }
+                                Some(Ok(_)) => {}
+                                None | Some(Err(_)) => return,
+                            },
+                            out = relayed.recv() => {
+                                let Ok(out) = out else {
+                                    return;
+                                };
+                                if tx.send(out).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    });
+    addr
+}
+
+/// What a wrong `--ws` target gets: a clear error naming the problem, never a hang.
+#[test]
+fn fanout_over_websockets_names_what_is_wrong_with_the_target() {
+    let server = common::WebServer::start(&[]);
+    let (http, tcp) = (server.http.to_string(), server.tcp.to_string());
+    let run = |target: &str, more: &[&str]| {
+        let mut args = vec!["bench", "fanout", target, "--conns", "2", "--lines", "5"];
+        args.extend_from_slice(more);
+        args.extend_from_slice(&["--timeout", "5"]);
+        common::fails_with(&args, 1)
+    };
+    let err = run(&http, &["--ws", "/nope"]);
+    assert!(
+        err.contains("ws://") && err.contains("/nope") && err.contains("404"),
+        "{err}"
+    );
+    let err = run(&tcp, &["--ws"]);
+    assert!(err.contains("does not answer in HTTP"), "{err}");
+    // The web port without --ws: the server's HTTP error is quoted, and --ws suggested.
+    let err = run(&http, &[]);
+    assert!(
+        err.contains("HTTP/1.1 400") && err.contains("--ws"),
+        "{err}"
+    );
+    let err = common::fails_with(&["bench", "fanout", &http, "--ws", "ws"], 2);
+    assert!(err.contains("not a URL path"), "{err}");
+}
+
 #[test]
 fn options_that_cannot_measure_anything_are_usage_errors() {
     let server = Proc::server(&["echo", "127.0.0.1:0"]);

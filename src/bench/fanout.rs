@@ -6,6 +6,9 @@
 //! is new each run, `NANOS` is always 16 digits). Before sending, the sender repeats a
 //! `TAG-ready` probe until every receiver has seen one, so nobody misses the start. Against
 //! `socktalk serve`, run the server with `--max-rate 0`, or its flood limit paces the sender.
+//!
+//! With `--ws PATH` every connection is a WebSocket instead ([`super::ws::Lines`]): the same
+//! run over a chat server's browser path, or against a WebSocket relay.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,11 +17,12 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use memchr::memmem;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedRead;
+use tokio_util::either::Either;
 
 use super::cpu::Stopwatch;
-use super::{Dialer, Interrupt, Latencies, Latency, Report, clock_ns, progress};
+use super::{Conn, Dialer, Interrupt, Latencies, Latency, Report, clock_ns, progress, ws};
 use crate::codec::{FrameCodec, Framing};
 use crate::error::{Error, Result};
 
@@ -92,7 +96,21 @@ fn eight_digits(text: &[u8; 8]) -> Option<u64> {
     Some((value.wrapping_mul(10_000) + (value >> 32)) & 0xFFFF_FFFF)
 }
 
-/// Runs the fan-out benchmark.
+/// A receiver's or the sender's connection: lines over a stream, or over a WebSocket.
+type Link = Either<Conn, ws::Lines<Conn>>;
+
+/// Connects, and upgrades to a WebSocket at `websocket` (a path) when given.
+async fn connect(dialer: &Dialer, websocket: Option<&str>) -> Result<Link> {
+    let stream = dialer.connect().await?;
+    Ok(match websocket {
+        None => Either::Left(stream),
+        Some(path) => {
+            Either::Right(ws::Lines::connect(stream, &dialer.target.authority(), path).await?)
+        }
+    })
+}
+
+/// Runs the fan-out benchmark; with `websocket` (a path, `--ws`), over WebSockets.
 ///
 /// # Errors
 /// A connection could not be made, or the receivers never saw the sender's probe;
@@ -100,6 +118,7 @@ fn eight_digits(text: &[u8; 8]) -> Option<u64> {
 /// later, the sender stops, the receivers stop waiting, and the report counts what was sent.
 pub async fn run(
     dialer: &Dialer,
+    websocket: Option<&str>,
     receivers: usize,
     lines: u64,
     timeout: Duration,
@@ -123,7 +142,7 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(receivers);
     for _ in 0..receivers {
         let stream = tokio::select! {
-            stream = dialer.connect() => stream?,
+            stream = connect(dialer, websocket) => stream?,
             () = interrupt.wait() => return Err(Interrupt::too_early()),
         };
         let (mark, ready_mark, stop) = (mark.clone(), ready_mark.clone(), stop.clone());
@@ -205,7 +224,7 @@ pub async fn run(
     }
 
     let mut sender = tokio::select! {
-        sender = dialer.connect() => sender?,
+        sender = connect(dialer, websocket) => sender?,
         () = interrupt.wait() => return Err(Interrupt::too_early()),
     };
     let slowed = Arc::new(AtomicU64::new(0));
@@ -398,7 +417,7 @@ impl TurnedAway {
 
 /// Sends `fanout-ready` probes every 50 ms until every receiver has seen one.
 async fn sender_probe_ready(
-    sender: &mut super::Conn,
+    sender: &mut (impl AsyncRead + AsyncWrite + Unpin),
     tag: &str,
     ready: &AtomicUsize,
     turned_away: &TurnedAway,
@@ -431,7 +450,15 @@ async fn sender_probe_ready(
             let mut said = [0u8; 512];
             let read = tokio::time::timeout(Duration::from_millis(200), sender.read(&mut said));
             let said = match read.await {
-                Ok(Ok(len)) if len > 0 => format!("; it said '{}'", first_line(&said[..len])),
+                Ok(Ok(len)) if len > 0 => {
+                    let said = first_line(&said[..len]);
+                    let hint = if said.starts_with("HTTP/") {
+                        " (a web server: --ws speaks to its WebSocket)"
+                    } else {
+                        ""
+                    };
+                    format!("; it said '{said}'{hint}")
+                }
                 _ => String::new(),
             };
             return Err(Error::Io(std::io::Error::new(

@@ -25,6 +25,7 @@ pub mod hold;
 pub mod pingpong;
 pub mod report;
 pub mod udp;
+pub mod ws;
 
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
