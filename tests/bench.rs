@@ -454,6 +454,39 @@ fn only_the_stream_modes_take_tls_flags() {
     }
 }
 
+/// A Unix server whose accept queue fills after the first connections: with -v each refused
+/// connection is named by its own number. All of them were named after the last one made
+/// (`connection 3 failed` three times here).
+#[test]
+fn each_connection_that_fails_is_named_by_its_own_number() {
+    use socket2::{Domain, Socket, Type};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.sock");
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    socket.bind(&common::unix_sock_addr(&path)).unwrap();
+    // Never accepting, it takes 2 connections into its queue (Linux queues backlog + 1) and
+    // refuses the other 3 at once.
+    socket.listen(1).unwrap();
+    let target = format!("unix:{}", path.display());
+    let out = socktalk()
+        .args(["-v", "bench", "pingpong", &target, "--conns", "5"])
+        .args(["--duration", "0.2", "--warmup", "0"])
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .expect("run bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for number in 3..=5 {
+        assert_eq!(
+            err.matches(&format!("connection {number} failed: cannot connect"))
+                .count(),
+            1,
+            "connection {number}: {err}"
+        );
+    }
+    assert!(err.contains("only 2 of 5 connections were made"), "{err}");
+    drop(socket);
+}
+
 #[test]
 fn a_unix_server_whose_accept_queue_stays_full_is_an_error_not_a_wait() {
     // The interactive clients wait for room in the queue (up to -w); the load generator counts
