@@ -3,7 +3,7 @@
 # socketserver classics, on loopback and over Unix stream sockets, with `socktalk bench`; writes
 # BENCHMARKS.md.
 #
-#   bench/compare.sh                       # everything, 3 repetitions (about 8 minutes)
+#   bench/compare.sh                       # everything, 3 repetitions (about 9 minutes)
 #   DURATION=1 REPS=1 bench/compare.sh     # a quick look
 #   SCENARIOS="pingpong-50x64 udp-1x64" bench/compare.sh
 #   SCENARIOS="pingpong-unix-50x64 bulk-unix-1x65536" bench/compare.sh   # Unix sockets only
