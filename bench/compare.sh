@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
 # Compares socktalk's servers with a bare tokio echo server, ncat, socat and the Python
-# socketserver classics, on loopback, with `socktalk bench`; writes BENCHMARKS.md.
+# socketserver classics, on loopback and over Unix stream sockets, with `socktalk bench`; writes
+# BENCHMARKS.md.
 #
-#   bench/compare.sh                       # everything, 3 repetitions (about 7 minutes)
+#   bench/compare.sh                       # everything, 3 repetitions (about 9 minutes)
 #   DURATION=1 REPS=1 bench/compare.sh     # a quick look
 #   SCENARIOS="pingpong-50x64 udp-1x64" bench/compare.sh
+#   SCENARIOS="pingpong-unix-50x64 bulk-unix-1x65536" bench/compare.sh   # Unix sockets only
+#
+# The scenarios (an id starts with its `socktalk bench` mode):
+#   pingpong-50x64, pingpong-1x64, bulk-1x65536   TCP echo: socktalk, bare tokio, ncat, socat, Python
+#   pingpong-unix-50x64, bulk-unix-1x65536        the same two over a Unix socket (`echo unix:PATH`,
+#                                                 `ncat -U`, `socat UNIX-LISTEN`,
+#                                                 ThreadingUnixStreamServer): comparisons only, no
+#                                                 issue target is set on them
+#   udp-1x64                                      UDP echo: socktalk, Python UDPServer
+#   fanout-100x1000, fanout-1000x1000             chat relay: socktalk serve, ncat --chat
+#   hold-19000                                    idle connections: memory per connection
 #
 # What it does, in one run:
 #   1. installs ncat and socat with apt when missing (root only; python3 is expected);
 #   2. builds socktalk, examples/bare_echo and examples/bench_report in release mode;
 #   3. raises the open-file limit to its hard maximum (hold needs ~19,000 descriptors a side);
 #   4. for each repetition, for each scenario, for each target in turn (round-robin, the order
-#      rotated every repetition): starts a fresh server on a free loopback port, runs one
+#      rotated every repetition): starts a fresh server on a free loopback port (or a fresh
+#      socket path in a temporary directory), runs one
 #      `socktalk bench … --json` against it (bounded by `timeout`), stops the server;
 #   5. appends each report, plus "name", "scenario" and "rep", to bench/results/latest.jsonl
 #      (a failed run becomes a line with "failed"), the machine's facts to machine.txt;
@@ -46,15 +59,18 @@ HOLD_PYTHON=${HOLD_PYTHON:-1}
 FANOUT_REPS=${FANOUT_REPS:-15}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
 FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
-ALL_SCENARIOS="pingpong-50x64 pingpong-1x64 bulk-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 hold-$HOLD_CONNS"
+ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 hold-$HOLD_CONNS"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 
 RESULTS=bench/results
 OUT=$RESULTS/latest.jsonl
 MACHINE=$RESULTS/machine.txt
-SOCKTALK=target/release/socktalk
-BARE=target/release/examples/bare_echo
-REPORT=target/release/examples/bench_report
+# Where cargo puts the builds: a worktree with its own target directory says so in
+# CARGO_TARGET_DIR, and the binaries must be taken from there, not from a stale target/.
+BUILT=${CARGO_TARGET_DIR:-target}/release
+SOCKTALK=$BUILT/socktalk
+BARE=$BUILT/examples/bare_echo
+REPORT=$BUILT/examples/bench_report
 
 log() { printf '[compare] %s\n' "$*" >&2; }
 die() {
@@ -162,7 +178,41 @@ start_on_port() {
   return 1
 }
 
-# The targets: each name's command line, as run and as shown in BENCHMARKS.md.
+# Starts a server on the Unix socket path PATH, for servers that print nothing when ready
+# (ncat -U, socat): waits (bounded) until the path accepts connections. A socket file alone is
+# not enough: it exists from bind(), a moment before listen() lets anyone in.
+start_on_path() {
+  local path=$1
+  shift
+  setsid "$@" >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if unix_connectable "$path"; then
+      SERVER_ADDR=unix:$path
+      return 0
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  stop_server
+  log "$1 did not start on $path: $(tail -n 1 "$TMP/server.err")"
+  return 1
+}
+# Whether a connection to the Unix socket PATH is accepted (bash's /dev/tcp has no Unix twin).
+unix_connectable() {
+  python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1" \
+    2>/dev/null
+}
+# A socket path not used before in this run: a file left by a killed server (ncat, socat and
+# Python leave theirs) must not make the next server fail to bind, or find the old one.
+sockets=0
+fresh_socket_path() {
+  sockets=$((sockets + 1))
+  SOCKET_PATH=$TMP/$sockets.sock
+}
+
+# The targets: each name's command line, as run and as shown in BENCHMARKS.md. "{PORT}" is a
+# port picked for the run, "{SOCK}" a fresh Unix socket path.
 max_conns=$((HOLD_CONNS + 500))
 target_command() {
   case $1 in
@@ -175,6 +225,14 @@ target_command() {
     socat) echo "socat TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr EXEC:cat" ;;
     python-threading) echo "python3 bench/peers/upper_server.py 127.0.0.1 0" ;;
     python-udpserver) echo "python3 bench/peers/udp_upper_server.py 127.0.0.1 0" ;;
+    socktalk-echo-unix) echo "$SOCKTALK echo unix:{SOCK}" ;;
+    bare-tokio-unix) echo "$BARE unix:{SOCK}" ;;
+    ncat-unix) echo "ncat -U -l -k {SOCK} -e /bin/cat" ;;
+    # socat listens with a backlog of 5. Over TCP a connect to a full accept queue is retried
+    # (the SYN again), but over a Unix socket it fails at once (EAGAIN): 44 of pingpong's 50
+    # connections did. Its own option raises it. ncat's 10 has no option: its errors show.
+    socat-unix) echo "socat UNIX-LISTEN:{SOCK},fork,backlog=128 EXEC:cat" ;;
+    python-threading-unix) echo "python3 bench/peers/upper_server.py unix:{SOCK}" ;;
     *) return 1 ;;
   esac
 }
@@ -189,8 +247,13 @@ start_target() {
   if [[ $scenario == hold-* && $name == socktalk-* ]]; then
     argv+=(--max-conns "$max_conns")
   fi
+  if [[ $name == *-unix ]]; then
+    fresh_socket_path
+    argv=("${argv[@]//\{SOCK\}/$SOCKET_PATH}")
+  fi
   case $name in
     ncat | ncat-chat | socat) start_on_port "${argv[@]}" ;;
+    ncat-unix | socat-unix) start_on_path "$SOCKET_PATH" "${argv[@]}" ;;
     *) start_printing "${argv[@]}" ;;
   esac
 }
@@ -198,6 +261,10 @@ start_target() {
 # scenario_targets SCENARIO REP: the targets of a scenario in that repetition.
 scenario_targets() {
   case $1 in
+    # Before the TCP ones below, whose patterns match these ids too.
+    pingpong-unix-* | bulk-unix-*)
+      echo "socktalk-echo-unix bare-tokio-unix ncat-unix socat-unix python-threading-unix"
+      ;;
     pingpong-* | bulk-*) echo "socktalk-echo bare-tokio ncat socat python-threading" ;;
     udp-*) echo "socktalk-echo-udp python-udpserver" ;;
     fanout-100x*) echo "socktalk-serve ncat-chat" ;;
@@ -218,6 +285,9 @@ scenario_args() {
     pingpong-50x64) echo pingpong ADDR --conns 50 --size 64 "${timed[@]}" --pid PID ;;
     pingpong-1x64) echo pingpong ADDR --conns 1 --size 64 "${timed[@]}" --pid PID ;;
     bulk-1x65536) echo bulk ADDR --conns 1 --size 65536 --both "${timed[@]}" ;;
+    # The same two over a Unix socket: ADDR is then unix:PATH.
+    pingpong-unix-50x64) echo pingpong ADDR --conns 50 --size 64 "${timed[@]}" --pid PID ;;
+    bulk-unix-1x65536) echo bulk ADDR --conns 1 --size 65536 --both "${timed[@]}" ;;
     udp-1x64) echo udp ADDR --size 64 "${timed[@]}" --pid PID ;;
     fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
@@ -299,7 +369,8 @@ rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
   echo "duration=$DURATION"
   echo "warmup=$WARMUP"
   for name in socktalk-echo socktalk-echo-udp socktalk-serve bare-tokio ncat ncat-chat socat \
-    python-threading python-udpserver; do
+    python-threading python-udpserver socktalk-echo-unix bare-tokio-unix ncat-unix socat-unix \
+    python-threading-unix; do
     echo "target.$name=$(target_command "$name")"
   done
 } >"$MACHINE"

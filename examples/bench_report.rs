@@ -133,10 +133,19 @@ impl Metric {
 /// Scenarios the script runs, in the order the report shows them, with their titles.
 const KNOWN: &[(&str, &str)] = &[
     ("pingpong-50x64", "Echo ping-pong, 50 connections × 64 B"),
+    // Each Unix-socket scenario right after its TCP counterpart, so the two read side by side.
+    (
+        "pingpong-unix-50x64",
+        "Echo ping-pong over a Unix socket, 50 connections × 64 B",
+    ),
     ("pingpong-1x64", "Echo ping-pong, 1 connection × 64 B"),
     (
         "bulk-1x65536",
         "Bulk stream through an echo server, 1 connection, 64 KiB chunks",
+    ),
+    (
+        "bulk-unix-1x65536",
+        "Bulk stream through an echo server over a Unix socket, 1 connection, 64 KiB chunks",
     ),
     ("udp-1x64", "UDP ping-pong, 1 socket × 64 B"),
     (
@@ -255,6 +264,14 @@ fn scenario_id(record: &Value) -> String {
         "fanout" => {
             let conns = int("conns").max(1);
             format!("fanout-{conns}x{}", (int("ops") + int("lost")) / conns)
+        }
+        // Over a Unix socket (`unix:PATH`), as the script names it: apart from TCP's figures.
+        _ if record
+            .get("target")
+            .and_then(Value::as_str)
+            .is_some_and(|target| target.starts_with("unix:")) =>
+        {
+            format!("{mode}-unix-{}x{}", int("conns"), int("size"))
         }
         _ => format!("{mode}-{}x{}", int("conns"), int("size")),
     }
@@ -879,11 +896,14 @@ fn render(
                  the mean per connection (100% when the server shares itself evenly).\n\n",
             );
         }
+        // `ncat` over TCP, `ncat-unix` over a Unix socket: the same relay, the same stall.
         let ncat_stalled = || {
-            scenario.runs("ncat").is_some_and(|runs| {
-                runs.iter()
-                    .any(|run| run["rx_mb_s"].as_f64().is_some_and(|rx| rx < 1.0))
-            })
+            scenario
+                .targets
+                .iter()
+                .filter(|(name, _)| name.starts_with("ncat"))
+                .flat_map(|(_, runs)| runs)
+                .any(|run| run["rx_mb_s"].as_f64().is_some_and(|rx| rx < 1.0))
         };
         if scenario.mode == "bulk" && ncat_stalled() {
             out.push_str(
@@ -894,6 +914,30 @@ fn render(
                  the first few megabytes nothing moves, so its figure is zero and counted as an \
                  error.\n\n",
             );
+        }
+        let ncat_unix_refused = scenario
+            .runs("ncat-unix")
+            .and_then(|runs| median_of(runs, |r| number(r, "errors")))
+            .filter(|errors| *errors > 0.0);
+        if scenario.mode == "pingpong"
+            && let Some(errors) = ncat_unix_refused
+        {
+            let conns = scenario
+                .runs("ncat-unix")
+                .and_then(|runs| median_of(runs, |r| number(r, "conns")))
+                .map_or_else(String::new, |conns| format!(" {}", group(conns)));
+            let _ = writeln!(
+                out,
+                "`ncat -U` listens with a backlog of 10 and has no option to raise it. A Unix \
+                 socket's connect to a full accept queue fails at once (`resource temporarily \
+                 unavailable`), where TCP would send its SYN again, so {} of the{conns} connections, \
+                 opened together, were refused (the median): ncat's figure is for the rest. \
+                 socat's backlog (5 by default) is raised with its `backlog=` option.\n",
+                group(errors)
+            );
+        }
+        if let Some(line) = unix_against_tcp(scenario, scenarios) {
+            out.push_str(&line);
         }
         for chart in charts.get(&scenario.id).into_iter().flatten() {
             let link = relative_link(&paths.out, chart);
@@ -948,6 +992,44 @@ fn render(
         }
     }
     out
+}
+
+/// For a Unix-socket scenario (`pingpong-unix-50x64`) whose TCP counterpart (`pingpong-50x64`)
+/// was run too: a sentence on what the Unix socket gives socktalk's echo server and the bare
+/// tokio loop over TCP, from the medians of the two scenarios.
+fn unix_against_tcp(unix: &Scenario, scenarios: &[Scenario]) -> Option<String> {
+    let (mode, rest) = unix.id.split_once("-unix-")?;
+    let tcp_id = format!("{mode}-{rest}");
+    let tcp = scenarios.iter().find(|s| s.id == tcp_id)?;
+    let metric = unix.metric();
+    let pairs = [
+        (
+            "socktalk's echo server",
+            "socktalk-echo-unix",
+            "socktalk-echo",
+        ),
+        ("the bare tokio loop", "bare-tokio-unix", "bare-tokio"),
+    ];
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(who, over_unix, over_tcp)| {
+            let ours = unix.median_metric(over_unix)?;
+            let theirs = tcp.median_metric(over_tcp).filter(|v| *v > 0.0)?;
+            Some(format!(
+                "{who} {:.2}× ({} vs {})",
+                ours / theirs,
+                metric.show(ours),
+                metric.show(theirs)
+            ))
+        })
+        .collect();
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "Over a Unix socket against over TCP (`{tcp_id}`, above): {}.\n\n",
+        parts.join("; ")
+    ))
 }
 
 /// `chart` as a link relative to the directory of `doc`.

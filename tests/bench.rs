@@ -91,6 +91,55 @@ fn pingpong_and_bulk_measure_an_echo_server() {
     assert_eq!(report["errors"], 0);
 }
 
+/// `bench/compare.sh` measures socktalk's echo server over a Unix socket too: the address it
+/// announces (`unix:PATH`) is what `bench` dials, and both stream modes measure through it.
+#[test]
+fn pingpong_and_bulk_measure_an_echo_server_on_a_unix_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let server = Proc::server(&["echo", &format!("unix:{}", path.display())]);
+    assert_eq!(server.addr, format!("unix:{}", path.display()));
+    let pid = server.child.id().to_string();
+    let report = bench(&[
+        "pingpong",
+        &server.addr,
+        "--conns",
+        "4",
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--pid",
+        &pid,
+    ]);
+    assert_eq!(report["target"], server.addr.as_str(), "{report}");
+    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    // All four connections were served, none starved to nothing.
+    let share = report["slowest_conn_share"].as_f64().unwrap();
+    assert!(share > 0.0 && share <= 1.0, "{report}");
+    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+    let latency = &report["latency_us"];
+    assert!(latency["p50"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        latency["p50"].as_f64() <= latency["p99"].as_f64(),
+        "{report}"
+    );
+
+    let report = bench(&[
+        "bulk",
+        &server.addr,
+        "--duration",
+        "0.3",
+        "--warmup",
+        "0.1",
+        "--both",
+    ]);
+    assert!(report["tx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["rx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+}
+
 #[test]
 fn udp_counts_round_trips_and_losses() {
     let server = Proc::server(&["echo", "-u", "--upper", "127.0.0.1:0"]);
@@ -527,6 +576,39 @@ fn only_the_stream_modes_take_tls_flags() {
             "bench {mode} --help:\n{help}"
         );
     }
+}
+
+/// A Unix server whose accept queue fills after the first connections: with -v each refused
+/// connection is named by its own number. All of them were named after the last one made
+/// (`connection 3 failed` three times here).
+#[test]
+fn each_connection_that_fails_is_named_by_its_own_number() {
+    use socket2::{Domain, Socket, Type};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("small.sock");
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+    socket.bind(&common::unix_sock_addr(&path)).unwrap();
+    // Never accepting, it takes 2 connections into its queue (Linux queues backlog + 1) and
+    // refuses the other 3 at once.
+    socket.listen(1).unwrap();
+    let target = format!("unix:{}", path.display());
+    let out = socktalk()
+        .args(["-v", "bench", "pingpong", &target, "--conns", "5"])
+        .args(["--duration", "0.2", "--warmup", "0"])
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .expect("run bench");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for number in 3..=5 {
+        assert_eq!(
+            err.matches(&format!("connection {number} failed: cannot connect"))
+                .count(),
+            1,
+            "connection {number}: {err}"
+        );
+    }
+    assert!(err.contains("only 2 of 5 connections were made"), "{err}");
+    drop(socket);
 }
 
 #[test]

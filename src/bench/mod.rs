@@ -259,7 +259,7 @@ pub async fn connect_all(
     let mut streams = Vec::with_capacity(conns);
     let mut errors = 0;
     let mut first_failure = None;
-    for _ in 0..conns {
+    for index in 0..conns {
         let connected = tokio::select! {
             connected = dialer.connect() => connected,
             () = interrupt.wait() => return Err(Interrupt::too_early()),
@@ -268,7 +268,9 @@ pub async fn connect_all(
             Ok(stream) => streams.push(stream),
             Err(err) if streams.is_empty() => return Err(err),
             Err(err) => {
-                tracing::info!("connection {} failed: {err}", streams.len() + 1);
+                // Numbered in the order they were opened, not by those made before it: that
+                // gave every failure after the last success the same number.
+                tracing::info!("connection {} failed: {err}", index + 1);
                 first_failure.get_or_insert(err);
                 errors += 1;
             }
