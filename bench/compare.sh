@@ -19,6 +19,8 @@
 #   fanout-ws-100x1000                            the same over WebSockets (`bench fanout --ws`):
 #                                                 socktalk serve --http, websocat's broadcast relay
 #   hold-19000                                    idle connections: memory per connection
+#   hold-ws-19000                                 idle WebSockets (browsers): socktalk serve --http,
+#                                                 websocat's broadcast relay
 #
 # What it does, in one run:
 #   1. installs ncat and socat with apt when missing (root only; python3 is expected), and
@@ -62,7 +64,7 @@ HOLD_PYTHON=${HOLD_PYTHON:-1}
 FANOUT_REPS=${FANOUT_REPS:-15}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
 FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
-ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 fanout-ws-100x1000 hold-$HOLD_CONNS"
+ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 fanout-ws-100x1000 hold-$HOLD_CONNS hold-ws-$HOLD_CONNS"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 
 RESULTS=bench/results
@@ -301,6 +303,7 @@ scenario_targets() {
     fanout-*)
       if [ "$FANOUT_BIG_NCAT" = 1 ]; then echo "socktalk-serve ncat-chat"; else echo "socktalk-serve"; fi
       ;;
+    hold-ws-*) echo "socktalk-serve-ws websocat-broadcast" ;;
     hold-*)
       local targets="socktalk-serve socktalk-echo bare-tokio"
       if [ "$HOLD_PYTHON" = 1 ] && [ "$2" = 1 ]; then targets+=" python-threading"; fi
@@ -322,6 +325,7 @@ scenario_args() {
     fanout-100x1000) echo fanout ADDR --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     fanout-ws-100x1000) echo fanout ADDR --ws --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
+    hold-ws-*) echo hold ADDR --ws --conns "${1#hold-ws-}" --pid PID ;;
     hold-*) echo hold ADDR --conns "${1#hold-}" --pid PID ;;
     *) return 1 ;;
   esac

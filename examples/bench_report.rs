@@ -161,6 +161,7 @@ const KNOWN: &[(&str, &str)] = &[
         "Chat fan-out over WebSockets, 100 receivers × 1,000 messages",
     ),
     ("hold-19000", "Idle connections held, 19,000"),
+    ("hold-ws-19000", "Idle WebSockets held, 19,000"),
 ];
 
 /// All runs of one scenario, by target in the order they first appear.

@@ -544,6 +544,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             }
             BenchMode::Hold {
                 common,
+                ws,
                 conns,
                 pid,
                 hold,
@@ -551,9 +552,16 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 let hold = bench_seconds("--hold", hold)?;
                 let pid = live_pid(pid)?;
                 let wait = seconds("--wait", common.wait)?;
-                let report =
-                    bench::hold::run(&common.addr, family, conns, pid, hold, wait, &interrupt)
-                        .await?;
+                let report = bench::hold::run(
+                    &common.addr,
+                    family,
+                    ws.path.as_deref(),
+                    conns,
+                    pid,
+                    (hold, wait),
+                    &interrupt,
+                )
+                .await?;
                 (report, common.json)
             }
             BenchMode::Fanout {
@@ -570,7 +578,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
                 let pid = live_pid(pid)?;
                 let report = bench::fanout::run(
                     &dialer,
-                    ws.as_deref(),
+                    ws.path.as_deref(),
                     conns.max(1),
                     lines.max(1),
                     timeout,

@@ -656,6 +656,15 @@ pub struct BenchCommon {
     pub wait: f64,
 }
 
+/// `--ws [PATH]` of `fanout` and `hold`.
+#[derive(Debug, Args)]
+pub struct BenchWebSocket {
+    /// Speak WebSocket: upgrade every connection at PATH (`serve --http`'s is /ws, the
+    /// default); `fanout` sends each line as a text message `{"type":"say","text":…}`.
+    #[arg(long = "ws", value_name = "PATH", num_args = 0..=1, default_missing_value = "/ws", value_parser = websocket_path)]
+    pub path: Option<String>,
+}
+
 /// Flags of the timed benchmarks.
 #[derive(Debug, Args)]
 pub struct BenchTiming {
@@ -756,6 +765,8 @@ pub enum BenchMode {
     Hold {
         #[command(flatten)]
         common: BenchCommon,
+        #[command(flatten)]
+        ws: BenchWebSocket,
         /// Connections to open.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1000, allow_negative_numbers = true)]
         conns: usize,
@@ -780,10 +791,8 @@ pub enum BenchMode {
         /// Receivers.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 100, allow_negative_numbers = true)]
         conns: usize,
-        /// Speak WebSocket: upgrade every connection at PATH (`serve --http`'s is /ws, the
-        /// default) and send each line as a text message `{"type":"say","text":…}`.
-        #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "/ws", value_parser = websocket_path)]
-        ws: Option<String>,
+        #[command(flatten)]
+        ws: BenchWebSocket,
         /// Lines the sender sends.
         #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 1000, allow_negative_numbers = true)]
         lines: u64,

@@ -481,6 +481,32 @@ fn websocket_relay() -> std::net::SocketAddr {
     addr
 }
 
+/// `hold --ws`: idle browsers, each upgraded to a WebSocket, and the server's memory for each.
+#[test]
+fn hold_over_websockets_reports_memory_per_browser() {
+    let server = common::WebServer::start(&["--max-conns-per-ip", "0"]);
+    let (http, pid) = (server.http.to_string(), server.proc.child.id().to_string());
+    let report = bench(&[
+        "hold", &http, "--ws", "--conns", "40", "--hold", "0.2", "--pid", &pid,
+    ]);
+    assert_eq!(report["held"], 40, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["bytes_per_conn"].as_f64().is_some(), "{report}");
+    // The chat port speaks no HTTP: the first connection fails, saying so.
+    let err = common::fails_with(
+        &[
+            "bench",
+            "hold",
+            &server.tcp.to_string(),
+            "--ws",
+            "--conns",
+            "3",
+        ],
+        1,
+    );
+    assert!(err.contains("does not answer in HTTP"), "{err}");
+}
+
 /// What a wrong `--ws` target gets: a clear error naming the problem, never a hang.
 #[test]
 fn fanout_over_websockets_names_what_is_wrong_with_the_target() {

@@ -8,16 +8,19 @@
 //!   ports.
 //! - Each connection's incoming bytes (a chat server's greeting) are read and dropped, so the
 //!   server never sees a member that stopped reading.
+//! - With `--ws PATH` each connection is upgraded to a WebSocket first, as a browser's is, and
+//!   its pings are answered.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::{Interrupt, Report, progress};
+use super::{Interrupt, Report, progress, ws};
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
 
@@ -111,6 +114,28 @@ async fn open(
         })
 }
 
+/// Upgrades `stream` to a WebSocket at `path` on `server`, as an I/O result like [`open`]'s.
+async fn upgrade(
+    stream: TcpStream,
+    server: SocketAddr,
+    path: &str,
+) -> std::io::Result<ws::Lines<TcpStream>> {
+    ws::Lines::connect(stream, &server.to_string(), path)
+        .await
+        .map_err(|err| std::io::Error::other(err.to_string()))
+}
+
+/// Reads and drops what the server sends until it closes (`true`) or `stop` (`false`).
+async fn drain(mut stream: impl AsyncRead + Unpin, stop: CancellationToken) -> bool {
+    let mut buf = [0u8; 512];
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => if !matches!(read, Ok(n) if n > 0) { return true },
+            () = stop.cancelled() => return false,
+        }
+    }
+}
+
 /// Why opening stopped, in words.
 fn explain(err: &std::io::Error, fd_limit: u64) -> String {
     match err.raw_os_error() {
@@ -131,10 +156,10 @@ fn explain(err: &std::io::Error, fd_limit: u64) -> String {
 pub async fn run(
     target: &Endpoint,
     family: Family,
+    websocket: Option<&str>,
     conns: usize,
     pid: Option<u32>,
-    hold: Duration,
-    wait: Duration,
+    (hold, wait): (Duration, Duration),
     interrupt: &Interrupt,
 ) -> Result<Report> {
     if target.unix_path().is_some() {
@@ -152,22 +177,20 @@ pub async fn run(
     let mut errors = 0;
     let started = tokio::time::Instant::now();
     for i in 0..conns {
-        let opened = tokio::select! {
-            opened = open(server, source_for(server, i), wait) => opened,
+        let opening = async {
+            let stream = open(server, source_for(server, i), wait).await?;
+            Ok(match websocket {
+                None => Either::Left(stream),
+                Some(path) => Either::Right(upgrade(stream, server, path).await?),
+            })
+        };
+        let opened: std::io::Result<_> = tokio::select! {
+            opened = opening => opened,
             () = interrupt.wait() => break,
         };
         match opened {
-            Ok(mut stream) => {
-                let stop = stop.clone();
-                readers.push(tokio::spawn(async move {
-                    let mut buf = [0u8; 512];
-                    loop {
-                        tokio::select! {
-                            read = stream.read(&mut buf) => if !matches!(read, Ok(n) if n > 0) { return true },
-                            () = stop.cancelled() => return false,
-                        }
-                    }
-                }));
+            Ok(stream) => {
+                readers.push(tokio::spawn(drain(stream, stop.clone())));
                 bar.inc(1);
             }
             // Not even one: nothing to hold, and nothing to measure.

@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::error::{Error, Result};
 
+/// The most a WebSocket read takes from the socket: about a hundred chat messages.
+const READ_BUFFER: usize = 16 * 1024;
+
 /// A WebSocket connection as a stream of lines (see the module's documentation).
 pub struct Lines<S> {
     ws: WebSocketStream<S>,
@@ -47,7 +50,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
     pub async fn connect(stream: S, host: &str, path: &str) -> Result<Self> {
         let url = format!("ws://{host}{path}");
         // Zero: every message goes to the socket as it is sent, not gathered up to 128 KiB.
-        let config = WebSocketConfig::default().write_buffer_size(0);
+        // The read buffer is zero-filled to its size before every read: the default 128 KiB
+        // would cost a receiver a 128 KiB memset per read, and `hold` 128 KiB per connection.
+        let config = WebSocketConfig::default()
+            .write_buffer_size(0)
+            .read_buffer_size(READ_BUFFER);
         let (ws, _) =
             tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
                 .await
