@@ -170,13 +170,11 @@ start_printing() {
 # `listening on http://ADDR/` that follows the first (bounded wait).
 web_address() {
   local line
-  for _ in $(seq 100); do
-    line=$(grep -m1 -o 'listening on https\?://[^/]*' "$TMP/server.out" 2>/dev/null) && {
-      SERVER_ADDR=${line#listening on http*://}
-      return 0
-    }
-    sleep 0.05
-  done
+  if until_ready grep -q 'listening on https\?://' "$TMP/server.out"; then
+    line=$(grep -m1 -o 'listening on https\?://[^/]*' "$TMP/server.out")
+    SERVER_ADDR=${line#listening on http*://}
+    return 0
+  fi
   log "no web listener line from the server"
   stop_server
   return 1
@@ -191,14 +189,10 @@ start_on_port() {
     args=("${@//\{PORT\}/$port}")
     setsid "${args[@]}" >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
     SERVER_PID=$!
-    for _ in $(seq 100); do
-      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        SERVER_ADDR=127.0.0.1:$port
-        return 0
-      fi
-      kill -0 "$SERVER_PID" 2>/dev/null || break
-      sleep 0.05
-    done
+    if until_ready tcp_connectable "$port"; then
+      SERVER_ADDR=127.0.0.1:$port
+      return 0
+    fi
     stop_server
     log "$1 did not start on port $port (attempt $attempt): $(tail -n 1 "$TMP/server.err")"
   done
@@ -213,18 +207,26 @@ start_on_path() {
   shift
   setsid "$@" >"$TMP/server.out" 2>"$TMP/server.err" </dev/null &
   SERVER_PID=$!
-  for _ in $(seq 100); do
-    if unix_connectable "$path"; then
-      SERVER_ADDR=unix:$path
-      return 0
-    fi
-    kill -0 "$SERVER_PID" 2>/dev/null || break
-    sleep 0.05
-  done
+  if until_ready unix_connectable "$path"; then
+    SERVER_ADDR=unix:$path
+    return 0
+  fi
   stop_server
   log "$1 did not start on $path: $(tail -n 1 "$TMP/server.err")"
   return 1
 }
+# Runs "$@" until it succeeds (true) or the server has exited or 100 tries 0.05 s apart have
+# failed (false).
+until_ready() {
+  for _ in $(seq 100); do
+    "$@" && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}
+# Whether a connection to 127.0.0.1:PORT is accepted.
+tcp_connectable() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 # Whether a connection to the Unix socket PATH is accepted (bash's /dev/tcp has no Unix twin).
 unix_connectable() {
   python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' "$1" \

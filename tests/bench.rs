@@ -177,13 +177,12 @@ fn hold_reports_connections_and_memory() {
     assert!(report["bytes_per_conn"].as_f64().is_some());
 }
 
-#[test]
-fn fanout_delivers_every_line_to_every_receiver() {
-    let server = chat_server(&["--max-rate", "0"]);
-    let pid = server.child.id().to_string();
-    let report = bench(&[
-        "fanout",
-        host_port(&server.addr),
+/// `bench fanout TARGET EXTRA… --conns 20 --lines 50 --pid PID`, every line delivered to every
+/// receiver without an error; returns the report.
+fn fanout_20_by_50(target: &str, extra: &[&str], pid: &str) -> Value {
+    let mut args = vec!["fanout", target];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
         "--conns",
         "20",
         "--lines",
@@ -191,12 +190,21 @@ fn fanout_delivers_every_line_to_every_receiver() {
         "--timeout",
         "10",
         "--pid",
-        &pid,
+        pid,
     ]);
+    let report = bench(&args);
     assert_eq!(report["ops"], 1000, "{report}");
-    assert_eq!(report["lost"], 0);
-    assert_eq!(report["errors"], 0);
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
     assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+    report
+}
+
+#[test]
+fn fanout_delivers_every_line_to_every_receiver() {
+    let server = chat_server(&["--max-rate", "0"]);
+    let pid = server.child.id().to_string();
+    let report = fanout_20_by_50(host_port(&server.addr), &[], &pid);
     // Both sides worked to deliver the lines; each figure is CPU time, never negative.
     assert!(report["client_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
     assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
@@ -391,23 +399,7 @@ fn fanout_says_why_when_the_server_turns_receivers_away() {
 fn fanout_over_websockets_delivers_every_line_to_every_receiver() {
     let server = common::WebServer::start(&["--max-rate", "0"]);
     let (http, pid) = (server.http.to_string(), server.proc.child.id().to_string());
-    let report = bench(&[
-        "fanout",
-        &http,
-        "--ws",
-        "--conns",
-        "20",
-        "--lines",
-        "50",
-        "--timeout",
-        "10",
-        "--pid",
-        &pid,
-    ]);
-    assert_eq!(report["ops"], 1000, "{report}");
-    assert_eq!(report["lost"], 0, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
-    assert!(report["latency_us"]["p99"].as_f64().unwrap() > 0.0);
+    let report = fanout_20_by_50(&http, &["--ws"], &pid);
     assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
 }
 
