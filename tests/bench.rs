@@ -48,47 +48,7 @@ fn host_port(addr: &str) -> &str {
 #[test]
 fn pingpong_and_bulk_measure_an_echo_server() {
     let server = Proc::server(&["echo", "127.0.0.1:0"]);
-    let addr = host_port(&server.addr);
-    let pid = server.child.id().to_string();
-    let report = bench(&[
-        "pingpong",
-        addr,
-        "--conns",
-        "4",
-        "--duration",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--pid",
-        &pid,
-    ]);
-    // With --pid, both sides' CPU over the measured window.
-    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["client_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
-    assert_eq!(report["mode"], "pingpong");
-    assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
-    // Every connection made round trips: none was starved to nothing.
-    let share = report["slowest_conn_share"].as_f64().unwrap();
-    assert!(share > 0.0 && share <= 1.0, "{report}");
-    assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["errors"], 0);
-    let latency = &report["latency_us"];
-    assert!(latency["p50"].as_f64().unwrap() > 0.0);
-    assert!(latency["p50"].as_f64() <= latency["p99"].as_f64());
-    assert!(latency["p99"].as_f64() <= latency["max"].as_f64());
-
-    let report = bench(&[
-        "bulk",
-        addr,
-        "--duration",
-        "0.3",
-        "--warmup",
-        "0.1",
-        "--both",
-    ]);
-    assert!(report["tx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["rx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
-    assert_eq!(report["errors"], 0);
+    measures_an_echo_server(host_port(&server.addr), &server.child.id().to_string());
 }
 
 /// `bench/compare.sh` measures socktalk's echo server over a Unix socket too: the address it
@@ -99,10 +59,16 @@ fn pingpong_and_bulk_measure_an_echo_server_on_a_unix_socket() {
     let path = dir.path().join("echo.sock");
     let server = Proc::server(&["echo", &format!("unix:{}", path.display())]);
     assert_eq!(server.addr, format!("unix:{}", path.display()));
-    let pid = server.child.id().to_string();
+    let report = measures_an_echo_server(&server.addr, &server.child.id().to_string());
+    assert_eq!(report["target"], server.addr.as_str(), "{report}");
+}
+
+/// Short `pingpong` and `bulk --both` runs against the echo server at `addr` (process `pid`)
+/// measure sane figures; returns the ping-pong report.
+fn measures_an_echo_server(addr: &str, pid: &str) -> Value {
     let report = bench(&[
         "pingpong",
-        &server.addr,
+        addr,
         "--conns",
         "4",
         "--duration",
@@ -110,34 +76,42 @@ fn pingpong_and_bulk_measure_an_echo_server_on_a_unix_socket() {
         "--warmup",
         "0.1",
         "--pid",
-        &pid,
+        pid,
     ]);
-    assert_eq!(report["target"], server.addr.as_str(), "{report}");
+    // With --pid, both sides' CPU over the measured window.
+    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["client_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["mode"], "pingpong");
     assert!(report["ops"].as_u64().unwrap() > 0, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
-    // All four connections were served, none starved to nothing.
+    // Every connection made round trips: none was starved to nothing.
     let share = report["slowest_conn_share"].as_f64().unwrap();
     assert!(share > 0.0 && share <= 1.0, "{report}");
-    assert!(report["server_cpu_ms"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["ops_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["errors"], 0, "{report}");
     let latency = &report["latency_us"];
     assert!(latency["p50"].as_f64().unwrap() > 0.0, "{report}");
     assert!(
         latency["p50"].as_f64() <= latency["p99"].as_f64(),
         "{report}"
     );
+    assert!(
+        latency["p99"].as_f64() <= latency["max"].as_f64(),
+        "{report}"
+    );
 
-    let report = bench(&[
+    let bulk = bench(&[
         "bulk",
-        &server.addr,
+        addr,
         "--duration",
         "0.3",
         "--warmup",
         "0.1",
         "--both",
     ]);
-    assert!(report["tx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["rx_mb_s"].as_f64().unwrap() > 0.0, "{report}");
-    assert_eq!(report["errors"], 0, "{report}");
+    assert!(bulk["tx_mb_s"].as_f64().unwrap() > 0.0, "{bulk}");
+    assert!(bulk["rx_mb_s"].as_f64().unwrap() > 0.0, "{bulk}");
+    assert_eq!(bulk["errors"], 0, "{bulk}");
+    report
 }
 
 #[test]
