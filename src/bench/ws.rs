@@ -73,7 +73,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
 /// Why an upgrade to `url` failed, in words.
 fn upgrade_error(url: &str, err: tungstenite::Error) -> Error {
     let why = match err {
-        tungstenite::Error::Http(response) => format!("the server answered {}", response.status()),
+        // A refusal's body says why (`serve` names the limit: --max-conns-per-ip, --max-conns).
+        tungstenite::Error::Http(response) => match response.body().as_deref().map(first_line) {
+            Some(said) if !said.is_empty() => {
+                format!("the server answered {}: '{said}'", response.status())
+            }
+            _ => format!("the server answered {}", response.status()),
+        },
         tungstenite::Error::Io(err) => err.to_string(),
         tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HttparseError(_))
         | tungstenite::Error::HttpFormat(_) => {
@@ -84,6 +90,13 @@ fn upgrade_error(url: &str, err: tungstenite::Error) -> Error {
     Error::Io(io::Error::other(format!(
         "cannot open a WebSocket at {url}: {why}"
     )))
+}
+
+/// The first line of a refusal's body, as text (a page's worth at most).
+fn first_line(body: &[u8]) -> String {
+    let line = body.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = &line[..line.len().min(200)];
+    String::from_utf8_lossy(line).trim().to_string()
 }
 
 /// A WebSocket error as an I/O error: a connection reset stays one.
@@ -293,5 +306,27 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("ws://localhost/nope"), "{text}");
         assert!(text.contains("404"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_quotes_the_reason_the_server_gave() {
+        let (client, mut server) = tokio::io::duplex(4096);
+        tokio::spawn(async move {
+            let mut request = [0u8; 1024];
+            let _ = server.read(&mut request).await;
+            let reason = "refused: too many connections from 127.0.0.1 (--max-conns-per-ip 64)\n";
+            let head = format!(
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n",
+                reason.len()
+            );
+            let _ = server.write_all(format!("{head}{reason}").as_bytes()).await;
+        });
+        let err = Lines::connect(client, "localhost", "/ws")
+            .await
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(text.contains("503"), "{text}");
+        assert!(text.contains("--max-conns-per-ip 64)'"), "{text}");
     }
 }
