@@ -647,6 +647,30 @@ fn a_server_that_never_answers_costs_bench_w_seconds_not_the_systems_two_minutes
     }
 }
 
+/// A port that accepts connections (the kernel completes them) and never answers the
+/// WebSocket upgrade: `-w` bounds the upgrade too, as it bounds the connect.
+#[test]
+fn a_websocket_upgrade_that_is_never_answered_costs_bench_w_seconds() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    for mode in [
+        &["fanout", "--conns", "2", "--lines", "5"][..],
+        &["hold", "--conns", "2", "--hold", "0"][..],
+    ] {
+        let mut args = vec!["bench"];
+        args.extend_from_slice(mode);
+        args.extend_from_slice(&[&addr, "--ws", "-w", "1"]);
+        let (code, err, took) = common::timed_failure(&args);
+        assert_eq!(code, Some(3), "{mode:?}: {err}");
+        assert!(
+            err.contains("no answer to the WebSocket upgrade at ws://")
+                && err.contains("within 1s (-w)"),
+            "{mode:?}: {err}"
+        );
+        common::took_about(took, 1.0);
+    }
+}
+
 /// A TCP echo server on a thread that says so on the channel returned once it has echoed
 /// `reads` times on one connection, or accepted `reads` connections: the load generator is
 /// running by then.

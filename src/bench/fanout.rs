@@ -105,7 +105,9 @@ async fn connect(dialer: &Dialer, websocket: Option<&str>) -> Result<Link> {
     Ok(match websocket {
         None => Either::Left(stream),
         Some(path) => {
-            Either::Right(ws::Lines::connect(stream, &dialer.target.authority(), path).await?)
+            let scheme = if dialer.tls.is_some() { "wss" } else { "ws" };
+            let url = format!("{scheme}://{}{path}", dialer.target.authority());
+            Either::Right(ws::Lines::connect(stream, &url, dialer.wait).await?)
         }
     })
 }

@@ -114,15 +114,20 @@ async fn open(
         })
 }
 
-/// Upgrades `stream` to a WebSocket at `path` on `server`, as an I/O result like [`open`]'s.
+/// Upgrades `stream` to a WebSocket at `path` on `server`, giving up after `wait` (zero:
+/// never), as an I/O result like [`open`]'s.
 async fn upgrade(
     stream: TcpStream,
     server: SocketAddr,
     path: &str,
+    wait: Duration,
 ) -> std::io::Result<ws::Lines<TcpStream>> {
-    ws::Lines::connect(stream, &server.to_string(), path)
+    ws::Lines::connect(stream, &format!("ws://{server}{path}"), wait)
         .await
-        .map_err(|err| std::io::Error::other(err.to_string()))
+        .map_err(|err| match err {
+            Error::TimedOut(why) => std::io::Error::new(std::io::ErrorKind::TimedOut, why),
+            other => std::io::Error::other(other.to_string()),
+        })
 }
 
 /// Reads and drops what the server sends until it closes (`true`) or `stop` (`false`).
@@ -181,7 +186,7 @@ pub async fn run(
             let stream = open(server, source_for(server, i), wait).await?;
             Ok(match websocket {
                 None => Either::Left(stream),
-                Some(path) => Either::Right(upgrade(stream, server, path).await?),
+                Some(path) => Either::Right(upgrade(stream, server, path, wait).await?),
             })
         };
         let opened: std::io::Result<_> = tokio::select! {

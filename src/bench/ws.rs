@@ -14,6 +14,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
@@ -42,23 +43,32 @@ pub struct Lines<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
-    /// Upgrades `stream` to a WebSocket at `ws://HOST/PATH` (`host` also names the server in
-    /// the `Host` header; no `Origin` is sent, as from a program rather than a page).
+    /// Upgrades `stream` to a WebSocket at `url` (`ws://HOST:PORT/PATH`, or `wss://…` over a
+    /// TLS stream: the URL names the server in the `Host` header, and in errors; no `Origin`
+    /// is sent, as from a program rather than a page), giving up after `wait` (zero: never).
     ///
     /// # Errors
-    /// The server refused the upgrade (its HTTP status is named) or closed the connection.
-    pub async fn connect(stream: S, host: &str, path: &str) -> Result<Self> {
-        let url = format!("ws://{host}{path}");
+    /// The server refused the upgrade (its HTTP status and the first line of its answer are
+    /// named) or closed the connection; [`Error::TimedOut`] past `wait`.
+    pub async fn connect(stream: S, url: &str, wait: Duration) -> Result<Self> {
         // Zero: every message goes to the socket as it is sent, not gathered up to 128 KiB.
         // The read buffer is zero-filled to its size before every read: the default 128 KiB
         // would cost a receiver a 128 KiB memset per read, and `hold` 128 KiB per connection.
         let config = WebSocketConfig::default()
             .write_buffer_size(0)
             .read_buffer_size(READ_BUFFER);
-        let (ws, _) =
-            tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config))
-                .await
-                .map_err(|err| upgrade_error(&url, err))?;
+        let upgrade = tokio_tungstenite::client_async_with_config(url, stream, Some(config));
+        let upgraded = if wait.is_zero() {
+            upgrade.await
+        } else {
+            tokio::time::timeout(wait, upgrade).await.map_err(|_| {
+                Error::TimedOut(format!(
+                    "no answer to the WebSocket upgrade at {url} within {}s (-w)",
+                    wait.as_secs_f64()
+                ))
+            })?
+        };
+        let (ws, _) = upgraded.map_err(|err| upgrade_error(url, err))?;
         Ok(Self {
             ws,
             unread: Bytes::new(),
@@ -217,7 +227,9 @@ mod tests {
     ) {
         let (client, server) = tokio::io::duplex(64 * 1024);
         let server = tokio::spawn(tokio_tungstenite::accept_async(server));
-        let lines = Lines::connect(client, "localhost", "/ws").await.unwrap();
+        let lines = Lines::connect(client, "ws://localhost/ws", Duration::ZERO)
+            .await
+            .unwrap();
         (lines, server.await.unwrap().unwrap())
     }
 
@@ -299,7 +311,7 @@ mod tests {
                 .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                 .await;
         });
-        let err = Lines::connect(client, "localhost", "/nope")
+        let err = Lines::connect(client, "ws://localhost/nope", Duration::ZERO)
             .await
             .err()
             .expect("refused");
@@ -321,7 +333,7 @@ mod tests {
             );
             let _ = server.write_all(format!("{head}{reason}").as_bytes()).await;
         });
-        let err = Lines::connect(client, "localhost", "/ws")
+        let err = Lines::connect(client, "ws://localhost/ws", Duration::ZERO)
             .await
             .err()
             .expect("refused");
