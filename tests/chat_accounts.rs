@@ -710,16 +710,6 @@ fn an_old_database_moves_to_case_folded_keys_and_a_clash_loses_nothing() {
     );
 }
 
-/// The server's resident memory (`VmRSS`), in KiB.
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line")
-}
-
 /// Password hashing takes ~19 MiB a hash, and at most `HASH_CONCURRENCY` (2) run at once: a
 /// flood of `/register`s leaves the server's memory where it was, rather than each blocking
 /// thread's malloc arena keeping a hash's worth or two for good (a 20 MiB server held ~300 MiB
@@ -731,7 +721,7 @@ fn a_flood_of_password_hashes_does_not_leave_the_server_holding_their_memory() {
     let pid = server.child.id();
     let mut warm = registered(addr, "warm", PASSWORD);
     warm.send("/quit");
-    let before = resident_kib(pid);
+    let before = common::resident_kib(pid);
     // Within LOGIN_FAILURES_PER_SOURCE (20) for this one address; all at once, so that the
     // hashes queue and run on many blocking threads.
     let mut clients: Vec<ChatClient> = (0..18)
@@ -746,7 +736,7 @@ fn a_flood_of_password_hashes_does_not_leave_the_server_holding_their_memory() {
             "* flood{i} is registered to you now; /login flood{i} PASSWORD claims it from any connection"
         ));
     }
-    let after = resident_kib(pid);
+    let after = common::resident_kib(pid);
     assert!(
         after < before + 64 * 1024,
         "18 password hashes, 2 at a time, grew the server from {before} KiB to {after} KiB"

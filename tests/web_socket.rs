@@ -1145,16 +1145,6 @@ async fn a_gbk_nc_user_and_a_browser_read_each_other() {
     assert!(is_message(&heard, "carl", "你好"), "{heard}");
 }
 
-/// The server's resident memory (`VmRSS`), in KiB.
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("a VmRSS line")
-}
-
 /// A burst of lines is written to each browser in batches; what the server gathers for a batch
 /// must not stay held by every browser afterwards. With the library's 128 KiB write buffer,
 /// each browser kept up to 128 KiB once it had been sent a burst (2,000 idle browsers: 22 MB
@@ -1170,7 +1160,7 @@ async fn a_burst_of_lines_does_not_leave_every_browser_holding_a_big_write_buffe
         browsers.push(Ws::connect(&server).await);
     }
     let mut sender = browsers.pop().expect("a sender");
-    let before = resident_kib(pid);
+    let before = common::resident_kib(pid);
     // Each reads the whole burst, then stays connected (idle) until the memory is read.
     let (done_tx, mut done_rx) = tokio::sync::mpsc::channel(BROWSERS);
     let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
@@ -1203,7 +1193,7 @@ async fn a_burst_of_lines_does_not_leave_every_browser_holding_a_big_write_buffe
             .expect("every browser got the burst in time")
             .expect("a browser's reader panicked");
     }
-    let after = resident_kib(pid);
+    let after = common::resident_kib(pid);
     hold_tx.send(true).unwrap();
     let grown = after.saturating_sub(before) / BROWSERS as u64;
     assert!(

@@ -301,43 +301,37 @@ mod tests {
         assert!(matches!(server.next().await, Some(Ok(Message::Close(_)))));
     }
 
-    #[tokio::test]
-    async fn a_refused_upgrade_names_the_status() {
+    /// The error `Lines::connect` to `url` gives when the server answers `answer`.
+    async fn refused(url: &str, answer: String) -> String {
         let (client, mut server) = tokio::io::duplex(4096);
         tokio::spawn(async move {
             let mut request = [0u8; 1024];
             let _ = server.read(&mut request).await;
-            let _ = server
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
-                .await;
+            let _ = server.write_all(answer.as_bytes()).await;
         });
-        let err = Lines::connect(client, "ws://localhost/nope", Duration::ZERO)
+        let err = Lines::connect(client, url, Duration::ZERO)
             .await
             .err()
             .expect("refused");
-        let text = err.to_string();
+        err.to_string()
+    }
+
+    #[tokio::test]
+    async fn a_refused_upgrade_names_the_status() {
+        let answer = "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_string();
+        let text = refused("ws://localhost/nope", answer).await;
         assert!(text.contains("ws://localhost/nope"), "{text}");
         assert!(text.contains("404"), "{text}");
     }
 
     #[tokio::test]
     async fn a_refused_upgrade_quotes_the_reason_the_server_gave() {
-        let (client, mut server) = tokio::io::duplex(4096);
-        tokio::spawn(async move {
-            let mut request = [0u8; 1024];
-            let _ = server.read(&mut request).await;
-            let reason = "refused: too many connections from 127.0.0.1 (--max-conns-per-ip 64)\n";
-            let head = format!(
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n",
-                reason.len()
-            );
-            let _ = server.write_all(format!("{head}{reason}").as_bytes()).await;
-        });
-        let err = Lines::connect(client, "ws://localhost/ws", Duration::ZERO)
-            .await
-            .err()
-            .expect("refused");
-        let text = err.to_string();
+        let reason = "refused: too many connections from 127.0.0.1 (--max-conns-per-ip 64)\n";
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n{reason}",
+            reason.len()
+        );
+        let text = refused("ws://localhost/ws", answer).await;
         assert!(text.contains("503"), "{text}");
         assert!(text.contains("--max-conns-per-ip 64)'"), "{text}");
     }

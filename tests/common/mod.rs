@@ -918,3 +918,13 @@ pub fn took_about(took: Duration, wait: f64) {
     assert!(took >= Duration::from_secs_f64(wait * 0.9), "took {took:?}");
     assert!(took < Duration::from_secs_f64(wait + 8.0), "took {took:?}");
 }
+
+/// The server's resident memory (`VmRSS`), in KiB.
+pub fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line")
+}
