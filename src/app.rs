@@ -456,8 +456,9 @@ async fn run_chat(args: ChatArgs, family: Family) -> Result<()> {
 
 async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     use crate::cli::{BenchCommon, BenchTiming, TlsClientArgs};
-    // Ctrl-C ends a run early, with the report of what it measured until then.
-    let interrupt = bench::Interrupt::on_sigint();
+    // Ctrl-C (or SIGTERM, SIGHUP) ends a run early, with the report of what it measured until
+    // then.
+    let interrupt = bench::Interrupt::on_signals();
     // Every mode may open many sockets: a soft limit below the hard one (often 1,024) would
     // fail connections the system allows.
     bench::hold::raise_fd_limit();
@@ -598,15 +599,15 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     let (report, is_json) = tokio::select! {
         outcome = run => outcome?,
         () = given_up => {
-            return Err(Error::Interrupted(format!(
-                "interrupted (Ctrl-C); the run did not wrap up within {} s, no report",
+            return Err(interrupt.error(&format!(
+                "; the run did not wrap up within {} s, no report",
                 bench::INTERRUPT_GRACE.as_secs()
             )));
         }
     };
     // Interrupted before the measurement began: there is nothing to report.
     if report.interrupted && report.duration_s <= 0.0 {
-        return Err(bench::Interrupt::too_early());
+        return Err(interrupt.too_early());
     }
     let text = if is_json {
         format!("{}\n", report.to_json())
@@ -619,8 +620,8 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     stdout.flush().map_err(stdout_error)?;
     // The report shows what failed; the exit code must too, for scripts.
     if report.interrupted {
-        return Err(Error::Interrupted(format!(
-            "interrupted (Ctrl-C): the report covers the {} measured before it",
+        return Err(interrupt.error(&format!(
+            ": the report covers the {} measured before it",
             bench::report::seconds(report.duration_s)
         )));
     }

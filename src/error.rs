@@ -112,10 +112,16 @@ pub enum Error {
     #[error("standard output: {}", lowercase_io(.0))]
     Stdout(io::Error),
 
-    /// Ctrl-C ended the command early (exit code 130, as a shell reports a process a SIGINT
-    /// killed); `bench` prints the report of what it measured first.
-    #[error("{0}")]
-    Interrupted(String),
+    /// A signal (Ctrl-C, SIGTERM, SIGHUP) ended the command early; `bench` prints the report of
+    /// what it measured first. The exit code is the shell's for that signal (130, 143, 129):
+    /// [`crate::signals::exit_status`].
+    #[error("{message}")]
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+        /// What was cut short.
+        message: String,
+    },
 
     /// Any other I/O failure, e.g. the connection reset mid-transfer.
     #[error("{}", lowercase_io(.0))]
@@ -144,9 +150,12 @@ impl Error {
         matches!(self, Error::TimedOut(_))
     }
 
-    /// Whether Ctrl-C ended the command early (exit code 130).
-    pub fn is_interrupted(&self) -> bool {
-        matches!(self, Error::Interrupted(_))
+    /// The signal that ended the command early, if one did.
+    pub fn interrupted_by(&self) -> Option<i32> {
+        match self {
+            Error::Interrupted { signal, .. } => Some(*signal),
+            _ => None,
+        }
     }
 
     /// Whether this error comes from what the user typed (exit code 2) rather than from the

@@ -22,7 +22,7 @@
 //!
 //! The clients are [`connect`] (netcat-style; [`connect::listen`] is its listening end, `-l`)
 //! and [`talk`] (one-to-one chat). [`cli`] holds the
-//! command line, [`app`] wires it to the layers, [`limits`] documents every limit, and
+//! command line, [`app`] wires it to the layers, [`signals`] catches what ends a client, [`limits`] documents every limit, and
 //! [`error`] every failure a user can see.
 
 pub mod access;
@@ -37,6 +37,7 @@ pub mod error;
 pub mod limits;
 pub mod server;
 pub mod service;
+pub mod signals;
 pub mod talk;
 #[doc(hidden)]
 pub mod testing;

@@ -1,6 +1,6 @@
 //! The `socktalk` binary: parse the command line, set up logging, run, and turn the outcome into
-//! an exit code (0 ok, 1 runtime error, 2 usage error, 3 a client timed out, 130 interrupted by
-//! Ctrl-C). Errors are one line on stderr.
+//! an exit code (0 ok, 1 runtime error, 2 usage error, 3 a client timed out, 128 + the
+//! signal's number when a signal cut it short: 130 for Ctrl-C). Errors are one line on stderr.
 
 use std::process::ExitCode;
 
@@ -39,9 +39,9 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(socktalk::Error::StdoutClosed) => ExitCode::SUCCESS,
-        Err(err) if err.is_interrupted() => {
+        Err(err) if let Some(signal) = err.interrupted_by() => {
             eprintln!("socktalk: {err}");
-            ExitCode::from(130)
+            ExitCode::from(socktalk::signals::exit_status(signal))
         }
         Err(err) => {
             eprintln!("socktalk: error: {err}");

@@ -712,10 +712,17 @@ fn echo_that_signals(reads: usize) -> (String, std::sync::mpsc::Receiver<()>) {
 }
 
 /// Ctrl-C in the middle of a run prints the report of what was measured until then, marked
-/// as interrupted, and exits 130; it used to kill the process with nothing printed.
+/// as interrupted, and exits 130; it used to kill the process with nothing printed. SIGTERM
+/// (what `timeout` sends) and SIGHUP do the same, with the shell's codes for them.
 #[test]
-fn ctrl_c_prints_what_was_measured_and_exits_130() {
-    for mode in ["pingpong", "bulk", "handshake"] {
+fn a_signal_prints_what_was_measured_and_exits_with_its_code() {
+    for (mode, signal, name, code) in [
+        ("pingpong", "INT", "Ctrl-C", 130),
+        ("bulk", "INT", "Ctrl-C", 130),
+        ("handshake", "INT", "Ctrl-C", 130),
+        ("pingpong", "TERM", "SIGTERM", 143),
+        ("bulk", "HUP", "SIGHUP", 129),
+    ] {
         let (addr, is_ready) = echo_that_signals(50);
         let mut run = Proc::start(&[
             "bench",
@@ -730,12 +737,15 @@ fn ctrl_c_prints_what_was_measured_and_exits_130() {
         is_ready
             .recv_timeout(std::time::Duration::from_secs(20))
             .expect("the run is under way");
-        run.signal("INT");
+        run.signal(signal);
         let status = run.wait_exit(std::time::Duration::from_secs(5));
-        assert_eq!(status.code(), Some(130), "{mode}");
+        assert_eq!(status.code(), Some(code), "{mode} {signal}");
         let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
         let err = run.stderr_text();
-        assert!(err.contains("interrupted (Ctrl-C)"), "{mode}: {err}");
+        assert!(
+            err.contains(&format!("interrupted ({name}): the report covers")),
+            "{mode}: {err}"
+        );
         assert_eq!(report["interrupted"], true, "{mode}: {report}");
         let measured = report["duration_s"].as_f64().unwrap();
         assert!(measured > 0.0 && measured < 60.0, "{mode}: {report}");

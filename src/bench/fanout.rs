@@ -145,7 +145,7 @@ pub async fn run(
     for _ in 0..receivers {
         let stream = tokio::select! {
             stream = connect(dialer, websocket) => stream?,
-            () = interrupt.wait() => return Err(Interrupt::too_early()),
+            () = interrupt.wait() => return Err(interrupt.too_early()),
         };
         let (mark, ready_mark, stop) = (mark.clone(), ready_mark.clone(), stop.clone());
         let mut latencies = latencies.recorder();
@@ -227,14 +227,14 @@ pub async fn run(
 
     let mut sender = tokio::select! {
         sender = connect(dialer, websocket) => sender?,
-        () = interrupt.wait() => return Err(Interrupt::too_early()),
+        () = interrupt.wait() => return Err(interrupt.too_early()),
     };
     let slowed = Arc::new(AtomicU64::new(0));
     // The sender's own incoming lines (its echo, server notices) are read and dropped.
     let probe = sender_probe_ready(&mut sender, &tag, &ready, &turned_away, receivers, timeout);
     tokio::select! {
         probed = probe => probed?,
-        () = interrupt.wait() => return Err(Interrupt::too_early()),
+        () = interrupt.wait() => return Err(interrupt.too_early()),
     }
     let (sender_rx, sender_tx) = tokio::io::split(sender);
     let drain = {

@@ -22,7 +22,7 @@ pub async fn run(load: &Load) -> Result<Report> {
     // stream of counted failures.
     let first = tokio::select! {
         first = load.dialer.connect() => first?,
-        () = load.interrupt.wait() => return Err(super::Interrupt::too_early()),
+        () = load.interrupt.wait() => return Err(load.interrupt.too_early()),
     };
     abort(first);
     let window = load.window();

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::endpoint::{Endpoint, Family};
 use crate::error::{Error, Result};
+use crate::signals::{self, Signals};
 use crate::transport::deadline::Deadline;
 use crate::transport::tls::{self, Connector};
 use crate::transport::{tcp, unix};
@@ -115,47 +116,47 @@ impl Load {
 /// resolving) must not make Ctrl-C hang.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(2);
 
-/// Ctrl-C (SIGINT) during a run: the run stops measuring at once and reports what it
-/// measured so far, marked as interrupted (`socktalk` then exits with code 130).
+/// A signal during a run (Ctrl-C, SIGTERM as `timeout` sends, SIGHUP): the run stops
+/// measuring at once and reports what it measured so far, marked as interrupted (`socktalk`
+/// then exits with the shell's code for the signal, 130 for Ctrl-C).
 #[derive(Debug, Clone, Default)]
 pub struct Interrupt {
     token: CancellationToken,
-    at: Arc<OnceLock<Instant>>,
+    /// When, and by which signal.
+    by: Arc<OnceLock<(Instant, i32)>>,
 }
 
 impl Interrupt {
-    /// An interrupt set by the first SIGINT from now on; a second SIGINT ends the process at
-    /// once (exit code 130), for a run that takes too long to wrap up.
-    pub fn on_sigint() -> Self {
-        use tokio::signal::unix::{SignalKind, signal};
+    /// An interrupt set by the first of SIGINT, SIGTERM or SIGHUP from now on; a second signal
+    /// ends the process at once, for a run that takes too long to wrap up.
+    pub fn on_signals() -> Self {
         let interrupt = Self::default();
-        let Ok(mut signals) = signal(SignalKind::interrupt()) else {
+        let Ok(mut caught) = Signals::install() else {
             return interrupt;
         };
         let trigger = interrupt.clone();
         tokio::spawn(async move {
-            signals.recv().await;
-            trigger.interrupt();
-            signals.recv().await;
-            std::process::exit(130);
+            trigger.interrupt(caught.recv().await);
+            let number = caught.recv().await;
+            std::process::exit(signals::exit_status(number).into());
         });
         interrupt
     }
 
-    /// Interrupts the run now (the first call counts).
-    pub fn interrupt(&self) {
-        self.at.get_or_init(Instant::now);
+    /// Interrupts the run now, as signal `number` does (the first call counts).
+    pub fn interrupt(&self, number: i32) {
+        self.by.get_or_init(|| (Instant::now(), number));
         self.token.cancel();
     }
 
     /// When the run was interrupted, if it was.
     pub fn at(&self) -> Option<Instant> {
-        self.at.get().copied()
+        self.by.get().map(|&(at, _)| at)
     }
 
     /// Whether the run was interrupted.
     pub fn is_interrupted(&self) -> bool {
-        self.at.get().is_some()
+        self.by.get().is_some()
     }
 
     /// A token cancelled by the interrupt, for one task: each task polls its own, so the
@@ -169,9 +170,18 @@ impl Interrupt {
         self.token.cancelled().await;
     }
 
+    /// The error that ends the command, interrupted: `what` says what was cut short.
+    pub fn error(&self, what: &str) -> Error {
+        let signal = self.by.get().map_or(libc::SIGINT, |&(_, number)| number);
+        Error::Interrupted {
+            signal,
+            message: format!("interrupted ({}){what}", signals::name(signal)),
+        }
+    }
+
     /// The error for a run interrupted before it had anything to report.
-    pub fn too_early() -> Error {
-        Error::Interrupted("interrupted (Ctrl-C) before anything was measured".into())
+    pub fn too_early(&self) -> Error {
+        self.error(" before anything was measured")
     }
 }
 
@@ -262,7 +272,7 @@ pub async fn connect_all(
     for index in 0..conns {
         let connected = tokio::select! {
             connected = dialer.connect() => connected,
-            () = interrupt.wait() => return Err(Interrupt::too_early()),
+            () = interrupt.wait() => return Err(interrupt.too_early()),
         };
         match connected {
             Ok(stream) => streams.push(stream),

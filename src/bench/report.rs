@@ -7,8 +7,8 @@
 //! |---|---|
 //! | `mode` | `pingpong`, `bulk`, `udp`, `hold` or `fanout` |
 //! | `target` | the address benchmarked |
-//! | `conns`, `size`, `duration_s` | the settings used; `duration_s` is the time measured (to Ctrl-C, if it came first) |
-//! | `interrupted` | `true` when Ctrl-C ended the run early: the figures cover `duration_s` (left out otherwise) |
+//! | `conns`, `size`, `duration_s` | the settings used; `duration_s` is the time measured (to Ctrl-C or another signal, if one came first) |
+//! | `interrupted` | `true` when Ctrl-C (or SIGTERM, SIGHUP) ended the run early: the figures cover `duration_s` (left out otherwise) |
 //! | `ops`, `ops_per_s` | round trips (pingpong, udp), deliveries (fanout) or connections set up (handshake) measured, and per second |
 //! | `latency_us` | `{p50, p90, p99, max}` in microseconds (round trip, or send to delivery); left out when nothing was measured (an empty histogram has no percentiles, and zeros would read as instant replies) |
 //! | `slowest_conn_share` | pingpong with more than one connection: the slowest connection's round trips over the mean per connection, over the connections made (one that failed counts with the round trips it completed); 1 when the server shares itself evenly, near 0 when it starves someone |
@@ -68,7 +68,7 @@ pub struct Report {
     pub size: Option<usize>,
     /// Seconds measured.
     pub duration_s: f64,
-    /// Whether Ctrl-C ended the run early.
+    /// Whether a signal (Ctrl-C, SIGTERM, SIGHUP) ended the run early.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
     /// Round trips or deliveries.
@@ -189,7 +189,7 @@ impl Report {
         if self.interrupted {
             row(
                 "interrupted",
-                "by Ctrl-C: the figures cover the time measured".into(),
+                "yes: the figures cover the time measured before it".into(),
             );
         }
         if let (Some(ops), Some(rate)) = (self.ops, self.ops_per_s) {

@@ -22,7 +22,6 @@
 use std::net::SocketAddr;
 
 use tokio::net::UdpSocket;
-use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use super::{ConnectConfig, Input, StdinDatagrams, check_fits, print_message, stdin_error};
 use crate::codec::Framing;
@@ -30,6 +29,7 @@ use crate::endpoint::{Proto, display_addr};
 use crate::error::{Error, Result};
 use crate::limits::MAX_DATAGRAM_V6;
 use crate::server::{self, AcceptBackoff, RefusalStyle};
+use crate::signals::{self, Signals};
 use crate::transport::tls::{Acceptor, Conn};
 use crate::transport::udp::{self, DatagramServer};
 use crate::transport::{Peer, StreamListener};
@@ -70,18 +70,18 @@ pub async fn streams<L: StreamListener>(
     listen: &ListenConfig,
 ) -> Result<()> {
     // Installed before the address is announced: a signal that comes after it must find them.
-    let mut signals = Signals::install()?;
+    let mut caught = Signals::install()?;
     server::announce_on_stderr(&listener.local_display(), listen.tls.as_ref());
     let mut input = Input::new(config);
     let outcome = tokio::select! {
         result = serve(listener, config, listen, &mut input) => Ok(result),
-        number = signals.recv() => Err(number),
+        number = caught.recv() => Err(number),
     };
     match outcome {
         Ok(result) => result,
         // The pump is gone (its connection closed), and the listener with it: a Unix socket
         // file is removed.
-        Err(number) => std::process::exit(128 + number),
+        Err(number) => std::process::exit(signals::exit_status(number).into()),
     }
 }
 
@@ -142,32 +142,6 @@ async fn accept<L: StreamListener>(listener: &L) -> (L::Stream, Peer) {
         match listener.accept().await {
             Ok(accepted) => return accepted,
             Err(err) => backoff.wait(&err).await,
-        }
-    }
-}
-
-/// The signals that end a listener: Ctrl-C, `kill`, and the terminal going away.
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    fn install() -> Result<Self> {
-        Ok(Self {
-            interrupt: signal(SignalKind::interrupt())?,
-            terminate: signal(SignalKind::terminate())?,
-            hangup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// The number of the next signal to come.
-    async fn recv(&mut self) -> i32 {
-        tokio::select! {
-            _ = self.interrupt.recv() => libc::SIGINT,
-            _ = self.terminate.recv() => libc::SIGTERM,
-            _ = self.hangup.recv() => libc::SIGHUP,
         }
     }
 }
