@@ -545,6 +545,7 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             }
             BenchMode::Hold {
                 common,
+                tls,
                 ws,
                 conns,
                 pid,
@@ -552,14 +553,12 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
             } => {
                 let hold = bench_seconds("--hold", hold)?;
                 let pid = live_pid(pid)?;
-                let wait = seconds("--wait", common.wait)?;
                 let report = bench::hold::run(
-                    &common.addr,
-                    family,
+                    &dialer(&common, Some(&tls))?,
                     ws.path.as_deref(),
                     conns,
                     pid,
-                    (hold, wait),
+                    hold,
                     &interrupt,
                 )
                 .await?;

@@ -766,6 +766,8 @@ pub enum BenchMode {
         #[command(flatten)]
         common: BenchCommon,
         #[command(flatten)]
+        tls: TlsClientArgs,
+        #[command(flatten)]
         ws: BenchWebSocket,
         /// Connections to open.
         #[arg(long, value_name = "N", value_parser = RangedU64ValueParser::<usize>::new().range(1..), default_value_t = 1000, allow_negative_numbers = true)]

@@ -478,6 +478,41 @@ fn hold_over_websockets_reports_memory_per_browser() {
     assert!(err.contains("does not answer in HTTP"), "{err}");
 }
 
+/// `hold --tls`: idle TLS clients, each holding its session, on the chat port and, with `--ws`,
+/// as browsers on `wss://`; a TLS hold of a plain port fails on its first connection, saying so.
+#[test]
+fn hold_over_tls_holds_sessions_plain_and_websocket() {
+    let server = common::WebServer::start(&["--max-conns-per-ip", "0", "--tls-self-signed"]);
+    let fingerprint = server
+        .fingerprint
+        .clone()
+        .expect("a self-signed certificate");
+    let pid = server.proc.child.id().to_string();
+    for (target, ws) in [(server.tcp, None), (server.http, Some("--ws"))] {
+        let target = target.to_string();
+        let mut args = vec!["hold", &target, "--tls-fingerprint", &fingerprint];
+        args.extend(ws);
+        args.extend(["--conns", "30", "--hold", "0.2", "--pid", &pid]);
+        let report = bench(&args);
+        assert_eq!(report["held"], 30, "{ws:?}: {report}");
+        assert_eq!(report["errors"], 0, "{ws:?}: {report}");
+        assert!(report["bytes_per_conn"].as_f64().is_some(), "{report}");
+    }
+    let plain = chat_server(&[]);
+    let err = common::fails_with(
+        &[
+            "bench",
+            "hold",
+            host_port(&plain.addr),
+            "--tls",
+            "--conns",
+            "3",
+        ],
+        1,
+    );
+    assert!(err.contains("TLS handshake"), "{err}");
+}
+
 /// What a wrong `--ws` target gets: a clear error naming the problem, never a hang.
 #[test]
 fn fanout_over_websockets_names_what_is_wrong_with_the_target() {
@@ -554,18 +589,19 @@ fn udp_and_hold_against_a_closed_port_fail_clearly() {
 
 #[test]
 fn only_the_stream_modes_take_tls_flags() {
-    for mode in ["udp", "hold"] {
-        let help = socktalk().args(["bench", mode, "--help"]).output().unwrap();
-        assert!(help.status.success(), "{help:?}");
-        let help = String::from_utf8_lossy(&help.stdout);
-        assert!(
-            !help.contains("--tls"),
-            "bench {mode} --help lists TLS flags:\n{help}"
-        );
-        let err = common::fails_with(&["bench", mode, "127.0.0.1:1", "--tls"], 2);
-        assert!(err.contains("--tls"), "{err}");
-    }
-    for mode in ["pingpong", "bulk", "handshake", "fanout"] {
+    let help = socktalk()
+        .args(["bench", "udp", "--help"])
+        .output()
+        .unwrap();
+    assert!(help.status.success(), "{help:?}");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        !help.contains("--tls"),
+        "bench udp --help lists TLS flags:\n{help}"
+    );
+    let err = common::fails_with(&["bench", "udp", "127.0.0.1:1", "--tls"], 2);
+    assert!(err.contains("--tls"), "{err}");
+    for mode in ["pingpong", "bulk", "handshake", "fanout", "hold"] {
         let help = socktalk().args(["bench", mode, "--help"]).output().unwrap();
         let help = String::from_utf8_lossy(&help.stdout);
         assert!(

@@ -8,8 +8,10 @@
 //!   ports.
 //! - Each connection's incoming bytes (a chat server's greeting) are read and dropped, so the
 //!   server never sees a member that stopped reading.
+//! - With `--tls` each connection makes its TLS handshake first, and holds its session: what an
+//!   idle TLS client costs a server is its TLS state on top of the connection's.
 //! - With `--ws PATH` each connection is upgraded to a WebSocket first, as a browser's is, and
-//!   its pings are answered.
+//!   its pings are answered (over TLS: `wss://`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -20,9 +22,10 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
-use super::{Interrupt, Report, progress, ws};
-use crate::endpoint::{Endpoint, Family};
+use super::{Dialer, Interrupt, Report, progress, ws};
 use crate::error::{Error, Result};
+use crate::transport::deadline::Deadline;
+use crate::transport::tls;
 
 /// Raises this process's open-file soft limit to the hard limit; returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
@@ -74,60 +77,84 @@ fn source_for(server: SocketAddr, i: usize) -> Option<SocketAddr> {
     Some(SocketAddr::new(IpAddr::V4(ip), 0))
 }
 
-/// Opens one connection to `server` from `source`, giving up after `wait` (zero: never).
+/// Opens one connection to `server` from `source`, by `deadline`.
 async fn open(
     server: SocketAddr,
     source: Option<SocketAddr>,
-    wait: Duration,
+    deadline: &Deadline,
 ) -> std::io::Result<TcpStream> {
-    let socket = if server.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    if let Some(source) = source {
-        // Defer choosing the port to connect(), so ports are unique per 4-tuple, not per source.
-        let one: libc::c_int = 1;
-        // SAFETY: a valid socket fd and a pointer to a c_int of the size given.
-        unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
+    let connected = async {
+        let socket = if server.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(source) = source {
+            // Defer choosing the port to connect(), so ports are unique per 4-tuple, not per
+            // source.
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket fd and a pointer to a c_int of the size given.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+            socket.bind(source)?;
         }
-        socket.bind(source)?;
-    }
-    let connect = socket.connect(server);
-    if wait.is_zero() {
-        return connect.await;
-    }
-    tokio::time::timeout(wait, connect)
-        .await
-        .unwrap_or_else(|_| {
-            Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("no answer within {}s (-w)", wait.as_secs_f64()),
-            ))
-        })
+        socket.connect(server).await
+    };
+    deadline.within(connected).await.unwrap_or_else(|| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {}", deadline.describe()),
+        ))
+    })
 }
 
-/// Upgrades `stream` to a WebSocket at `path` on `server`, giving up after `wait` (zero:
-/// never), as an I/O result like [`open`]'s.
-async fn upgrade(
-    stream: TcpStream,
+/// One held connection: TCP, with TLS when on, upgraded to a WebSocket with `--ws`.
+type Held = Either<tls::Conn<TcpStream>, ws::Lines<tls::Conn<TcpStream>>>;
+
+/// Opens the `i`-th connection as `dialer` says (its TLS and `-w`), upgraded to a WebSocket at
+/// `websocket` (a path) when given: the upgrade has its own `-w`, as in `fanout`.
+async fn open_held(
+    dialer: &Dialer,
     server: SocketAddr,
-    path: &str,
-    wait: Duration,
-) -> std::io::Result<ws::Lines<TcpStream>> {
-    ws::Lines::connect(stream, &format!("ws://{server}{path}"), wait)
+    websocket: Option<&str>,
+    i: usize,
+) -> Result<Held> {
+    let deadline = Deadline::after(dialer.wait, "-w");
+    let target = &dialer.target;
+    let stream = open(server, source_for(server, i), &deadline)
         .await
-        .map_err(|err| match err {
-            Error::TimedOut(why) => std::io::Error::new(std::io::ErrorKind::TimedOut, why),
-            other => std::io::Error::other(other.to_string()),
-        })
+        .map_err(|source| {
+            if source.kind() == std::io::ErrorKind::TimedOut {
+                Error::TimedOut(format!("cannot connect to {target}: {source}"))
+            } else {
+                Error::Connect {
+                    endpoint: target.to_string(),
+                    source,
+                }
+            }
+        })?;
+    let stream = match &dialer.tls {
+        Some(tls) => {
+            tls.connect_within(&target.host_name(), stream, deadline)
+                .await?
+        }
+        None => tls::Conn::Plain(stream),
+    };
+    Ok(match websocket {
+        None => Either::Left(stream),
+        Some(path) => {
+            let scheme = if dialer.tls.is_some() { "wss" } else { "ws" };
+            let url = format!("{scheme}://{}{path}", target.authority());
+            Either::Right(ws::Lines::connect(stream, &url, dialer.wait).await?)
+        }
+    })
 }
 
 /// Reads and drops what the server sends until it closes (`true`) or `stop` (`false`).
@@ -142,35 +169,40 @@ async fn drain(mut stream: impl AsyncRead + Unpin, stop: CancellationToken) -> b
 }
 
 /// Why opening stopped, in words.
-fn explain(err: &std::io::Error, fd_limit: u64) -> String {
-    match err.raw_os_error() {
+fn explain(err: &Error, fd_limit: u64) -> String {
+    let os_error = match err {
+        Error::Connect { source, .. } => source.raw_os_error(),
+        _ => None,
+    };
+    match os_error {
         Some(libc::EMFILE) | Some(libc::ENFILE) => {
             format!("the open-file limit (ulimit -n = {fd_limit})")
         }
         Some(libc::EADDRNOTAVAIL) => "no free ephemeral ports".into(),
-        _ => format!("{err}"),
+        _ => err.to_string(),
     }
 }
 
-/// Runs the hold benchmark: opens up to `conns` connections (each given `wait` to connect),
-/// holds them `hold` long, reads `pid`'s memory, then closes them all. The interrupt ends the
-/// opening or the holding early, and the report says so.
+/// Runs the hold benchmark: opens up to `conns` connections as `dialer` says (each given its
+/// `-w` to connect, make its TLS handshake and upgrade), holds them `hold` long, reads `pid`'s
+/// memory, then closes them all. The interrupt ends the opening or the holding early, and the
+/// report says so.
 ///
 /// # Errors
-/// The target is not a TCP address or does not resolve.
+/// The target is not a TCP address or does not resolve; the first connection fails.
 pub async fn run(
-    target: &Endpoint,
-    family: Family,
+    dialer: &Dialer,
     websocket: Option<&str>,
     conns: usize,
     pid: Option<u32>,
-    (hold, wait): (Duration, Duration),
+    hold: Duration,
     interrupt: &Interrupt,
 ) -> Result<Report> {
+    let target = &dialer.target;
     if target.unix_path().is_some() {
         return Err(Error::Usage("bench hold takes a TCP address".into()));
     }
-    let server = target.resolve(family).await?[0];
+    let server = target.resolve(dialer.family).await?[0];
     let fd_limit = raise_fd_limit();
     let mut status_file =
         pid.and_then(|pid| std::fs::File::open(format!("/proc/{pid}/status")).ok());
@@ -182,15 +214,8 @@ pub async fn run(
     let mut errors = 0;
     let started = tokio::time::Instant::now();
     for i in 0..conns {
-        let opening = async {
-            let stream = open(server, source_for(server, i), wait).await?;
-            Ok(match websocket {
-                None => Either::Left(stream),
-                Some(path) => Either::Right(upgrade(stream, server, path, wait).await?),
-            })
-        };
-        let opened: std::io::Result<_> = tokio::select! {
-            opened = opening => opened,
+        let opened = tokio::select! {
+            opened = open_held(dialer, server, websocket, i) => opened,
             () = interrupt.wait() => break,
         };
         match opened {
@@ -199,17 +224,9 @@ pub async fn run(
                 bar.inc(1);
             }
             // Not even one: nothing to hold, and nothing to measure.
-            Err(source) if i == 0 => {
+            Err(err) if i == 0 => {
                 bar.finish_and_clear();
-                if source.kind() == std::io::ErrorKind::TimedOut {
-                    return Err(Error::TimedOut(format!(
-                        "cannot connect to {target}: {source}"
-                    )));
-                }
-                return Err(Error::Connect {
-                    endpoint: target.to_string(),
-                    source,
-                });
+                return Err(err);
             }
             Err(err) => {
                 errors += 1;
@@ -223,6 +240,8 @@ pub async fn run(
         () = tokio::time::sleep(hold) => {}
         () = interrupt.wait() => {}
     }
+    // A signal from here on cuts nothing short: what was held is counted and measured.
+    let interrupted = interrupt.is_interrupted();
     let dropped = readers.iter().filter(|r| r.is_finished()).count();
     let held = readers.len() - dropped;
     if dropped > 0 && stopped_by.is_none() {
@@ -242,7 +261,7 @@ pub async fn run(
         mode: "hold",
         target: target.to_string(),
         duration_s: started.elapsed().as_secs_f64(),
-        interrupted: interrupt.is_interrupted(),
+        interrupted,
         held: Some(held),
         wanted: Some(conns),
         stopped_by,
