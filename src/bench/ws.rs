@@ -38,6 +38,9 @@ pub struct Lines<S> {
     failed: Option<io::Error>,
     /// The server's close frame came: nothing more is read (the end of the stream).
     closed: bool,
+    /// The answer to the server's close frame, which tungstenite queued, is still to be sent:
+    /// without it the server waits out its close timeout before it lets the connection go.
+    close_answer_owed: bool,
     /// The line being written, until its `\n`.
     line: BytesMut,
 }
@@ -75,6 +78,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
             newline_owed: false,
             failed: None,
             closed: false,
+            close_answer_owed: false,
             line: BytesMut::new(),
         })
     }
@@ -149,10 +153,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Lines<S> {
                 this.newline_owed = false;
                 continue;
             }
+            let read_some = buf.filled().len() > start;
             if this.closed {
+                if this.close_answer_owed {
+                    // Done when written, or when the connection is gone anyway.
+                    match Pin::new(&mut this.ws).poll_flush(cx) {
+                        Poll::Pending if !read_some => return Poll::Pending,
+                        Poll::Pending => return Poll::Ready(Ok(())),
+                        Poll::Ready(_) => this.close_answer_owed = false,
+                    }
+                }
                 return Poll::Ready(Ok(()));
             }
-            let read_some = buf.filled().len() > start;
             match Pin::new(&mut this.ws).poll_next(cx) {
                 Poll::Ready(Some(Ok(Message::Text(text)))) => {
                     (this.unread, this.newline_owed) = (Bytes::from(text), true);
@@ -160,7 +172,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Lines<S> {
                 Poll::Ready(Some(Ok(Message::Binary(data)))) => {
                     (this.unread, this.newline_owed) = (data, true);
                 }
-                Poll::Ready(Some(Ok(Message::Close(_)))) => this.closed = true,
+                Poll::Ready(Some(Ok(Message::Close(_)))) => {
+                    (this.closed, this.close_answer_owed) = (true, true);
+                }
                 // Pings are answered by tungstenite.
                 Poll::Ready(Some(Ok(_))) => {}
                 Poll::Ready(Some(Err(err))) if read_some => {
@@ -293,8 +307,14 @@ mod tests {
         let mut read = Vec::new();
         lines.read_to_end(&mut read).await.unwrap();
         assert_eq!(read, b"last\n");
-        // Its close frame ends the stream, though the server has not closed the connection.
+        // Its close frame ends the stream, though the server has not closed the connection,
+        // and is answered: the server need not wait out a close timeout.
         assert_eq!(lines.read(&mut [0u8; 16]).await.unwrap(), 0);
+        let answer = tokio::time::timeout(Duration::from_secs(10), server.next()).await;
+        assert!(
+            matches!(answer, Ok(Some(Ok(Message::Close(_))) | None)),
+            "{answer:?}"
+        );
 
         let (mut lines, mut server) = pair().await;
         lines.shutdown().await.unwrap();
