@@ -82,6 +82,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
             line: BytesMut::new(),
         })
     }
+
+    /// Sends the line gathered so far as one message (the socket being ready for it).
+    fn send_line(&mut self) -> io::Result<()> {
+        let message = Message::text(say(&self.line));
+        self.line.clear();
+        Pin::new(&mut self.ws).start_send(message).map_err(io_error)
+    }
 }
 
 /// Why an upgrade to `url` failed, in words.
@@ -205,11 +212,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lines<S> {
         };
         ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
         this.line.extend_from_slice(&data[..end]);
-        let message = Message::text(say(&this.line));
-        this.line.clear();
-        Pin::new(&mut this.ws)
-            .start_send(message)
-            .map_err(io_error)?;
+        this.send_line()?;
         Poll::Ready(Ok(end + 1))
     }
 
@@ -219,9 +222,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Lines<S> {
             .map_err(io_error)
     }
 
-    /// Sends a close frame and waits until it is written.
+    /// Sends a line left without its `\n`, then a close frame, and waits until they are
+    /// written.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.get_mut().ws).poll_close(cx) {
+        let this = self.get_mut();
+        if !this.line.is_empty() {
+            ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
+            this.send_line()?;
+        }
+        match Pin::new(&mut this.ws).poll_close(cx) {
             Poll::Ready(Err(tungstenite::Error::ConnectionClosed)) => Poll::Ready(Ok(())),
             poll => poll.map_err(io_error),
         }
@@ -316,8 +325,12 @@ mod tests {
             "{answer:?}"
         );
 
+        // A line left without its end goes out before the close.
         let (mut lines, mut server) = pair().await;
+        lines.write_all(b"no end").await.unwrap();
         lines.shutdown().await.unwrap();
+        let said = server.next().await.unwrap().unwrap();
+        assert_eq!(said.to_text().unwrap(), r#"{"type":"say","text":"no end"}"#);
         assert!(matches!(server.next().await, Some(Ok(Message::Close(_)))));
     }
 
