@@ -211,6 +211,25 @@ fn big5_and_gb18030_on_the_wire() {
 }
 
 #[test]
+fn python_spellings_of_latin1_are_understood() {
+    // `encode('latin-1')` is how Python exercises spell it; WHATWG only knows `latin1`.
+    for label in ["latin-1", "latin_1", "Latin-1"] {
+        let server = Proc::server(&[
+            "echo",
+            "--upper",
+            "--encoding",
+            label,
+            "--frame",
+            "line",
+            "127.0.0.1:0",
+        ]);
+        let mut client = tcp(server.socket_addr());
+        // café, then CAFÉ, in latin-1.
+        assert_eq!(ask(&mut client, b"caf\xe9\n", 5), b"CAF\xc9\n", "{label}");
+    }
+}
+
+#[test]
 fn unknown_or_decode_only_encodings_are_usage_errors() {
     for (args, label) in [
         (

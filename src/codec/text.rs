@@ -27,7 +27,8 @@ impl Default for WireEncoding {
 impl WireEncoding {
     /// Looks up an encoding by any WHATWG label (`gbk`, `GB2312`, `utf8`, `latin1`, …), or
     /// by the names Python gives the same encodings where they differ: `cp936` (and `ms936`,
-    /// `936`) for gbk, and `_` for `-` (`euc_kr`).
+    /// `936`) for gbk, `latin-1` (Python's usual spelling, which WHATWG lacks) for latin1, and
+    /// `_` for `-` (`euc_kr`, `latin_1`).
     ///
     /// # Errors
     /// [`Error::UnknownEncoding`] for unknown labels, and [`Error::UnusableEncoding`] for
@@ -35,9 +36,10 @@ impl WireEncoding {
     /// write what the user types.
     pub fn for_label(label: &str) -> Result<Self> {
         let wanted = label.trim();
-        let python_name = match wanted.to_ascii_lowercase().as_str() {
+        let python_name = match wanted.to_ascii_lowercase().replace('_', "-").as_str() {
             "cp936" | "ms936" | "936" => "gbk".to_string(),
-            other => other.replace('_', "-"),
+            "latin-1" => "latin1".to_string(),
+            other => other.to_string(),
         };
         let found = Encoding::for_label(wanted.as_bytes())
             .or_else(|| Encoding::for_label(python_name.as_bytes()));
@@ -248,6 +250,13 @@ mod tests {
             );
         }
         assert_eq!(WireEncoding::for_label("euc_kr").unwrap().name(), "EUC-KR");
+        for name in ["latin-1", "Latin-1", "latin_1"] {
+            assert_eq!(
+                WireEncoding::for_label(name).unwrap().name(),
+                "windows-1252",
+                "{name}"
+            );
+        }
         assert_eq!(
             WireEncoding::for_label("Shift_JIS").unwrap().name(),
             "Shift_JIS"
