@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{Load, Report, connect_all, progress, tick_until};
+use super::{Load, Report, connect_all, tick_until, timed_progress};
 use crate::error::Result;
 
 /// Read buffer of the receiving side.
@@ -24,7 +24,7 @@ pub async fn run(load: &Load, is_both: bool) -> Result<Report> {
     let (streams, mut errors) = connect_all(&load.dialer, conns, &load.interrupt).await?;
     let window = load.window();
     let cpu = super::measure_cpu(window.clone(), load.server);
-    let ticker = tick_until(progress(0, "bulk"), Instant::now(), &window);
+    let ticker = tick_until(timed_progress("bulk"), Instant::now(), &window);
     let sent = Arc::new(AtomicU64::new(0));
     let received = Arc::new(AtomicU64::new(0));
     // One chunk for every connection: 1,000 connections of 64 MiB chunks are not 64 GB.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::either::Either;
 
-use super::{Conn, Counted, Latencies, Load, Report, progress, tick_until};
+use super::{Conn, Counted, Latencies, Load, Report, tick_until, timed_progress};
 use crate::error::Result;
 
 /// Runs the handshake benchmark.
@@ -27,7 +27,7 @@ pub async fn run(load: &Load) -> Result<Report> {
     abort(first);
     let window = load.window();
     let cpu = super::measure_cpu(window.clone(), load.server);
-    let ticker = tick_until(progress(0, "handshake"), Instant::now(), &window);
+    let ticker = tick_until(timed_progress("handshake"), Instant::now(), &window);
     let latencies = Latencies::default();
     let tasks: Vec<_> = (0..load.conns)
         .map(|_| {

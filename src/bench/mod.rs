@@ -407,33 +407,58 @@ pub fn clock_ns() -> u64 {
         .as_nanos() as u64
 }
 
-/// A progress bar on stderr, drawn only when stderr is a terminal.
+/// A progress bar on stderr, drawn only when stderr is a terminal, counting `len` things
+/// (connections opened, lines delivered).
 pub fn progress(len: u64, what: &str) -> ProgressBar {
+    bar_with(
+        len,
+        &format!("{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"),
+    )
+}
+
+/// `len` long, drawn with `template`.
+fn bar_with(len: u64, template: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(&format!(
-        "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"
-    ))
-    .unwrap_or_else(|_| ProgressStyle::default_bar())
-    .progress_chars("=> ");
+    let style = ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
     bar.set_style(style);
     bar
 }
 
-/// Advances `bar` once a tenth of a second through a timed run (warm-up, then measurement),
-/// until `end` or the interrupt.
+/// The progress bar of a timed run (`what` names the mode), advanced by [`tick_until`]: it
+/// shows the time gone and the whole run's in seconds, and whether it is still warming up.
+pub fn timed_progress(what: &str) -> ProgressBar {
+    bar_with(0, &format!("{{spinner}} {what} [{{bar:30}}] {{msg}}"))
+}
+
+/// Advances `bar` ([`timed_progress`]) a tenth of a second at a time through a timed run
+/// (warm-up, then measurement), until `end` or the interrupt: `2.3/6.0 s` (`warming up`
+/// before the measurement starts).
 pub fn tick_until(
     bar: ProgressBar,
     start: Instant,
     window: &Window,
 ) -> tokio::task::JoinHandle<()> {
-    let (end, interrupt) = (window.end, window.interrupt.clone());
+    let (measure_from, end) = (window.measure_from, window.end);
+    let interrupt = window.interrupt.clone();
     tokio::spawn(async move {
-        let total = end.saturating_duration_since(start).as_millis().max(1) as u64;
-        bar.set_length(total / 100);
+        let total = end.saturating_duration_since(start);
+        bar.set_length(total.as_millis().max(1) as u64);
         loop {
             let now = Instant::now();
-            let done = now.saturating_duration_since(start).as_millis() as u64 / 100;
-            bar.set_position(done.min(total / 100));
+            let done = now.saturating_duration_since(start).min(total);
+            let phase = if now < measure_from {
+                ", warming up"
+            } else {
+                ""
+            };
+            bar.set_message(format!(
+                "{:.1}/{:.1} s{phase}",
+                done.as_secs_f64(),
+                total.as_secs_f64()
+            ));
+            bar.set_position(done.as_millis() as u64);
             if now >= end {
                 break;
             }

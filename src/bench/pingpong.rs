@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::report::slowest_share;
 use super::{
-    Counted, Latencies, Load, Recorder, Report, Stream, Window, connect_all, progress, tick_until,
+    Counted, Latencies, Load, Recorder, Report, Stream, Window, connect_all, tick_until,
+    timed_progress,
 };
 use crate::error::Result;
 
@@ -29,7 +30,7 @@ pub async fn run(load: &Load) -> Result<Report> {
     let message: Arc<[u8]> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let window = load.window();
     let cpu = super::measure_cpu(window.clone(), load.server);
-    let ticker = tick_until(progress(0, "pingpong"), Instant::now(), &window);
+    let ticker = tick_until(timed_progress("pingpong"), Instant::now(), &window);
     let latencies = Latencies::default();
     let tasks: Vec<_> = streams
         .into_iter()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Counted, Latencies, Load, Report, progress, tick_until};
+use super::{Counted, Latencies, Load, Report, tick_until, timed_progress};
 use crate::error::{Error, Result};
 use crate::limits::{MAX_DATAGRAM, MAX_DATAGRAM_V6};
 use crate::transport::udp;
@@ -59,7 +59,7 @@ pub async fn run(load: &Load, timeout: Duration) -> Result<Report> {
     }
     let window = load.window();
     let cpu = super::measure_cpu(window.clone(), load.server);
-    let ticker = tick_until(progress(0, "udp"), Instant::now(), &window);
+    let ticker = tick_until(timed_progress("udp"), Instant::now(), &window);
     let latencies = Latencies::default();
     let tasks: Vec<_> = sockets
         .into_iter()
