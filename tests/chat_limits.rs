@@ -221,14 +221,22 @@ fn a_member_cut_off_for_not_reading_frees_its_connection() {
     let mut sink = ChatClient::over(ChatConn::Tcp(small_buffer_connection(addr))).welcomed();
     sink.set_nick("sink");
     let mut talker = ChatClient::login(addr, "talker");
-    // Enough to fill the sink's socket buffers and its outbox, several times over.
+    // Enough to fill the sink's socket buffers and its outbox, several times over: the
+    // kernel's send buffer towards the sink grows to megabytes, about 3,000 of these messages.
+    // They go out in batches, each read back before the next (so the talker is never the one
+    // behind): one round trip per message took seconds, over the 10 s limit on a busy machine.
+    const BATCH: usize = 50;
     let padding = "y".repeat(1000);
-    let deadline = Instant::now() + common::IO_TIMEOUT;
-    for sent in 0.. {
+    let deadline = Instant::now() + 3 * common::IO_TIMEOUT;
+    for batch in 0.. {
         assert!(Instant::now() < deadline, "the sink was never cut off");
-        talker.send(&format!("{sent} {padding}"));
-        let mine = format!("[#lobby] <talker> {sent} ");
-        let line = talker.expect_line(|l| l.starts_with("* sink quit") || l.starts_with(&mine));
+        let first = batch * BATCH;
+        let lines: String = (first..first + BATCH)
+            .map(|n| format!("{n} {padding}\n"))
+            .collect();
+        talker.send_raw(lines.as_bytes());
+        let last = format!("[#lobby] <talker> {} ", first + BATCH - 1);
+        let line = talker.expect_line(|l| l.starts_with("* sink quit") || l.starts_with(&last));
         if line.starts_with("* sink quit") {
             assert_eq!(
                 line,
