@@ -869,6 +869,64 @@ fn a_signal_sets_the_exit_code_when_the_report_cannot_be_written() {
     }
 }
 
+/// A signal ignored when the run starts stays ignored: `nohup socktalk bench …` goes on
+/// through a hang-up (it used to stop, report and exit 129); the next signal still ends it.
+#[test]
+fn a_hangup_under_nohup_does_not_end_the_run() {
+    // An echo server that says so on the channel after every 1,000 round trips.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tick, ticks) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        for n in 1.. {
+            match std::io::Read::read(&mut stream, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(len) => {
+                    if std::io::Write::write_all(&mut stream, &buf[..len]).is_err() {
+                        return;
+                    }
+                }
+            }
+            if n % 1000 == 0 && tick.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut command = std::process::Command::new("nohup");
+    command.arg(common::bin()).args([
+        "bench",
+        "pingpong",
+        &addr,
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let mut run = Proc::spawn(command);
+    let wait = std::time::Duration::from_secs(20);
+    ticks.recv_timeout(wait).expect("the run is under way");
+    run.signal("HUP");
+    // Round trips go on after the hang-up: ticks sent before it are left behind first.
+    while ticks.try_recv().is_ok() {}
+    for _ in 0..2 {
+        ticks
+            .recv_timeout(wait)
+            .expect("round trips go on after SIGHUP");
+    }
+    run.signal("TERM");
+    let status = run.wait_exit(std::time::Duration::from_secs(5));
+    assert_eq!(status.code(), Some(143));
+    let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+    assert_eq!(report["interrupted"], true, "{report}");
+    let err = run.stderr_text();
+    assert!(err.contains("interrupted (SIGTERM)"), "{err}");
+}
+
 /// A server that never answers: Ctrl-C still ends the run at once, not after the 60 s asked
 /// for plus the 2 s allowed for late replies.
 #[test]
