@@ -613,17 +613,28 @@ async fn run_bench(args: BenchArgs, family: Family) -> Result<()> {
     } else {
         report.to_table()
     };
-    // A closed pipe (`… | head`) is not a panic, nor a failure: it ends the command quietly.
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(text.as_bytes()).map_err(stdout_error)?;
-    stdout.flush().map_err(stdout_error)?;
-    // The report shows what failed; the exit code must too, for scripts.
+    let written = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush());
+    // The report shows what failed; the exit code must too, for scripts. A signal decides it
+    // even when the report could not be written: SIGHUP is the terminal going away, and the
+    // report's terminal (which then fails with EIO) or pipe (whose reader it ended) with it.
     if report.interrupted {
-        return Err(interrupt.error(&format!(
-            ": the report covers the {} measured before it",
-            bench::report::seconds(report.duration_s)
-        )));
+        let measured = bench::report::seconds(report.duration_s);
+        return Err(interrupt.error(&match written {
+            Ok(()) => format!(": the report covers the {measured} measured before it"),
+            Err(err) => format!(
+                "; the report of the {measured} measured before it was not written ({})",
+                match stdout_error(err) {
+                    Error::StdoutClosed => "standard output is closed".to_string(),
+                    other => other.to_string(),
+                }
+            ),
+        }));
     }
+    // A closed pipe (`… | head`) is not a panic, nor a failure: it ends the command quietly.
+    written.map_err(stdout_error)?;
     if report.measured_nothing() {
         return Err(Error::Io(std::io::Error::other(format!(
             "nothing was measured: {}",

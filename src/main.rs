@@ -40,11 +40,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(socktalk::Error::StdoutClosed) => ExitCode::SUCCESS,
         Err(err) if let Some(signal) = err.interrupted_by() => {
-            eprintln!("socktalk: {err}");
+            say(format_args!("socktalk: {err}"));
             ExitCode::from(socktalk::signals::exit_status(signal))
         }
         Err(err) => {
-            eprintln!("socktalk: error: {err}");
+            say(format_args!("socktalk: error: {err}"));
             ExitCode::from(if err.is_usage() {
                 2
             } else if err.is_timeout() {
@@ -54,6 +54,13 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Writes `line` to stderr, if it still can: after a hang-up the terminal is gone (EIO), and
+/// `eprintln!` would panic on it, turning the exit code into 101.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Help and version go to stdout with code 0; real usage errors become one line on stderr.

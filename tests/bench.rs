@@ -794,6 +794,139 @@ fn a_signal_prints_what_was_measured_and_exits_with_its_code() {
     }
 }
 
+/// A signal still decides the exit code when the report cannot be written. SIGHUP is the
+/// terminal going away, taking the report's stdout with it: a pipe whose reader the hang-up
+/// ended (and stderr too), or a terminal that fails every write (`/dev/full` stands in for it).
+/// The run exited 0 (a closed stdout being a quiet success), 1 (the write error), or 101 (a
+/// panic printing the error to a closed stderr).
+#[test]
+fn a_signal_sets_the_exit_code_when_the_report_cannot_be_written() {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+    /// Killed if the test fails before it exits.
+    struct Run(Child);
+    impl Drop for Run {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    for (signal, code, is_stdout_full) in [("HUP", 129, false), ("TERM", 143, true)] {
+        let (addr, is_ready) = echo_that_signals(50);
+        let mut command = Command::new(common::bin());
+        command
+            .args([
+                "bench",
+                "pingpong",
+                &addr,
+                "--duration",
+                "60",
+                "--warmup",
+                "0",
+            ])
+            .arg("--json")
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        if is_stdout_full {
+            let full = std::fs::File::options().write(true).open("/dev/full");
+            command.stdout(full.unwrap());
+        } else {
+            command.stdout(Stdio::piped());
+        }
+        let mut run = Run(command.spawn().expect("spawn bench"));
+        let mut stderr = run.0.stderr.take();
+        if !is_stdout_full {
+            // Both closed before anything is written: their reader is gone.
+            drop(run.0.stdout.take());
+            drop(stderr.take());
+        }
+        is_ready
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the run is under way");
+        let killed = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(run.0.id().to_string())
+            .status();
+        assert!(killed.unwrap().success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = run.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "SIG{signal}: still running");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(code), "SIG{signal}");
+        if let Some(mut stderr) = stderr {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut err).unwrap();
+            assert!(
+                err.contains("interrupted (SIGTERM); the report of the")
+                    && err.contains("was not written (standard output: no space left on device)"),
+                "{err}"
+            );
+        }
+    }
+}
+
+/// A signal ignored when the run starts stays ignored: `nohup socktalk bench …` goes on
+/// through a hang-up (it used to stop, report and exit 129); the next signal still ends it.
+#[test]
+fn a_hangup_under_nohup_does_not_end_the_run() {
+    // An echo server that says so on the channel after every 1,000 round trips.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tick, ticks) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut buf = vec![0u8; 64 * 1024];
+        for n in 1.. {
+            match std::io::Read::read(&mut stream, &mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(len) => {
+                    if std::io::Write::write_all(&mut stream, &buf[..len]).is_err() {
+                        return;
+                    }
+                }
+            }
+            if n % 1000 == 0 && tick.send(()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut command = std::process::Command::new("nohup");
+    command.arg(common::bin()).args([
+        "bench",
+        "pingpong",
+        &addr,
+        "--duration",
+        "60",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let mut run = Proc::spawn(command);
+    let wait = std::time::Duration::from_secs(20);
+    ticks.recv_timeout(wait).expect("the run is under way");
+    run.signal("HUP");
+    // Round trips go on after the hang-up: ticks sent before it are left behind first.
+    while ticks.try_recv().is_ok() {}
+    for _ in 0..2 {
+        ticks
+            .recv_timeout(wait)
+            .expect("round trips go on after SIGHUP");
+    }
+    run.signal("TERM");
+    let status = run.wait_exit(std::time::Duration::from_secs(5));
+    assert_eq!(status.code(), Some(143));
+    let report: Value = serde_json::from_str(&run.stdout_rest()).expect("one JSON object");
+    assert_eq!(report["interrupted"], true, "{report}");
+    let err = run.stderr_text();
+    assert!(err.contains("interrupted (SIGTERM)"), "{err}");
+}
+
 /// A server that never answers: Ctrl-C still ends the run at once, not after the 60 s asked
 /// for plus the 2 s allowed for late replies.
 #[test]
