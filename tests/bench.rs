@@ -833,7 +833,9 @@ fn a_signal_sets_the_exit_code_when_the_report_cannot_be_written() {
         } else {
             command.stdout(Stdio::piped());
         }
-        let mut run = Run(command.spawn().expect("spawn bench"));
+        let mut run = Run(common::default_signals(&mut command)
+            .spawn()
+            .expect("spawn bench"));
         let mut stderr = run.0.stderr.take();
         if !is_stdout_full {
             // Both closed before anything is written: their reader is gone.

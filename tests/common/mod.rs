@@ -28,6 +28,23 @@ pub fn socktalk() -> assert_cmd::Command {
     cmd
 }
 
+/// Makes `command`'s process start with SIGINT, SIGTERM and SIGHUP at their defaults, whatever
+/// the test run inherited: socktalk leaves a signal that was ignored on entry ignored (as under
+/// `nohup`, or a background job of a non-interactive shell, which a CI runner may be), and the
+/// tests that send one must not depend on how the suite was started.
+pub fn default_signals(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: between fork and exec only `signal`, which is async-signal-safe, is called.
+    unsafe {
+        command.pre_exec(|| {
+            for number in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                libc::signal(number, libc::SIG_DFL);
+            }
+            Ok(())
+        })
+    }
+}
+
 /// A running socktalk process (a server, or a `talk` peer) that is killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -48,7 +65,7 @@ impl Proc {
 
     /// Starts any program (a Python peer, say) with piped stdio, killed when dropped.
     pub fn spawn(mut command: Command) -> Proc {
-        let mut child = command
+        let mut child = default_signals(&mut command)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
