@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream as AsyncTcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -1200,4 +1201,334 @@ async fn a_burst_of_lines_does_not_leave_every_browser_holding_a_big_write_buffe
         grown < 48,
         "{grown} KiB more per browser after the burst ({before} KiB -> {after} KiB)"
     );
+}
+
+/// A burst to browsers that read arrives whole: every line as one text frame, in order,
+/// nothing lost, with payloads of each header form (under 126 bytes, up to 64 KiB, over it)
+/// and writes that the socket takes only in part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_each_reading_browser_whole_and_in_order() {
+    const LINES: usize = 300;
+    let server = WebServer::start(&[
+        "--max-rate",
+        "0",
+        "--max-line",
+        "100000",
+        "--outbox",
+        "4096",
+    ]);
+    let text = |i: usize| {
+        let pad = match i % 3 {
+            0 => 1,
+            1 => 200,
+            _ if i % 30 == 2 => 70_000,
+            _ => 3000,
+        };
+        format!("{i}:{}", "x".repeat(pad))
+    };
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut reader = Ws::connect(&server).await;
+        readers.push(tokio::spawn(async move {
+            for i in 0..LINES {
+                let event = reader.next_message().await;
+                assert!(
+                    is_message(&event, "ann", &text(i)),
+                    "{}: line {i} is not the next: {:.100}",
+                    reader.nick,
+                    event.to_string()
+                );
+            }
+        }));
+    }
+    let ann = Ws::login(&server, "ann").await;
+    // ann reads her own lines too, as a browser does, so that no write waits on her.
+    let (mut to_server, mut from_server) = ann.stream.split();
+    let echo = tokio::spawn(async move {
+        let mut got = 0;
+        while got < LINES {
+            match tokio::time::timeout(IO_TIMEOUT, from_server.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) if t.contains("\"message\"") => got += 1,
+                Ok(Some(Ok(_))) => {}
+                other => panic!("ann's echo: {other:?}"),
+            }
+        }
+    });
+    for i in 0..LINES {
+        let request = json!({"type": "say", "text": text(i)}).to_string();
+        to_server.feed(Message::text(request)).await.unwrap();
+    }
+    to_server.flush().await.unwrap();
+    echo.await.expect("ann hears her whole burst");
+    for reader in readers {
+        reader.await.expect("a reader got the burst whole");
+    }
+}
+
+/// How a browser's connection ended, read to the end.
+#[derive(Debug, PartialEq)]
+enum End {
+    /// A close frame with this code.
+    Close(u16),
+    /// The connection closed without one.
+    Closed,
+}
+
+/// Reads `stream` to its end within [`IO_TIMEOUT`]: every data frame must be one whole JSON
+/// event, and the end a close frame or the connection closing, never a frame the library finds
+/// corrupt (a frame of the server's cut short and followed by another).
+async fn read_whole_frames_to_the_end(stream: &mut Stream) -> (usize, End) {
+    let deadline = tokio::time::Instant::now() + IO_TIMEOUT;
+    let mut events = 0;
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("the end within the timeout");
+        match next {
+            Some(Ok(Message::Text(text))) => {
+                let event: Result<Value, _> = serde_json::from_str(&text);
+                assert!(event.is_ok(), "not one whole event: {:.100}", text.as_str());
+                events += 1;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => {
+                return (events, End::Close(frame.map_or(0, |f| u16::from(f.code))));
+            }
+            Some(Ok(other)) => panic!("after {events} events, not a text frame: {other:?}"),
+            None
+            | Some(Err(
+                WsError::Io(_)
+                | WsError::ConnectionClosed
+                | WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake),
+            )) => return (events, End::Closed),
+            Some(Err(err)) => panic!("after {events} events, a corrupt stream: {err}"),
+        }
+    }
+}
+
+/// Browsers cut off for not reading, their last write stopped wherever the socket stopped
+/// taking it (inside a frame, most likely): the one that reads again at once finds whole frames,
+/// then the close frame with 1008; the one that reads only after the server gave up on it finds
+/// whole frames, then the end of the connection (or the close frame); neither finds a frame
+/// cut short and followed by another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_cut_off_mid_frame_still_read_whole_frames_then_a_clean_end() {
+    let server = WebServer::start(&["--max-rate", "0", "--outbox", "64"]);
+    let mut prompt = Ws::welcomed(small_buffer_ws(&server).await).await;
+    prompt.set_nick("prompt").await;
+    let mut late = Ws::welcomed(small_buffer_ws(&server).await).await;
+    late.set_nick("late").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    // From here on neither browser reads, until both have been cut off.
+
+    // carl floods #lobby from a thread of his own, at most WINDOW lines ahead of what he has
+    // read back, so that only the members that do not read fall behind.
+    const WINDOW: usize = 16;
+    const MOST: usize = 50_000;
+    let text = "z".repeat(4000);
+    let carl_got = Arc::new(AtomicUsize::new(0));
+    let both_gone = Arc::new(AtomicBool::new(false));
+    let mut carl_writer = carl.writer();
+    let sender = {
+        let (got, gone, text) = (carl_got.clone(), both_gone.clone(), text.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut sent = 0;
+            while sent < MOST && !gone.load(Ordering::SeqCst) {
+                if sent >= WINDOW + got.load(Ordering::SeqCst) {
+                    assert!(Instant::now() < deadline, "carl stopped hearing himself");
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                writeln!(carl_writer, "{text}").expect("carl writes");
+                sent += 1;
+            }
+        })
+    };
+    // carl reads his own lines back, and tells who was cut off, as it happens.
+    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let reader = {
+        let (got, gone) = (carl_got.clone(), both_gone.clone());
+        let mine = format!("[#lobby] <carl> {text}");
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut quits = 0;
+            while quits < 2 {
+                assert!(Instant::now() < deadline, "not both were cut off");
+                let line = carl.next_line();
+                if line == mine {
+                    got.fetch_add(1, Ordering::SeqCst);
+                } else if let Some((nick, why)) = line
+                    .strip_prefix("* ")
+                    .and_then(|rest| rest.split_once(" quit "))
+                {
+                    assert_eq!(why, "(disconnected for not reading: 64 lines were waiting)");
+                    quit_tx.send(nick.to_string()).unwrap();
+                    quits += 1;
+                }
+            }
+            gone.store(true, Ordering::SeqCst);
+        })
+    };
+    let mut cut_off = Vec::new();
+    let mut wait_for = async |nick: &str, cut_off: &mut Vec<String>| {
+        while !cut_off.iter().any(|n| n == nick) {
+            let next = tokio::time::timeout(Duration::from_secs(60), quit_rx.recv())
+                .await
+                .expect("cut off in time")
+                .expect("carl's reader is going");
+            cut_off.push(next);
+        }
+    };
+    // prompt reads again as soon as it is cut off, before the server gives up on it.
+    wait_for("prompt", &mut cut_off).await;
+    let (events, end) = read_whole_frames_to_the_end(&mut prompt.stream).await;
+    assert_eq!(end, End::Close(1008), "after {events} events");
+    wait_for("late", &mut cut_off).await;
+    tokio::task::spawn_blocking(move || reader.join())
+        .await
+        .expect("the reader's task")
+        .expect("carl's reader");
+    sender.join().expect("carl's sender");
+    // late reads only once the server has given up waiting for it (CLOSE_TIMEOUT, 1 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (events, end) = read_whole_frames_to_the_end(&mut late.stream).await;
+    assert!(
+        matches!(end, End::Closed | End::Close(1008)),
+        "after {events} events: {end:?}"
+    );
+}
+
+/// Sends `request` on a connection of its own and reads the response: its status line, headers
+/// (names lower-cased) and body (by its `content-length`; none for a 101 or a HEAD).
+fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<(String, String)>, String) {
+    let mut stream = common::tcp(addr);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+        let n = stream.read(&mut buf).expect("a response");
+        assert!(n > 0, "closed before a response: {response:?}");
+        response.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8(response[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().to_string();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| {
+            let (name, value) = l.split_once(':').expect("a header");
+            (name.trim().to_ascii_lowercase(), value.trim().to_string())
+        })
+        .collect();
+    // A HEAD request's response has none of the body its length gives.
+    let length = headers
+        .iter()
+        .find(|(n, _)| n == "content-length" && !request.starts_with("HEAD"))
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = response[head_end + 4..].to_vec();
+    while body.len() < length {
+        let n = stream.read(&mut buf).expect("the body");
+        assert!(n > 0, "closed inside the body");
+        body.extend_from_slice(&buf[..n]);
+    }
+    (status, headers, String::from_utf8(body).unwrap())
+}
+
+/// socktalk answers the WebSocket handshake itself: a request that does not ask properly is
+/// refused with its status and says what was wrong; one that does gets its 101 with the
+/// accept key RFC 6455 derives from the client's, `Connection: keep-alive, Upgrade` included.
+#[test]
+fn a_request_that_is_not_a_websocket_handshake_is_refused_with_its_status() {
+    let server = WebServer::start(&[]);
+    const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    const VERSION: &str = "Sec-WebSocket-Version: 13\r\n";
+    const UPGRADE: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    let cases = [
+        (
+            "GET",
+            "HTTP/1.1",
+            String::new(),
+            "400",
+            "the Connection header must include 'upgrade'",
+        ),
+        (
+            "GET",
+            "HTTP/1.1",
+            format!("Connection: Upgrade\r\n{KEY}{VERSION}"),
+            "400",
+            "the Upgrade header must be 'websocket'",
+        ),
+        (
+            "GET",
+            "HTTP/1.1",
+            format!("{UPGRADE}{VERSION}"),
+            "400",
+            "the Sec-WebSocket-Key header is missing",
+        ),
+        (
+            "GET",
+            "HTTP/1.1",
+            format!("{UPGRADE}{KEY}Sec-WebSocket-Version: 8\r\n"),
+            "400",
+            "Sec-WebSocket-Version must be 13",
+        ),
+        (
+            "GET",
+            "HTTP/1.1",
+            format!("{UPGRADE}{KEY}"),
+            "400",
+            "Sec-WebSocket-Version must be 13",
+        ),
+        (
+            "HEAD",
+            "HTTP/1.1",
+            format!("{UPGRADE}{KEY}{VERSION}"),
+            "405",
+            "",
+        ),
+        (
+            "POST",
+            "HTTP/1.1",
+            format!("{UPGRADE}{KEY}{VERSION}Content-Length: 0\r\n"),
+            "405",
+            "",
+        ),
+        (
+            "GET",
+            "HTTP/1.0",
+            format!("{UPGRADE}{KEY}{VERSION}"),
+            "426",
+            "cannot be upgraded",
+        ),
+    ];
+    for (method, version, headers, status, why) in cases {
+        let request = format!(
+            "{method} /ws {version}\r\nHost: {}\r\n{headers}\r\n",
+            server.http
+        );
+        let (line, response_headers, body) = exchange(server.http, &request);
+        assert!(
+            line.starts_with(&format!("{version} {status}"))
+                || line.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} {version} {headers:?}: {line}"
+        );
+        assert!(body.contains(why), "{method} {headers:?}: {body:?}");
+        if why.contains("Version") {
+            assert_eq!(header(&response_headers, "sec-websocket-version"), "13");
+        }
+    }
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n{KEY}{VERSION}\r\n",
+        server.http
+    );
+    let (line, headers, _) = exchange(server.http, &request);
+    assert_eq!(line, "HTTP/1.1 101 Switching Protocols");
+    assert_eq!(
+        header(&headers, "sec-websocket-accept"),
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert_eq!(header(&headers, "upgrade"), "websocket");
 }

@@ -94,6 +94,12 @@ impl Outgoing {
     pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
         self.chunks.iter()
     }
+
+    /// The chunks not yet written, in order, for a session that writes them its own way (a
+    /// WebSocket frames each line).
+    pub fn into_chunks(self) -> VecDeque<Bytes> {
+        self.chunks
+    }
 }
 
 impl From<Bytes> for Outgoing {

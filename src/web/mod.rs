@@ -15,16 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Extension, State};
+use axum::extract::{Extension, Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use self::socket::Browser;
 
 use crate::access::Admission;
 use crate::chat::command::{Command, parse_json};
@@ -37,6 +41,8 @@ use crate::limits::{CLOSE_TIMEOUT, WS_DRAIN_TIMEOUT};
 use crate::server::{self, Entry};
 use crate::transport::deadline::WriteDeadline;
 use crate::transport::tls::Conn;
+
+mod socket;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -225,14 +231,19 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     response
 }
 
+/// `/ws`: checks the handshake and the `Origin`, answers 101 and hands the connection, once
+/// hyper lets go of it, to a [`session`] of its own.
 async fn upgrade(
     State(state): State<Arc<WebState>>,
     Extension(visitor): Extension<Visitor>,
-    headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    mut request: HttpRequest,
 ) -> Response {
+    let key = match socket::handshake_key(request.method(), request.headers()) {
+        Ok(key) => key,
+        Err(refusal) => return refusal,
+    };
     let peer = visitor.peer;
-    if !state.origins.allows(&headers) {
+    if !state.origins.allows(request.headers()) {
         let logged = state
             .refused_origins
             .lock()
@@ -254,37 +265,55 @@ async fn upgrade(
         )
             .into_response();
     }
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
+        return socket::not_upgradable();
+    };
     // Messages a little over --max-line are read, to be refused with an error event while the
     // session goes on, as on TCP; only far bigger ones end the connection.
     let max = ws_message_limit(state.session.max_line);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER);
     let admission = visitor.admission;
     // Counted from the upgrade on, so that shutdown waits for the session to close.
     let tracked = state.sessions.token();
-    ws.max_message_size(max)
-        .max_frame_size(max)
-        .read_buffer_size(WS_READ_BUFFER)
-        .write_buffer_size(WS_WRITE_BUFFER)
-        .on_upgrade(move |socket| async move {
-            session(socket, peer, state, admission).await;
-            drop(tracked);
-        })
+    tokio::spawn(async move {
+        // Once the 101 has gone out, hyper gives the connection up.
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => {
+                tracing::debug!(%peer, "websocket upgrade failed: {err}");
+                return;
+            }
+        };
+        let io = hyper_util::rt::TokioIo::new(upgraded);
+        let socket = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+        session(Browser::new(socket), peer, state, admission).await;
+        drop(tracked);
+    });
+    socket::accepted(&key)
 }
 
 /// Why a WebSocket session ends on a read error, for its close frame: the code RFC 6455 gives
 /// the error (1009 for a message too big, 1007 for text that is not UTF-8, 1002 for the rest)
 /// and the reason. The library's words for a message over the limit name neither the limit nor
 /// the flag that sets it.
-fn close_reason(error: &str, max_line: usize) -> (u16, String) {
+fn close_reason(error: &str, max_line: usize) -> (CloseCode, String) {
     if error.contains("Message too long") {
         let max = ws_message_limit(max_line);
         (
-            close_code::SIZE,
+            CloseCode::Size,
             format!("message too long: over {max} bytes (4 × --max-line)"),
         )
     } else if error.contains("UTF-8") {
-        (close_code::INVALID, format!("websocket error: {error}"))
+        (CloseCode::Invalid, format!("websocket error: {error}"))
     } else {
-        (close_code::PROTOCOL, format!("websocket error: {error}"))
+        (CloseCode::Protocol, format!("websocket error: {error}"))
     }
 }
 
@@ -303,13 +332,11 @@ fn ws_message_limit(max_line: usize) -> usize {
 /// A browser's request is a line of chat; a longer message takes more reads.
 const WS_READ_BUFFER: usize = 1024;
 
-/// How many bytes of frames a WebSocket gathers before writing them. A batch of lines is fed
-/// as frames and flushed once; the library writes its buffer out whenever it passes this size,
-/// and its buffer keeps the largest capacity it ever reached. With the library's 128 KiB every
-/// browser that was once sent a burst held up to 128 KiB for the rest of its session (2,000
-/// idle browsers after a 2,000-line burst: 22 MB -> 194 MB of server memory; 24 MB when each
-/// frame was flushed alone). 4 KiB still writes a burst in a few dozen system calls, not one
-/// per line.
+/// The library's write buffer, which now holds only control frames (pongs, pings, close
+/// frames): the chat's lines are written by [`Browser::send_lines`] straight from the hub's
+/// chunks. It keeps the largest capacity it ever reached, so it stays small: when the library
+/// wrote the lines too, its default 128 KiB was kept by every browser once sent a burst
+/// (2,000 idle browsers after a 2,000-line burst: 22 MB -> 194 MB of server memory).
 const WS_WRITE_BUFFER: usize = 4 * 1024;
 
 /// The shortest ping interval: `--ws-ping` is in seconds, and an interval must not be zero.
@@ -320,7 +347,7 @@ const MAX_CLOSE_REASON: usize = 123;
 
 /// One browser: JSON requests in, JSON events out, one per text frame.
 async fn session(
-    mut socket: WebSocket,
+    mut socket: Browser,
     peer: String,
     state: Arc<WebState>,
     admission: Arc<Admission>,
@@ -355,14 +382,25 @@ async fn session(
     let mut last_heard = Instant::now();
     // Why the server ends the session, for its close frame; `None` while it does not know.
     let mut ending: Option<Ending> = None;
+    // Lines may still be written: not once the client has closed (its close frame read) or the
+    // connection broke, when a frame would break the protocol or be lost anyway.
+    let mut is_open = true;
     loop {
         tokio::select! {
             biased;
             out = inbox.take() => {
-                let Some(out) = out else {
+                let Some(mut out) = out else {
                     break;
                 };
-                let sent = send_unless_kicked(&mut socket, &out, &inbox).await;
+                // As on TCP: let the other tasks woken with this one run first, then take what
+                // came meanwhile, to go out in the same writes.
+                tokio::task::yield_now().await;
+                inbox.take_more(&mut out);
+                if !is_open {
+                    // Closed, or broken: what is left is drained and dropped.
+                    continue;
+                }
+                let sent = send_unless_kicked(&mut socket, out, &inbox).await;
                 match sent {
                     Ok(true) => {}
                     Ok(false) => {
@@ -375,6 +413,7 @@ async fn session(
                     Err(err) => {
                         tracing::debug!(%peer, "send failed: {err}");
                         ending = Some(Ending::Gone);
+                        is_open = false;
                         if is_reading {
                             is_reading = false;
                             let _ = state.hub_tx.send(Request::Leave(id, Some("connection lost".into()))).await;
@@ -385,7 +424,7 @@ async fn session(
             () = async { tokio::time::sleep_until(throttle.unwrap_or_else(Instant::now)).await }, if throttle.is_some() => {
                 throttle = None;
             }
-            received = socket.recv(), if is_reading && throttle.is_none() => {
+            received = socket.next(), if is_reading && throttle.is_none() => {
                 if let Some(Ok(_)) = received {
                     last_heard = Instant::now();
                 }
@@ -442,15 +481,17 @@ async fn session(
                     Some(Ok(Message::Binary(_))) => {
                         Request::Refused(id, "send JSON text frames, not binary".into())
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
                     Some(Ok(Message::Close(_))) | None => {
                         // The client closed: the library answers its close frame.
                         is_reading = false;
+                        is_open = false;
                         ending = Some(Ending::ClientClosed);
                         Request::Leave(id, None)
                     }
                     Some(Err(err)) => {
                         is_reading = false;
+                        is_open = false;
                         tracing::info!(%peer, "websocket error: {err}");
                         // Say why in the close frame (a message far over --max-line, a
                         // protocol error), if the socket takes it soon: a client that does not
@@ -458,7 +499,7 @@ async fn session(
                         let (code, mut reason) = close_reason(&err.to_string(), state.session.max_line);
                         reason.truncate(reason.floor_char_boundary(MAX_CLOSE_REASON));
                         let frame = CloseFrame { code, reason: reason.into() };
-                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send_control(Message::Close(Some(frame)))).await;
                         ending = Some(Ending::Gone);
                         Request::Leave(id, Some("connection lost".into()))
                     }
@@ -475,7 +516,7 @@ async fn session(
                     tracing::info!(%peer, member = id, "websocket: no answer to ping; closing");
                     let _ = state.hub_tx.send(Request::Leave(id, Some("no answer to ping".into()))).await;
                 } else {
-                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await;
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send_control(Message::Ping(Default::default()))).await;
                 }
             }
             () = &mut idle, if is_reading => {
@@ -500,25 +541,32 @@ async fn session(
     });
     if let Some((code, reason)) = ending.close_frame() {
         // The close handshake: our frame, then the client's answer, within CLOSE_TIMEOUT (a
-        // client that does not read does not read this either).
+        // client that does not read does not read this either). A frame of ours cut short is
+        // finished first, and the member's last word (from a hub that cut it off) goes out
+        // if the socket takes it at once; a frame still unfinished then closes the connection
+        // without a close frame, which would otherwise land inside it.
         let frame = CloseFrame {
             code,
             reason: reason.into(),
         };
+        let last_word = inbox.last_word();
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            socket.send(Message::Close(Some(frame))).await?;
-            while let Some(Ok(message)) = socket.recv().await {
+            socket.finish_frame().await?;
+            if let Some(word) = last_word {
+                let _ = tokio::time::timeout(LAST_WORD_WAIT, socket.send_lines(word.into())).await;
+            }
+            socket.send_control(Message::Close(Some(frame))).await?;
+            while let Some(Ok(message)) = socket.next().await {
                 if matches!(message, Message::Close(_)) {
                     break;
                 }
             }
-            Ok::<_, axum::Error>(())
+            Ok::<_, tokio_tungstenite::tungstenite::Error>(())
         })
         .await;
     } else if ending == Ending::ClientClosed {
         // Our answer to its close frame, queued by the library, goes out now.
-        let _ =
-            tokio::time::timeout(CLOSE_TIMEOUT, futures_util::SinkExt::flush(&mut socket)).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.flush_control()).await;
     }
     tracing::info!(%peer, member = id, "websocket closed");
     drop(admission);
@@ -547,17 +595,17 @@ impl Ending {
     /// The close frame's code and reason (RFC 6455 §7.4.1): 1000 for an ending the member
     /// chose or earned by silence, 1001 for the server or the client's network going away,
     /// 1008 for breaking the server's rule that a member keeps reading.
-    fn close_frame(self) -> Option<(u16, String)> {
+    fn close_frame(self) -> Option<(CloseCode, String)> {
         match self {
-            Ending::Quit => Some((close_code::NORMAL, "bye".into())),
+            Ending::Quit => Some((CloseCode::Normal, "bye".into())),
             Ending::Idle(after) => Some((
-                close_code::NORMAL,
+                CloseCode::Normal,
                 format!("idle for {after:?} (--idle-timeout)"),
             )),
-            Ending::NoPong => Some((close_code::AWAY, "no answer to ping".into())),
-            Ending::Shutdown => Some((close_code::AWAY, "server shutting down".into())),
+            Ending::NoPong => Some((CloseCode::Away, "no answer to ping".into())),
+            Ending::Shutdown => Some((CloseCode::Away, "server shutting down".into())),
             Ending::NotReading => Some((
-                close_code::POLICY,
+                CloseCode::Policy,
                 "disconnected for not reading (--outbox)".into(),
             )),
             Ending::ClientClosed | Ending::Gone => None,
@@ -565,58 +613,22 @@ impl Ending {
     }
 }
 
-/// Sends each line of `lines` as a text frame, unless the hub cuts the member off first
+/// Sends each line of `out` as a text frame, unless the hub cuts the member off first
 /// (`Ok(false)`): a member cut off for not reading is not reading these frames either, and
 /// waiting for them would hold the connection (and its `--max-conns` slot) for as long as the
-/// client likes.
+/// client likes. A send given up may have left a frame half written (see
+/// [`Browser::finish_frame`]).
 async fn send_unless_kicked(
-    socket: &mut WebSocket,
-    out: &Outgoing,
+    socket: &mut Browser,
+    out: Outgoing,
     inbox: &Inbox,
-) -> Result<bool, axum::Error> {
-    let send_all = send_lines(socket, out.chunks());
+) -> Result<bool, tokio_tungstenite::tungstenite::Error> {
     tokio::select! {
         // Frames that can go out do; only a send left waiting is given up.
         biased;
-        sent = send_all => sent.map(|()| true),
-        () = inbox.kicked() => {
-            // Its last word goes out only if the socket takes it at once.
-            if let Some(word) = inbox.last_word() {
-                let _ = tokio::time::timeout(LAST_WORD_WAIT, send_lines(socket, [&word])).await;
-            }
-            Ok(false)
-        }
+        sent = socket.send_lines(out) => sent.map(|()| true),
+        () = inbox.kicked() => Ok(false),
     }
-}
-
-/// Each non-empty line of `chunks` as one text frame, all written together: the frames are
-/// gathered in the socket's write buffer and flushed once, not written one system call each
-/// (a burst of 1,000 lines to 100 browsers took 23 times the CPU of the same burst over TCP).
-/// Each frame shares its line's bytes with every other member's (the line is rendered once).
-async fn send_lines<'a>(
-    socket: &mut WebSocket,
-    chunks: impl IntoIterator<Item = &'a Bytes>,
-) -> Result<(), axum::Error> {
-    use futures_util::SinkExt;
-    for chunk in chunks {
-        let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', chunk).chain([chunk.len()]) {
-            if end > start {
-                socket
-                    .feed(Message::Text(text_frame(chunk.slice(start..end))))
-                    .await?;
-            }
-            start = end + 1;
-        }
-    }
-    socket.flush().await
-}
-
-/// A rendered line as a text frame's payload. JSON events are UTF-8 by construction; anything
-/// else would be repaired rather than sent as an invalid text frame.
-fn text_frame(line: Bytes) -> Utf8Bytes {
-    Utf8Bytes::try_from(line.clone())
-        .unwrap_or_else(|_| String::from_utf8_lossy(&line).into_owned().into())
 }
 
 fn idle_deadline(timeout: Duration) -> Instant {
@@ -634,32 +646,32 @@ mod tests {
         assert_eq!(
             close_reason(error, 100),
             (
-                close_code::SIZE,
+                CloseCode::Size,
                 "message too long: over 400 bytes (4 × --max-line)".to_string()
             )
         );
         assert_eq!(
             close_reason("Protocol error: bad opcode", 100),
             (
-                close_code::PROTOCOL,
+                CloseCode::Protocol,
                 "websocket error: Protocol error: bad opcode".to_string()
             )
         );
         let not_utf8 = "UTF-8 encoding error: invalid utf-8 sequence of 1 bytes from index 0";
-        assert_eq!(close_reason(not_utf8, 100).0, close_code::INVALID);
+        assert_eq!(close_reason(not_utf8, 100).0, CloseCode::Invalid);
     }
 
     #[test]
     fn each_ending_closes_with_its_rfc_code() {
         let code = |ending: Ending| ending.close_frame().map(|(code, _)| code);
-        assert_eq!(code(Ending::Quit), Some(close_code::NORMAL));
+        assert_eq!(code(Ending::Quit), Some(CloseCode::Normal));
         assert_eq!(
             code(Ending::Idle(Duration::from_secs(60))),
-            Some(close_code::NORMAL)
+            Some(CloseCode::Normal)
         );
-        assert_eq!(code(Ending::NoPong), Some(close_code::AWAY));
-        assert_eq!(code(Ending::Shutdown), Some(close_code::AWAY));
-        assert_eq!(code(Ending::NotReading), Some(close_code::POLICY));
+        assert_eq!(code(Ending::NoPong), Some(CloseCode::Away));
+        assert_eq!(code(Ending::Shutdown), Some(CloseCode::Away));
+        assert_eq!(code(Ending::NotReading), Some(CloseCode::Policy));
         assert_eq!(code(Ending::ClientClosed), None);
         assert_eq!(code(Ending::Gone), None);
         for ending in [
