@@ -712,9 +712,9 @@ fn a_websocket_upgrade_that_is_never_answered_costs_bench_w_seconds() {
     }
 }
 
-/// A TCP echo server on a thread that says so on the channel returned once it has echoed
-/// `reads` times on one connection, or accepted `reads` connections: the load generator is
-/// running by then.
+/// A TCP echo server on a thread that says so on the channel returned each time it has echoed
+/// `reads` more times on one connection, and once it has accepted `reads` connections: the load
+/// generator is running by then.
 fn echo_that_signals(reads: usize) -> (String, std::sync::mpsc::Receiver<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -737,7 +737,7 @@ fn echo_that_signals(reads: usize) -> (String, std::sync::mpsc::Receiver<()>) {
                             }
                         }
                     }
-                    if n == reads {
+                    if n % reads == 0 {
                         let _ = ready.send(());
                     }
                 }
@@ -876,28 +876,7 @@ fn a_signal_sets_the_exit_code_when_the_report_cannot_be_written() {
 #[test]
 fn a_hangup_under_nohup_does_not_end_the_run() {
     // An echo server that says so on the channel after every 1,000 round trips.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let (tick, ticks) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let Ok((mut stream, _)) = listener.accept() else {
-            return;
-        };
-        let mut buf = vec![0u8; 64 * 1024];
-        for n in 1.. {
-            match std::io::Read::read(&mut stream, &mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(len) => {
-                    if std::io::Write::write_all(&mut stream, &buf[..len]).is_err() {
-                        return;
-                    }
-                }
-            }
-            if n % 1000 == 0 && tick.send(()).is_err() {
-                return;
-            }
-        }
-    });
+    let (addr, ticks) = echo_that_signals(1000);
     let mut command = std::process::Command::new("nohup");
     command.arg(common::bin()).args([
         "bench",

@@ -810,31 +810,26 @@ async fn a_websocket_that_stops_reading_is_disconnected_and_the_room_goes_on() {
     assert!(heard < sent, "slow got all {sent} messages");
 }
 
-/// A WebSocket cut off for not reading (`--outbox`) is told so in its close frame, 1008
-/// (policy violation) with the reason, when it reads again (within `CLOSE_TIMEOUT` of being cut
-/// off); the server and the others carry on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_websocket_cut_off_for_not_reading_gets_close_code_1008() {
-    let server = WebServer::start(&["--max-rate", "0", "--outbox", "64"]);
-    let mut slow = Ws::welcomed(small_buffer_ws(&server).await).await;
-    slow.set_nick("slow").await;
-    let mut carl = ChatClient::login(server.tcp, "carl");
-    // From here on `slow` reads nothing, until it has been cut off.
+/// The most lines [`flood_lobby`] sends.
+const FLOOD_MOST: usize = 50_000;
 
-    // carl floods #lobby from a thread of his own, at most WINDOW lines ahead of what he has
-    // read back, so that only the member that does not read falls behind.
+/// `carl` floods #lobby with 4,000-byte lines from a thread of his own, at most 16 lines ahead
+/// of what he has read back (the counter returned, which his reader advances), until `gone` or
+/// [`FLOOD_MOST`] lines; the thread returns how many it sent. Also returns the line's text.
+fn flood_lobby(
+    carl: &ChatClient,
+    gone: Arc<AtomicBool>,
+) -> (std::thread::JoinHandle<usize>, Arc<AtomicUsize>, String) {
     const WINDOW: usize = 16;
-    const MOST: usize = 50_000;
     let text = "z".repeat(4000);
     let carl_got = Arc::new(AtomicUsize::new(0));
-    let slow_gone = Arc::new(AtomicBool::new(false));
     let mut carl_writer = carl.writer();
     let sender = {
-        let (got, gone, text) = (carl_got.clone(), slow_gone.clone(), text.clone());
+        let (got, text) = (carl_got.clone(), text.clone());
         std::thread::spawn(move || {
             let deadline = Instant::now() + Duration::from_secs(60);
             let mut sent = 0;
-            while sent < MOST && !gone.load(Ordering::SeqCst) {
+            while sent < FLOOD_MOST && !gone.load(Ordering::SeqCst) {
                 if sent >= WINDOW + got.load(Ordering::SeqCst) {
                     assert!(Instant::now() < deadline, "carl stopped hearing himself");
                     std::thread::sleep(Duration::from_millis(1));
@@ -846,6 +841,23 @@ async fn a_websocket_cut_off_for_not_reading_gets_close_code_1008() {
             sent
         })
     };
+    (sender, carl_got, text)
+}
+
+/// A WebSocket cut off for not reading (`--outbox`) is told so in its close frame, 1008
+/// (policy violation) with the reason, when it reads again (within `CLOSE_TIMEOUT` of being cut
+/// off); the server and the others carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_cut_off_for_not_reading_gets_close_code_1008() {
+    let server = WebServer::start(&["--max-rate", "0", "--outbox", "64"]);
+    let mut slow = Ws::welcomed(small_buffer_ws(&server).await).await;
+    slow.set_nick("slow").await;
+    let mut carl = ChatClient::login(server.tcp, "carl");
+    // From here on `slow` reads nothing, until it has been cut off.
+
+    // carl floods #lobby, so that only the member that does not read falls behind.
+    let slow_gone = Arc::new(AtomicBool::new(false));
+    let (sender, carl_got, text) = flood_lobby(&carl, slow_gone.clone());
     let reader = {
         let (got, gone) = (carl_got.clone(), slow_gone.clone());
         let mine = format!("[#lobby] <carl> {text}");
@@ -877,7 +889,10 @@ async fn a_websocket_cut_off_for_not_reading_gets_close_code_1008() {
         Some((1008, "disconnected for not reading (--outbox)".to_string()))
     );
     let sent = sender.join().expect("carl's sender");
-    assert!(sent < MOST, "slow was not cut off after {sent} messages");
+    assert!(
+        sent < FLOOD_MOST,
+        "slow was not cut off after {sent} messages"
+    );
 
     // The server and the others carry on: carl still hears and is heard, and a new member
     // (a WebSocket, as slow was) joins in.
@@ -1321,30 +1336,9 @@ async fn browsers_cut_off_mid_frame_still_read_whole_frames_then_a_clean_end() {
     let mut carl = ChatClient::login(server.tcp, "carl");
     // From here on neither browser reads, until both have been cut off.
 
-    // carl floods #lobby from a thread of his own, at most WINDOW lines ahead of what he has
-    // read back, so that only the members that do not read fall behind.
-    const WINDOW: usize = 16;
-    const MOST: usize = 50_000;
-    let text = "z".repeat(4000);
-    let carl_got = Arc::new(AtomicUsize::new(0));
+    // carl floods #lobby, so that only the members that do not read fall behind.
     let both_gone = Arc::new(AtomicBool::new(false));
-    let mut carl_writer = carl.writer();
-    let sender = {
-        let (got, gone, text) = (carl_got.clone(), both_gone.clone(), text.clone());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            let mut sent = 0;
-            while sent < MOST && !gone.load(Ordering::SeqCst) {
-                if sent >= WINDOW + got.load(Ordering::SeqCst) {
-                    assert!(Instant::now() < deadline, "carl stopped hearing himself");
-                    std::thread::sleep(Duration::from_millis(1));
-                    continue;
-                }
-                writeln!(carl_writer, "{text}").expect("carl writes");
-                sent += 1;
-            }
-        })
-    };
+    let (sender, carl_got, text) = flood_lobby(&carl, both_gone.clone());
     // carl reads his own lines back, and tells who was cut off, as it happens.
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel();
     let reader = {
