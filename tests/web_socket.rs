@@ -1428,7 +1428,9 @@ fn exchange(addr: SocketAddr, request: &str) -> (String, Vec<(String, String)>, 
         assert!(n > 0, "closed inside the body");
         body.extend_from_slice(&buf[..n]);
     }
-    (status, headers, String::from_utf8(body).unwrap())
+    // After a 101 the same read may hold the first WebSocket frames (the welcome): bytes that
+    // are no text, and no body.
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// socktalk answers the WebSocket handshake itself: a request that does not ask properly is
