@@ -105,8 +105,7 @@ async fn connect(dialer: &Dialer, websocket: Option<&str>) -> Result<Link> {
     Ok(match websocket {
         None => Either::Left(stream),
         Some(path) => {
-            let scheme = if dialer.tls.is_some() { "wss" } else { "ws" };
-            let url = format!("{scheme}://{}{path}", dialer.target.authority());
+            let url = dialer.websocket_url(path);
             Either::Right(ws::Lines::connect(stream, &url, dialer.wait).await?)
         }
     })

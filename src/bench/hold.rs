@@ -150,8 +150,7 @@ async fn open_held(
     Ok(match websocket {
         None => Either::Left(stream),
         Some(path) => {
-            let scheme = if dialer.tls.is_some() { "wss" } else { "ws" };
-            let url = format!("{scheme}://{}{path}", target.authority());
+            let url = dialer.websocket_url(path);
             Either::Right(ws::Lines::connect(stream, &url, dialer.wait).await?)
         }
     })

@@ -62,6 +62,13 @@ pub struct Dialer {
 }
 
 impl Dialer {
+    /// The URL of the WebSocket at `path` on the server: `ws://HOST:PORT/PATH`, `wss://…` when
+    /// TLS is on.
+    pub fn websocket_url(&self, path: &str) -> String {
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}{path}", self.target.authority())
+    }
+
     /// Connects to the server over TCP or a Unix socket, with the TLS handshake when TLS is on.
     ///
     /// # Errors
